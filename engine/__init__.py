@@ -1,0 +1,79 @@
+"""The flow engine: definitions, the step, timers and replay. Pure: no I/O of its own."""
+
+from engine.errors import (
+    ConcurrencyConflict,
+    DefinitionError,
+    DuplicateKey,
+    EngineError,
+    FieldError,
+    FlowExpired,
+    FlowFinished,
+    FlowNotFound,
+    IdempotencyKeyReused,
+    InstanceNotFound,
+    PreconditionFailed,
+    ReplayDivergence,
+    TransitionRefused,
+    TriggerNotAllowed,
+    ValidationFailed,
+    VersionConflict,
+)
+from engine.forms import Invalid
+from engine.loader import Diagnostic, FlowSet, check_text, load_file, load_text
+from engine.machine import CompiledFlow
+from engine.model import Flow
+from engine.ports import Clock, FrozenClock, NewTimer, StepCommit, Store, SystemClock, Timer
+from engine.registry import Registry
+from engine.replay import ReplayReport, ReplayResult, export_lines, replay, replay_export
+from engine.runtime import Runtime, StepOutcome
+from engine.steps import ActionInput, Event, GuardInput, Instance, OutboxMessage
+from engine.workers import OutboxDispatcher, TimerWorker
+
+__all__ = [
+    "ActionInput",
+    "Clock",
+    "CompiledFlow",
+    "ConcurrencyConflict",
+    "DefinitionError",
+    "Diagnostic",
+    "DuplicateKey",
+    "EngineError",
+    "Event",
+    "FieldError",
+    "Flow",
+    "FlowExpired",
+    "FlowFinished",
+    "FlowNotFound",
+    "FlowSet",
+    "FrozenClock",
+    "GuardInput",
+    "IdempotencyKeyReused",
+    "Instance",
+    "InstanceNotFound",
+    "Invalid",
+    "NewTimer",
+    "OutboxDispatcher",
+    "OutboxMessage",
+    "PreconditionFailed",
+    "Registry",
+    "ReplayDivergence",
+    "ReplayReport",
+    "ReplayResult",
+    "Runtime",
+    "StepCommit",
+    "StepOutcome",
+    "Store",
+    "SystemClock",
+    "Timer",
+    "TimerWorker",
+    "TransitionRefused",
+    "TriggerNotAllowed",
+    "ValidationFailed",
+    "VersionConflict",
+    "check_text",
+    "export_lines",
+    "load_file",
+    "load_text",
+    "replay",
+    "replay_export",
+]

@@ -1,0 +1,28 @@
+"""Canonical JSON and hashing: the one byte representation hashes are taken over."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise with sorted keys, no insignificant whitespace, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_hash(value: Any) -> str:
+    return sha256_hex(canonical_json(value))
+
+
+def chain_hash(prev_hash: str, body: Any) -> str:
+    """Hash one history event: sha256 over the previous hash and the event's canonical JSON."""
+    return sha256_hex(prev_hash + canonical_json(body))

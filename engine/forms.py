@@ -1,0 +1,175 @@
+"""A state's form: check what a client submits, describe what it should show."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import FieldError, ValidationFailed
+from engine.model import Field, Flow, Guard
+from engine.registry import Registry
+from engine.steps import GuardInput
+
+
+class Invalid(ValueError):
+    """Raised by a validator: the value's problem, with a stable id and two languages."""
+
+    def __init__(self, error_id: str, zh: str, en: str) -> None:
+        super().__init__(en)
+        self.error_id = error_id
+        self.zh = zh
+        self.en = en
+
+
+_MESSAGES = {
+    "unknown_field": ("不接受此字段", "This field is not accepted here"),
+    "required": ("此项为必填项", "This field is required"),
+    "not_string": ("应为文本", "A text value is expected"),
+    "not_integer": ("应为整数", "A whole number is expected"),
+    "not_boolean": ("应为是或否", "true or false is expected"),
+    "not_choice": ("不是可选的值", "Not one of the allowed choices"),
+    "too_long": ("内容过长", "This value is too long"),
+    "field_locked": ("此项不可修改", "This field cannot be changed"),
+}
+
+
+def _error(field: str, error_id: str) -> FieldError:
+    zh, en = _MESSAGES[error_id]
+    return FieldError(field, error_id, zh, en)
+
+
+def is_locked(field: Field, registry: Registry, guard_input: GuardInput) -> bool:
+    if isinstance(field.locked, bool):
+        return field.locked
+    g: Guard = field.locked
+    return bool(registry.guards[g.name](guard_input)) != g.negated
+
+
+def _coerce(field: Field, value: Any) -> tuple[Any, str | None]:
+    if field.type == "string":
+        if not isinstance(value, str):
+            return None, "not_string"
+        if not field.secret:
+            value = value.strip()
+        if len(value) > field.max_length:
+            return None, "too_long"
+        return value, None
+    if field.type == "integer":
+        if isinstance(value, bool):
+            return None, "not_integer"
+        if isinstance(value, int):
+            return value, None
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit() \
+                and len(value.strip()) <= 20:
+            return int(value.strip()), None
+        return None, "not_integer"
+    if field.type == "boolean":
+        if isinstance(value, bool):
+            return value, None
+        return None, "not_boolean"
+    if field.type == "choice":
+        if isinstance(value, str) and value in field.choices:
+            return value, None
+        return None, "not_choice"
+    return value, None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
+                   context: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+    """Return the clean input (secrets included) or raise ValidationFailed with all errors."""
+    fields = {f.name: f for f in flow.fields_for(state, trigger)}
+    errors: list[FieldError] = [_error(k, "unknown_field") for k in raw if k not in fields]
+    clean: dict[str, Any] = {}
+    values = context.get("values", {})
+    probe = GuardInput(state, trigger, context, {}, {})
+    for name, field in fields.items():
+        if is_locked(field, registry, probe):
+            if name in raw and raw[name] != values.get(name):
+                errors.append(_error(name, "field_locked"))
+            elif name in values:
+                clean[name] = values[name]
+            continue
+        value = raw.get(name)
+        if _empty(value) and not (field.type == "boolean" and value is False):
+            if field.required:
+                errors.append(_error(name, "required"))
+            continue
+        value, problem = _coerce(field, value)
+        if problem:
+            errors.append(_error(name, problem))
+            continue
+        if field.type == "boolean" and field.required and value is not True:
+            errors.append(_error(name, "required"))
+            continue
+        if field.format:
+            try:
+                value = registry.validators[field.format](value)
+            except Invalid as exc:
+                errors.append(FieldError(name, exc.error_id, exc.zh, exc.en))
+                continue
+        clean[name] = value
+    if errors:
+        raise ValidationFailed(errors)
+    return clean
+
+
+def redact(flow: Flow, state: str, clean: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop secret fields: what may be written to history."""
+    st = flow.states[state]
+    out = {}
+    for k, v in clean.items():
+        f = st.field(k)
+        if f is None or not f.secret:
+            out[k] = v
+    return out
+
+
+def describe(flow: Flow, state: str, context: Mapping[str, Any],
+             registry: Registry) -> dict[str, Any]:
+    """The current step's UI description: fields, values, locks, errors, triggers."""
+    st = flow.states[state]
+    error = context.get("error")
+    values = context.get("values", {})
+    probe = GuardInput(state, "", context, {}, {})
+    nodes = []
+    for f in st.fields:
+        node: dict[str, Any] = {
+            "name": f.name,
+            "type": f.type,
+            "label": f.label.as_dict(),
+            "required": f.required,
+            "secret": f.secret,
+            "locked": is_locked(f, registry, probe),
+            "value": None if f.secret else values.get(f.name),
+            "error": error if error and error.get("field") == f.name else None,
+        }
+        if f.format:
+            node["format"] = f.format
+        if f.choices:
+            node["choices"] = list(f.choices)
+        if f.type == "string":
+            node["max_length"] = f.max_length
+        if f.help:
+            node["help"] = f.help.as_dict()
+        nodes.append(node)
+    triggers = []
+    for trig in flow.triggers_from(state):
+        if st.timeout and trig == st.timeout.trigger and all(
+                t.trigger != trig or t.label is None for t in flow.transitions_from(state, trig)):
+            continue  # fired by the clock, not by the user
+        label = next((t.label.as_dict() for t in flow.transitions_from(state, trig)
+                      if t.label), None)
+        triggers.append({"trigger": trig, "label": label,
+                         "fields": [f.name for f in flow.fields_for(state, trig)]})
+    return {
+        "state": state,
+        "label": st.label.as_dict() if st.label else None,
+        "final": st.final,
+        "fields": nodes,
+        "triggers": triggers,
+        "error": error if error and not error.get("field") else None,
+    }

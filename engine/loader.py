@@ -1,0 +1,577 @@
+"""Load ``flows.yaml``: parse, check everything, report every problem at once.
+
+The pipeline is YAML -> plain values with source positions -> *canonical content*
+(defaults filled in, durations normalised, ordered lists instead of mappings) ->
+frozen :mod:`engine.model` objects. A flow's version is the hash of its canonical
+content, so comments, key order and spelling of equal durations do not change it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import yaml
+
+from engine.canonical import content_hash
+from engine.durations import format_duration, parse_duration
+from engine.errors import DefinitionError
+from engine.model import (
+    FIELD_TYPES,
+    Error,
+    Field,
+    Flow,
+    Guard,
+    Label,
+    State,
+    Timeout,
+    Transition,
+)
+from engine.registry import Registry
+
+Path = tuple[Any, ...]
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_LIFETIME = timedelta(hours=24)
+RESERVED_TRIGGERS = {"start"}
+
+_FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "description"}
+_STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description"}
+_FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
+               "max_length", "help"}
+_TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", "error",
+                    "label", "description"}
+
+
+@attrs.frozen(order=True)
+class Diagnostic:
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+@attrs.frozen
+class FlowSet:
+    """Every flow of one file, by name; the unit that reload swaps atomically."""
+
+    flows: dict[str, Flow]
+    source: str = ""
+
+    def get(self, name: str) -> Flow | None:
+        return self.flows.get(name)
+
+
+class _Positions:
+    """Where each value and key of the document stands (1-based line and column)."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.values: dict[Path, tuple[int, int]] = {}
+        self.keys: dict[Path, tuple[int, int]] = {}
+
+    def at(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+        table = self.keys if key else self.values
+        p = path
+        while p:
+            if p in table:
+                return table[p]
+            if p in self.values:
+                return self.values[p]
+            p = p[:-1]
+        return self.values.get((), (1, 1))
+
+
+def _plain(node: yaml.Node, path: Path, pos: _Positions, diags: list[Diagnostic]) -> Any:
+    """Turn a composed YAML node into plain values, remembering every position."""
+    pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            kpos = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            if key in out:
+                diags.append(Diagnostic(pos.filename, *kpos, f"duplicate key '{key}'"))
+            pos.keys[(*path, key)] = kpos
+            out[key] = _plain(vnode, (*path, key), pos, diags)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(v, (*path, i), pos, diags) for i, v in enumerate(node.value)]
+    return _SCALARS.construct_object(node, deep=True)
+
+
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
+class _Checker:
+    """Builds canonical content from plain values, collecting diagnostics as it goes."""
+
+    def __init__(self, pos: _Positions, registry: Registry | None) -> None:
+        self.pos = pos
+        self.registry = registry
+        self.diags: list[Diagnostic] = []
+
+    def err(self, path: Path, message: str, *, key: bool = False) -> None:
+        line, col = self.pos.at(path, key=key)
+        self.diags.append(Diagnostic(self.pos.filename, line, col, message))
+
+    # -- small typed readers ------------------------------------------------
+    def mapping(self, value: Any, path: Path, what: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.err(path, f"{what} must be a mapping")
+            return {}
+        return value
+
+    def names(self, value: Any, path: Path, what: str) -> list[str]:
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item.strip():
+                self.err((*path, i) if isinstance(value, list) else path,
+                         f"{what} must be a name or a list of names")
+                continue
+            out.append(item.strip())
+        return out
+
+    def boolean(self, value: Any, path: Path, what: str) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.err(path, f"{what} must be true or false")
+            return False
+        return value
+
+    def label(self, value: Any, path: Path, what: str, *, required: bool) -> dict[str, str] | None:
+        if value is None:
+            if required:
+                self.err(path, f"{what} needs a label with 'zh' and 'en'", key=True)
+            return None
+        if not isinstance(value, dict):
+            self.err(path, f"{what}: a label is a mapping with 'zh' and 'en'")
+            return None
+        out = {}
+        for lang in ("zh", "en"):
+            text = value.get(lang)
+            if not isinstance(text, str) or not text.strip():
+                self.err(path, f"{what}: label '{lang}' is missing or empty")
+            else:
+                out[lang] = text
+        for k in value:
+            if k not in ("zh", "en"):
+                self.err((*path, k), f"{what}: unknown label language '{k}'", key=True)
+        return out if len(out) == 2 else None
+
+    def unknown_keys(self, value: dict[str, Any], allowed: set[str], path: Path,
+                     what: str) -> None:
+        for k in value:
+            if k not in allowed and not str(k).startswith("x-"):
+                hint = ", ".join(sorted(allowed))
+                self.err((*path, k), f"unknown key '{k}' in {what} (known: {hint})", key=True)
+
+    def duration(self, value: Any, path: Path) -> str | None:
+        try:
+            return format_duration(parse_duration(value))
+        except ValueError as exc:
+            self.err(path, str(exc))
+            return None
+
+    def registered(self, table: str, name: str, path: Path, what: str) -> None:
+        if self.registry is None:
+            return
+        if name not in getattr(self.registry, table):
+            known = ", ".join(sorted(getattr(self.registry, table))) or "none registered"
+            self.err(path, f"unknown {what} '{name}' (known: {known})")
+
+    # -- the document -------------------------------------------------------
+    def document(self, doc: Any) -> dict[str, dict[str, Any]]:
+        if doc is None:
+            self.err((), "the file is empty: expected a mapping with 'flows'")
+            return {}
+        if not isinstance(doc, dict):
+            self.err((), "the file must be a mapping with 'flows'")
+            return {}
+        self.unknown_keys(doc, {"flows"}, (), "the file")
+        flows = doc.get("flows")
+        if not isinstance(flows, dict) or not flows:
+            self.err(("flows",) if "flows" in doc else (),
+                     "'flows' must be a mapping of flow names to flows")
+            return {}
+        out = {}
+        for name, body in flows.items():
+            path = ("flows", name)
+            if not NAME.match(str(name)):
+                self.err(path, f"flow name '{name}' must be lower_snake_case", key=True)
+            canon = self.flow(str(name), body, path)
+            if canon is not None:
+                out[str(name)] = canon
+        return out
+
+    def flow(self, name: str, body: Any, path: Path) -> dict[str, Any] | None:
+        if not isinstance(body, dict):
+            self.err(path, f"flow '{name}' must be a mapping")
+            return None
+        self.unknown_keys(body, _FLOW_KEYS, path, f"flow '{name}'")
+        states_raw = self.mapping(body.get("states"), (*path, "states"), "states")
+        if not states_raw:
+            self.err((*path, "states") if "states" in body else path,
+                     f"flow '{name}' has no states", key=True)
+        states: list[dict[str, Any]] = []
+        for sname, sbody in states_raw.items():
+            spath = (*path, "states", sname)
+            if not NAME.match(str(sname)):
+                self.err(spath, f"state name '{sname}' must be lower_snake_case", key=True)
+            states.append(self.state(str(sname), sbody, spath))
+        state_names = {s["name"] for s in states}
+
+        initial = body.get("initial")
+        if not isinstance(initial, str):
+            self.err((*path, "initial") if "initial" in body else path,
+                     f"flow '{name}' needs 'initial': the state it starts in",
+                     key="initial" not in body)
+        elif initial not in state_names:
+            self.err((*path, "initial"), f"initial state '{initial}' is not defined")
+
+        expires = DEFAULT_LIFETIME
+        if "expires_in" in body:
+            text = self.duration(body["expires_in"], (*path, "expires_in"))
+            if text:
+                expires = parse_duration(text)
+
+        raw_transitions = body.get("transitions") or []
+        if not isinstance(raw_transitions, list):
+            self.err((*path, "transitions"), "transitions must be a list")
+            raw_transitions = []
+        transitions = [
+            t for i, tb in enumerate(raw_transitions)
+            if (t := self.transition(tb, (*path, "transitions", i), state_names)) is not None
+        ]
+        canon = {
+            "name": name,
+            "title": self.label(body.get("title"), (*path, "title"), f"flow '{name}'",
+                                required=False),
+            "initial": initial if isinstance(initial, str) else "",
+            "expires_in": format_duration(expires),
+            "states": states,
+            "transitions": transitions,
+        }
+        self.semantics(canon, path)
+        return canon
+
+    def state(self, name: str, body: Any, path: Path) -> dict[str, Any]:
+        body = self.mapping(body, path, f"state '{name}'")
+        self.unknown_keys(body, _STATE_KEYS, path, f"state '{name}'")
+        fields_raw = body.get("fields")
+        fields = []
+        if isinstance(fields_raw, dict):
+            for fname, fbody in fields_raw.items():
+                fields.append(self.field(str(fname), fbody, (*path, "fields", fname)))
+        elif fields_raw is not None:
+            self.err((*path, "fields"), "fields must be a mapping of field names to fields")
+        on_enter = self.names(body.get("on_enter"), (*path, "on_enter"), "on_enter")
+        for i, a in enumerate(on_enter):
+            self.registered("actions", a, (*path, "on_enter", i) if
+                            isinstance(body.get("on_enter"), list) else (*path, "on_enter"),
+                            "action")
+        timeout = None
+        if body.get("timeout") is not None:
+            tb = self.mapping(body["timeout"], (*path, "timeout"), "timeout")
+            self.unknown_keys(tb, {"after", "trigger"}, (*path, "timeout"), "timeout")
+            after = self.duration(tb.get("after"), (*path, "timeout", "after"))
+            trig = tb.get("trigger")
+            if not isinstance(trig, str) or not NAME.match(trig):
+                self.err((*path, "timeout", "trigger") if "trigger" in tb else
+                         (*path, "timeout"), "timeout needs 'trigger': the trigger it fires")
+                trig = None
+            if after and trig:
+                timeout = {"after": after, "trigger": trig}
+        final = self.boolean(body.get("final"), (*path, "final"), "final")
+        return {
+            "name": name,
+            "final": final,
+            "label": self.label(body.get("label"), (*path, "label"), f"state '{name}'",
+                                required=False),
+            "fields": fields,
+            "on_enter": on_enter,
+            "timeout": timeout,
+        }
+
+    def field(self, name: str, body: Any, path: Path) -> dict[str, Any]:
+        if not NAME.match(name):
+            self.err(path, f"field name '{name}' must be lower_snake_case", key=True)
+        body = self.mapping(body, path, f"field '{name}'")
+        self.unknown_keys(body, _FIELD_KEYS, path, f"field '{name}'")
+        ftype = body.get("type", "string")
+        if ftype not in FIELD_TYPES:
+            self.err((*path, "type"), f"unknown field type '{ftype}' "
+                     f"(known: {', '.join(FIELD_TYPES)})")
+        fmt = body.get("format")
+        if fmt is not None:
+            if not isinstance(fmt, str):
+                self.err((*path, "format"), "format must be a validator name")
+                fmt = None
+            else:
+                self.registered("validators", fmt, (*path, "format"), "validator")
+        locked_raw = body.get("locked", False)
+        locked: bool | str = False
+        if isinstance(locked_raw, bool):
+            locked = locked_raw
+        elif isinstance(locked_raw, str):
+            g = Guard.parse(locked_raw)
+            self.registered("guards", g.name, (*path, "locked"), "guard")
+            locked = str(g)
+        else:
+            self.err((*path, "locked"), "locked must be true, false or a guard name")
+        choices = body.get("choices")
+        if ftype == "choice":
+            if not isinstance(choices, list) or not choices or \
+                    not all(isinstance(c, str) for c in choices):
+                self.err((*path, "choices") if "choices" in body else path,
+                         "a choice field needs 'choices': a list of strings", key=True)
+                choices = []
+        elif choices is not None:
+            self.err((*path, "choices"), "only a choice field has choices")
+            choices = []
+        max_length = body.get("max_length", 1024)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            self.err((*path, "max_length"), "max_length must be a positive whole number")
+            max_length = 1024
+        return {
+            "name": name,
+            "type": ftype if ftype in FIELD_TYPES else "string",
+            "label": self.label(body.get("label"), (*path, "label"), f"field '{name}'",
+                                required=True) or {"zh": name, "en": name},
+            "help": self.label(body.get("help"), (*path, "help"), f"field '{name}'",
+                               required=False),
+            "required": self.boolean(body.get("required"), (*path, "required"), "required"),
+            "format": fmt,
+            "secret": self.boolean(body.get("secret"), (*path, "secret"), "secret"),
+            "locked": locked,
+            "choices": choices or [],
+            "max_length": max_length,
+        }
+
+    def transition(self, body: Any, path: Path, states: set[str]) -> dict[str, Any] | None:
+        if not isinstance(body, dict):
+            self.err(path, "a transition must be a mapping")
+            return None
+        self.unknown_keys(body, _TRANSITION_KEYS, path, "transition")
+        trigger = body.get("trigger")
+        if not isinstance(trigger, str) or not NAME.match(trigger):
+            self.err((*path, "trigger") if "trigger" in body else path,
+                     "a transition needs 'trigger': a lower_snake_case name")
+            return None
+        if trigger in RESERVED_TRIGGERS:
+            self.err((*path, "trigger"), f"'{trigger}' is reserved for starting a flow")
+        sources = self.names(body.get("source"), (*path, "source"), "source")
+        if not sources:
+            self.err(path, f"transition '{trigger}' needs 'source'", key=True)
+        src_list = isinstance(body.get("source"), list)
+        for i, s in enumerate(sources):
+            if s not in states:
+                self.err((*path, "source", i) if src_list else (*path, "source"),
+                         f"transition '{trigger}' from undefined state '{s}'")
+        dest = body.get("dest")
+        if not isinstance(dest, str):
+            self.err((*path, "dest") if "dest" in body else path,
+                     f"transition '{trigger}' needs 'dest'")
+            dest = ""
+        elif dest not in states:
+            self.err((*path, "dest"), f"transition '{trigger}' to undefined state '{dest}'")
+        guards = self.names(body.get("guards"), (*path, "guards"), "guards")
+        g_list = isinstance(body.get("guards"), list)
+        for i, g in enumerate(guards):
+            self.registered("guards", Guard.parse(g).name,
+                            (*path, "guards", i) if g_list else (*path, "guards"), "guard")
+        actions = self.names(body.get("actions"), (*path, "actions"), "actions")
+        a_list = isinstance(body.get("actions"), list)
+        for i, a in enumerate(actions):
+            self.registered("actions", a, (*path, "actions", i) if a_list else
+                            (*path, "actions"), "action")
+        fields = None
+        if "fields" in body:
+            fields = self.names(body.get("fields"), (*path, "fields"), "fields")
+        error = None
+        if body.get("error") is not None:
+            eb = self.mapping(body["error"], (*path, "error"), "error")
+            self.unknown_keys(eb, {"id", "field", "zh", "en"}, (*path, "error"), "error")
+            eid = eb.get("id")
+            if not isinstance(eid, str) or not NAME.match(eid):
+                self.err((*path, "error"), "error needs 'id': a stable lower_snake_case id")
+            for lang in ("zh", "en"):
+                if not isinstance(eb.get(lang), str) or not eb.get(lang):
+                    self.err((*path, "error"), f"error needs a '{lang}' message")
+            error = {"id": eid, "field": eb.get("field"), "zh": eb.get("zh"),
+                     "en": eb.get("en")}
+        return {
+            "trigger": trigger,
+            "source": sources,
+            "dest": dest,
+            "guards": [str(Guard.parse(g)) for g in guards],
+            "actions": actions,
+            "fields": fields,
+            "error": error,
+            "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
+                                required=False),
+        }
+
+    # -- whole-flow checks ---------------------------------------------------
+    def semantics(self, flow: dict[str, Any], path: Path) -> None:
+        states = {s["name"]: s for s in flow["states"]}
+        tpath = (*path, "transitions")
+        by_state: dict[str, list[tuple[int, dict[str, Any]]]] = {s: [] for s in states}
+        for i, t in enumerate(flow["transitions"]):
+            for s in t["source"]:
+                if s in by_state:
+                    by_state[s].append((i, t))
+        for sname, st in states.items():
+            spath = (*path, "states", sname)
+            outgoing = by_state[sname]
+            if st["final"] and outgoing:
+                i, t = outgoing[0]
+                self.err((*tpath, i), f"final state '{sname}' cannot have transitions "
+                         f"(trigger '{t['trigger']}')")
+            if not st["final"] and not outgoing:
+                self.err(spath, f"state '{sname}' is not final and has no way out", key=True)
+            if st["timeout"] and not any(t["trigger"] == st["timeout"]["trigger"]
+                                         for _, t in outgoing):
+                self.err((*spath, "timeout", "trigger"),
+                         f"timeout trigger '{st['timeout']['trigger']}' has no transition "
+                         f"from state '{sname}'")
+            field_names = {f["name"] for f in st["fields"]}
+            for i, t in outgoing:
+                for j, fname in enumerate(t["fields"] or []):
+                    if fname not in field_names:
+                        self.err((*tpath, i, "fields", j),
+                                 f"unknown field '{fname}': state '{sname}' has no such field")
+                err = t["error"]
+                if err and err.get("field") and err["field"] not in field_names:
+                    self.err((*tpath, i, "error", "field"),
+                             f"unknown field '{err['field']}' in error: state '{sname}' "
+                             "has no such field")
+            self.ambiguity(sname, outgoing, tpath)
+        self.reachability(flow, states, path)
+
+    def ambiguity(self, state: str, outgoing: list[tuple[int, dict[str, Any]]],
+                  tpath: Path) -> None:
+        for a in range(len(outgoing)):
+            for b in range(a + 1, len(outgoing)):
+                i, t1 = outgoing[a]
+                j, t2 = outgoing[b]
+                if t1["trigger"] != t2["trigger"]:
+                    continue
+                g1 = {Guard.parse(g) for g in t1["guards"]}
+                g2 = {Guard.parse(g) for g in t2["guards"]}
+                if not any(Guard(g.name, not g.negated) in g2 for g in g1):
+                    self.err((*tpath, j),
+                             f"transitions {i} and {j} both take trigger '{t1['trigger']}' "
+                             f"from state '{state}' and no guard separates them "
+                             "(give one 'g' and the other '!g')")
+
+    def reachability(self, flow: dict[str, Any], states: dict[str, Any], path: Path) -> None:
+        initial = flow["initial"]
+        if initial not in states:
+            return
+        seen = {initial}
+        todo = deque([initial])
+        while todo:
+            s = todo.popleft()
+            for t in flow["transitions"]:
+                if s in t["source"] and t["dest"] in states and t["dest"] not in seen:
+                    seen.add(t["dest"])
+                    todo.append(t["dest"])
+        for name in states:
+            if name not in seen:
+                self.err((*path, "states", name),
+                         f"state '{name}' is unreachable from '{initial}'", key=True)
+
+
+def build_flow(content: dict[str, Any]) -> Flow:
+    """Build the model of one flow from its canonical content (already checked)."""
+
+    def label(v: dict[str, str] | None) -> Label | None:
+        return Label(v["zh"], v["en"]) if v else None
+
+    states = {}
+    for s in content["states"]:
+        fields = tuple(
+            Field(
+                name=f["name"], type=f["type"], label=label(f["label"]) or Label("", ""),
+                required=f["required"], format=f["format"], secret=f["secret"],
+                locked=Guard.parse(f["locked"]) if isinstance(f["locked"], str) else f["locked"],
+                choices=tuple(f["choices"]), max_length=f["max_length"], help=label(f["help"]),
+            )
+            for f in s["fields"]
+        )
+        timeout = (Timeout(parse_duration(s["timeout"]["after"]), s["timeout"]["trigger"])
+                   if s["timeout"] else None)
+        states[s["name"]] = State(name=s["name"], final=s["final"], label=label(s["label"]),
+                                  fields=fields, on_enter=tuple(s["on_enter"]), timeout=timeout)
+    transitions = tuple(
+        Transition(
+            trigger=t["trigger"], sources=tuple(t["source"]), dest=t["dest"],
+            guards=tuple(Guard.parse(g) for g in t["guards"]), actions=tuple(t["actions"]),
+            fields=tuple(t["fields"]) if t["fields"] is not None else None,
+            error=Error(t["error"]["id"], t["error"]["zh"], t["error"]["en"],
+                        t["error"]["field"]) if t["error"] else None,
+            label=label(t["label"]),
+        )
+        for t in content["transitions"]
+    )
+    return Flow(name=content["name"], initial=content["initial"], states=states,
+                transitions=transitions, expires_in=parse_duration(content["expires_in"]),
+                title=label(content["title"]), content=content,
+                version=content_hash(content))
+
+
+def check_text(text: str, filename: str = "flows.yaml",
+               registry: Registry | None = None) -> tuple[dict[str, dict[str, Any]],
+                                                          list[Diagnostic]]:
+    """Check a flows file; return canonical content per flow and every diagnostic."""
+    pos = _Positions(filename)
+    diags: list[Diagnostic] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return {}, [Diagnostic(filename, line, col, f"YAML syntax: {problem}")]
+    except yaml.YAMLError as exc:
+        return {}, [Diagnostic(filename, 1, 1, f"YAML syntax: {exc}")]
+    doc = _plain(node, (), pos, diags) if node is not None else None
+    checker = _Checker(pos, registry)
+    checker.diags.extend(diags)
+    content = checker.document(doc)
+    return content, sorted(set(checker.diags))
+
+
+def load_text(text: str, filename: str = "flows.yaml",
+              registry: Registry | None = None) -> FlowSet:
+    """Load a flows file or raise DefinitionError listing every problem."""
+    content, diags = check_text(text, filename, registry)
+    if diags:
+        raise DefinitionError(diags)
+    return FlowSet({name: build_flow(c) for name, c in content.items()}, source=filename)
+
+
+def load_file(path: str, registry: Registry | None = None) -> FlowSet:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([Diagnostic(path, 1, 1, f"cannot read: {exc}")]) from exc
+    return load_text(text, path, registry)
+
+
+def flows_from_contents(contents: Iterable[dict[str, Any]]) -> FlowSet:
+    return FlowSet({c["name"]: build_flow(c) for c in contents})

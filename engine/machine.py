@@ -1,0 +1,107 @@
+"""One flow version compiled once: a ``transitions`` machine that decides steps.
+
+The machine is built once per definition version and reused for every step: deciding
+sets a single probe model to the instance's state and fires the trigger, and the
+guards (pure functions) pick the transition. Nothing awaits inside ``decide``, so the
+shared probe is never seen half-way by another task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from transitions import Machine
+
+from engine.errors import DefinitionError
+from engine.loader import Diagnostic
+from engine.model import Flow, Transition
+from engine.registry import GuardFn, Registry
+from engine.steps import GuardInput
+
+
+class _Probe:
+    """The model the machine moves; it also remembers which transition fired."""
+
+    state: str
+    taken: Transition | None = None
+
+
+class CompiledFlow:
+    """A flow version with its guards bound, ready to decide and to fold context."""
+
+    def __init__(self, flow: Flow, registry: Registry) -> None:
+        self.flow = flow
+        self.registry = registry
+        missing = sorted({g.name for t in flow.transitions for g in t.guards
+                          if g.name not in registry.guards})
+        missing += sorted({f.locked.name for s in flow.states.values() for f in s.fields
+                           if not isinstance(f.locked, bool)
+                           and f.locked.name not in registry.guards})
+        if missing:
+            raise DefinitionError([Diagnostic(flow.name, 1, 1, f"unknown guard '{m}'")
+                                   for m in missing])
+        self._probe = _Probe()
+        self._machine = Machine(
+            model=self._probe,
+            states=[{"name": s.name, "final": s.final} for s in flow.states.values()],
+            initial=flow.initial,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=True,
+        )
+        for spec in flow.transitions:
+            for source in spec.sources:
+                self._machine.add_transition(
+                    spec.trigger, source, spec.dest,
+                    conditions=[self._bind(registry.guards[g.name]) for g in spec.guards
+                                if not g.negated],
+                    unless=[self._bind(registry.guards[g.name]) for g in spec.guards
+                            if g.negated],
+                    before=[self._tagger(spec)],
+                )
+
+    @staticmethod
+    def _bind(fn: GuardFn) -> Any:
+        def condition(event: Any) -> bool:
+            return bool(fn(event.kwargs["guard_input"]))
+        return condition
+
+    @staticmethod
+    def _tagger(spec: Transition) -> Any:
+        def tag(event: Any) -> None:
+            event.model.taken = spec
+        return tag
+
+    def decide(self, guard_input: GuardInput) -> Transition | None:
+        """Return the transition the guards allow for this trigger, or None."""
+        probe = self._probe
+        self._machine.set_state(guard_input.state, probe)
+        probe.taken = None
+        event = self._machine.events.get(guard_input.trigger)
+        if event is None:
+            return None
+        event.trigger(probe, guard_input=guard_input)
+        taken = probe.taken
+        probe.taken = None
+        return taken
+
+    def guard_holds(self, name: str, negated: bool, guard_input: GuardInput) -> bool:
+        return bool(self.registry.guards[name](guard_input)) != negated
+
+
+def initial_context(values: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
+    return {"values": dict(values), "facts": dict(facts), "attempts": 0, "error": None}
+
+
+def next_context(context: Mapping[str, Any], *, from_state: str, to_state: str,
+                 input: Mapping[str, Any], facts: Mapping[str, Any],
+                 transition: Transition | None) -> dict[str, Any]:
+    """Fold one step into the context; pure, so replay reproduces it exactly."""
+    same = from_state == to_state
+    return {
+        "values": {**context.get("values", {}), **input},
+        "facts": {**context.get("facts", {}), **facts},
+        "attempts": int(context.get("attempts", 0)) + 1 if same else 0,
+        "error": transition.error.as_dict() if transition and transition.error else None,
+    }

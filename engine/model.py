@@ -1,0 +1,148 @@
+"""The definition model: what a flow in ``flows.yaml`` means, as frozen values."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+FIELD_TYPES = ("string", "integer", "boolean", "choice")
+
+
+@attrs.frozen
+class Label:
+    zh: str
+    en: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"zh": self.zh, "en": self.en}
+
+
+@attrs.frozen
+class Guard:
+    """A guard reference: a registered predicate, possibly negated (``!name``)."""
+
+    name: str
+    negated: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Guard:
+        text = text.strip()
+        if text.startswith("!"):
+            return cls(text[1:].strip(), True)
+        return cls(text, False)
+
+    def __str__(self) -> str:
+        return ("!" if self.negated else "") + self.name
+
+
+@attrs.frozen
+class Field:
+    name: str
+    type: str = "string"
+    label: Label = Label("", "")
+    required: bool = False
+    format: str | None = None
+    secret: bool = False
+    # ``True``: never editable; a guard name: locked while that guard holds on the context.
+    locked: bool | Guard = False
+    choices: tuple[str, ...] = ()
+    max_length: int = 1024
+    help: Label | None = None
+
+
+@attrs.frozen
+class Timeout:
+    after: timedelta
+    trigger: str
+
+
+@attrs.frozen
+class State:
+    name: str
+    final: bool = False
+    label: Label | None = None
+    fields: tuple[Field, ...] = ()
+    on_enter: tuple[str, ...] = ()
+    timeout: Timeout | None = None
+
+    def field(self, name: str) -> Field | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+
+@attrs.frozen
+class Error:
+    """What a transition shows under a field when taken (a recorded failure)."""
+
+    error_id: str
+    zh: str
+    en: str
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "error_id": self.error_id, "zh": self.zh, "en": self.en}
+
+
+@attrs.frozen
+class Transition:
+    trigger: str
+    sources: tuple[str, ...]
+    dest: str
+    guards: tuple[Guard, ...] = ()
+    actions: tuple[str, ...] = ()
+    # The form fields this trigger takes; ``None``: all of the source state's fields.
+    fields: tuple[str, ...] | None = None
+    error: Error | None = None
+    label: Label | None = None
+
+
+@attrs.frozen
+class Flow:
+    name: str
+    initial: str
+    states: dict[str, State]
+    transitions: tuple[Transition, ...]
+    expires_in: timedelta
+    title: Label | None = None
+    # The canonical content this flow was built from, and its hash: the version.
+    content: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    version: str = ""
+
+    def state(self, name: str) -> State:
+        return self.states[name]
+
+    def transitions_from(self, state: str, trigger: str | None = None) -> list[Transition]:
+        return [
+            t
+            for t in self.transitions
+            if state in t.sources and (trigger is None or t.trigger == trigger)
+        ]
+
+    def triggers_from(self, state: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for t in self.transitions_from(state):
+            seen.setdefault(t.trigger, None)
+        return list(seen)
+
+    def fields_for(self, state: str, trigger: str) -> tuple[Field, ...]:
+        """Return the fields a trigger takes from a state's form."""
+        st = self.states[state]
+        names: set[str] | None = None
+        for t in self.transitions_from(state, trigger):
+            if t.fields is None:
+                return st.fields
+            names = (names or set()) | set(t.fields)
+        if names is None:
+            return st.fields
+        return tuple(f for f in st.fields if f.name in names)
+
+    def all_fields(self) -> dict[str, Field]:
+        out: dict[str, Field] = {}
+        for st in self.states.values():
+            for f in st.fields:
+                out.setdefault(f.name, f)
+        return out

@@ -1,0 +1,118 @@
+"""The ports the engine needs from the outside world, as small Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+
+from engine.model import Flow
+from engine.steps import Event, Instance, OutboxMessage
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Return the current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@attrs.define
+class FrozenClock:
+    """A clock tests move by hand."""
+
+    current: datetime = attrs.field(factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+
+@attrs.frozen
+class Timer:
+    id: int
+    instance_id: str
+    trigger: str
+    due_at: datetime
+
+
+@attrs.frozen
+class NewTimer:
+    state: str
+    trigger: str
+    due_at: datetime
+
+
+@attrs.frozen
+class StepCommit:
+    """Everything one step writes, in one transaction."""
+
+    instance: Instance  # the instance as it is after the step
+    expected_version: int
+    event: Event
+    idempotency_key: str | None
+    cancel_timers: bool
+    new_timer: NewTimer | None
+    fired_timer_id: int | None
+    outbox: tuple[tuple[str, dict[str, Any]], ...]
+
+
+class Store(Protocol):
+    """Persistence of definitions, instances, histories, timers and the outbox."""
+
+    async def save_definitions(self, flows: Iterable[Flow]) -> None: ...
+
+    async def definition(self, version: str) -> dict[str, Any] | None: ...
+
+    async def create(self, instance: Instance, event: Event, timer: NewTimer | None,
+                     outbox: tuple[tuple[str, dict[str, Any]], ...],
+                     start_key: str | None) -> None:
+        """Store a new instance and its first event; DuplicateKey if start_key is taken."""
+        ...
+
+    async def instance_by_start_key(self, key: str) -> Instance | None: ...
+
+    async def load(self, instance_id: str,
+                   idempotency_key: str | None = None) -> tuple[Instance, Event | None]:
+        """Return the instance and, if given a key, the event committed under it."""
+        ...
+
+    async def commit(self, step: StepCommit) -> None:
+        """Apply a step if the instance is still at expected_version.
+
+        Raises ConcurrencyConflict when it is not, DuplicateKey when the idempotency key
+        was already used.
+        """
+        ...
+
+    async def events(self, instance_id: str) -> list[Event]: ...
+
+    async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]: ...
+
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[Timer]: ...
+
+    async def drop_timer(self, timer_id: int) -> None: ...
+
+    async def claim_outbox(self, now: datetime, lease: timedelta,
+                           limit: int) -> list[OutboxMessage]: ...
+
+    async def outbox_sent(self, message_id: int, now: datetime) -> None: ...
+
+    async def outbox_failed(self, message_id: int, retry_at: datetime, error: str) -> None: ...
+
+
+class Observer(Protocol):
+    def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None: ...
+
+
+class NullObserver:
+    def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None:
+        return None

@@ -1,0 +1,69 @@
+"""Named guards, actions, validators and outbox senders.
+
+``flows.yaml`` only names them; Python modules register them here. A module that
+provides names exposes ``register(registry)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from engine.steps import ActionInput, GuardInput, OutboxMessage
+
+GuardFn = Callable[["GuardInput"], bool]
+ActionFn = Callable[["ActionInput"], Awaitable[Any]]
+# A validator returns the normalised value or raises ``engine.Invalid``.
+ValidatorFn = Callable[[Any], Any]
+SenderFn = Callable[["OutboxMessage"], Awaitable[None]]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry:
+    """The names a flows file may use, and what they stand for."""
+
+    def __init__(self) -> None:
+        self.guards: dict[str, GuardFn] = {}
+        self.actions: dict[str, ActionFn] = {}
+        self.validators: dict[str, ValidatorFn] = {}
+        self.senders: dict[str, SenderFn] = {}
+
+    def guard(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a pure predicate of (context, redacted input, facts)."""
+        return self._adder(self.guards, name)
+
+    def action(self, name: str | None = None) -> Callable[[F], F]:
+        """Register an async action; what it returns is recorded as a fact."""
+        return self._adder(self.actions, name)
+
+    def validator(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a field format: returns the normalised value or raises Invalid."""
+        return self._adder(self.validators, name)
+
+    def sender(self, topic: str) -> Callable[[F], F]:
+        """Register the delivery of outbox messages of one topic."""
+        return self._adder(self.senders, topic)
+
+    @staticmethod
+    def _adder(table: dict[str, Any], name: str | None) -> Callable[[F], F]:
+        def add(fn: F) -> F:
+            key = name or fn.__name__
+            if key in table and table[key] is not fn:
+                raise ValueError(f"{key!r} is registered twice")
+            table[key] = fn
+            return fn
+
+        return add
+
+    def load_modules(self, modules: Iterable[str]) -> Registry:
+        """Import modules and let each ``register(self)``."""
+        for name in modules:
+            module = importlib.import_module(name)
+            register = getattr(module, "register", None)
+            if register is None:
+                raise ValueError(f"module {name!r} has no register(registry) function")
+            register(self)
+        return self

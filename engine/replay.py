@@ -1,0 +1,165 @@
+"""Replay: re-derive every state of a history from its recorded inputs and facts.
+
+A plain fold over events with the definition version they ran on. It needs no
+database, no clock and no provider: only the guards, which are pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from engine.canonical import GENESIS, canonical_json, chain_hash, content_hash
+from engine.errors import ReplayDivergence
+from engine.loader import build_flow
+from engine.machine import CompiledFlow, initial_context, next_context
+from engine.registry import Registry
+from engine.steps import EVENT_KEYS, Event, GuardInput
+
+
+@attrs.frozen
+class ReplayResult:
+    state: str
+    context: dict[str, Any]
+    status: str
+    events: int
+    last_hash: str
+
+
+def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
+    """Check the chain and re-derive every state; raise ReplayDivergence at the first gap."""
+    flow = compiled.flow
+    prev = GENESIS
+    state: str | None = None
+    context: dict[str, Any] = {}
+    count = 0
+    instance_id: str | None = None
+    for expected_seq, ev in enumerate(events, start=1):
+        count = expected_seq
+        if ev.seq != expected_seq:
+            raise ReplayDivergence(expected_seq, "seq", expected_seq, ev.seq)
+        if instance_id is None:
+            instance_id = ev.instance_id
+        elif ev.instance_id != instance_id:
+            raise ReplayDivergence(ev.seq, "instance_id", instance_id, ev.instance_id)
+        if ev.prev_hash != prev:
+            raise ReplayDivergence(ev.seq, "prev_hash", prev, ev.prev_hash)
+        recomputed = chain_hash(prev, ev.body())
+        if recomputed != ev.hash:
+            raise ReplayDivergence(ev.seq, "hash", recomputed, ev.hash)
+        if ev.definition_hash != flow.version:
+            raise ReplayDivergence(ev.seq, "definition_hash", flow.version, ev.definition_hash)
+        if ev.seq == 1:
+            if ev.trigger != "start" or ev.from_state is not None:
+                raise ReplayDivergence(1, "start", "trigger 'start' from nothing",
+                                       f"trigger {ev.trigger!r} from {ev.from_state!r}")
+            if ev.to_state != flow.initial:
+                raise ReplayDivergence(1, "to", flow.initial, ev.to_state)
+            context = initial_context(ev.input, ev.facts)
+        else:
+            assert state is not None
+            if ev.from_state != state:
+                raise ReplayDivergence(ev.seq, "from", state, ev.from_state)
+            if flow.states[state].final:
+                raise ReplayDivergence(ev.seq, "to", "no step after a final state", ev.to_state)
+            taken = compiled.decide(GuardInput(state, ev.trigger, context, ev.input, ev.facts))
+            found = taken.dest if taken else None
+            if found != ev.to_state:
+                raise ReplayDivergence(ev.seq, "to", found, ev.to_state)
+            context = next_context(context, from_state=state, to_state=ev.to_state,
+                                   input=ev.input, facts=ev.facts, transition=taken)
+        state = ev.to_state
+        prev = ev.hash
+    if state is None:
+        raise ReplayDivergence(1, "history", "at least one event", "none")
+    return ReplayResult(state=state, context=context,
+                        status="finished" if flow.states[state].final else "active",
+                        events=count, last_hash=prev)
+
+
+def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
+                 version: int, last_hash: str) -> None:
+    """Check that a replay ends where the live instance is."""
+    if result.events != version:
+        raise ReplayDivergence(result.events, "version", result.events, version)
+    if result.last_hash != last_hash:
+        raise ReplayDivergence(result.events, "last_hash", result.last_hash, last_hash)
+    if result.state != state:
+        raise ReplayDivergence(result.events, "state", result.state, state)
+    if canonical_json(result.context) != canonical_json(context):
+        raise ReplayDivergence(result.events, "context", result.context, context)
+
+
+# -- export files: JSON Lines ---------------------------------------------------------
+
+def export_lines(definition: Mapping[str, Any], instance: Mapping[str, Any],
+                 events: Iterable[Event]) -> list[str]:
+    """One instance's history as JSON Lines: definition, instance, then one line an event."""
+    lines = [canonical_json({"kind": "definition", "version": content_hash(definition),
+                             "content": definition}),
+             canonical_json({"kind": "instance", **instance})]
+    lines += [canonical_json({"kind": "event", **ev.as_dict()}) for ev in events]
+    return lines
+
+
+@attrs.frozen
+class ReplayReport:
+    ok: bool
+    events: int
+    state: str | None
+    divergence: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def replay_export(data: bytes, registry: Registry) -> ReplayReport:
+    """Replay an exported file; report the first divergence, if any."""
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+
+    def fail(seq: int, what: str, expected: Any, found: Any) -> ReplayReport:
+        return ReplayReport(False, max(seq - 1, 0), None,
+                            {"seq": seq, "what": what, "expected": expected, "found": found})
+
+    def parse(i: int) -> Any:
+        return json.loads(lines[i].decode("utf-8"))
+
+    if len(lines) < 2:
+        return fail(0, "file", "a definition line and an instance line", f"{len(lines)} lines")
+    try:
+        head = parse(0)
+        content = head["content"]
+        if head.get("kind") != "definition" or content_hash(content) != head["version"]:
+            return fail(0, "definition", head.get("version"), content_hash(content))
+        compiled = CompiledFlow(build_flow(content), registry)
+    except (ValueError, KeyError, TypeError) as exc:
+        return fail(0, "definition", "a valid definition line", str(exc))
+    try:
+        live = parse(1)
+        if live.get("kind") != "instance":
+            raise ValueError("not an instance line")
+    except ValueError as exc:
+        return fail(0, "instance", "a valid instance line", str(exc))
+    events = []
+    for n, i in enumerate(range(2, len(lines)), start=1):
+        try:
+            raw = parse(i)
+            if not isinstance(raw, dict) or raw.get("kind") != "event" or \
+                    set(raw) != {"kind", *EVENT_KEYS}:
+                raise ValueError("not an event line with exactly the event's keys")
+            events.append(Event.from_dict(raw))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            return fail(n, "event", "a valid event line", str(exc))
+    try:
+        result = replay(compiled, events)
+        compare_live(result, live.get("state"), live.get("context"), live.get("version"),
+                     live.get("last_hash"))
+    except ReplayDivergence as exc:
+        return fail(exc.seq, exc.what, exc.expected, exc.found)
+    return ReplayReport(True, result.events, result.state)
+

@@ -1,0 +1,358 @@
+"""The step: load, validate, gather facts, decide, commit.
+
+See DESIGN.md, "What one step is". Everything external the engine needs comes through
+the ports in :mod:`engine.ports`; time comes only from the injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+import structlog
+
+from engine.canonical import GENESIS
+from engine.errors import (
+    ConcurrencyConflict,
+    DuplicateKey,
+    EngineError,
+    FieldError,
+    FlowExpired,
+    FlowFinished,
+    FlowNotFound,
+    IdempotencyKeyReused,
+    InstanceNotFound,
+    PreconditionFailed,
+    TransitionRefused,
+    TriggerNotAllowed,
+    ValidationFailed,
+)
+from engine.forms import describe, redact, validate_input
+from engine.loader import FlowSet, build_flow
+from engine.machine import CompiledFlow, initial_context, next_context
+from engine.model import Flow
+from engine.ports import Clock, NewTimer, NullObserver, Observer, StepCommit, Store, Timer
+from engine.registry import Registry
+from engine.steps import ActionInput, Event, GuardInput, Instance
+
+log = structlog.get_logger("engine.runtime")
+
+TIMER_ACTOR = "timer"
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat(timespec="microseconds")
+
+
+@attrs.frozen
+class StepOutcome:
+    instance: Instance
+    event: Event
+    replayed: bool = False
+
+
+class Runtime:
+    """Runs flow instances: one object per process, shared by all requests."""
+
+    def __init__(self, store: Store, clock: Clock, registry: Registry, flows: FlowSet,
+                 *, services: Mapping[str, Any] | None = None,
+                 observer: Observer | None = None,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+        self.services: Mapping[str, Any] = services or {}
+        self.observer = observer or NullObserver()
+        self.on_commit = on_commit or (lambda: None)
+        self._compiled: dict[str, CompiledFlow] = {}
+        self.flows = flows
+        for flow in flows.flows.values():
+            self._compiled[flow.version] = CompiledFlow(flow, registry)
+
+    # -- definitions -------------------------------------------------------------
+    async def publish(self) -> None:
+        """Record every version of the current flows in the store."""
+        await self.store.save_definitions(self.flows.flows.values())
+
+    async def reload(self, flows: FlowSet) -> list[str]:
+        """Swap in a new set of flows atomically; return the names whose version changed."""
+        compiled = {f.version: CompiledFlow(f, self.registry) for f in flows.flows.values()}
+        await self.store.save_definitions(flows.flows.values())
+        changed = [name for name, f in flows.flows.items()
+                   if name not in self.flows.flows or self.flows.flows[name].version != f.version]
+        self._compiled.update(compiled)
+        self.flows = flows
+        return changed
+
+    async def compiled(self, version: str) -> CompiledFlow:
+        found = self._compiled.get(version)
+        if found is None:
+            content = await self.store.definition(version)
+            if content is None:
+                raise FlowNotFound(f"definition version {version} is not stored")
+            found = CompiledFlow(build_flow(content), self.registry)
+            self._compiled[version] = found
+        return found
+
+    def current(self, name: str) -> Flow:
+        flow = self.flows.get(name)
+        if flow is None:
+            raise FlowNotFound(f"no flow named {name!r}")
+        return flow
+
+    # -- starting ----------------------------------------------------------------
+    async def start(self, name: str, prefill: Mapping[str, Any] | None = None, *,
+                    actor: str = "anonymous", idempotency_key: str | None = None) -> StepOutcome:
+        flow = self.current(name)
+        values = self._check_prefill(flow, prefill or {})
+        now = self.clock.now()
+        instance_id = str(uuid.uuid4())
+        state = flow.states[flow.initial]
+        ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
+                         trigger="start", context=initial_context(values, {}), input=values,
+                         now=now, services=self.services)
+        await self._run_actions(state.on_enter, ai)
+        context = initial_context(values, ai.facts)
+        event = Event.sealed(
+            instance_id=instance_id, seq=1, trigger="start", from_state=None,
+            to_state=flow.initial, input=values, facts=dict(ai.facts), actor=actor,
+            at=iso(now), definition_hash=flow.version, prev_hash=GENESIS)
+        timer = (NewTimer(flow.initial, state.timeout.trigger, now + state.timeout.after)
+                 if state.timeout else None)
+        instance = Instance(
+            id=instance_id, flow=flow.name, definition_hash=flow.version, state=flow.initial,
+            context=context, version=1, status="finished" if state.final else "active",
+            created_at=now, updated_at=now, expires_at=now + flow.expires_in,
+            last_hash=event.hash, deadline_at=timer.due_at if timer else None)
+        try:
+            await self.store.create(instance, event, timer, tuple(ai.outbox), idempotency_key)
+        except DuplicateKey:
+            assert idempotency_key is not None
+            existing = await self.store.instance_by_start_key(idempotency_key)
+            if existing is None or existing.flow != name:
+                raise IdempotencyKeyReused() from None
+            first = (await self.store.events(existing.id))[0]
+            return StepOutcome(existing, first, replayed=True)
+        self.on_commit()
+        log.info("flow_started", flow=flow.name, instance_id=instance_id, state=flow.initial)
+        return StepOutcome(instance, event)
+
+    def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
+        fields = flow.all_fields()
+        allowed = {k for k, f in fields.items() if not f.secret}
+        errors = [FieldError(k, "unknown_field", "不接受此字段",
+                             "This field cannot be prefilled") for k in prefill
+                  if k not in allowed]
+        if errors:
+            raise ValidationFailed(errors)
+        out: dict[str, Any] = {}
+        for state in flow.states.values():
+            names = {f.name for f in state.fields} & set(prefill) - set(out)
+            if not names:
+                continue
+            # Prefill is checked like a submission of those fields, none of them required.
+            sub = attrs.evolve(flow, states={state.name: attrs.evolve(
+                state, fields=tuple(attrs.evolve(f, required=False, locked=False)
+                                    for f in state.fields if f.name in names))},
+                transitions=())
+            out.update(validate_input(sub, state.name, "", {k: prefill[k] for k in names},
+                                      {}, self.registry))
+        return out
+
+    # -- reading -----------------------------------------------------------------
+    async def get(self, instance_id: str) -> Instance:
+        """Load an instance, firing any timeout that is already due."""
+        instance, _ = await self.store.load(instance_id)
+        return await self._catch_up(instance)
+
+    async def _catch_up(self, instance: Instance) -> Instance:
+        now = self.clock.now()
+        if instance.deadline_at is None or instance.deadline_at > now \
+                or instance.status != "active":
+            return instance
+        for timer in await self.store.due_timers(instance.id, now):
+            await self.fire_timer(timer)
+        instance, _ = await self.store.load(instance.id)
+        return instance
+
+    async def view(self, instance: Instance) -> dict[str, Any]:
+        """The instance as a client sees it, with the current step's UI description."""
+        compiled = await self.compiled(instance.definition_hash)
+        now = self.clock.now()
+        status = "expired" if instance.expired(now) else instance.status
+        return {
+            "id": instance.id,
+            "flow": instance.flow,
+            "version": instance.version,
+            "definition_version": instance.definition_hash,
+            "state": instance.state,
+            "status": status,
+            "created_at": iso(instance.created_at),
+            "updated_at": iso(instance.updated_at),
+            "expires_at": iso(instance.expires_at),
+            "deadline_at": iso(instance.deadline_at) if instance.deadline_at else None,
+            "ui": describe(compiled.flow, instance.state, instance.context, self.registry),
+        }
+
+    async def history(self, instance_id: str) -> list[Event]:
+        events = await self.store.events(instance_id)
+        if not events:
+            raise InstanceNotFound()
+        return events
+
+    # -- stepping ----------------------------------------------------------------
+    async def advance(self, instance_id: str, trigger: str, raw_input: Mapping[str, Any], *,
+                      idempotency_key: str | None = None, expected_version: int | None = None,
+                      actor: str = "anonymous", fired_timer: Timer | None = None) -> StepOutcome:
+        """Take one step; see DESIGN.md. Raises an EngineError for every refusal."""
+        started = time.perf_counter()
+        flow_name = "?"
+        outcome = "error"
+        try:
+            instance, prior = await self.store.load(instance_id, idempotency_key)
+            flow_name = instance.flow
+            if prior is not None:
+                outcome = "replayed"
+                return await self._replay_outcome(instance, prior, trigger)
+            if fired_timer is None:
+                instance = await self._catch_up(instance)
+            result = await self._step(instance, trigger, raw_input, idempotency_key,
+                                      expected_version, actor, fired_timer)
+            outcome = "replayed" if result.replayed else "applied"
+            return result
+        except EngineError as exc:
+            outcome = exc.error_id
+            raise
+        finally:
+            self.observer.step(flow_name, trigger, outcome, time.perf_counter() - started)
+
+    async def _replay_outcome(self, instance: Instance, prior: Event,
+                              trigger: str) -> StepOutcome:
+        if prior.trigger != trigger:
+            raise IdempotencyKeyReused(
+                f"the key was used for trigger {prior.trigger!r}, not {trigger!r}")
+        return StepOutcome(instance, prior, replayed=True)
+
+    async def _step(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
+                    idempotency_key: str | None, expected_version: int | None, actor: str,
+                    fired_timer: Timer | None) -> StepOutcome:
+        now = self.clock.now()
+        compiled = await self.compiled(instance.definition_hash)
+        flow = compiled.flow
+        log_ = log.bind(flow=flow.name, instance_id=instance.id, state=instance.state)
+        if instance.expired(now):
+            raise FlowExpired(restart=self.restart_hint(instance))
+        if instance.status != "active":
+            raise FlowFinished()
+        if expected_version is not None and expected_version != instance.version:
+            raise PreconditionFailed(current_version=instance.version)
+        if trigger not in flow.triggers_from(instance.state):
+            raise TriggerNotAllowed(
+                f"trigger {trigger!r} is not available in state {instance.state!r}",
+                available=flow.triggers_from(instance.state))
+        clean = validate_input(flow, instance.state, trigger, raw_input, instance.context,
+                               self.registry)
+        recorded_input = redact(flow, instance.state, clean)
+        seq = instance.version + 1
+        ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
+                         state=instance.state, trigger=trigger, context=instance.context,
+                         input=clean, now=now, services=self.services)
+        if fired_timer is not None:
+            ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
+        candidates = flow.transitions_from(instance.state, trigger)
+        names = list(dict.fromkeys(a for t in candidates for a in t.actions))
+        await self._run_actions(names, ai)
+        taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
+                                           recorded_input, dict(ai.facts)))
+        if taken is None:
+            raise TransitionRefused(
+                f"no transition for {trigger!r} from {instance.state!r} allows this",
+                failed=self._failed_guards(compiled, instance, trigger, recorded_input,
+                                           ai.facts))
+        dest = flow.states[taken.dest]
+        moved = taken.dest != instance.state
+        if moved and dest.on_enter:
+            ai.state = dest.name
+            await self._run_actions(dest.on_enter, ai)
+        context = next_context(instance.context, from_state=instance.state, to_state=dest.name,
+                               input=recorded_input, facts=ai.facts, transition=taken)
+        event = Event.sealed(
+            instance_id=instance.id, seq=seq, trigger=trigger, from_state=instance.state,
+            to_state=dest.name, input=recorded_input, facts=dict(ai.facts), actor=actor,
+            at=iso(now), definition_hash=flow.version, prev_hash=instance.last_hash)
+        new_timer = None
+        deadline = instance.deadline_at
+        if moved:
+            deadline = None
+            if dest.timeout:
+                new_timer = NewTimer(dest.name, dest.timeout.trigger, now + dest.timeout.after)
+                deadline = new_timer.due_at
+        elif fired_timer is not None:
+            deadline = None
+        after = attrs.evolve(
+            instance, state=dest.name, context=context, version=seq,
+            status="finished" if dest.final else "active", updated_at=now,
+            last_hash=event.hash, deadline_at=deadline)
+        step = StepCommit(instance=after, expected_version=instance.version, event=event,
+                          idempotency_key=idempotency_key, cancel_timers=moved,
+                          new_timer=new_timer,
+                          fired_timer_id=fired_timer.id if fired_timer else None,
+                          outbox=tuple(ai.outbox))
+        try:
+            await self.store.commit(step)
+        except (ConcurrencyConflict, DuplicateKey):
+            if idempotency_key is not None:
+                current, prior = await self.store.load(instance.id, idempotency_key)
+                if prior is not None:
+                    return await self._replay_outcome(current, prior, trigger)
+            raise ConcurrencyConflict() from None
+        if ai.outbox:
+            self.on_commit()
+        log_.info("step_committed", trigger=trigger, to=dest.name, seq=seq)
+        return StepOutcome(after, event)
+
+    def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
+                       recorded_input: Mapping[str, Any],
+                       facts: Mapping[str, Any]) -> list[str]:
+        gi = GuardInput(instance.state, trigger, instance.context, recorded_input, dict(facts))
+        failed: list[str] = []
+        for t in compiled.flow.transitions_from(instance.state, trigger):
+            for g in t.guards:
+                if not compiled.guard_holds(g.name, g.negated, gi) and str(g) not in failed:
+                    failed.append(str(g))
+        return failed
+
+    async def _run_actions(self, names: tuple[str, ...] | list[str], ai: ActionInput) -> None:
+        for name in names:
+            result = await self.registry.actions[name](ai)
+            if result is not None:
+                ai.facts[name] = result
+
+    def restart_hint(self, instance: Instance) -> dict[str, Any]:
+        """What a client needs to start over, prefilled with the non-secret input."""
+        flow = self.flows.get(instance.flow)
+        fields = flow.all_fields() if flow else {}
+        values = {k: v for k, v in instance.context.get("values", {}).items()
+                  if k in fields and not fields[k].secret}
+        return {"flow": instance.flow, "method": "POST", "href": f"/api/flows/{instance.flow}",
+                "body": {"prefill": values}}
+
+    # -- time --------------------------------------------------------------------
+    async def fire_timer(self, timer: Timer) -> StepOutcome | None:
+        """Fire one due timer through the ordinary step, keyed by the timer id."""
+        try:
+            return await self.advance(timer.instance_id, timer.trigger, {},
+                                      idempotency_key=f"timer:{timer.id}", actor=TIMER_ACTOR,
+                                      fired_timer=timer)
+        except ConcurrencyConflict:
+            return None  # a user step won the race; the timer is still there if still due
+        except (TriggerNotAllowed, FlowFinished, FlowExpired, TransitionRefused,
+                InstanceNotFound, ValidationFailed) as exc:
+            log.warning("timer_dropped", timer_id=timer.id, instance_id=timer.instance_id,
+                        reason=exc.error_id)
+            await self.store.drop_timer(timer.id)
+            return None

@@ -1,0 +1,152 @@
+"""The values one step passes around: guard and action inputs, events, outbox messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from engine.canonical import chain_hash
+
+
+@attrs.frozen
+class GuardInput:
+    """What a guard may look at. Guards are pure: no clock, no I/O, no secret input."""
+
+    state: str
+    trigger: str
+    context: Mapping[str, Any]
+    input: Mapping[str, Any]
+    facts: Mapping[str, Any]
+
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """Non-secret values entered so far, this step's input included."""
+        return {**self.context.get("values", {}), **self.input}
+
+    @property
+    def attempts(self) -> int:
+        """Steps already taken in the current state since it was entered."""
+        return int(self.context.get("attempts", 0))
+
+    def fact(self, name: str, default: Any = None) -> Any:
+        """This step's fact by action name, else the latest recorded one."""
+        if name in self.facts:
+            return self.facts[name]
+        return self.context.get("facts", {}).get(name, default)
+
+
+@attrs.define
+class ActionInput:
+    """What an action gets: the full input (secrets too) and a way to queue messages."""
+
+    instance_id: str
+    flow: str
+    seq: int
+    state: str
+    trigger: str
+    context: Mapping[str, Any]
+    input: Mapping[str, Any]
+    now: datetime
+    services: Mapping[str, Any]
+    facts: dict[str, Any] = attrs.field(factory=dict)
+    outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key stable across retries of this step, for calls to providers."""
+        return f"{self.instance_id}:{self.seq}"
+
+    def emit(self, topic: str, payload: dict[str, Any]) -> None:
+        """Queue a message, sent after the step commits."""
+        self.outbox.append((topic, payload))
+
+
+@attrs.frozen
+class OutboxMessage:
+    id: int
+    instance_id: str
+    seq: int
+    topic: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    attempts: int
+
+
+EVENT_KEYS = frozenset({"instance_id", "seq", "trigger", "from", "to", "input", "facts", "actor",
+                        "at", "definition_hash", "prev_hash", "hash"})
+
+
+@attrs.frozen
+class Event:
+    """One entry of an instance's history."""
+
+    instance_id: str
+    seq: int
+    trigger: str
+    from_state: str | None
+    to_state: str
+    input: dict[str, Any]
+    facts: dict[str, Any]
+    actor: str
+    at: str  # ISO-8601 UTC, as recorded
+    definition_hash: str
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The hashed part: everything but the hash itself."""
+        return {
+            "instance_id": self.instance_id,
+            "seq": self.seq,
+            "trigger": self.trigger,
+            "from": self.from_state,
+            "to": self.to_state,
+            "input": self.input,
+            "facts": self.facts,
+            "actor": self.actor,
+            "at": self.at,
+            "definition_hash": self.definition_hash,
+            "prev_hash": self.prev_hash,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+    @classmethod
+    def sealed(cls, **fields: Any) -> Event:
+        """Make an event and compute its hash from its body."""
+        ev = cls(hash="", **fields)
+        return attrs.evolve(ev, hash=chain_hash(ev.prev_hash, ev.body()))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(
+            instance_id=d["instance_id"], seq=d["seq"], trigger=d["trigger"],
+            from_state=d["from"], to_state=d["to"], input=d["input"], facts=d["facts"],
+            actor=d["actor"], at=d["at"], definition_hash=d["definition_hash"],
+            prev_hash=d["prev_hash"], hash=d["hash"],
+        )
+
+
+@attrs.frozen
+class Instance:
+    """A flow instance as stored."""
+
+    id: str
+    flow: str
+    definition_hash: str
+    state: str
+    context: dict[str, Any]
+    version: int
+    status: str  # active | finished
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    last_hash: str
+    deadline_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.status == "active" and now >= self.expires_at

@@ -1,0 +1,117 @@
+"""Background work every server process runs: due timers and the outbox.
+
+Both claim rows with ``FOR UPDATE SKIP LOCKED`` (in the store) so any number of
+processes can run them; both take time from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import structlog
+
+from engine.ports import Clock, Store
+from engine.registry import Registry
+from engine.runtime import Runtime
+
+log = structlog.get_logger("engine.workers")
+
+
+def backoff(attempts: int, *, base: float = 2.0, cap: float = 3600.0,
+            rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full jitter: attempt n waits up to base**n seconds."""
+    ceiling = min(cap, base ** max(attempts, 1))
+    r = (rng or random).uniform(ceiling / 2, ceiling)
+    return timedelta(seconds=r)
+
+
+class TimerWorker:
+    def __init__(self, runtime: Runtime, store: Store, clock: Clock, *,
+                 interval: float = 1.0, lease: timedelta = timedelta(seconds=30),
+                 batch: int = 50) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.clock = clock
+        self.interval = interval
+        self.lease = lease
+        self.batch = batch
+        self.fired = 0
+
+    async def run_once(self) -> int:
+        """Fire every timer due now that no other process holds; return how many."""
+        timers = await self.store.claim_timers(self.clock.now(), self.lease, self.batch)
+        for timer in timers:
+            outcome = await self.runtime.fire_timer(timer)
+            if outcome is not None and not outcome.replayed:
+                self.fired += 1
+                log.info("timer_fired", timer_id=timer.id, instance_id=timer.instance_id,
+                         trigger=timer.trigger)
+        return len(timers)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                n = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a worker must survive one bad round
+                log.exception("timer_round_failed")
+                n = 0
+            if n < self.batch:
+                await asyncio.sleep(self.interval)
+
+
+class OutboxDispatcher:
+    def __init__(self, store: Store, clock: Clock, registry: Registry, *,
+                 interval: float = 1.0, lease: timedelta = timedelta(seconds=60),
+                 batch: int = 50) -> None:
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+        self.interval = interval
+        self.lease = lease
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    def notify(self) -> None:
+        """Wake the dispatcher: a step just committed messages."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        messages = await self.store.claim_outbox(self.clock.now(), self.lease, self.batch)
+        for msg in messages:
+            sender = self.registry.senders.get(msg.topic)
+            try:
+                if sender is None:
+                    raise LookupError(f"no sender for topic {msg.topic!r}")
+                await sender(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure is retried later
+                retry_at = self.clock.now() + backoff(msg.attempts)
+                await self.store.outbox_failed(msg.id, retry_at, f"{type(exc).__name__}: {exc}")
+                log.warning("outbox_send_failed", message_id=msg.id, topic=msg.topic,
+                            attempts=msg.attempts, retry_at=retry_at.isoformat())
+            else:
+                await self.store.outbox_sent(msg.id, self.clock.now())
+                self.sent += 1
+        return len(messages)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                n = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("outbox_round_failed")
+                n = 0
+            if n < self.batch:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                except TimeoutError:
+                    pass

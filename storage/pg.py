@@ -1,0 +1,265 @@
+"""The engine's Store port on PostgreSQL, through asyncpg.
+
+A step is one statement: a CTE that updates the instance only if its version is still
+the one loaded, appends the event, cancels and schedules timers and queues outbox
+messages. One round trip, one implicit transaction, prepared by asyncpg's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from engine.canonical import canonical_json
+from engine.errors import ConcurrencyConflict, DuplicateKey, InstanceNotFound
+from engine.model import Flow
+from engine.ports import NewTimer, StepCommit, Timer
+from engine.steps import Event, Instance, OutboxMessage
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Canonical JSON out, plain JSON in: hashed values survive the round trip unchanged.
+    await conn.set_type_codec("json", encoder=canonical_json, decoder=json.loads,
+                              schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=canonical_json, decoder=json.loads,
+                              schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+_INSTANCE_COLS = ("i.id, i.flow, i.definition_version, i.state, i.context, i.version, "
+                  "i.status, i.created_at, i.updated_at, i.expires_at, i.deadline_at, "
+                  "i.last_hash")
+_EVENT_COLS = ("e.instance_id, e.seq, e.trigger, e.from_state, e.to_state, e.input, e.facts, "
+               "e.actor, e.at, e.definition_version, e.prev_hash, e.hash")
+
+_EVENT_NAMES = [c.strip().removeprefix("e.") for c in _EVENT_COLS.split(",")]
+LOAD_SQL = f"""
+SELECT {_INSTANCE_COLS}, {", ".join(f"e.{c} AS e_{c}" for c in _EVENT_NAMES)}
+FROM flow_instances i
+LEFT JOIN flow_events e ON e.instance_id = i.id AND e.idempotency_key = $2
+WHERE i.id = $1
+"""
+
+COMMIT_SQL = """
+WITH upd AS (
+    UPDATE flow_instances
+    SET state = $3, context = $4, version = $5, status = $6, updated_at = $7,
+        last_hash = $8, deadline_at = $9
+    WHERE id = $1 AND version = $2
+    RETURNING id
+), ev AS (
+    INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state, input, facts,
+                             actor, at, definition_version, prev_hash, hash, idempotency_key)
+    SELECT id, $5, $10, $11, $3, $12, $13, $14, $15, $16, $17, $8, $18 FROM upd
+    RETURNING seq
+), cancelled AS (
+    DELETE FROM flow_timers
+    WHERE instance_id = $1 AND ($19 OR id = $20) AND EXISTS (SELECT 1 FROM upd)
+), timer AS (
+    INSERT INTO flow_timers (instance_id, state, trigger, due_at)
+    SELECT id, $21, $22, $23 FROM upd WHERE $22::text IS NOT NULL
+), outgoing AS (
+    INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key, created_at,
+                        next_attempt_at)
+    SELECT upd.id, $5, m.topic, m.payload, $1::text || ':' || $5::text || ':' || m.n::text,
+           $7, $7
+    FROM upd, unnest($24::text[], $25::json[]) WITH ORDINALITY AS m(topic, payload, n)
+)
+SELECT count(*) FROM ev
+"""
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InstanceNotFound() from None
+
+
+def _instance(r: asyncpg.Record) -> Instance:
+    return Instance(
+        id=str(r["id"]), flow=r["flow"], definition_hash=r["definition_version"],
+        state=r["state"], context=r["context"], version=r["version"], status=r["status"],
+        created_at=r["created_at"], updated_at=r["updated_at"], expires_at=r["expires_at"],
+        last_hash=r["last_hash"], deadline_at=r["deadline_at"])
+
+
+def _event(r: asyncpg.Record, p: str = "") -> Event:
+    return Event(
+        instance_id=str(r[p + "instance_id"]), seq=r[p + "seq"], trigger=r[p + "trigger"],
+        from_state=r[p + "from_state"], to_state=r[p + "to_state"], input=r[p + "input"],
+        facts=r[p + "facts"], actor=r[p + "actor"], at=r[p + "at"],
+        definition_hash=r[p + "definition_version"], prev_hash=r[p + "prev_hash"],
+        hash=r[p + "hash"])
+
+
+def _outbox_args(outbox: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[Any]]:
+    items = list(outbox)
+    return [t for t, _ in items], [p for _, p in items]
+
+
+class PgStore:
+    """Store port over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def save_definitions(self, flows: Iterable[Flow]) -> None:
+        rows = [(f.version, f.name, f.content) for f in flows]
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO flow_definitions (version, flow, content) VALUES ($1, $2, $3)"
+                " ON CONFLICT (version) DO NOTHING", rows)
+
+    async def definition(self, version: str) -> dict[str, Any] | None:
+        async with self.pool.acquire() as conn:
+            content: dict[str, Any] | None = await conn.fetchval(
+                "SELECT content FROM flow_definitions WHERE version = $1", version)
+            return content
+
+    async def definitions(self, flow: str | None = None) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT version, flow, first_seen FROM flow_definitions"
+                " WHERE $1::text IS NULL OR flow = $1 ORDER BY flow, first_seen", flow)
+            return [dict(r) for r in rows]
+
+    async def create(self, instance: Instance, event: Event, timer: NewTimer | None,
+                     outbox: tuple[tuple[str, dict[str, Any]], ...],
+                     start_key: str | None) -> None:
+        topics, payloads = _outbox_args(outbox)
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    "INSERT INTO flow_instances (id, flow, definition_version, state, context,"
+                    " version, status, created_at, updated_at, expires_at, deadline_at,"
+                    " last_hash, start_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                    uuid.UUID(instance.id), instance.flow, instance.definition_hash,
+                    instance.state, instance.context, instance.version, instance.status,
+                    instance.created_at, instance.updated_at, instance.expires_at,
+                    instance.deadline_at, instance.last_hash, start_key)
+            except asyncpg.UniqueViolationError:
+                raise DuplicateKey("start key already used") from None
+            await conn.execute(
+                "INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state,"
+                " input, facts, actor, at, definition_version, prev_hash, hash)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                uuid.UUID(event.instance_id), event.seq, event.trigger, event.from_state,
+                event.to_state, event.input, event.facts, event.actor, event.at,
+                event.definition_hash, event.prev_hash, event.hash)
+            if timer is not None:
+                await conn.execute(
+                    "INSERT INTO flow_timers (instance_id, state, trigger, due_at)"
+                    " VALUES ($1, $2, $3, $4)",
+                    uuid.UUID(instance.id), timer.state, timer.trigger, timer.due_at)
+            if topics:
+                await conn.execute(
+                    "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
+                    " created_at, next_attempt_at)"
+                    " SELECT $1, 1, m.topic, m.payload, $1::text || ':1:' || m.n::text, $2, $2"
+                    " FROM unnest($3::text[], $4::json[]) WITH ORDINALITY AS m(topic, payload, n)",
+                    uuid.UUID(instance.id), instance.created_at, topics, payloads)
+
+    async def instance_by_start_key(self, key: str) -> Instance | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_INSTANCE_COLS} FROM flow_instances i WHERE i.start_key = $1", key)
+            return _instance(row) if row else None
+
+    async def load(self, instance_id: str,
+                   idempotency_key: str | None = None) -> tuple[Instance, Event | None]:
+        iid = _uuid(instance_id)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(LOAD_SQL, iid, idempotency_key)
+        if row is None:
+            raise InstanceNotFound()
+        return _instance(row), (_event(row, "e_") if row["e_seq"] is not None else None)
+
+    async def commit(self, step: StepCommit) -> None:
+        inst, ev = step.instance, step.event
+        topics, payloads = _outbox_args(step.outbox)
+        timer = step.new_timer
+        try:
+            async with self.pool.acquire() as conn:
+                n = await conn.fetchval(
+                    COMMIT_SQL, uuid.UUID(inst.id), step.expected_version, inst.state,
+                    inst.context, inst.version, inst.status, inst.updated_at, inst.last_hash,
+                    inst.deadline_at, ev.trigger, ev.from_state, ev.input, ev.facts, ev.actor,
+                    ev.at, ev.definition_hash, ev.prev_hash, step.idempotency_key,
+                    step.cancel_timers, step.fired_timer_id,
+                    timer.state if timer else None, timer.trigger if timer else None,
+                    timer.due_at if timer else None, topics, payloads)
+        except asyncpg.UniqueViolationError:
+            raise DuplicateKey("idempotency key already used") from None
+        if n != 1:
+            raise ConcurrencyConflict()
+
+    async def events(self, instance_id: str) -> list[Event]:
+        iid = _uuid(instance_id)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_EVENT_COLS} FROM flow_events e WHERE e.instance_id = $1"
+                " ORDER BY e.seq", iid)
+        return [_event(r) for r in rows]
+
+    async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, instance_id, trigger, due_at FROM flow_timers"
+                " WHERE instance_id = $1 AND due_at <= $2 ORDER BY due_at",
+                _uuid(instance_id), now)
+        return [Timer(r["id"], str(r["instance_id"]), r["trigger"], r["due_at"]) for r in rows]
+
+    async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[Timer]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "UPDATE flow_timers SET leased_until = $2 WHERE id IN ("
+                " SELECT id FROM flow_timers WHERE due_at <= $1"
+                " AND (leased_until IS NULL OR leased_until <= $1)"
+                " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, instance_id, trigger, due_at", now, now + lease, limit)
+        return [Timer(r["id"], str(r["instance_id"]), r["trigger"], r["due_at"]) for r in rows]
+
+    async def drop_timer(self, timer_id: int) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM flow_timers WHERE id = $1", timer_id)
+
+    async def claim_outbox(self, now: datetime, lease: timedelta,
+                           limit: int) -> list[OutboxMessage]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "UPDATE outbox SET leased_until = $2, attempts = attempts + 1 WHERE id IN ("
+                " SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1"
+                " AND (leased_until IS NULL OR leased_until <= $1)"
+                " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, instance_id, seq, topic, payload, idempotency_key, attempts",
+                now, now + lease, limit)
+        return [OutboxMessage(r["id"], str(r["instance_id"]), r["seq"], r["topic"],
+                              r["payload"], r["idempotency_key"], r["attempts"])
+                for r in sorted(rows, key=lambda r: r["id"])]
+
+    async def outbox_sent(self, message_id: int, now: datetime) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("UPDATE outbox SET sent_at = $2, leased_until = NULL,"
+                               " last_error = NULL WHERE id = $1", message_id, now)
+
+    async def outbox_failed(self, message_id: int, retry_at: datetime, error: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("UPDATE outbox SET next_attempt_at = $2, leased_until = NULL,"
+                               " last_error = $3 WHERE id = $1", message_id, retry_at,
+                               error[:2000])
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
