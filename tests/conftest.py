@@ -1,0 +1,131 @@
+"""Fixtures: a fresh PostgreSQL database per test run, Redis, the app and a frozen clock.
+
+Tests talk to the real servers (DATABASE_URL / REDIS_URL, else the local ones on
+127.0.0.1). The run creates its own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from engine import FrozenClock, Registry, Runtime, load_text
+from storage import PgStore, create_pool, migrate
+from tests.sample_flows import SAMPLE_YAML, sample_registry
+from web.app import create_app
+from web.settings import Settings
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL") or os.environ.get(
+    "DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get(
+    "REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def _dsn_for(admin: str, database: str) -> str:
+    base, _, query = admin.partition("?")
+    root = base.rsplit("/", 1)[0]
+    return f"{root}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of this test run's own, migrated; dropped afterwards."""
+    name = f"flows_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def setup() -> str:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            # Leftovers of a run that was killed before it could clean up.
+            for row in await admin.fetch(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'flows_test_%'"):
+                pid = int(row["datname"].split("_")[2])
+                if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        dsn = _dsn_for(ADMIN_URL, name)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        return dsn
+
+    async def teardown() -> None:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    dsn = asyncio.run(setup())
+    yield dsn
+    asyncio.run(teardown())
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    return f"flows-test-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(REDIS_URL)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return sample_registry()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, min_size=1, max_size=60)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def runtime(pool: asyncpg.Pool, clock: FrozenClock, registry: Registry) -> Runtime:
+    rt = Runtime(PgStore(pool), clock, registry, load_text(SAMPLE_YAML, registry=registry))
+    await rt.publish()
+    return rt
+
+
+@pytest.fixture
+def flows_file(tmp_path: Path) -> Path:
+    path = tmp_path / "flows.yaml"
+    path.write_text(SAMPLE_YAML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def settings(database_url: str, redis_prefix: str, flows_file: Path) -> Settings:
+    return Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix,
+                    flows_file=str(flows_file), flow_modules=("tests.sample_flows",),
+                    workers=False, log_format="console", pool_max=60)
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FrozenClock) -> web.Application:
+    return create_app(settings, clock=clock)

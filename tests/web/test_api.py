@@ -1,0 +1,235 @@
+"""The HTTP API over a real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from engine import FrozenClock
+from web.openapi import document
+
+DETAILS = {"name": "Ada", "password": "s3cret-Pass", "agree": True}
+
+
+async def start(client: TestClient, **kw: Any) -> dict[str, Any]:
+    resp = await client.post("/api/flows/signup", **kw)
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+async def step(client: TestClient, iid: str, trigger: str, body: Any,
+               **kw: Any) -> tuple[int, dict[str, Any]]:
+    resp = await client.post(f"/api/flows/{iid}/events/{trigger}", json=body, **kw)
+    return resp.status, dict(await resp.json())
+
+
+async def test_start_returns_the_first_step_with_its_form(aiohttp_client: Any,
+                                                          app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    resp = await client.post("/api/flows/signup")
+    assert resp.status == 201
+    body = await resp.json()
+    assert resp.headers["Location"] == f"/api/flows/{body['id']}"
+    assert resp.headers["ETag"] == '"1"'
+    assert body["state"] == "details"
+    assert body["status"] == "active"
+    names = [f["name"] for f in body["ui"]["fields"]]
+    assert names == ["name", "password", "agree"]
+    password = body["ui"]["fields"][1]
+    assert password["secret"] is True
+    assert password["label"] == {"zh": "密码", "en": "Password"}
+    assert [t["trigger"] for t in body["ui"]["triggers"]] == ["submit"]
+
+
+async def test_a_flow_is_stepped_to_the_end_and_the_history_verifies(
+        aiohttp_client: Any, app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    status, body = await step(client, iid, "submit", DETAILS)
+    assert status == 200, body
+    assert body["state"] == "code"
+    assert body["event"] == {**body["event"], "seq": 2, "from": "details", "to": "code"}
+    status, body = await step(client, iid, "confirm", {"code": "000000"})
+    assert status == 200
+    assert body["state"] == "code"
+    code_field = body["ui"]["fields"][0]
+    assert code_field["error"]["error_id"] == "code_wrong"
+    status, body = await step(client, iid, "confirm", {"code": "123456"})
+    assert body["state"] == "done"
+    assert body["status"] == "finished"
+
+    history = await (await client.get(f"/api/flows/{iid}/history")).json()
+    assert [e["to"] for e in history["events"]] == ["details", "code", "code", "done"]
+    text = json.dumps(history)
+    assert "s3cret-Pass" not in text
+    assert "123456" not in text
+    verify = await (await client.get(f"/api/flows/{iid}/verify")).json()
+    assert verify["ok"] is True
+    assert verify["state"] == "done"
+
+
+async def test_fifty_concurrent_submits_apply_exactly_once(aiohttp_client: Any,
+                                                           app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+
+    async def one(i: int) -> tuple[int, dict[str, Any]]:
+        headers = {"Idempotency-Key": "same"} if i % 2 else {}
+        return await step(client, iid, "submit", DETAILS, headers=headers)
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    applied = [b for s, b in results if s == 200 and not b["replayed"]]
+    replayed = [b for s, b in results if s == 200 and b["replayed"]]
+    refused = [b for s, b in results if s != 200]
+    assert len(applied) == 1
+    assert all(b["event"]["seq"] == 2 for b in replayed)
+    assert {b["error_id"] for b in refused} <= {"version_conflict", "trigger_not_allowed"}
+    assert len(applied) + len(replayed) + len(refused) == 50
+    history = await (await client.get(f"/api/flows/{iid}/history")).json()
+    assert [e["seq"] for e in history["events"]] == [1, 2]
+
+
+async def test_same_idempotency_key_returns_first_outcome(aiohttp_client: Any,
+                                                          app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    headers = {"Idempotency-Key": "k-1"}
+    s1, first = await step(client, iid, "submit", DETAILS, headers=headers)
+    s2, again = await step(client, iid, "submit", DETAILS, headers=headers)
+    assert (s1, s2) == (200, 200)
+    assert first["replayed"] is False
+    assert again["replayed"] is True
+    assert again["event"] == first["event"]
+    s3, other = await step(client, iid, "back", {}, headers=headers)
+    assert s3 == 422
+    assert other["error_id"] == "idempotency_key_reused"
+
+
+async def test_idempotent_replay_survives_a_server_restart(
+        aiohttp_client: Any, app: web.Application, settings: Any, clock: FrozenClock) -> None:
+    from web.app import create_app
+
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    _, first = await step(client, iid, "submit", DETAILS, headers={"Idempotency-Key": "r"})
+    await client.close()
+    client2 = await aiohttp_client(create_app(settings, clock=clock))
+    status, again = await step(client2, iid, "submit", DETAILS, headers={"Idempotency-Key": "r"})
+    assert status == 200
+    assert again["replayed"] is True
+    assert again["event"] == first["event"]
+
+
+async def test_if_match_with_an_old_version_is_refused(aiohttp_client: Any,
+                                                       app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    status, body = await step(client, iid, "submit", DETAILS, headers={"If-Match": '"7"'})
+    assert status == 412
+    assert body["error_id"] == "precondition_failed"
+    status, body = await step(client, iid, "submit", DETAILS, headers={"If-Match": '"1"'})
+    assert status == 200
+
+
+async def test_expired_flow_answers_410_with_prefilled_restart(
+        aiohttp_client: Any, app: web.Application, clock: FrozenClock) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    await step(client, iid, "submit", DETAILS)
+    clock.advance(timedelta(days=8))
+    status, body = await step(client, iid, "confirm", {"code": "123456"})
+    assert status == 410
+    assert body["error_id"] == "flow_expired"
+    assert body["restart"]["href"] == "/api/flows/signup"
+    assert body["restart"]["body"]["prefill"] == {"name": "Ada", "agree": True}
+    resp = await client.post("/api/flows/signup", json=body["restart"]["body"])
+    assert resp.status == 201
+    fresh = await resp.json()
+    assert fresh["ui"]["fields"][0]["value"] == "Ada"
+    assert fresh["ui"]["fields"][1]["value"] is None
+
+
+async def test_every_bad_input_is_a_problem_and_changes_nothing(
+        aiohttp_client: Any, app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    url = f"/api/flows/{iid}/events/submit"
+    cases = [
+        (await client.post(url, data=b"{not json", headers={"Content-Type": "application/json"}),
+         400, "malformed_json"),
+        (await client.post(url, json=[1, 2]), 400, "body_not_object"),
+        (await client.post(url, data=b"a=b", headers={"Content-Type": "text/plain"}),
+         415, "unsupported_media_type"),
+        (await client.post(url, json={**DETAILS, "verified": True}), 422, "validation_failed"),
+        (await client.post(url, json={"name": "Ada"}), 422, "validation_failed"),
+        (await client.post(url, json={**DETAILS, "name": "bad"}), 422, "validation_failed"),
+        (await client.post(url, json={**DETAILS, "agree": "yes"}), 422, "validation_failed"),
+        (await client.post(url, data=b"x" * (1024 * 1024 + 10),
+                           headers={"Content-Type": "application/json"}), 413, "body_too_large"),
+        (await client.post(f"/api/flows/{iid}/events/confirm", json={}), 409,
+         "trigger_not_allowed"),
+        (await client.post("/api/flows/00000000-0000-0000-0000-000000000000/events/submit",
+                           json=DETAILS), 404, "instance_not_found"),
+        (await client.post("/api/flows/not-a-uuid/events/submit", json=DETAILS), 404,
+         "instance_not_found"),
+        (await client.post("/api/flows/nope"), 404, "flow_not_found"),
+        (await client.get("/api/nothing-here"), 404, "not_found"),
+        (await client.post(url, json=DETAILS, headers={"If-Match": "yesterday"}), 400,
+         "if_match_invalid"),
+    ]
+    for resp, status, error_id in cases:
+        assert resp.status == status, (error_id, await resp.text())
+        assert resp.content_type == "application/problem+json"
+        body = await resp.json()
+        assert body["error_id"] == error_id
+        assert body["message"]["zh"] and body["message"]["en"]
+    unknown = await (await client.post(url, json={**DETAILS, "verified": True})).json()
+    assert {"field": "verified", "error_id": "unknown_field"}.items() <= \
+        unknown["errors"][0].items()
+    current = await (await client.get(f"/api/flows/{iid}")).json()
+    assert current["version"] == 1
+    assert current["state"] == "details"
+
+
+async def test_openapi_documents_exactly_the_routes_that_exist(aiohttp_client: Any,
+                                                               app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    doc = await (await client.get("/api/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items()
+                  for method in ops}
+    # aiohttp names path variables as written in the route; align the two spellings.
+    existing = set()
+    for route in app.router.routes():
+        if route.method in ("HEAD", "*"):
+            continue
+        path = route.resource.canonical if route.resource else ""
+        existing.add((path, route.method))
+    assert documented == existing
+    assert doc == document()
+
+
+async def test_health_readiness_and_metrics(aiohttp_client: Any, app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["checks"] == {"database": "ok", "redis": "ok"}
+    iid = (await start(client))["id"]
+    await step(client, iid, "submit", DETAILS)
+    text = await (await client.get("/metrics")).text()
+    assert 'flow_steps_total{flow="signup",outcome="applied",trigger="submit"} 1.0' in text
+    assert "flow_step_seconds_bucket" in text
+
+
+async def test_request_id_is_echoed_and_put_in_problems(aiohttp_client: Any,
+                                                        app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    resp = await client.post("/api/flows/nope", headers={"X-Request-Id": "abc-123"})
+    assert resp.headers["X-Request-Id"] == "abc-123"
+    assert (await resp.json())["request_id"] == "abc-123"

@@ -1,0 +1,1 @@
+"""The HTTP application, the command-line tool and the composition root."""

@@ -1,0 +1,132 @@
+"""The composition root: ``create_app(settings)`` wires engine, storage and flows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from engine import (
+    Clock,
+    DefinitionError,
+    FlowSet,
+    OutboxDispatcher,
+    Registry,
+    Runtime,
+    SystemClock,
+    TimerWorker,
+    load_file,
+)
+from storage import PgStore, create_pool
+from web import keys
+from web.clock import OffsetFileClock
+from web.metrics import Metrics
+from web.middleware import problems, request_context
+from web.routes import routes
+from web.settings import Settings
+
+log = structlog.get_logger("web.app")
+
+
+
+def build_registry(modules: tuple[str, ...]) -> Registry:
+    return Registry().load_modules(modules)
+
+
+def make_clock(settings: Settings) -> Clock:
+    return OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               registry: Registry | None = None) -> web.Application:
+    """Build the application; resources start with it and stop with it."""
+    if not settings.database_url or not settings.redis_url:
+        raise ValueError("DATABASE_URL and REDIS_URL must be set (flowctl serve starts "
+                         "embedded servers when they are not)")
+    app = web.Application(middlewares=[request_context, problems],
+                          client_max_size=settings.max_body_bytes)
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock or make_clock(settings)
+    app[keys.REGISTRY] = registry or build_registry(settings.flow_modules)
+    app[keys.METRICS] = Metrics()
+    # The file is checked before anything starts: an invalid file never serves.
+    flows = load_file(settings.flows_file, app[keys.REGISTRY])
+    app.cleanup_ctx.append(_resources(flows))
+    app.add_routes(routes)
+    return app
+
+
+def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        assert settings.database_url and settings.redis_url
+        pool = await create_pool(settings.database_url, min_size=settings.pool_min,
+                                 max_size=settings.pool_max)
+        redis = aioredis.from_url(settings.redis_url)
+        store = PgStore(pool)
+        outbox = OutboxDispatcher(store, app[keys.CLOCK], app[keys.REGISTRY],
+                                  interval=settings.outbox_interval)
+        runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
+                          observer=app[keys.METRICS], on_commit=outbox.notify,
+                          services={"redis": redis, "pool": pool})
+        await runtime.publish()
+        timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)
+        app[keys.POOL] = pool
+        app[keys.REDIS] = redis
+        app[keys.STORE] = store
+        app[keys.RUNTIME] = runtime
+        app[keys.OUTBOX] = outbox
+        app[keys.TIMERS] = timers
+
+        async def reload() -> bool:
+            try:
+                new = load_file(settings.flows_file, app[keys.REGISTRY])
+            except DefinitionError as exc:
+                app[keys.METRICS].reloads.labels("refused").inc()
+                log.error("flows_reload_refused", file=settings.flows_file,
+                          errors=[str(d) for d in exc.diagnostics])
+                return False
+            changed = await runtime.reload(new)
+            app[keys.METRICS].reloads.labels("applied").inc()
+            log.info("flows_reloaded", file=settings.flows_file, changed=changed)
+            return True
+
+        app[keys.RELOAD] = reload
+        tasks = [asyncio.create_task(
+            _listen_for_reload(redis, settings.redis_prefix + "reload", reload), name="reload")]
+        if settings.workers:
+            tasks.append(asyncio.create_task(timers.run(), name="timers"))
+            tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await redis.aclose()
+            await pool.close()
+
+    return resources
+
+
+async def _listen_for_reload(redis: aioredis.Redis, channel: str,
+                            reload: Callable[[], Awaitable[bool]]) -> None:
+    """Reload when `flowctl reload` publishes, so every process follows the file."""
+    while True:
+        try:
+            pubsub = redis.pubsub()
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    await reload()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep listening after a Redis hiccup
+            log.warning("reload_listener_lost_redis")
+            await asyncio.sleep(1.0)

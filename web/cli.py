@@ -1,0 +1,252 @@
+"""flowctl: serve, migrate, lint, graph, export, replay, reload, versions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from engine import DefinitionError, Registry, check_text, export_lines, load_file, replay_export
+from engine.graph import to_mermaid, to_svg
+from storage import PgStore, create_pool, migrate
+from web.logs import configure_logging
+from web.settings import Settings
+
+
+def _registry(settings: Settings, extra: list[str] | None) -> Registry:
+    return Registry().load_modules((*settings.flow_modules, *(extra or [])))
+
+
+def _need(value: str | None, name: str) -> str:
+    if not value:
+        raise SystemExit(f"{name} is not set")
+    return value
+
+
+# -- lint and graph -------------------------------------------------------------------
+
+def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
+    path = args.path or settings.flows_file
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}:1:1: cannot read: {exc}", file=sys.stderr)
+        return 1
+    content, diags = check_text(text, path, _registry(settings, args.module))
+    for d in diags:
+        print(d)
+    if diags:
+        print(f"{len(diags)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: ok, {len(content)} flow(s)")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        flows = load_file(args.file or settings.flows_file, _registry(settings, args.module))
+    except DefinitionError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    flow = flows.get(args.flow)
+    if flow is None:
+        print(f"no flow named {args.flow!r} (flows: {', '.join(flows.flows)})",
+              file=sys.stderr)
+        return 1
+    out = to_svg(flow) if args.format == "svg" else to_mermaid(flow)
+    if args.output:
+        Path(args.output).write_text(out, encoding="utf-8")
+    else:
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    return 0
+
+
+# -- database commands ------------------------------------------------------------------
+
+async def _migrate(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = asyncio.run(_migrate(_need(settings.database_url, "DATABASE_URL")))
+    print(f"applied: {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+async def _export(dsn: str, instance_id: str) -> list[str]:
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = PgStore(pool)
+        instance, _ = await store.load(instance_id)
+        content = await store.definition(instance.definition_hash)
+        assert content is not None
+        events = await store.events(instance_id)
+        live = {"id": instance.id, "flow": instance.flow, "state": instance.state,
+                "status": instance.status, "version": instance.version,
+                "context": instance.context, "last_hash": instance.last_hash}
+        return export_lines(content, live, events)
+    finally:
+        await pool.close()
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import EngineError
+    try:
+        lines = asyncio.run(_export(_need(settings.database_url, "DATABASE_URL"),
+                                    args.instance_id))
+    except EngineError as exc:
+        print(f"{args.instance_id}: {exc.en}", file=sys.stderr)
+        return 1
+    data = "\n".join(lines) + "\n"
+    if args.output:
+        Path(args.output).write_text(data, encoding="utf-8")
+        print(f"wrote {len(lines) - 2} event(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(data)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    target = Path(args.source)
+    if target.exists():
+        data = target.read_bytes()
+    else:
+        from engine import EngineError
+        try:
+            data = ("\n".join(asyncio.run(_export(
+                _need(settings.database_url, "DATABASE_URL"), args.source))) + "\n").encode()
+        except EngineError as exc:
+            print(f"{args.source}: not a file, and {exc.en}", file=sys.stderr)
+            return 2
+    report = replay_export(data, _registry(settings, args.module))
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    elif report.ok:
+        print(f"ok: {report.events} event(s) replayed, chain verified, final state "
+              f"{report.state!r}")
+    else:
+        d: dict[str, Any] = report.divergence or {}
+        print(f"diverged at seq {d.get('seq')}: {d.get('what')}: expected "
+              f"{d.get('expected')!r}, found {d.get('found')!r}")
+    return 0 if report.ok else 1
+
+
+async def _publish_reload(url: str, channel: str) -> int:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        return int(await client.publish(channel, "reload"))
+    finally:
+        await client.aclose()
+
+
+def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
+    path = settings.flows_file
+    code = cmd_lint(argparse.Namespace(path=path, module=args.module), settings)
+    if code:
+        print("not reloaded: the file does not lint", file=sys.stderr)
+        return code
+    sent = False
+    if settings.redis_url:
+        n = asyncio.run(_publish_reload(settings.redis_url, settings.redis_prefix + "reload"))
+        print(f"reload published to {n} server(s)")
+        sent = True
+    pid_file = Path(settings.data_dir) / "serve.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+            print(f"SIGHUP sent to {pid_file.read_text().strip()}")
+            sent = True
+        except (ValueError, ProcessLookupError):
+            pass
+    if not sent:
+        print("no server to tell: set REDIS_URL or run flowctl serve here", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _versions(dsn: str, flow: str | None) -> list[dict[str, Any]]:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        return await PgStore(pool).definitions(flow)
+    finally:
+        await pool.close()
+
+
+def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
+    for row in asyncio.run(_versions(_need(settings.database_url, "DATABASE_URL"), args.flow)):
+        print(f"{row['flow']}\t{row['version']}\t{row['first_seen'].isoformat()}")
+    return 0
+
+
+# -- serve ------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from web.serve import serve
+    return serve(settings, host=args.host, port=args.port, migrate_first=args.migrate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowctl", description=__doc__)
+    parser.add_argument("--module", action="append",
+                        help="extra module with register(registry); repeatable")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (embedded servers when URLs unset)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--migrate", action="store_true", help="migrate before serving")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.set_defaults(fn=cmd_migrate)
+
+    p = sub.add_parser("lint", help="check a flows file; every problem as file:line:col")
+    p.add_argument("path", nargs="?")
+    p.set_defaults(fn=cmd_lint)
+
+    p = sub.add_parser("graph", help="draw a flow as a Mermaid state diagram or SVG")
+    p.add_argument("flow")
+    p.add_argument("--format", choices=["mermaid", "svg"], default="mermaid")
+    p.add_argument("--file", help="flows file (default: FLOWS_FILE or flows.yaml)")
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_graph)
+
+    p = sub.add_parser("export", help="write one instance's history as JSON Lines")
+    p.add_argument("instance_id")
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("replay", help="verify a history offline (file) or from the database")
+    p.add_argument("source", metavar="FILE_OR_INSTANCE_ID")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("reload", help="lint flows.yaml, then tell running servers to reload")
+    p.set_defaults(fn=cmd_reload)
+
+    p = sub.add_parser("versions", help="list every stored definition version")
+    p.add_argument("flow", nargs="?")
+    p.set_defaults(fn=cmd_versions)
+
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    code: int = args.fn(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Typed application state."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from engine import Clock, OutboxDispatcher, Registry, Runtime, TimerWorker
+from storage import PgStore
+from web.metrics import Metrics
+from web.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+REGISTRY = web.AppKey("registry", Registry)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+STORE = web.AppKey("store", PgStore)
+RUNTIME = web.AppKey("runtime", Runtime)
+METRICS = web.AppKey("metrics", Metrics)
+TIMERS = web.AppKey("timers", TimerWorker)
+OUTBOX = web.AppKey("outbox", OutboxDispatcher)
+RELOAD = web.AppKey("reload", Callable[[], Awaitable[bool]])
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,27 @@
+"""Prometheus metrics, one registry per application."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.steps = Counter("flow_steps", "Steps by flow, trigger and outcome",
+                             ["flow", "trigger", "outcome"], registry=self.registry)
+        self.step_seconds = Histogram(
+            "flow_step_seconds", "Time to take one step", ["flow"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.requests = Counter("http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.reloads = Counter("flows_reloads", "Reloads of flows.yaml by outcome",
+                               ["outcome"], registry=self.registry)
+
+    def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None:
+        """Record one step: the engine's Observer port."""
+        self.steps.labels(flow, trigger, outcome).inc()
+        self.step_seconds.labels(flow).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,208 @@
+"""The HTTP API: start, read, step, history, verify; health, readiness, metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from engine import (
+    CompiledFlow,
+    Event,
+    Instance,
+    ReplayDivergence,
+    StepOutcome,
+    replay,
+)
+from engine.replay import compare_live
+from web.keys import METRICS, POOL, REDIS, RUNTIME, SETTINGS
+from web.openapi import document
+from web.problems import HttpProblem
+
+routes = web.RouteTableDef()
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_JSON_TYPES = ("application/json", "application/problem+json")
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise HttpProblem(400, "idempotency_key_invalid", "幂等键格式不正确",
+                          "Idempotency-Key must be 1-200 visible ASCII characters",
+                          field="Idempotency-Key")
+    return key
+
+
+def _if_match(request: web.Request) -> int | None:
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise HttpProblem(400, "if_match_invalid", "If-Match 应为流程版本号",
+                          "If-Match must be the flow's version, as given in its ETag",
+                          field="If-Match")
+    return int(text)
+
+
+async def _json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """Read the body as one JSON object, with a clear refusal for anything else."""
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpProblem(413, "body_too_large", "请求内容过大",
+                          f"The request body is larger than {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise HttpProblem(413, "body_too_large", "请求内容过大",
+                          f"The request body is larger than {limit} bytes") from None
+    if not raw.strip():
+        if optional:
+            return {}
+        raise HttpProblem(400, "body_missing", "缺少请求内容", "A JSON object is expected")
+    if request.content_type not in _JSON_TYPES:
+        raise HttpProblem(415, "unsupported_media_type", "请使用 application/json",
+                          "Send the body as application/json")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HttpProblem(400, "malformed_json", "请求内容不是有效的 JSON",
+                          "The body is not valid JSON", detail=str(exc)[:200]) from None
+    if not isinstance(value, dict):
+        raise HttpProblem(400, "body_not_object", "请求内容应为 JSON 对象",
+                          "The body must be a JSON object")
+    return value
+
+
+def _event_summary(ev: Event) -> dict[str, Any]:
+    return {"seq": ev.seq, "trigger": ev.trigger, "from": ev.from_state, "to": ev.to_state,
+            "at": ev.at}
+
+
+async def _instance_response(request: web.Request, instance: Instance, *, status: int = 200,
+                             outcome: StepOutcome | None = None) -> web.Response:
+    runtime = request.app[RUNTIME]
+    body = await runtime.view(instance)
+    headers = {"ETag": f'"{instance.version}"'}
+    if outcome is not None:
+        body["event"] = _event_summary(outcome.event)
+        body["replayed"] = outcome.replayed
+        if outcome.replayed:
+            headers["Idempotent-Replayed"] = "true"
+    if status == 201:
+        headers["Location"] = f"/api/flows/{instance.id}"
+    return web.json_response(body, status=status, headers=headers,
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@routes.get("/api/flows")
+async def list_flows(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    flows = [{"name": f.name, "version": f.version,
+              "title": f.title.as_dict() if f.title else None,
+              "initial": f.initial, "expires_in": int(f.expires_in.total_seconds())}
+             for f in runtime.flows.flows.values()]
+    return web.json_response({"flows": flows})
+
+
+@routes.post("/api/flows/{name}")
+async def start_flow(request: web.Request) -> web.Response:
+    key = _idempotency_key(request)
+    body = await _json_object(request, optional=True)
+    unknown = sorted(set(body) - {"prefill"})
+    if unknown:
+        raise HttpProblem(422, "unknown_member", "请求中有不接受的字段",
+                          f"Unknown member(s): {', '.join(unknown)}", field=unknown[0])
+    prefill = body.get("prefill") or {}
+    if not isinstance(prefill, dict):
+        raise HttpProblem(422, "prefill_not_object", "prefill 应为对象",
+                          "prefill must be an object of field values", field="prefill")
+    outcome = await request.app[RUNTIME].start(request.match_info["name"], prefill,
+                                                idempotency_key=key)
+    return await _instance_response(request, outcome.instance,
+                                    status=200 if outcome.replayed else 201, outcome=outcome)
+
+
+@routes.get("/api/flows/{id}")
+async def get_flow(request: web.Request) -> web.Response:
+    instance = await request.app[RUNTIME].get(request.match_info["id"])
+    return await _instance_response(request, instance)
+
+
+@routes.post("/api/flows/{id}/events/{trigger}")
+async def submit(request: web.Request) -> web.Response:
+    key = _idempotency_key(request)
+    expected = _if_match(request)
+    body = await _json_object(request, optional=True)
+    outcome = await request.app[RUNTIME].advance(
+        request.match_info["id"], request.match_info["trigger"], body,
+        idempotency_key=key, expected_version=expected)
+    return await _instance_response(request, outcome.instance, outcome=outcome)
+
+
+@routes.get("/api/flows/{id}/history")
+async def history(request: web.Request) -> web.Response:
+    events = await request.app[RUNTIME].history(request.match_info["id"])
+    return web.json_response({"instance_id": request.match_info["id"],
+                              "events": [ev.as_dict() for ev in events]},
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@routes.get("/api/flows/{id}/verify")
+async def verify(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    instance = await runtime.get(request.match_info["id"])
+    events = await runtime.history(instance.id)
+    compiled: CompiledFlow = await runtime.compiled(instance.definition_hash)
+    report: dict[str, Any] = {"instance_id": instance.id, "events": len(events),
+                              "definition_version": instance.definition_hash}
+    try:
+        result = replay(compiled, events)
+        compare_live(result, instance.state, instance.context, instance.version,
+                     instance.last_hash)
+    except ReplayDivergence as exc:
+        report.update(ok=False, divergence={"seq": exc.seq, "what": exc.what,
+                                            "expected": exc.expected, "found": exc.found})
+    else:
+        report.update(ok=True, state=result.state, divergence=None)
+    return web.json_response(report, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(), dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        async with request.app[POOL].acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - readiness reports, it does not fail
+        checks["database"] = f"down: {type(exc).__name__}"
+    try:
+        await request.app[REDIS].ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"down: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+                             status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

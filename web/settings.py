@@ -1,0 +1,60 @@
+"""Configuration from the environment, read once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@attrs.frozen
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "flows:"
+    flows_file: str = "flows.yaml"
+    flow_modules: tuple[str, ...] = ("flows",)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_format: str = "auto"  # json | console | auto (console on a terminal)
+    log_level: str = "info"
+    max_body_bytes: int = 1024 * 1024
+    workers: bool = True
+    timer_interval: float = 1.0
+    outbox_interval: float = 1.0
+    # Development and tests only: the clock is real time plus the seconds in this file.
+    clock_file: str | None = None
+    data_dir: str = ".data"
+    pool_min: int = 2
+    pool_max: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            database_url=e.get("DATABASE_URL") or None,
+            redis_url=e.get("REDIS_URL") or None,
+            redis_prefix=e.get("REDIS_PREFIX", "flows:"),
+            flows_file=e.get("FLOWS_FILE", "flows.yaml"),
+            flow_modules=tuple(m.strip() for m in e.get("FLOW_MODULES", "flows").split(",")
+                               if m.strip()),
+            host=e.get("HOST", "127.0.0.1"),
+            port=int(e.get("PORT", "8080")),
+            log_format=e.get("LOG_FORMAT", "auto"),
+            log_level=e.get("LOG_LEVEL", "info"),
+            max_body_bytes=int(e.get("MAX_BODY_BYTES", str(1024 * 1024))),
+            workers=_bool(e.get("WORKERS"), True),
+            timer_interval=float(e.get("TIMER_INTERVAL", "1.0")),
+            outbox_interval=float(e.get("OUTBOX_INTERVAL", "1.0")),
+            clock_file=e.get("CLOCK_FILE") or None,
+            data_dir=e.get("DATA_DIR", ".data"),
+            pool_min=int(e.get("DB_POOL_MIN", "2")),
+            pool_max=int(e.get("DB_POOL_MAX", "10")),
+        )
