@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -96,19 +95,20 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
             return True
 
         app[keys.RELOAD] = reload
+        stop = asyncio.Event()
         tasks = [asyncio.create_task(
-            _listen_for_reload(redis, settings.redis_prefix + "reload", reload), name="reload")]
+            _listen_for_reload(redis, settings.redis_prefix + "reload", reload, stop),
+            name="reload")]
         if settings.workers:
             tasks.append(asyncio.create_task(timers.run(), name="timers"))
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
         try:
             yield
         finally:
+            stop.set()  # the listener also checks this, should Redis swallow the cancel
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.wait(tasks, timeout=5.0)
             await redis.aclose()
             await pool.close()
 
@@ -116,17 +116,18 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
 
 
 async def _listen_for_reload(redis: aioredis.Redis, channel: str,
-                            reload: Callable[[], Awaitable[bool]]) -> None:
+                            reload: Callable[[], Awaitable[bool]],
+                            stop: asyncio.Event) -> None:
     """Reload when `flowctl reload` publishes, so every process follows the file."""
-    while True:
+    while not stop.is_set():
         try:
-            pubsub = redis.pubsub()
-            await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    await reload()
-        except asyncio.CancelledError:
-            raise
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                while not stop.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=0.5)
+                    if message and message.get("type") == "message":
+                        await reload()
         except Exception:  # noqa: BLE001 - keep listening after a Redis hiccup
             log.warning("reload_listener_lost_redis")
             await asyncio.sleep(1.0)
