@@ -158,9 +158,8 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
         nodes.append(node)
     triggers = []
     for trig in flow.triggers_from(state):
-        if st.timeout and trig == st.timeout.trigger and all(
-                t.trigger != trig or t.label is None for t in flow.transitions_from(state, trig)):
-            continue  # fired by the clock, not by the user
+        if st.timeout and trig == st.timeout.trigger:
+            continue  # fired by the clock, never by the user
         label = next((t.label.as_dict() for t in flow.transitions_from(state, trig)
                       if t.label), None)
         triggers.append({"trigger": trig, "label": label,

@@ -250,12 +250,16 @@ class Runtime:
             raise FlowFinished()
         if expected_version is not None and expected_version != instance.version:
             raise PreconditionFailed(current_version=instance.version)
-        if trigger not in flow.triggers_from(instance.state):
+        timeout = flow.states[instance.state].timeout
+        clock_only = timeout.trigger if timeout else None
+        if trigger not in flow.triggers_from(instance.state) or (
+                trigger == clock_only and fired_timer is None):
             raise TriggerNotAllowed(
                 f"trigger {trigger!r} is not available in state {instance.state!r}",
-                available=flow.triggers_from(instance.state))
-        clean = validate_input(flow, instance.state, trigger, raw_input, instance.context,
-                               self.registry)
+                available=[t for t in flow.triggers_from(instance.state) if t != clock_only])
+        # A timeout is the clock's step: it carries no input, so there is no form to check.
+        clean = {} if fired_timer is not None else validate_input(
+            flow, instance.state, trigger, raw_input, instance.context, self.registry)
         recorded_input = redact(flow, instance.state, clean)
         seq = instance.version + 1
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,

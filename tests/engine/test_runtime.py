@@ -1,0 +1,255 @@
+"""The step runtime against a real PostgreSQL: timers, versions, outbox, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine import (
+    FlowExpired,
+    FlowFinished,
+    FrozenClock,
+    OutboxDispatcher,
+    Registry,
+    Runtime,
+    TimerWorker,
+    TransitionRefused,
+    TriggerNotAllowed,
+    ValidationFailed,
+    load_text,
+    replay,
+)
+from storage import PgStore, create_pool
+from tests.sample_flows import SAMPLE_YAML
+
+DETAILS = {"name": "Ada", "password": "hunter2-Secret", "agree": True}
+
+
+async def at_code(runtime: Runtime) -> str:
+    iid = (await runtime.start("signup")).instance.id
+    await runtime.advance(iid, "submit", DETAILS)
+    return iid
+
+
+async def test_secret_fields_never_reach_the_database(runtime: Runtime,
+                                                      pool: asyncpg.Pool) -> None:
+    iid = await at_code(runtime)
+    await runtime.advance(iid, "confirm", {"code": "123456"})
+    async with pool.acquire() as conn:
+        dumped = json.dumps([dict(r) for r in await conn.fetch(
+            "SELECT e.input::text, e.facts::text, i.context::text FROM flow_events e"
+            " JOIN flow_instances i ON i.id = e.instance_id WHERE i.id = $1", iid)])
+    assert "hunter2-Secret" not in dumped
+    assert "123456" not in dumped
+    assert '"length": 14' in dumped or '\\"length\\":14' in dumped
+
+
+async def test_history_refuses_update_and_delete(runtime: Runtime, pool: asyncpg.Pool) -> None:
+    iid = await at_code(runtime)
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE flow_events SET to_state = 'done' WHERE instance_id = $1",
+                               iid)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM flow_events WHERE instance_id = $1", iid)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE flow_events CASCADE")
+        assert await conn.fetchval("SELECT count(*) FROM flow_events WHERE instance_id = $1",
+                                   iid) == 2
+
+
+async def test_guards_refusing_every_transition_store_nothing(runtime: Runtime) -> None:
+    registry = runtime.registry
+    text = SAMPLE_YAML.replace("dest: code\n        actions: [note_password, send_code]",
+                               "dest: code\n        guards: [never]\n"
+                               "        actions: [note_password, send_code]")
+    registry.guards["never"] = lambda g: False
+    rt = Runtime(runtime.store, runtime.clock, registry, load_text(text, registry=registry))
+    await rt.publish()
+    iid = (await rt.start("signup")).instance.id
+    with pytest.raises(TransitionRefused) as info:
+        await rt.advance(iid, "submit", DETAILS)
+    assert info.value.extra["failed"] == ["never"]
+    assert (await rt.get(iid)).version == 1
+    assert len(await rt.history(iid)) == 1
+
+
+async def test_validation_reports_every_field_at_once(runtime: Runtime) -> None:
+    iid = (await runtime.start("signup")).instance.id
+    with pytest.raises(ValidationFailed) as info:
+        await runtime.advance(iid, "submit", {"name": "", "agree": False, "extra": 1})
+    fields = sorted(e.field for e in info.value.errors)
+    assert fields == ["agree", "extra", "name", "password"]
+
+
+async def test_three_wrong_codes_send_the_user_back(runtime: Runtime) -> None:
+    iid = await at_code(runtime)
+    states = [(await runtime.advance(iid, "confirm", {"code": "0"})).instance.state
+              for _ in range(3)]
+    assert states == ["code", "code", "details"]
+    instance = await runtime.get(iid)
+    assert instance.context["error"]["error_id"] == "code_dead"
+
+
+async def test_overdue_timeout_fires_on_read_without_a_worker(runtime: Runtime,
+                                                              clock: FrozenClock) -> None:
+    iid = await at_code(runtime)
+    clock.advance(timedelta(hours=71, minutes=59))
+    assert (await runtime.get(iid)).state == "code"
+    clock.advance(timedelta(minutes=1))
+    instance = await runtime.get(iid)
+    assert instance.state == "lapsed"
+    events = await runtime.history(iid)
+    assert [(e.trigger, e.actor) for e in events][-1] == ("expire", "timer")
+    assert events[-1].facts["timer"]["due_at"].startswith("2026-03-04T09:00")
+    with pytest.raises(FlowFinished):
+        await runtime.advance(iid, "confirm", {"code": "123456"})
+
+
+async def test_user_step_after_deadline_sees_the_timeout_first(runtime: Runtime,
+                                                               clock: FrozenClock) -> None:
+    iid = await at_code(runtime)
+    clock.advance(timedelta(hours=73))
+    with pytest.raises(FlowFinished):
+        await runtime.advance(iid, "confirm", {"code": "123456"})
+    assert [e.trigger for e in await runtime.history(iid)] == ["start", "submit", "expire"]
+
+
+async def test_leaving_a_state_cancels_its_timer(runtime: Runtime, clock: FrozenClock,
+                                                 pool: asyncpg.Pool) -> None:
+    iid = await at_code(runtime)
+    await runtime.advance(iid, "back", {})
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM flow_timers WHERE instance_id = $1",
+                                   iid) == 0
+    clock.advance(timedelta(hours=80))
+    assert (await runtime.get(iid)).state == "details"
+
+
+async def test_wrong_tries_keep_the_original_deadline(runtime: Runtime,
+                                                      clock: FrozenClock) -> None:
+    iid = await at_code(runtime)
+    first = (await runtime.get(iid)).deadline_at
+    clock.advance(timedelta(hours=10))
+    await runtime.advance(iid, "confirm", {"code": "0"})
+    assert (await runtime.get(iid)).deadline_at == first
+
+
+async def test_timer_fires_exactly_once_with_two_competing_workers(
+        database_url: str, clock: FrozenClock, registry: Registry) -> None:
+    flows = load_text(SAMPLE_YAML, registry=registry)
+    pools = [await create_pool(database_url, min_size=1, max_size=8) for _ in range(2)]
+    try:
+        runtimes = [Runtime(PgStore(p), clock, registry, flows) for p in pools]
+        await runtimes[0].publish()
+        ids = [await at_code(runtimes[0]) for _ in range(12)]
+        workers = [TimerWorker(rt, rt.store, clock, batch=3) for rt in runtimes]
+        clock.advance(timedelta(hours=72, seconds=1))
+        for _ in range(4):
+            await asyncio.gather(*(w.run_once() for w in workers))
+        for iid in ids:
+            events = await runtimes[1].history(iid)
+            assert [e.trigger for e in events].count("expire") == 1
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            assert events[-1].to_state == "lapsed"
+    finally:
+        for p in pools:
+            await p.close()
+
+
+async def test_edited_definition_pins_old_instances_to_their_version(
+        runtime: Runtime, registry: Registry) -> None:
+    old_id = await at_code(runtime)
+    old_version = (await runtime.get(old_id)).definition_hash
+    # The edit: a right code now leads to a new review state instead of done.
+    edited = SAMPLE_YAML.replace(
+        "      - trigger: confirm\n        source: code\n        dest: done\n",
+        "      - trigger: confirm\n        source: code\n        dest: review\n").replace(
+        "      done:\n        final: true\n",
+        "      done:\n        final: true\n      review:\n        fields: {}\n")
+    edited += ("      - trigger: approve\n        source: review\n        dest: done\n")
+    changed = await runtime.reload(load_text(edited, registry=registry))
+    assert changed == ["signup"]
+    new_id = await at_code(runtime)
+    new_instance = await runtime.get(new_id)
+    assert new_instance.definition_hash != old_version
+    assert (await runtime.advance(old_id, "confirm", {"code": "123456"})).instance.state == "done"
+    assert (await runtime.advance(new_id, "confirm", {"code": "123456"})).instance.state == \
+        "review"
+    for iid in (old_id, new_id):
+        inst = await runtime.get(iid)
+        compiled = await runtime.compiled(inst.definition_hash)
+        assert replay(compiled, await runtime.history(iid)).state == inst.state
+
+
+async def test_a_runtime_started_later_loads_old_versions_from_the_database(
+        runtime: Runtime, registry: Registry, pool: asyncpg.Pool, clock: FrozenClock) -> None:
+    iid = await at_code(runtime)
+    edited = SAMPLE_YAML.replace("title: {zh: 测试注册, en: Test sign-up}",
+                                 "title: {zh: 测试注册二, en: Test sign-up 2}")
+    fresh = Runtime(PgStore(pool), clock, registry, load_text(edited, registry=registry))
+    await fresh.publish()
+    assert fresh.flows.flows["signup"].version != (await fresh.get(iid)).definition_hash
+    outcome = await fresh.advance(iid, "confirm", {"code": "123456"})
+    assert outcome.instance.state == "done"
+    assert outcome.event.definition_hash == (await fresh.get(iid)).definition_hash
+
+
+async def test_expired_instance_refuses_steps_with_restart_hint(runtime: Runtime,
+                                                                clock: FrozenClock) -> None:
+    iid = (await runtime.start("signup", {"name": "Ada"})).instance.id
+    clock.advance(timedelta(days=7))
+    with pytest.raises(FlowExpired) as info:
+        await runtime.advance(iid, "submit", DETAILS)
+    assert info.value.extra["restart"]["body"] == {"prefill": {"name": "Ada"}}
+
+
+async def test_prefill_refuses_secret_and_unknown_fields(runtime: Runtime) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await runtime.start("signup", {"password": "x", "bogus": 1})
+    assert sorted(e.field for e in info.value.errors) == ["bogus", "password"]
+
+
+async def test_trigger_from_wrong_state_is_refused(runtime: Runtime) -> None:
+    iid = (await runtime.start("signup")).instance.id
+    with pytest.raises(TriggerNotAllowed) as info:
+        await runtime.advance(iid, "confirm", {"code": "1"})
+    assert info.value.extra["available"] == ["submit"]
+
+
+async def test_outbox_is_sent_after_commit_and_retried_with_a_stable_key(
+        runtime: Runtime, clock: FrozenClock, pool: asyncpg.Pool) -> None:
+    failures = {"left": 2}
+    seen: list[str] = []
+    mine: dict[str, str] = {}
+
+    async def flaky(message: Any) -> None:
+        if message.instance_id != mine.get("id"):
+            return  # other tests' messages share the table
+        seen.append(message.idempotency_key)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("gateway down")
+
+    registry = runtime.registry
+    registry.senders["sms"] = flaky
+    iid = await at_code(runtime)
+    mine["id"] = iid
+    dispatcher = OutboxDispatcher(runtime.store, clock, registry)
+    for _ in range(3):
+        # Drain every due message, then move past the backoff.
+        while await dispatcher.run_once():
+            pass
+        clock.advance(timedelta(hours=2))
+    assert seen == [f"{iid}:2:1"] * 3
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT attempts, sent_at, last_error FROM outbox"
+                                  " WHERE instance_id = $1", iid)
+    assert row["attempts"] == 3
+    assert row["sent_at"] is not None
+    assert row["last_error"] is None
