@@ -7,6 +7,7 @@ processes can run them; both take time from the injected clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from datetime import timedelta
 
@@ -56,7 +57,7 @@ class TimerWorker:
                 n = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a worker must survive one bad round
+            except Exception:
                 log.exception("timer_round_failed")
                 n = 0
             if n < self.batch:
@@ -106,12 +107,10 @@ class OutboxDispatcher:
                 n = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("outbox_round_failed")
                 n = 0
             if n < self.batch:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)
-                except TimeoutError:
-                    pass

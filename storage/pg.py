@@ -44,12 +44,13 @@ _EVENT_COLS = ("e.instance_id, e.seq, e.trigger, e.from_state, e.to_state, e.inp
                "e.actor, e.at, e.definition_version, e.prev_hash, e.hash")
 
 _EVENT_NAMES = [c.strip().removeprefix("e.") for c in _EVENT_COLS.split(",")]
+# Built from the constant column lists above, never from input.
 LOAD_SQL = f"""
 SELECT {_INSTANCE_COLS}, {", ".join(f"e.{c} AS e_{c}" for c in _EVENT_NAMES)}
 FROM flow_instances i
 LEFT JOIN flow_events e ON e.instance_id = i.id AND e.idempotency_key = $2
 WHERE i.id = $1
-"""
+"""  # noqa: S608
 
 COMMIT_SQL = """
 WITH upd AS (
@@ -174,7 +175,8 @@ class PgStore:
     async def instance_by_start_key(self, key: str) -> Instance | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_INSTANCE_COLS} FROM flow_instances i WHERE i.start_key = $1", key)
+                f"SELECT {_INSTANCE_COLS} FROM flow_instances i"  # noqa: S608 - constant columns
+                " WHERE i.start_key = $1", key)
             return _instance(row) if row else None
 
     async def load(self, instance_id: str,
@@ -209,7 +211,8 @@ class PgStore:
         iid = _uuid(instance_id)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_EVENT_COLS} FROM flow_events e WHERE e.instance_id = $1"
+                f"SELECT {_EVENT_COLS} FROM flow_events e"  # noqa: S608 - constant columns
+                " WHERE e.instance_id = $1"
                 " ORDER BY e.seq", iid)
         return [_event(r) for r in rows]
 

@@ -48,7 +48,7 @@ def database_url() -> Iterator[str]:
             for row in await admin.fetch(
                     "SELECT datname FROM pg_database WHERE datname LIKE 'flows_test_%'"):
                 pid = int(row["datname"].split("_")[2])
-                if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+                if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):  # noqa: ASYNC240
                     await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
             await admin.execute(f'CREATE DATABASE "{name}"')
         finally:

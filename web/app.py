@@ -62,7 +62,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
 def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
-        assert settings.database_url and settings.redis_url
+        assert settings.database_url
+        assert settings.redis_url
         pool = await create_pool(settings.database_url, min_size=settings.pool_min,
                                  max_size=settings.pool_max)
         redis = aioredis.from_url(settings.redis_url)

@@ -23,5 +23,6 @@ RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
 TIMERS = web.AppKey("timers", TimerWorker)
 OUTBOX = web.AppKey("outbox", OutboxDispatcher)
-RELOAD = web.AppKey("reload", Callable[[], Awaitable[bool]])
+Reload = Callable[[], Awaitable[bool]]
+RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 REQUEST_ID = web.RequestKey("request_id", str)

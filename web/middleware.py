@@ -59,6 +59,6 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(from_http_exception(exc), request,
                                 headers={k: v for k, v in exc.headers.items()
                                          if k.lower() == "allow"})
-    except Exception:  # noqa: BLE001 - the last line of defence answers, and logs
+    except Exception:
         log.exception("request_failed")
         return problem_response(dict(INTERNAL), request)

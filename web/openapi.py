@@ -6,8 +6,9 @@ from typing import Any
 
 
 def _problem(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Problem"}
     return {"description": description,
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            "content": {"application/problem+json": {"schema": schema}}}
 
 
 _ID = {"name": "id", "in": "path", "required": True,

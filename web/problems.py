@@ -58,4 +58,5 @@ def from_http_exception(exc: web.HTTPException) -> dict[str, Any]:
 
 
 INTERNAL = {"status": 500, "error_id": "internal_error", "title": "Internal error",
-            "message": {"zh": "服务器内部错误，请稍后再试", "en": "Something went wrong on our side; try again later"}}
+            "message": {"zh": "服务器内部错误，请稍后再试",
+                        "en": "Something went wrong on our side; try again later"}}

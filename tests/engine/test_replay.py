@@ -96,7 +96,8 @@ async def test_a_guard_that_reads_the_world_is_caught_by_replay(runtime: Runtime
     world = {"open": True}
     registry.guards["open_now"] = lambda g: world["open"]
     registry.guards["closed_now"] = lambda g: not world["open"]
-    back = "      - trigger: back\n        source: code\n        dest: details\n        fields: []\n"
+    back = ("      - trigger: back\n        source: code\n        dest: details\n"
+            "        fields: []\n")
     assert back in SAMPLE_YAML
     text = SAMPLE_YAML.replace(back, back + "        guards: [open_now]\n"
                                "      - trigger: back\n        source: code\n        dest: code\n"
