@@ -234,3 +234,26 @@ async def test_request_id_is_echoed_and_put_in_problems(aiohttp_client: Any,
     resp = await client.post("/api/flows/nope", headers={"X-Request-Id": "abc-123"})
     assert resp.headers["X-Request-Id"] == "abc-123"
     assert (await resp.json())["request_id"] == "abc-123"
+
+
+async def test_start_with_the_same_idempotency_key_returns_the_same_instance(
+        aiohttp_client: Any, app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    first = await client.post("/api/flows/signup", headers={"Idempotency-Key": "start-1"})
+    again = await client.post("/api/flows/signup", headers={"Idempotency-Key": "start-1"})
+    assert (first.status, again.status) == (201, 200)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_clock_triggers_are_not_offered_to_or_accepted_from_clients(
+        aiohttp_client: Any, app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    _, body = await step(client, iid, "submit", DETAILS)
+    assert [t["trigger"] for t in body["ui"]["triggers"]] == ["confirm", "back"]
+    assert body["deadline_at"] is not None
+    status, refused = await step(client, iid, "expire", {})
+    assert status == 409
+    assert refused["error_id"] == "trigger_not_allowed"
+    assert refused["available"] == ["confirm", "back"]
