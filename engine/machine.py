@@ -41,6 +41,7 @@ class CompiledFlow:
         if missing:
             raise DefinitionError([Diagnostic(flow.name, 1, 1, f"unknown guard '{m}'")
                                    for m in missing])
+        self.triggers = frozenset(t.trigger for t in flow.transitions)
         self._probe = _Probe()
         self._machine = Machine(
             model=self._probe,

@@ -211,10 +211,14 @@ class Runtime:
         """Take one step; see DESIGN.md. Raises an EngineError for every refusal."""
         started = time.perf_counter()
         flow_name = "?"
+        # Metric labels come from the definition, never from what a client typed.
+        trigger_label = "unknown"
         outcome = "error"
         try:
             instance, prior = await self.store.load(instance_id, idempotency_key)
             flow_name = instance.flow
+            if trigger in self._known_triggers(instance.definition_hash):
+                trigger_label = trigger
             if prior is not None:
                 outcome = "replayed"
                 return await self._replay_outcome(instance, prior, trigger)
@@ -228,7 +232,13 @@ class Runtime:
             outcome = exc.error_id
             raise
         finally:
-            self.observer.step(flow_name, trigger, outcome, time.perf_counter() - started)
+            self.observer.step(flow_name, trigger_label, outcome, time.perf_counter() - started)
+
+    def _known_triggers(self, version: str) -> frozenset[str]:
+        compiled = self._compiled.get(version)
+        if compiled is None:
+            return frozenset()
+        return compiled.triggers
 
     async def _replay_outcome(self, instance: Instance, prior: Event,
                               trigger: str) -> StepOutcome:

@@ -70,7 +70,9 @@ async def _json_object(request: web.Request, *, optional: bool = False) -> dict[
                           "Send the body as application/json")
     try:
         value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        # "\ud800" parses to a lone surrogate, which no database or response can encode.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError) as exc:
         raise HttpProblem(400, "malformed_json", "请求内容不是有效的 JSON",
                           "The body is not valid JSON", detail=str(exc)[:200]) from None
     if not isinstance(value, dict):

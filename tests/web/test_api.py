@@ -257,3 +257,26 @@ async def test_clock_triggers_are_not_offered_to_or_accepted_from_clients(
     assert status == 409
     assert refused["error_id"] == "trigger_not_allowed"
     assert refused["available"] == ["confirm", "back"]
+
+
+async def test_hostile_bodies_get_clear_answers_never_a_500(aiohttp_client: Any,
+                                                             app: web.Application) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    url = f"/api/flows/{iid}/events/submit"
+    hostile = [
+        b'{"name": "\\ud800", "password": "x", "agree": true}',
+        b"[" * 100000 + b"]" * 100000,
+        b'{"name": ' + b"9" * 5000 + b"}",
+        b'{"name": NaN}',
+        b"\xff\xfe{}",
+    ]
+    for body in hostile:
+        resp = await client.post(url, data=body, headers={"Content-Type": "application/json"})
+        assert resp.status in (400, 422), (body[:40], resp.status, await resp.text())
+        assert (await resp.json())["error_id"] in ("malformed_json", "validation_failed")
+    flood = await client.post(f"/api/flows/{iid}/events/" + "x" * 300, json={})
+    assert flood.status == 409
+    metrics = await (await client.get("/metrics")).text()
+    assert "x" * 300 not in metrics
+    assert (await (await client.get(f"/api/flows/{iid}")).json())["version"] == 1
