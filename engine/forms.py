@@ -92,6 +92,8 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
                 errors.append(_error(name, "field_locked"))
             elif name in values:
                 clean[name] = values[name]
+            elif field.required:
+                errors.append(_error(name, "required"))
             continue
         value = raw.get(name)
         if _empty(value) and not (field.type == "boolean" and value is False):

@@ -88,25 +88,109 @@ class _Positions:
         return self.values.get((), (1, 1))
 
 
-def _plain(node: yaml.Node, path: Path, pos: _Positions, diags: list[Diagnostic]) -> Any:
-    """Turn a composed YAML node into plain values, remembering every position."""
-    pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+_STD = "tag:yaml.org,2002:"
+# Far above any real flows file, far below what an alias bomb expands to.
+_MAX_NODES = 200_000
+
+
+def _short(tag: str) -> str:
+    """Write a tag as the analyst typed it: ``!!int``, ``!local``."""
+    return "!!" + tag[len(_STD):] if tag.startswith(_STD) else tag
+
+
+class _TooLarge(Exception):
+    """The document expands (through aliases) past ``_MAX_NODES`` values."""
+
+
+class _Reader:
+    """Turn a composed YAML node into plain values, remembering every position.
+
+    Nothing here raises on a bad document: an unreadable value becomes a diagnostic
+    at its position, so one bad scalar does not hide the file's other problems.
+    """
+
+    def __init__(self, pos: _Positions, diags: list[Diagnostic]) -> None:
+        self.pos = pos
+        self.diags = diags
+        # A constructor of our own: SafeConstructor caches every node it builds, and a
+        # shared one would keep every document ever checked alive.
+        self.scalars = yaml.constructor.SafeConstructor()
+        self.active: set[int] = set()
+        self.count = 0
+
+    def err(self, node: yaml.Node, message: str) -> None:
+        m = node.start_mark
+        self.diags.append(Diagnostic(self.pos.filename, m.line + 1, m.column + 1, message))
+
+    def plain(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise _TooLarge
+        self.pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if id(node) in self.active:
+            # The node's own mark is its anchor; the key that holds the alias is the
+            # place to fix.
+            line, col = self.pos.keys.get(path, self.pos.values[path])
+            self.diags.append(Diagnostic(self.pos.filename, line, col,
+                                         "an alias refers to a value that contains it"))
+            return None
+        plain_tag = _STD + ("map" if isinstance(node, yaml.MappingNode) else "seq")
+        if node.tag != plain_tag:
+            self.err(node, f"unsupported YAML tag '{_short(node.tag)}': a plain mapping or list "
+                     "is expected")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            return [self.plain(v, (*path, i)) for i, v in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
-            key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
             kpos = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            if not isinstance(knode, yaml.ScalarNode):
+                self.err(knode, "a key must be a plain name, not a list or a mapping")
+                continue
+            key = knode.value
             if key in out:
-                diags.append(Diagnostic(pos.filename, *kpos, f"duplicate key '{key}'"))
-            pos.keys[(*path, key)] = kpos
-            out[key] = _plain(vnode, (*path, key), pos, diags)
+                self.err(knode, f"duplicate key '{key}'")
+            self.pos.keys[(*path, key)] = kpos
+            out[key] = self.plain(vnode, (*path, key))
+            if vnode.tag == f"{_STD}null" and vnode.value == "":
+                # ``key:`` with nothing after it: the empty value's own mark is the end
+                # of the line, so point at the key instead.
+                self.pos.values[(*path, key)] = kpos
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(v, (*path, i), pos, diags) for i, v in enumerate(node.value)]
-    return _SCALARS.construct_object(node, deep=True)
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        if not node.tag.startswith(_STD):
+            hint = ""
+            if node.tag.startswith("!") and not node.value:
+                hint = f": to name a negated guard, quote it: \"{node.tag}\""
+            self.err(node, f"unknown YAML tag '{node.tag}'{hint}")
+            # Keep the text so the checks that follow see what the analyst meant.
+            return f"{node.tag} {node.value}".strip()
+        try:
+            return self.scalars.construct_object(node, deep=True)
+        # SafeConstructor fails on bad explicitly tagged scalars (``!!int abc``,
+        # ``!!timestamp x``) with assorted exceptions; each is the analyst's error.
+        except Exception:
+            self.err(node, f"'{node.value}' is not a valid '{_short(node.tag)}' value")
+            return None
 
 
-_SCALARS = yaml.constructor.SafeConstructor()
+@attrs.define
+class _Where:
+    """Where one transition's parts stand, for the whole-flow checks' diagnostics."""
+
+    path: Path
+    sources: dict[str, Path]
+    fields: list[Path]
+    error_field: Path
 
 
 class _Checker:
@@ -116,6 +200,9 @@ class _Checker:
         self.pos = pos
         self.registry = registry
         self.diags: list[Diagnostic] = []
+        # A timeout's trigger by state path, kept even when its 'after' is bad, so a
+        # file with both problems gets both diagnostics in one run.
+        self.timeout_triggers: dict[Path, str] = {}
 
     def err(self, path: Path, message: str, *, key: bool = False) -> None:
         line, col = self.pos.at(path, key=key)
@@ -130,17 +217,18 @@ class _Checker:
             return {}
         return value
 
-    def names(self, value: Any, path: Path, what: str) -> list[str]:
+    def names(self, value: Any, path: Path, what: str) -> list[tuple[Path, str]]:
+        """Read one name or a list of names; each with the path it stands at."""
         if value is None:
             return []
-        items = value if isinstance(value, list) else [value]
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
         out = []
-        for i, item in enumerate(items):
+        for i, item in items:
+            ipath = path if i is None else (*path, i)
             if not isinstance(item, str) or not item.strip():
-                self.err((*path, i) if isinstance(value, list) else path,
-                         f"{what} must be a name or a list of names")
+                self.err(ipath, f"{what} must be a name or a list of names")
                 continue
-            out.append(item.strip())
+            out.append((ipath, item.strip()))
         return out
 
     def boolean(self, value: Any, path: Path, what: str) -> bool:
@@ -163,7 +251,8 @@ class _Checker:
         for lang in ("zh", "en"):
             text = value.get(lang)
             if not isinstance(text, str) or not text.strip():
-                self.err(path, f"{what}: label '{lang}' is missing or empty")
+                self.err((*path, lang) if lang in value else path,
+                         f"{what}: label '{lang}' is missing or empty")
             else:
                 out[lang] = text
         for k in value:
@@ -222,7 +311,7 @@ class _Checker:
             return None
         self.unknown_keys(body, _FLOW_KEYS, path, f"flow '{name}'")
         states_raw = self.mapping(body.get("states"), (*path, "states"), "states")
-        if not states_raw:
+        if not states_raw and isinstance(body.get("states"), dict | None):
             self.err((*path, "states") if "states" in body else path,
                      f"flow '{name}' has no states", key=True)
         states: list[dict[str, Any]] = []
@@ -231,6 +320,9 @@ class _Checker:
             if not NAME.match(str(sname)):
                 self.err(spath, f"state name '{sname}' must be lower_snake_case", key=True)
             states.append(self.state(str(sname), sbody, spath))
+        # The states mapping's key order means nothing, so it must not change the
+        # version: canonical content lists states by name.
+        states.sort(key=lambda s: str(s["name"]))
         state_names = {s["name"] for s in states}
 
         initial = body.get("initial")
@@ -251,10 +343,13 @@ class _Checker:
         if not isinstance(raw_transitions, list):
             self.err((*path, "transitions"), "transitions must be a list")
             raw_transitions = []
-        transitions = [
-            t for i, tb in enumerate(raw_transitions)
-            if (t := self.transition(tb, (*path, "transitions", i), state_names)) is not None
-        ]
+        transitions: list[dict[str, Any]] = []
+        where: list[_Where] = []
+        for i, tb in enumerate(raw_transitions):
+            checked = self.transition(tb, (*path, "transitions", i), state_names)
+            if checked is not None:
+                transitions.append(checked[0])
+                where.append(checked[1])
         canon = {
             "name": name,
             "title": self.label(body.get("title"), (*path, "title"), f"flow '{name}'",
@@ -264,13 +359,14 @@ class _Checker:
             "states": states,
             "transitions": transitions,
         }
-        self.semantics(canon, path)
+        self.semantics(canon, where, path)
         return canon
 
     def state(self, name: str, body: Any, path: Path) -> dict[str, Any]:
         body = self.mapping(body, path, f"state '{name}'")
         self.unknown_keys(body, _STATE_KEYS, path, f"state '{name}'")
         fields_raw = body.get("fields")
+        # Field order is kept: it is the order of the form web clients show.
         fields = []
         if isinstance(fields_raw, dict):
             for fname, fbody in fields_raw.items():
@@ -278,10 +374,8 @@ class _Checker:
         elif fields_raw is not None:
             self.err((*path, "fields"), "fields must be a mapping of field names to fields")
         on_enter = self.names(body.get("on_enter"), (*path, "on_enter"), "on_enter")
-        for i, a in enumerate(on_enter):
-            self.registered("actions", a, (*path, "on_enter", i) if
-                            isinstance(body.get("on_enter"), list) else (*path, "on_enter"),
-                            "action")
+        for apath, a in on_enter:
+            self.registered("actions", a, apath, "action")
         timeout = None
         if body.get("timeout") is not None:
             tb = self.mapping(body["timeout"], (*path, "timeout"), "timeout")
@@ -292,6 +386,8 @@ class _Checker:
                 self.err((*path, "timeout", "trigger") if "trigger" in tb else
                          (*path, "timeout"), "timeout needs 'trigger': the trigger it fires")
                 trig = None
+            else:
+                self.timeout_triggers[path] = trig
             if after and trig:
                 timeout = {"after": after, "trigger": trig}
         final = self.boolean(body.get("final"), (*path, "final"), "final")
@@ -301,7 +397,7 @@ class _Checker:
             "label": self.label(body.get("label"), (*path, "label"), f"state '{name}'",
                                 required=False),
             "fields": fields,
-            "on_enter": on_enter,
+            "on_enter": [a for _, a in on_enter],
             "timeout": timeout,
         }
 
@@ -336,7 +432,8 @@ class _Checker:
             if not isinstance(choices, list) or not choices or \
                     not all(isinstance(c, str) for c in choices):
                 self.err((*path, "choices") if "choices" in body else path,
-                         "a choice field needs 'choices': a list of strings", key=True)
+                         "a choice field needs 'choices': a list of strings",
+                         key="choices" not in body)
                 choices = []
         elif choices is not None:
             self.err((*path, "choices"), "only a choice field has choices")
@@ -360,7 +457,8 @@ class _Checker:
             "max_length": max_length,
         }
 
-    def transition(self, body: Any, path: Path, states: set[str]) -> dict[str, Any] | None:
+    def transition(self, body: Any, path: Path,
+                   states: set[str]) -> tuple[dict[str, Any], _Where] | None:
         if not isinstance(body, dict):
             self.err(path, "a transition must be a mapping")
             return None
@@ -369,17 +467,20 @@ class _Checker:
         if not isinstance(trigger, str) or not NAME.match(trigger):
             self.err((*path, "trigger") if "trigger" in body else path,
                      "a transition needs 'trigger': a lower_snake_case name")
-            return None
-        if trigger in RESERVED_TRIGGERS:
+            # Check the rest all the same: every problem is reported in one run.
+            trigger = trigger if isinstance(trigger, str) else ""
+        elif trigger in RESERVED_TRIGGERS:
             self.err((*path, "trigger"), f"'{trigger}' is reserved for starting a flow")
-        sources = self.names(body.get("source"), (*path, "source"), "source")
-        if not sources:
-            self.err(path, f"transition '{trigger}' needs 'source'", key=True)
-        src_list = isinstance(body.get("source"), list)
-        for i, s in enumerate(sources):
+        source_paths: dict[str, Path] = {}
+        for spath, s in self.names(body.get("source"), (*path, "source"), "source"):
+            if s in source_paths:
+                self.err(spath, f"transition '{trigger}' lists source '{s}' twice")
+                continue
+            source_paths[s] = spath
             if s not in states:
-                self.err((*path, "source", i) if src_list else (*path, "source"),
-                         f"transition '{trigger}' from undefined state '{s}'")
+                self.err(spath, f"transition '{trigger}' from undefined state '{s}'")
+        if not source_paths:
+            self.err(path, f"transition '{trigger}' needs 'source'", key=True)
         dest = body.get("dest")
         if not isinstance(dest, str):
             self.err((*path, "dest") if "dest" in body else path,
@@ -388,94 +489,100 @@ class _Checker:
         elif dest not in states:
             self.err((*path, "dest"), f"transition '{trigger}' to undefined state '{dest}'")
         guards = self.names(body.get("guards"), (*path, "guards"), "guards")
-        g_list = isinstance(body.get("guards"), list)
-        for i, g in enumerate(guards):
-            self.registered("guards", Guard.parse(g).name,
-                            (*path, "guards", i) if g_list else (*path, "guards"), "guard")
+        for gpath, g in guards:
+            self.registered("guards", Guard.parse(g).name, gpath, "guard")
         actions = self.names(body.get("actions"), (*path, "actions"), "actions")
-        a_list = isinstance(body.get("actions"), list)
-        for i, a in enumerate(actions):
-            self.registered("actions", a, (*path, "actions", i) if a_list else
-                            (*path, "actions"), "action")
+        for apath, a in actions:
+            self.registered("actions", a, apath, "action")
         fields = None
         if "fields" in body:
             fields = self.names(body.get("fields"), (*path, "fields"), "fields")
         error = None
+        epath = (*path, "error")
         if body.get("error") is not None:
-            eb = self.mapping(body["error"], (*path, "error"), "error")
-            self.unknown_keys(eb, {"id", "field", "zh", "en"}, (*path, "error"), "error")
+            eb = self.mapping(body["error"], epath, "error")
+            self.unknown_keys(eb, {"id", "field", "zh", "en"}, epath, "error")
             eid = eb.get("id")
             if not isinstance(eid, str) or not NAME.match(eid):
-                self.err((*path, "error"), "error needs 'id': a stable lower_snake_case id")
+                self.err((*epath, "id") if "id" in eb else epath,
+                         "error needs 'id': a stable lower_snake_case id")
             for lang in ("zh", "en"):
                 if not isinstance(eb.get(lang), str) or not eb.get(lang):
-                    self.err((*path, "error"), f"error needs a '{lang}' message")
-            error = {"id": eid, "field": eb.get("field"), "zh": eb.get("zh"),
-                     "en": eb.get("en")}
-        return {
+                    self.err((*epath, lang) if lang in eb else epath,
+                             f"error needs a '{lang}' message")
+            efield = eb.get("field")
+            if efield is not None and not isinstance(efield, str):
+                self.err((*epath, "field"), "error's 'field' must be a field name")
+                efield = None
+            error = {"id": eid, "field": efield, "zh": eb.get("zh"), "en": eb.get("en")}
+        content = {
             "trigger": trigger,
-            "source": sources,
+            "source": list(source_paths),
             "dest": dest,
-            "guards": [str(Guard.parse(g)) for g in guards],
-            "actions": actions,
-            "fields": fields,
+            "guards": [str(Guard.parse(g)) for _, g in guards],
+            "actions": [a for _, a in actions],
+            "fields": [f for _, f in fields] if fields is not None else None,
             "error": error,
             "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
                                 required=False),
         }
+        where = _Where(path, source_paths, [p for p, _ in fields or []], (*epath, "field"))
+        return content, where
 
     # -- whole-flow checks ---------------------------------------------------
-    def semantics(self, flow: dict[str, Any], path: Path) -> None:
+    def semantics(self, flow: dict[str, Any], where: list[_Where], path: Path) -> None:
         states = {s["name"]: s for s in flow["states"]}
-        tpath = (*path, "transitions")
         by_state: dict[str, list[tuple[int, dict[str, Any]]]] = {s: [] for s in states}
-        for i, t in enumerate(flow["transitions"]):
+        for k, t in enumerate(flow["transitions"]):
             for s in t["source"]:
                 if s in by_state:
-                    by_state[s].append((i, t))
+                    by_state[s].append((k, t))
         for sname, st in states.items():
             spath = (*path, "states", sname)
             outgoing = by_state[sname]
-            if st["final"] and outgoing:
-                i, t = outgoing[0]
-                self.err((*tpath, i), f"final state '{sname}' cannot have transitions "
-                         f"(trigger '{t['trigger']}')")
-            if not st["final"] and not outgoing:
+            if st["final"]:
+                for k, t in outgoing:
+                    self.err(where[k].sources[sname], f"final state '{sname}' cannot have "
+                             f"transitions (trigger '{t['trigger']}')")
+            elif not outgoing:
                 self.err(spath, f"state '{sname}' is not final and has no way out", key=True)
-            if st["timeout"] and not any(t["trigger"] == st["timeout"]["trigger"]
-                                         for _, t in outgoing):
+            trig = self.timeout_triggers.get(spath)
+            if trig and not any(t["trigger"] == trig for _, t in outgoing):
                 self.err((*spath, "timeout", "trigger"),
-                         f"timeout trigger '{st['timeout']['trigger']}' has no transition "
-                         f"from state '{sname}'")
+                         f"timeout trigger '{trig}' has no transition from state '{sname}'")
             field_names = {f["name"] for f in st["fields"]}
-            for i, t in outgoing:
-                for j, fname in enumerate(t["fields"] or []):
+            for k, t in outgoing:
+                for fpath, fname in zip(where[k].fields, t["fields"] or [], strict=True):
                     if fname not in field_names:
-                        self.err((*tpath, i, "fields", j),
-                                 f"unknown field '{fname}': state '{sname}' has no such field")
+                        self.err(fpath, f"unknown field '{fname}': state '{sname}' "
+                                 "has no such field")
                 err = t["error"]
-                if err and err.get("field") and err["field"] not in field_names:
-                    self.err((*tpath, i, "error", "field"),
+                if err and err["field"] and err["field"] not in field_names:
+                    self.err(where[k].error_field,
                              f"unknown field '{err['field']}' in error: state '{sname}' "
                              "has no such field")
-            self.ambiguity(sname, outgoing, tpath)
+            self.ambiguity(sname, outgoing, where)
         self.reachability(flow, states, path)
 
     def ambiguity(self, state: str, outgoing: list[tuple[int, dict[str, Any]]],
-                  tpath: Path) -> None:
+                  where: list[_Where]) -> None:
+        def number(k: int) -> int:
+            # The transition's index in the file's list, as the analyst counts them.
+            return int(where[k].path[-1])
+
         for a in range(len(outgoing)):
             for b in range(a + 1, len(outgoing)):
                 i, t1 = outgoing[a]
                 j, t2 = outgoing[b]
-                if t1["trigger"] != t2["trigger"]:
+                if t1["trigger"] != t2["trigger"] or not t1["trigger"]:
                     continue
                 g1 = {Guard.parse(g) for g in t1["guards"]}
                 g2 = {Guard.parse(g) for g in t2["guards"]}
                 if not any(Guard(g.name, not g.negated) in g2 for g in g1):
-                    self.err((*tpath, j),
-                             f"transitions {i} and {j} both take trigger '{t1['trigger']}' "
-                             f"from state '{state}' and no guard separates them "
-                             "(give one 'g' and the other '!g')")
+                    self.err(where[j].path,
+                             f"transitions {number(i)} and {number(j)} both take trigger "
+                             f"'{t1['trigger']}' from state '{state}' and no guard separates "
+                             "them (give one 'g' and the other '!g')")
 
     def reachability(self, flow: dict[str, Any], states: dict[str, Any], path: Path) -> None:
         initial = flow["initial"]
@@ -548,7 +655,15 @@ def check_text(text: str, filename: str = "flows.yaml",
         return {}, [Diagnostic(filename, line, col, f"YAML syntax: {problem}")]
     except yaml.YAMLError as exc:
         return {}, [Diagnostic(filename, 1, 1, f"YAML syntax: {exc}")]
-    doc = _plain(node, (), pos, diags) if node is not None else None
+    except RecursionError:
+        return {}, [Diagnostic(filename, 1, 1, "YAML: the document is nested too deeply")]
+    try:
+        doc = _Reader(pos, diags).plain(node, ()) if node is not None else None
+    except _TooLarge:
+        return {}, [Diagnostic(filename, 1, 1, "YAML: the document expands (through "
+                               f"aliases) to more than {_MAX_NODES} values")]
+    except RecursionError:
+        return {}, [Diagnostic(filename, 1, 1, "YAML: the document is nested too deeply")]
     checker = _Checker(pos, registry)
     checker.diags.extend(diags)
     content = checker.document(doc)

@@ -91,18 +91,18 @@ class CompiledFlow:
         return bool(self.registry.guards[name](guard_input)) != negated
 
 
-def initial_context(values: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
-    return {"values": dict(values), "facts": dict(facts), "attempts": 0, "error": None}
+def initial_context(values: Mapping[str, Any], effects: Mapping[str, Any]) -> dict[str, Any]:
+    return {"values": dict(values), "facts": dict(effects), "attempts": 0, "error": None}
 
 
 def next_context(context: Mapping[str, Any], *, from_state: str, to_state: str,
                  input: Mapping[str, Any], facts: Mapping[str, Any],
-                 transition: Transition | None) -> dict[str, Any]:
+                 effects: Mapping[str, Any], transition: Transition | None) -> dict[str, Any]:
     """Fold one step into the context; pure, so replay reproduces it exactly."""
     same = from_state == to_state
     return {
         "values": {**context.get("values", {}), **input},
-        "facts": {**context.get("facts", {}), **facts},
+        "facts": {**context.get("facts", {}), **facts, **effects},
         "attempts": int(context.get("attempts", 0)) + 1 if same else 0,
         "error": transition.error.as_dict() if transition and transition.error else None,
     }

@@ -58,7 +58,7 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
                                        f"trigger {ev.trigger!r} from {ev.from_state!r}")
             if ev.to_state != flow.initial:
                 raise ReplayDivergence(1, "to", flow.initial, ev.to_state)
-            context = initial_context(ev.input, ev.facts)
+            context = initial_context(ev.input, ev.effects)
         else:
             assert state is not None
             if ev.from_state != state:
@@ -70,7 +70,8 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
             if found != ev.to_state:
                 raise ReplayDivergence(ev.seq, "to", found, ev.to_state)
             context = next_context(context, from_state=state, to_state=ev.to_state,
-                                   input=ev.input, facts=ev.facts, transition=taken)
+                                   input=ev.input, facts=ev.facts, effects=ev.effects,
+                                   transition=taken)
         state = ev.to_state
         prev = ev.hash
     if state is None:

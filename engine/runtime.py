@@ -115,11 +115,11 @@ class Runtime:
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
                          now=now, services=self.services)
-        await self._run_actions(state.on_enter, ai)
-        context = initial_context(values, ai.facts)
+        effects = await self._run_actions(state.on_enter, ai)
+        context = initial_context(values, effects)
         event = Event.sealed(
             instance_id=instance_id, seq=1, trigger="start", from_state=None,
-            to_state=flow.initial, input=values, facts=dict(ai.facts), actor=actor,
+            to_state=flow.initial, input=values, facts={}, effects=effects, actor=actor,
             at=iso(now), definition_hash=flow.version, prev_hash=GENESIS)
         timer = (NewTimer(flow.initial, state.timeout.trigger, now + state.timeout.after)
                  if state.timeout else None)
@@ -279,34 +279,35 @@ class Runtime:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         candidates = flow.transitions_from(instance.state, trigger)
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))
-        await self._run_actions(names, ai)
+        facts = {**ai.facts, **await self._run_actions(names, ai)}
         taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
-                                           recorded_input, dict(ai.facts)))
+                                           recorded_input, facts))
         if taken is None:
             raise TransitionRefused(
                 f"no transition for {trigger!r} from {instance.state!r} allows this",
-                failed=self._failed_guards(compiled, instance, trigger, recorded_input,
-                                           ai.facts))
+                failed=self._failed_guards(compiled, instance, trigger, recorded_input, facts))
         dest = flow.states[taken.dest]
         moved = taken.dest != instance.state
+        effects: dict[str, Any] = {}
         if moved and dest.on_enter:
             ai.state = dest.name
-            await self._run_actions(dest.on_enter, ai)
+            effects = await self._run_actions(dest.on_enter, ai)
         context = next_context(instance.context, from_state=instance.state, to_state=dest.name,
-                               input=recorded_input, facts=ai.facts, transition=taken)
+                               input=recorded_input, facts=facts, effects=effects,
+                               transition=taken)
         event = Event.sealed(
             instance_id=instance.id, seq=seq, trigger=trigger, from_state=instance.state,
-            to_state=dest.name, input=recorded_input, facts=dict(ai.facts), actor=actor,
-            at=iso(now), definition_hash=flow.version, prev_hash=instance.last_hash)
+            to_state=dest.name, input=recorded_input, facts=facts, effects=effects,
+            actor=actor, at=iso(now), definition_hash=flow.version,
+            prev_hash=instance.last_hash)
         new_timer = None
         deadline = instance.deadline_at
-        if moved:
+        # Entering a state arms its timeout; so does its own timeout looping back to it.
+        if moved or fired_timer is not None:
             deadline = None
             if dest.timeout:
                 new_timer = NewTimer(dest.name, dest.timeout.trigger, now + dest.timeout.after)
                 deadline = new_timer.due_at
-        elif fired_timer is not None:
-            deadline = None
         after = attrs.evolve(
             instance, state=dest.name, context=context, version=seq,
             status="finished" if dest.final else "active", updated_at=now,
@@ -340,18 +341,27 @@ class Runtime:
                     failed.append(str(g))
         return failed
 
-    async def _run_actions(self, names: tuple[str, ...] | list[str], ai: ActionInput) -> None:
+    async def _run_actions(self, names: tuple[str, ...] | list[str],
+                           ai: ActionInput) -> dict[str, Any]:
+        """Run actions in order; return what each returned, by name (None: nothing)."""
+        results: dict[str, Any] = {}
         for name in names:
+            ai.action = name
             result = await self.registry.actions[name](ai)
             if result is not None:
+                results[name] = result
                 ai.facts[name] = result
+        ai.action = ""
+        return results
 
     def restart_hint(self, instance: Instance) -> dict[str, Any]:
         """What a client needs to start over, prefilled with the non-secret input."""
         flow = self.flows.get(instance.flow)
         fields = flow.all_fields() if flow else {}
+        # Secrets never, and a required tick box (an agreement) is ticked afresh.
         values = {k: v for k, v in instance.context.get("values", {}).items()
-                  if k in fields and not fields[k].secret}
+                  if k in fields and not fields[k].secret
+                  and not (fields[k].type == "boolean" and fields[k].required)}
         return {"flow": instance.flow, "method": "POST", "href": f"/api/flows/{instance.flow}",
                 "body": {"prefill": values}}
 

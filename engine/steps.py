@@ -53,11 +53,12 @@ class ActionInput:
     services: Mapping[str, Any]
     facts: dict[str, Any] = attrs.field(factory=dict)
     outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
+    action: str = ""
 
     @property
     def idempotency_key(self) -> str:
-        """A key stable across retries of this step, for calls to providers."""
-        return f"{self.instance_id}:{self.seq}"
+        """A key stable across retries of this step and distinct per action."""
+        return f"{self.instance_id}:{self.seq}:{self.action}"
 
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue a message, sent after the step commits."""
@@ -75,8 +76,8 @@ class OutboxMessage:
     attempts: int
 
 
-EVENT_KEYS = frozenset({"instance_id", "seq", "trigger", "from", "to", "input", "facts", "actor",
-                        "at", "definition_hash", "prev_hash", "hash"})
+EVENT_KEYS = frozenset({"instance_id", "seq", "trigger", "from", "to", "input", "facts",
+                        "effects", "actor", "at", "definition_hash", "prev_hash", "hash"})
 
 
 @attrs.frozen
@@ -89,7 +90,10 @@ class Event:
     from_state: str | None
     to_state: str
     input: dict[str, Any]
+    # What the trigger's actions found, before deciding: the guards' evidence.
     facts: dict[str, Any]
+    # What the destination's on_enter actions did, after deciding: never seen by guards.
+    effects: dict[str, Any]
     actor: str
     at: str  # ISO-8601 UTC, as recorded
     definition_hash: str
@@ -106,6 +110,7 @@ class Event:
             "to": self.to_state,
             "input": self.input,
             "facts": self.facts,
+            "effects": self.effects,
             "actor": self.actor,
             "at": self.at,
             "definition_hash": self.definition_hash,
@@ -126,7 +131,7 @@ class Event:
         return cls(
             instance_id=d["instance_id"], seq=d["seq"], trigger=d["trigger"],
             from_state=d["from"], to_state=d["to"], input=d["input"], facts=d["facts"],
-            actor=d["actor"], at=d["at"], definition_hash=d["definition_hash"],
+            effects=d["effects"], actor=d["actor"], at=d["at"], definition_hash=d["definition_hash"],
             prev_hash=d["prev_hash"], hash=d["hash"],
         )
 

@@ -41,7 +41,7 @@ _INSTANCE_COLS = ("i.id, i.flow, i.definition_version, i.state, i.context, i.ver
                   "i.status, i.created_at, i.updated_at, i.expires_at, i.deadline_at, "
                   "i.last_hash")
 _EVENT_COLS = ("e.instance_id, e.seq, e.trigger, e.from_state, e.to_state, e.input, e.facts, "
-               "e.actor, e.at, e.definition_version, e.prev_hash, e.hash")
+               "e.effects, e.actor, e.at, e.definition_version, e.prev_hash, e.hash")
 
 _EVENT_NAMES = [c.strip().removeprefix("e.") for c in _EVENT_COLS.split(",")]
 # Built from the constant column lists above, never from input.
@@ -61,8 +61,9 @@ WITH upd AS (
     RETURNING id
 ), ev AS (
     INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state, input, facts,
-                             actor, at, definition_version, prev_hash, hash, idempotency_key)
-    SELECT id, $5, $10, $11, $3, $12, $13, $14, $15, $16, $17, $8, $18 FROM upd
+                             effects, actor, at, definition_version, prev_hash, hash,
+                             idempotency_key)
+    SELECT id, $5, $10, $11, $3, $12, $13, $26, $14, $15, $16, $17, $8, $18 FROM upd
     RETURNING seq
 ), cancelled AS (
     DELETE FROM flow_timers
@@ -100,7 +101,7 @@ def _event(r: asyncpg.Record, p: str = "") -> Event:
     return Event(
         instance_id=str(r[p + "instance_id"]), seq=r[p + "seq"], trigger=r[p + "trigger"],
         from_state=r[p + "from_state"], to_state=r[p + "to_state"], input=r[p + "input"],
-        facts=r[p + "facts"], actor=r[p + "actor"], at=r[p + "at"],
+        facts=r[p + "facts"], effects=r[p + "effects"], actor=r[p + "actor"], at=r[p + "at"],
         definition_hash=r[p + "definition_version"], prev_hash=r[p + "prev_hash"],
         hash=r[p + "hash"])
 
@@ -154,10 +155,10 @@ class PgStore:
                 raise DuplicateKey("start key already used") from None
             await conn.execute(
                 "INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state,"
-                " input, facts, actor, at, definition_version, prev_hash, hash)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                " input, facts, effects, actor, at, definition_version, prev_hash, hash)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                 uuid.UUID(event.instance_id), event.seq, event.trigger, event.from_state,
-                event.to_state, event.input, event.facts, event.actor, event.at,
+                event.to_state, event.input, event.facts, event.effects, event.actor, event.at,
                 event.definition_hash, event.prev_hash, event.hash)
             if timer is not None:
                 await conn.execute(
@@ -201,7 +202,7 @@ class PgStore:
                     ev.at, ev.definition_hash, ev.prev_hash, step.idempotency_key,
                     step.cancel_timers, step.fired_timer_id,
                     timer.state if timer else None, timer.trigger if timer else None,
-                    timer.due_at if timer else None, topics, payloads)
+                    timer.due_at if timer else None, topics, payloads, ev.effects)
         except asyncpg.UniqueViolationError:
             raise DuplicateKey("idempotency key already used") from None
         if n != 1:

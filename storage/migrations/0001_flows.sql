@@ -32,7 +32,8 @@ CREATE TABLE flow_events (
     from_state          text,
     to_state            text NOT NULL,
     input               json NOT NULL,       -- redacted: secret fields never get here
-    facts               json NOT NULL,
+    facts               json NOT NULL,       -- what the trigger's actions found (guards see it)
+    effects             json NOT NULL,       -- what on_enter actions did after the decision
     actor               text NOT NULL,
     at                  text NOT NULL,       -- the recorded time, exactly as hashed
     definition_version  text NOT NULL REFERENCES flow_definitions (version),

@@ -253,3 +253,64 @@ async def test_outbox_is_sent_after_commit_and_retried_with_a_stable_key(
     assert row["attempts"] == 3
     assert row["sent_at"] is not None
     assert row["last_error"] is None
+
+
+EFFECTS_YAML = """\
+flows:
+  effects:
+    initial: a
+    states:
+      a: {}
+      b:
+        on_enter: [mark]
+        timeout: {after: 1h, trigger: tick}
+      c: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b, guards: ["!marked"]}
+      - {trigger: go, source: a, dest: c, guards: [marked]}
+      - {trigger: tick, source: b, dest: b}
+      - {trigger: finish, source: b, dest: c}
+"""
+
+
+def effects_registry() -> Registry:
+    registry = Registry()
+
+    @registry.action("mark")
+    async def mark(a: Any) -> dict[str, Any]:
+        return {"key": a.idempotency_key}
+
+    @registry.guard("marked")
+    def marked(g: Any) -> bool:
+        return "mark" in g.facts
+
+    return registry
+
+
+async def test_on_enter_effects_are_recorded_apart_and_never_seen_by_guards(
+        pool: asyncpg.Pool, clock: FrozenClock) -> None:
+    registry = effects_registry()
+    rt = Runtime(PgStore(pool), clock, registry, load_text(EFFECTS_YAML, registry=registry))
+    await rt.publish()
+    iid = (await rt.start("effects")).instance.id
+    outcome = await rt.advance(iid, "go", {})
+    assert outcome.instance.state == "b"
+    assert outcome.event.facts == {}
+    assert outcome.event.effects == {"mark": {"key": f"{iid}:2:mark"}}
+    compiled = await rt.compiled(outcome.instance.definition_hash)
+    assert replay(compiled, await rt.history(iid)).state == "b"
+
+
+async def test_a_timeout_that_loops_back_is_armed_again(pool: asyncpg.Pool,
+                                                        clock: FrozenClock) -> None:
+    registry = effects_registry()
+    rt = Runtime(PgStore(pool), clock, registry, load_text(EFFECTS_YAML, registry=registry))
+    await rt.publish()
+    iid = (await rt.start("effects")).instance.id
+    await rt.advance(iid, "go", {})
+    for _ in range(3):
+        clock.advance(timedelta(hours=1))
+        instance = await rt.get(iid)
+        assert instance.state == "b"
+        assert instance.deadline_at == clock.now() + timedelta(hours=1)
+    assert [e.trigger for e in await rt.history(iid)] == ["start", "go", "tick", "tick", "tick"]

@@ -146,7 +146,8 @@ async def test_expired_flow_answers_410_with_prefilled_restart(
     assert status == 410
     assert body["error_id"] == "flow_expired"
     assert body["restart"]["href"] == "/api/flows/signup"
-    assert body["restart"]["body"]["prefill"] == {"name": "Ada", "agree": True}
+    # The agreement is ticked afresh; the password is never carried.
+    assert body["restart"]["body"]["prefill"] == {"name": "Ada"}
     resp = await client.post("/api/flows/signup", json=body["restart"]["body"])
     assert resp.status == 201
     fresh = await resp.json()
