@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import attrs
 
 from engine.model import Flow
-from engine.steps import Event, Instance, OutboxMessage
+from engine.steps import Event, Instance, OutboxMessage, Write
 
 
 class Clock(Protocol):
@@ -63,6 +63,7 @@ class StepCommit:
     new_timer: NewTimer | None
     fired_timer_id: int | None
     outbox: tuple[tuple[str, dict[str, Any]], ...]
+    writes: tuple[Write, ...] = ()
 
 
 class Store(Protocol):
@@ -74,7 +75,7 @@ class Store(Protocol):
 
     async def create(self, instance: Instance, event: Event, timer: NewTimer | None,
                      outbox: tuple[tuple[str, dict[str, Any]], ...],
-                     start_key: str | None) -> None:
+                     start_key: str | None, writes: tuple[Write, ...] = ()) -> None:
         """Store a new instance and its first event; DuplicateKey if start_key is taken."""
         ...
 

@@ -53,6 +53,8 @@ class StepOutcome:
     instance: Instance
     event: Event
     replayed: bool = False
+    # For this response only (never stored): what actions handed over with ai.reply().
+    replies: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 class Runtime:
@@ -106,7 +108,8 @@ class Runtime:
 
     # -- starting ----------------------------------------------------------------
     async def start(self, name: str, prefill: Mapping[str, Any] | None = None, *,
-                    actor: str = "anonymous", idempotency_key: str | None = None) -> StepOutcome:
+                    actor: str = "anonymous", idempotency_key: str | None = None,
+                    client: str | None = None) -> StepOutcome:
         flow = self.current(name)
         values = self._check_prefill(flow, prefill or {})
         now = self.clock.now()
@@ -114,7 +117,7 @@ class Runtime:
         state = flow.states[flow.initial]
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
-                         now=now, services=self.services)
+                         now=now, services=self.services, actor=actor, client=client)
         effects = await self._run_actions(state.on_enter, ai)
         context = initial_context(values, effects)
         event = Event.sealed(
@@ -129,7 +132,8 @@ class Runtime:
             created_at=now, updated_at=now, expires_at=now + flow.expires_in,
             last_hash=event.hash, deadline_at=timer.due_at if timer else None)
         try:
-            await self.store.create(instance, event, timer, tuple(ai.outbox), idempotency_key)
+            await self.store.create(instance, event, timer, tuple(ai.outbox), idempotency_key,
+                                    tuple(ai.writes))
         except DuplicateKey:
             assert idempotency_key is not None
             existing = await self.store.instance_by_start_key(idempotency_key)
@@ -139,7 +143,7 @@ class Runtime:
             return StepOutcome(existing, first, replayed=True)
         self.on_commit()
         log.info("flow_started", flow=flow.name, instance_id=instance_id, state=flow.initial)
-        return StepOutcome(instance, event)
+        return StepOutcome(instance, event, replies=dict(ai.replies))
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
         fields = flow.all_fields()
@@ -207,7 +211,8 @@ class Runtime:
     # -- stepping ----------------------------------------------------------------
     async def advance(self, instance_id: str, trigger: str, raw_input: Mapping[str, Any], *,
                       idempotency_key: str | None = None, expected_version: int | None = None,
-                      actor: str = "anonymous", fired_timer: Timer | None = None) -> StepOutcome:
+                      actor: str = "anonymous", client: str | None = None,
+                      fired_timer: Timer | None = None) -> StepOutcome:
         """Take one step; see DESIGN.md. Raises an EngineError for every refusal."""
         started = time.perf_counter()
         flow_name = "?"
@@ -225,7 +230,7 @@ class Runtime:
             if fired_timer is None:
                 instance = await self._catch_up(instance)
             result = await self._step(instance, trigger, raw_input, idempotency_key,
-                                      expected_version, actor, fired_timer)
+                                      expected_version, actor, client, fired_timer)
             outcome = "replayed" if result.replayed else "applied"
             return result
         except EngineError as exc:
@@ -249,7 +254,7 @@ class Runtime:
 
     async def _step(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
                     idempotency_key: str | None, expected_version: int | None, actor: str,
-                    fired_timer: Timer | None) -> StepOutcome:
+                    client: str | None, fired_timer: Timer | None) -> StepOutcome:
         now = self.clock.now()
         compiled = await self.compiled(instance.definition_hash)
         flow = compiled.flow
@@ -274,7 +279,8 @@ class Runtime:
         seq = instance.version + 1
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,
-                         input=clean, now=now, services=self.services)
+                         input=clean, now=now, services=self.services, actor=actor,
+                         client=client)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         candidates = flow.transitions_from(instance.state, trigger)
@@ -316,7 +322,7 @@ class Runtime:
                           idempotency_key=idempotency_key, cancel_timers=moved,
                           new_timer=new_timer,
                           fired_timer_id=fired_timer.id if fired_timer else None,
-                          outbox=tuple(ai.outbox))
+                          outbox=tuple(ai.outbox), writes=tuple(ai.writes))
         try:
             await self.store.commit(step)
         except (ConcurrencyConflict, DuplicateKey):
@@ -328,7 +334,7 @@ class Runtime:
         if ai.outbox:
             self.on_commit()
         log_.info("step_committed", trigger=trigger, to=dest.name, seq=seq)
-        return StepOutcome(after, event)
+        return StepOutcome(after, event, replies=dict(ai.replies))
 
     def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
                        recorded_input: Mapping[str, Any],

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import attrs
 
 from engine.canonical import chain_hash
+
+
+# A write receives the store's transaction handle (for PostgreSQL: the connection).
+Write = Callable[[Any], Awaitable[None]]
 
 
 @attrs.frozen
@@ -51,8 +55,12 @@ class ActionInput:
     input: Mapping[str, Any]
     now: datetime
     services: Mapping[str, Any]
+    actor: str = "anonymous"
+    client: str | None = None
     facts: dict[str, Any] = attrs.field(factory=dict)
     outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
+    writes: list[Write] = attrs.field(factory=list)
+    replies: dict[str, Any] = attrs.field(factory=dict)
     action: str = ""
 
     @property
@@ -63,6 +71,17 @@ class ActionInput:
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue a message, sent after the step commits."""
         self.outbox.append((topic, payload))
+
+    def write(self, fn: Write) -> None:
+        """Run fn with the store's transaction, in the step's own transaction.
+
+        Whatever it raises refuses the whole step: nothing of it is stored.
+        """
+        self.writes.append(fn)
+
+    def reply(self, key: str, value: Any) -> None:
+        """Hand something to this response only (a session token): never stored."""
+        self.replies[key] = value
 
 
 @attrs.frozen

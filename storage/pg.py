@@ -19,7 +19,7 @@ from engine.canonical import canonical_json
 from engine.errors import ConcurrencyConflict, DuplicateKey, InstanceNotFound
 from engine.model import Flow
 from engine.ports import NewTimer, StepCommit, Timer
-from engine.steps import Event, Instance, OutboxMessage
+from engine.steps import Event, Instance, OutboxMessage, Write
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -139,7 +139,7 @@ class PgStore:
 
     async def create(self, instance: Instance, event: Event, timer: NewTimer | None,
                      outbox: tuple[tuple[str, dict[str, Any]], ...],
-                     start_key: str | None) -> None:
+                     start_key: str | None, writes: tuple[Write, ...] = ()) -> None:
         topics, payloads = _outbox_args(outbox)
         async with self.pool.acquire() as conn, conn.transaction():
             try:
@@ -172,6 +172,8 @@ class PgStore:
                     " SELECT $1, 1, m.topic, m.payload, $1::text || ':1:' || m.n::text, $2, $2"
                     " FROM unnest($3::text[], $4::json[]) WITH ORDINALITY AS m(topic, payload, n)",
                     uuid.UUID(instance.id), instance.created_at, topics, payloads)
+            for write in writes:
+                await write(conn)
 
     async def instance_by_start_key(self, key: str) -> Instance | None:
         async with self.pool.acquire() as conn:
@@ -193,18 +195,29 @@ class PgStore:
         inst, ev = step.instance, step.event
         topics, payloads = _outbox_args(step.outbox)
         timer = step.new_timer
+        args = (uuid.UUID(inst.id), step.expected_version, inst.state,
+                inst.context, inst.version, inst.status, inst.updated_at, inst.last_hash,
+                inst.deadline_at, ev.trigger, ev.from_state, ev.input, ev.facts, ev.actor,
+                ev.at, ev.definition_hash, ev.prev_hash, step.idempotency_key,
+                step.cancel_timers, step.fired_timer_id,
+                timer.state if timer else None, timer.trigger if timer else None,
+                timer.due_at if timer else None, topics, payloads, ev.effects)
         try:
             async with self.pool.acquire() as conn:
-                n = await conn.fetchval(
-                    COMMIT_SQL, uuid.UUID(inst.id), step.expected_version, inst.state,
-                    inst.context, inst.version, inst.status, inst.updated_at, inst.last_hash,
-                    inst.deadline_at, ev.trigger, ev.from_state, ev.input, ev.facts, ev.actor,
-                    ev.at, ev.definition_hash, ev.prev_hash, step.idempotency_key,
-                    step.cancel_timers, step.fired_timer_id,
-                    timer.state if timer else None, timer.trigger if timer else None,
-                    timer.due_at if timer else None, topics, payloads, ev.effects)
-        except asyncpg.UniqueViolationError:
-            raise DuplicateKey("idempotency key already used") from None
+                if not step.writes:
+                    # The common step: one statement, one round trip, implicit transaction.
+                    n = await conn.fetchval(COMMIT_SQL, *args)
+                else:
+                    async with conn.transaction():
+                        n = await conn.fetchval(COMMIT_SQL, *args)
+                        if n != 1:
+                            raise ConcurrencyConflict()
+                        for write in step.writes:
+                            await write(conn)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "flow_events_idempotency":
+                raise DuplicateKey("idempotency key already used") from None
+            raise
         if n != 1:
             raise ConcurrencyConflict()
 

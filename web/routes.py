@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -81,6 +82,28 @@ async def _json_object(request: web.Request, *, optional: bool = False) -> dict[
     return value
 
 
+def client_address(request: web.Request) -> str | None:
+    """The client's address: the peer, or a trusted proxy's header when configured."""
+    settings = request.app[SETTINGS]
+    peer = request.remote
+    header = settings.trusted_proxy_header
+    if not header or peer is None or header not in request.headers:
+        return peer
+    try:
+        trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        if not any(ipaddress.ip_address(peer) in n for n in trusted):
+            return peer
+        # X-Forwarded-For grows to the right: the last hop not ours is the client.
+        hops = [h.strip() for h in request.headers[header].split(",") if h.strip()]
+        for hop in reversed(hops):
+            address = ipaddress.ip_address(hop)
+            if not any(address in n for n in trusted):
+                return str(address)
+        return str(ipaddress.ip_address(hops[0])) if hops else peer
+    except ValueError:
+        return peer
+
+
 def _event_summary(ev: Event) -> dict[str, Any]:
     return {"seq": ev.seq, "trigger": ev.trigger, "from": ev.from_state, "to": ev.to_state,
             "at": ev.at}
@@ -94,6 +117,8 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
     if outcome is not None:
         body["event"] = _event_summary(outcome.event)
         body["replayed"] = outcome.replayed
+        if outcome.replies:
+            body["reply"] = dict(outcome.replies)
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
     if status == 201:
@@ -125,7 +150,8 @@ async def start_flow(request: web.Request) -> web.Response:
         raise HttpProblem(422, "prefill_not_object", "prefill 应为对象",
                           "prefill must be an object of field values", field="prefill")
     outcome = await request.app[RUNTIME].start(request.match_info["name"], prefill,
-                                                idempotency_key=key)
+                                                idempotency_key=key,
+                                                client=client_address(request))
     return await _instance_response(request, outcome.instance,
                                     status=200 if outcome.replayed else 201, outcome=outcome)
 
@@ -143,7 +169,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await _json_object(request, optional=True)
     outcome = await request.app[RUNTIME].advance(
         request.match_info["id"], request.match_info["trigger"], body,
-        idempotency_key=key, expected_version=expected)
+        idempotency_key=key, expected_version=expected, client=client_address(request))
     return await _instance_response(request, outcome.instance, outcome=outcome)
 
 

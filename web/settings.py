@@ -32,6 +32,9 @@ class Settings:
     # Development and tests only: the clock is real time plus the seconds in this file.
     clock_file: str | None = None
     data_dir: str = ".data"
+    # The client address comes from this header only when the peer is a trusted proxy.
+    trusted_proxy_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     pool_min: int = 2
     pool_max: int = 10
 
@@ -55,6 +58,9 @@ class Settings:
             outbox_interval=float(e.get("OUTBOX_INTERVAL", "1.0")),
             clock_file=e.get("CLOCK_FILE") or None,
             data_dir=e.get("DATA_DIR", ".data"),
+            trusted_proxy_header=e.get("TRUSTED_PROXY_HEADER") or None,
+            trusted_proxies=tuple(p.strip() for p in e.get(
+                "TRUSTED_PROXIES", "127.0.0.1/32,::1/128").split(",") if p.strip()),
             pool_min=int(e.get("DB_POOL_MIN", "2")),
             pool_max=int(e.get("DB_POOL_MAX", "10")),
         )

@@ -314,3 +314,56 @@ async def test_a_timeout_that_loops_back_is_armed_again(pool: asyncpg.Pool,
         assert instance.state == "b"
         assert instance.deadline_at == clock.now() + timedelta(hours=1)
     assert [e.trigger for e in await rt.history(iid)] == ["start", "go", "tick", "tick", "tick"]
+
+
+WRITES_YAML = """\
+flows:
+  writes:
+    initial: a
+    states:
+      a:
+        fields:
+          n: {type: integer, required: true, label: {zh: 数, en: Number}}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b, actions: [save]}
+"""
+
+
+async def test_a_write_that_fails_refuses_the_whole_step(pool: asyncpg.Pool,
+                                                         clock: FrozenClock) -> None:
+    from engine import EngineError
+
+    class Taken(EngineError):
+        status = 409
+        error_id = "number_taken"
+
+    registry = Registry()
+
+    @registry.action("save")
+    async def save(a: Any) -> dict[str, Any]:
+        async def insert(conn: Any) -> None:
+            try:
+                await conn.execute("INSERT INTO writes_test (n) VALUES ($1)", a.input["n"])
+            except asyncpg.UniqueViolationError:
+                raise Taken() from None
+        a.write(insert)
+        a.reply("token", f"t-{a.input['n']}")
+        return None
+
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS writes_test (n int PRIMARY KEY)")
+    rt = Runtime(PgStore(pool), clock, registry, load_text(WRITES_YAML, registry=registry))
+    await rt.publish()
+    first = (await rt.start("writes")).instance.id
+    second = (await rt.start("writes")).instance.id
+    n = 1000 + int(clock.now().timestamp()) % 1000
+    outcome = await rt.advance(first, "go", {"n": n})
+    assert outcome.replies == {"token": f"t-{n}"}
+    assert all("t-" not in str(e.as_dict()) for e in await rt.history(first))
+    with pytest.raises(Taken):
+        await rt.advance(second, "go", {"n": n})
+    assert (await rt.get(second)).version == 1
+    assert len(await rt.history(second)) == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM writes_test WHERE n = $1", n) == 1
