@@ -1,0 +1,278 @@
+"""The password policy, and Argon2id hashing off the event loop.
+
+Passwords are compared, counted and hashed in their NFKC form (NIST SP 800-63B 5.1.1.2),
+so a password typed in full-width mode by a Chinese input method (``Ｐａｓｓ１``) is the
+same password as its half-width form, and composed and decomposed accents are equal.
+Before anything else, a password over ``MAX_PASSWORD_BYTES`` of UTF-8 is refused, so
+neither the policy nor Argon2 ever work on a huge input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.resources
+import secrets
+import unicodedata
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import attrs
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import VerifyMismatchError
+
+from engine import Invalid, Registry
+
+__all__ = [
+    "MAX_PASSWORD_BYTES",
+    "Hasher",
+    "PasswordPolicy",
+    "check",
+    "check_size",
+    "is_blocklisted",
+    "normalise",
+    "password_size",
+    "register",
+]
+
+MAX_PASSWORD_BYTES = 1024
+# The longest max_length a policy may set: 256 characters of at most 4 UTF-8 bytes each
+# still fit in MAX_PASSWORD_BYTES, so the size guard never refuses a compliant password.
+MAX_POLICY_LENGTH = MAX_PASSWORD_BYTES // 4
+
+_BLOCKLIST_RESOURCE = ("data", "common-passwords.txt")
+
+T = TypeVar("T")
+
+
+def _positive_int(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"password policy: {attribute.name} must be a whole number >= 1, "
+                         f"not {value!r}")
+
+
+def _boolean(_: Any, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"password policy: {attribute.name} must be true or false, "
+                         f"not {value!r}")
+
+
+@attrs.frozen
+class PasswordPolicy:
+    """What a new password must be (SPEC: Password). Defaults are the SPEC's."""
+
+    min_length: int = attrs.field(default=8, validator=_positive_int)
+    max_length: int = attrs.field(default=64, validator=_positive_int)
+    # Of the four classes: lower-case letter, upper-case letter, digit, symbol.
+    min_classes: int = attrs.field(default=3, validator=_positive_int)
+    blocklist: bool = attrs.field(default=True, validator=_boolean)
+    # Refuse a password equal to the login name, ignoring case.
+    forbid_login_name: bool = attrs.field(default=True, validator=_boolean)
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_length > self.max_length:
+            raise ValueError(f"password policy: min_length ({self.min_length}) is more than "
+                             f"max_length ({self.max_length})")
+        if self.max_length > MAX_POLICY_LENGTH:
+            raise ValueError(f"password policy: max_length may be at most {MAX_POLICY_LENGTH}, "
+                             f"not {self.max_length}")
+        if self.min_classes > 4:
+            raise ValueError(f"password policy: min_classes is at most 4 (lower, upper, "
+                             f"digit, symbol), not {self.min_classes}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PasswordPolicy:
+        """Build a policy from its ``flows.yaml`` mapping; absent keys keep the defaults."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"password policy: a mapping is expected, not "
+                             f"{type(mapping).__name__}")
+        known = [a.name for a in attrs.fields(cls)]
+        unknown = sorted(str(k) for k in mapping if k not in known)
+        if unknown:
+            raise ValueError(f"password policy: unknown key(s) {', '.join(unknown)}; "
+                             f"known keys are {', '.join(known)}")
+        return cls(**dict(mapping))
+
+
+def normalise(password: str) -> str:
+    """Return the form a password is checked and hashed in: NFKC."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def check_size(password: str) -> None:
+    """Refuse a password over MAX_PASSWORD_BYTES of UTF-8 (``password_too_large``)."""
+    # surrogatepass: measure a lone surrogate instead of failing on it; it is refused
+    # later by check() and can never be hashed.
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        raise Invalid("password_too_large", "密码过长",
+                      f"The password is longer than {MAX_PASSWORD_BYTES} bytes")
+
+
+def _hashable(password: str) -> str | None:
+    """Return the NFKC form to hash, or None when the password is over the size limit or
+    is not valid text (a lone surrogate has no UTF-8 form, so it can never be hashed)."""
+    try:
+        raw = password.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return normalise(password) if len(raw) <= MAX_PASSWORD_BYTES else None
+
+
+def _classes(password: str) -> int:
+    lower = upper = digit = symbol = False
+    for ch in password:
+        cat = unicodedata.category(ch)
+        if cat == "Ll":
+            lower = True
+        elif cat == "Lu":
+            upper = True
+        elif cat == "Nd":
+            digit = True
+        elif cat[0] in "PSZ":
+            # Punctuation, symbols and spaces. Letters with no case (汉字), other
+            # numbers, marks and invisible format characters belong to no class: they
+            # neither help nor hurt.
+            symbol = True
+    return lower + upper + digit + symbol
+
+
+@functools.cache
+def _blocklist() -> frozenset[str]:
+    resource = importlib.resources.files("flows").joinpath(*_BLOCKLIST_RESOURCE)
+    lines = resource.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().casefold() for line in lines
+                     if line.strip() and not line.lstrip().startswith("#"))
+
+
+def is_blocklisted(password: str) -> bool:
+    """Tell whether a password is a common one: the list ignoring case, also without a
+    trailing run of '!' and '.' (``Password1!`` is ``password1``)."""
+    folded = normalise(password).casefold()
+    listed = _blocklist()
+    return folded in listed or folded.rstrip("!.") in listed
+
+
+def _invalid_characters() -> Invalid:
+    return Invalid("password_invalid_characters", "密码不能包含控制字符或无效字符",
+                   "The password cannot contain control or invalid characters")
+
+
+def check(policy: PasswordPolicy, password: str, *, login_name: str | None = None) -> None:
+    """Raise ``engine.Invalid`` when ``password`` breaks ``policy``; return None when it is fine.
+
+    Lengths are counted in characters (code points) of the NFKC form.
+    """
+    check_size(password)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in password):
+        raise _invalid_characters()
+    password = normalise(password)
+    if len(password) < policy.min_length:
+        raise Invalid("password_too_short", f"密码至少需要 {policy.min_length} 个字符",
+                      f"The password needs at least {policy.min_length} characters")
+    if len(password) > policy.max_length:
+        raise Invalid("password_too_long", f"密码不能超过 {policy.max_length} 个字符",
+                      f"The password can have at most {policy.max_length} characters")
+    if _classes(password) < policy.min_classes:
+        raise Invalid("password_too_few_classes",
+                      f"密码须包含小写字母、大写字母、数字、符号中的至少 {policy.min_classes} 种",
+                      f"The password needs at least {policy.min_classes} of: lower-case "
+                      "letters, upper-case letters, digits, symbols")
+    if (policy.forbid_login_name and login_name
+            and password.casefold() == normalise(login_name).casefold()):
+        raise Invalid("password_equals_login_name", "密码不能与登录名相同",
+                      "The password cannot be the same as the login name")
+    if policy.blocklist and is_blocklisted(password):
+        raise Invalid("password_too_common", "密码过于常见，容易被猜到，请换一个",
+                      "This password is too common and easy to guess; choose another")
+
+
+def password_size(value: Any) -> Any:
+    """Validator: refuse a password field over MAX_PASSWORD_BYTES; the value is unchanged."""
+    if isinstance(value, str):
+        check_size(value)
+    return value
+
+
+class Hasher:
+    """Argon2id hashing that runs in an executor, never on the event loop.
+
+    The defaults are OWASP's first Argon2id configuration: 19 MiB, 2 passes, 1 lane
+    (about 40 ms on one core of a small server). Memory per hash stays small, so the
+    default thread pool's many concurrent logins cannot exhaust the server's memory.
+    Tests pass cheap parameters.
+    """
+
+    def __init__(self, *, time_cost: int = 2, memory_cost: int = 19 * 1024,
+                 parallelism: int = 1, executor: Executor | None = None) -> None:
+        self._ph = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost,
+                                  parallelism=parallelism, hash_len=32, salt_len=16,
+                                  type=Type.ID)
+        self._executor = executor
+        self._dummy_hash: str | None = None
+
+    def __repr__(self) -> str:
+        p = self._ph
+        return (f"<Hasher argon2id m={p.memory_cost} KiB t={p.time_cost} "
+                f"p={p.parallelism}>")
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def hash(self, password: str) -> str:
+        """Return the Argon2id hash (``$argon2id$...``) of a password.
+
+        Raises ``engine.Invalid`` (``password_too_large``) without hashing when the
+        password is over MAX_PASSWORD_BYTES.
+        """
+        check_size(password)
+        text = _hashable(password)
+        if text is None:
+            raise _invalid_characters()
+        return await self._off_loop(self._ph.hash, text)
+
+    async def verify(self, hash: str, password: str) -> bool:
+        """Tell whether ``password`` matches ``hash``.
+
+        A password over MAX_PASSWORD_BYTES, or with a lone surrogate, is False without
+        hashing: ``hash()`` refuses such passwords, so none can match. A malformed stored
+        hash raises ``argon2.exceptions.InvalidHashError`` (a ValueError): that is damaged
+        data, not a wrong password.
+        """
+        text = _hashable(password)
+        if text is None:
+            return False
+        return await self._off_loop(self._verify, hash, text)
+
+    def _verify(self, hash: str, password: str) -> bool:
+        try:
+            return self._ph.verify(hash, password)
+        except VerifyMismatchError:
+            return False
+
+    async def verify_dummy(self, password: str) -> bool:
+        """Spend what ``verify`` spends, against no account, and return False.
+
+        Call it when the login name is unknown, so the answer's timing does not tell
+        whether an account exists. The first call hashes (as costly as a verify) to
+        make the dummy hash; later calls verify against it.
+        """
+        text = _hashable(password)
+        if text is None:
+            return False
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._off_loop(self._ph.hash, secrets.token_urlsafe(16))
+        else:
+            await self._off_loop(self._verify, self._dummy_hash, text)
+        return False
+
+    def needs_rehash(self, hash: str) -> bool:
+        """Tell whether a stored hash was made with other parameters: rehash it at login."""
+        return self._ph.check_needs_rehash(hash)
+
+
+def register(registry: Registry) -> None:
+    registry.validator("password_size")(password_size)
