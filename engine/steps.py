@@ -10,7 +10,6 @@ import attrs
 
 from engine.canonical import chain_hash
 
-
 # A write receives the store's transaction handle (for PostgreSQL: the connection).
 Write = Callable[[Any], Awaitable[None]]
 
@@ -150,8 +149,8 @@ class Event:
         return cls(
             instance_id=d["instance_id"], seq=d["seq"], trigger=d["trigger"],
             from_state=d["from"], to_state=d["to"], input=d["input"], facts=d["facts"],
-            effects=d["effects"], actor=d["actor"], at=d["at"], definition_hash=d["definition_hash"],
-            prev_hash=d["prev_hash"], hash=d["hash"],
+            effects=d["effects"], actor=d["actor"], at=d["at"],
+            definition_hash=d["definition_hash"], prev_hash=d["prev_hash"], hash=d["hash"],
         )
 
 
