@@ -1,0 +1,66 @@
+"""The Ephemeral port on Redis (redis.asyncio)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+# INCR, and start the window on the first increment only (EXPIRE NX needs Redis 7).
+_INCR = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+def _ms(ttl: timedelta) -> int:
+    return max(1, int(ttl.total_seconds() * 1000))
+
+
+class RedisEphemeral:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "flows:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._incr = redis.register_script(_INCR)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def put(self, key: str, value: bytes, ttl: timedelta, *,
+                  only_new: bool = False) -> bool:
+        done = await self.redis.set(self._k(key), value, px=_ms(ttl), nx=only_new)
+        return bool(done)
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self.redis.get(self._k(key))
+        return value
+
+    async def take(self, key: str) -> bytes | None:
+        value: bytes | None = await self.redis.getdel(self._k(key))
+        return value
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self.redis.delete(*(self._k(k) for k in keys))
+
+    async def incr(self, key: str, ttl: timedelta) -> int:
+        return int(await self._incr(keys=[self._k(key)], args=[_ms(ttl)]))
+
+    async def ttl(self, key: str) -> timedelta | None:
+        ms = int(await self.redis.pttl(self._k(key)))
+        if ms < 0:
+            return None if ms == -2 else timedelta.max
+        return timedelta(milliseconds=ms)
+
+    async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
+        k = self._k(key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(k, value)
+            pipe.ltrim(k, 0, keep - 1)
+            pipe.pexpire(k, _ms(ttl))
+            await pipe.execute()
+
+    async def items(self, key: str, limit: int = 100) -> list[bytes]:
+        values: list[bytes] = await self.redis.lrange(self._k(key), 0, limit - 1)
+        return values

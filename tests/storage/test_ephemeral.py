@@ -1,0 +1,40 @@
+"""The Redis implementation of the Ephemeral port, against a real Redis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+from storage.ephemeral import RedisEphemeral
+
+
+async def test_put_take_and_only_new(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    assert await eph.put("a", b"1", timedelta(seconds=30))
+    assert not await eph.put("a", b"2", timedelta(seconds=30), only_new=True)
+    assert await eph.get("a") == b"1"
+    assert await eph.take("a") == b"1"
+    assert await eph.take("a") is None
+    assert await eph.ttl("a") is None
+
+
+async def test_incr_starts_the_window_on_the_first_hit_only(redis_client: aioredis.Redis,
+                                                            redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    assert await eph.incr("n", timedelta(seconds=60)) == 1
+    first = await eph.ttl("n")
+    assert first is not None
+    assert timedelta(seconds=59) < first <= timedelta(seconds=60)
+    await redis_client.pexpire(redis_prefix + "n", 5000)
+    assert await eph.incr("n", timedelta(seconds=60)) == 2
+    later = await eph.ttl("n")
+    assert later is not None
+    assert later <= timedelta(seconds=5)
+
+
+async def test_lists_keep_the_newest(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    for i in range(5):
+        await eph.push("inbox", str(i).encode(), keep=3, ttl=timedelta(minutes=1))
+    assert await eph.items("inbox") == [b"4", b"3", b"2"]
