@@ -14,6 +14,11 @@ return n
 """
 
 
+def _bytes(value: bytes | str | None) -> bytes | None:
+    # The client is created without decode_responses, so values are bytes; say so to mypy.
+    return value.encode() if isinstance(value, str) else value
+
+
 def _ms(ttl: timedelta) -> int:
     return max(1, int(ttl.total_seconds() * 1000))
 
@@ -33,12 +38,10 @@ class RedisEphemeral:
         return bool(done)
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.redis.get(self._k(key))
-        return value
+        return _bytes(await self.redis.get(self._k(key)))
 
     async def take(self, key: str) -> bytes | None:
-        value: bytes | None = await self.redis.getdel(self._k(key))
-        return value
+        return _bytes(await self.redis.getdel(self._k(key)))
 
     async def delete(self, *keys: str) -> None:
         if keys:
@@ -62,5 +65,5 @@ class RedisEphemeral:
             await pipe.execute()
 
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
-        values: list[bytes] = await self.redis.lrange(self._k(key), 0, limit - 1)
-        return values
+        return [v if isinstance(v, bytes) else v.encode()
+                for v in await self.redis.lrange(self._k(key), 0, limit - 1)]
