@@ -134,6 +134,22 @@ class PreconditionFailed(EngineError, RuntimeError):
     en = "The flow is no longer at the version given in If-Match"
 
 
+class RateLimited(EngineError, RuntimeError):
+    """A limit declared in flows.yaml is used up; ``retry_after`` says for how long."""
+
+    status = 429
+    error_id = "rate_limited"
+    zh = "操作过于频繁，请稍后再试"
+    en = "Too many attempts; try again later"
+
+
+class Forbidden(EngineError, PermissionError):
+    status = 403
+    error_id = "forbidden"
+    zh = "无权进行此操作"
+    en = "You may not do this"
+
+
 class IdempotencyKeyReused(EngineError, ValueError):
     status = 422
     error_id = "idempotency_key_reused"

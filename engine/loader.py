@@ -178,7 +178,7 @@ class _Reader:
             return self.scalars.construct_object(node, deep=True)
         # SafeConstructor fails on bad explicitly tagged scalars (``!!int abc``,
         # ``!!timestamp x``) with assorted exceptions; each is the analyst's error.
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure here is a bad value, not a bug
             self.err(node, f"'{node.value}' is not a valid '{_short(node.tag)}' value")
             return None
 
@@ -188,7 +188,6 @@ class _Where:
     """Where one transition's parts stand, for the whole-flow checks' diagnostics."""
 
     path: Path
-    sources: dict[str, Path]
     fields: list[Path]
     error_field: Path
 
@@ -311,7 +310,7 @@ class _Checker:
             return None
         self.unknown_keys(body, _FLOW_KEYS, path, f"flow '{name}'")
         states_raw = self.mapping(body.get("states"), (*path, "states"), "states")
-        if not states_raw and isinstance(body.get("states"), dict | None):
+        if not states_raw:
             self.err((*path, "states") if "states" in body else path,
                      f"flow '{name}' has no states", key=True)
         states: list[dict[str, Any]] = []
@@ -320,9 +319,6 @@ class _Checker:
             if not NAME.match(str(sname)):
                 self.err(spath, f"state name '{sname}' must be lower_snake_case", key=True)
             states.append(self.state(str(sname), sbody, spath))
-        # The states mapping's key order means nothing, so it must not change the
-        # version: canonical content lists states by name.
-        states.sort(key=lambda s: str(s["name"]))
         state_names = {s["name"] for s in states}
 
         initial = body.get("initial")
@@ -366,7 +362,6 @@ class _Checker:
         body = self.mapping(body, path, f"state '{name}'")
         self.unknown_keys(body, _STATE_KEYS, path, f"state '{name}'")
         fields_raw = body.get("fields")
-        # Field order is kept: it is the order of the form web clients show.
         fields = []
         if isinstance(fields_raw, dict):
             for fname, fbody in fields_raw.items():
@@ -471,15 +466,16 @@ class _Checker:
             trigger = trigger if isinstance(trigger, str) else ""
         elif trigger in RESERVED_TRIGGERS:
             self.err((*path, "trigger"), f"'{trigger}' is reserved for starting a flow")
-        source_paths: dict[str, Path] = {}
+        sources: list[str] = []
         for spath, s in self.names(body.get("source"), (*path, "source"), "source"):
-            if s in source_paths:
+            if s in sources:
+                # Counted twice, it would also look like two transitions on one trigger.
                 self.err(spath, f"transition '{trigger}' lists source '{s}' twice")
                 continue
-            source_paths[s] = spath
+            sources.append(s)
             if s not in states:
                 self.err(spath, f"transition '{trigger}' from undefined state '{s}'")
-        if not source_paths:
+        if not sources:
             self.err(path, f"transition '{trigger}' needs 'source'", key=True)
         dest = body.get("dest")
         if not isinstance(dest, str):
@@ -517,7 +513,7 @@ class _Checker:
             error = {"id": eid, "field": efield, "zh": eb.get("zh"), "en": eb.get("en")}
         content = {
             "trigger": trigger,
-            "source": list(source_paths),
+            "source": sources,
             "dest": dest,
             "guards": [str(Guard.parse(g)) for _, g in guards],
             "actions": [a for _, a in actions],
@@ -526,7 +522,7 @@ class _Checker:
             "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
                                 required=False),
         }
-        where = _Where(path, source_paths, [p for p, _ in fields or []], (*epath, "field"))
+        where = _Where(path, [p for p, _ in fields or []], (*epath, "field"))
         return content, where
 
     # -- whole-flow checks ---------------------------------------------------
@@ -542,7 +538,7 @@ class _Checker:
             outgoing = by_state[sname]
             if st["final"]:
                 for k, t in outgoing:
-                    self.err(where[k].sources[sname], f"final state '{sname}' cannot have "
+                    self.err(where[k].path, f"final state '{sname}' cannot have "
                              f"transitions (trigger '{t['trigger']}')")
             elif not outgoing:
                 self.err(spath, f"state '{sname}' is not final and has no way out", key=True)

@@ -88,6 +88,17 @@ class Error:
 
 
 @attrs.frozen
+class Limit:
+    """At most ``max`` steps per ``per``, counted per value of ``by`` (across processes)."""
+
+    name: str
+    by: tuple[str, ...]  # instance | client | actor | flow | field:<name>
+    max: int
+    per: timedelta
+    error: Error | None = None
+
+
+@attrs.frozen
 class Transition:
     trigger: str
     sources: tuple[str, ...]
@@ -98,6 +109,7 @@ class Transition:
     fields: tuple[str, ...] | None = None
     error: Error | None = None
     label: Label | None = None
+    limits: tuple[Limit, ...] = ()
 
 
 @attrs.frozen

@@ -110,6 +110,19 @@ class Store(Protocol):
     async def outbox_failed(self, message_id: int, retry_at: datetime, error: str) -> None: ...
 
 
+class Limiter(Protocol):
+    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
+        """Count one step; when over the limit return the time until allowed again."""
+        ...
+
+
+class NoLimits:
+    """For tests of the bare engine: nothing is ever limited."""
+
+    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
+        return None
+
+
 class Observer(Protocol):
     def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None: ...
 

@@ -6,6 +6,7 @@ the ports in :mod:`engine.ports`; time comes only from the injected clock.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from typing import Any
 import attrs
 import structlog
 
-from engine.canonical import GENESIS
+from engine.canonical import GENESIS, canonical_json, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
     DuplicateKey,
@@ -27,6 +28,7 @@ from engine.errors import (
     IdempotencyKeyReused,
     InstanceNotFound,
     PreconditionFailed,
+    RateLimited,
     TransitionRefused,
     TriggerNotAllowed,
     ValidationFailed,
@@ -34,8 +36,18 @@ from engine.errors import (
 from engine.forms import describe, redact, validate_input
 from engine.loader import FlowSet, build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Flow
-from engine.ports import Clock, NewTimer, NullObserver, Observer, StepCommit, Store, Timer
+from engine.model import Flow, Transition
+from engine.ports import (
+    Clock,
+    Limiter,
+    NewTimer,
+    NoLimits,
+    NullObserver,
+    Observer,
+    StepCommit,
+    Store,
+    Timer,
+)
 from engine.registry import Registry
 from engine.steps import ActionInput, Event, GuardInput, Instance
 
@@ -63,12 +75,14 @@ class Runtime:
     def __init__(self, store: Store, clock: Clock, registry: Registry, flows: FlowSet,
                  *, services: Mapping[str, Any] | None = None,
                  observer: Observer | None = None,
+                 limiter: Limiter | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self.store = store
         self.clock = clock
         self.registry = registry
         self.services: Mapping[str, Any] = services or {}
         self.observer = observer or NullObserver()
+        self.limiter: Limiter = limiter or NoLimits()
         self.on_commit = on_commit or (lambda: None)
         self._compiled: dict[str, CompiledFlow] = {}
         self.flows = flows
@@ -276,6 +290,8 @@ class Runtime:
         clean = {} if fired_timer is not None else validate_input(
             flow, instance.state, trigger, raw_input, instance.context, self.registry)
         recorded_input = redact(flow, instance.state, clean)
+        candidates = flow.transitions_from(instance.state, trigger)
+        await self._enforce_limits(flow, candidates, instance, clean, actor, client)
         seq = instance.version + 1
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,
@@ -283,7 +299,6 @@ class Runtime:
                          client=client)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
-        candidates = flow.transitions_from(instance.state, trigger)
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))
         facts = {**ai.facts, **await self._run_actions(names, ai)}
         taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
@@ -335,6 +350,36 @@ class Runtime:
             self.on_commit()
         log_.info("step_committed", trigger=trigger, to=dest.name, seq=seq)
         return StepOutcome(after, event, replies=dict(ai.replies))
+
+    async def _enforce_limits(self, flow: Flow, candidates: list[Transition], instance: Instance,
+                              clean: Mapping[str, Any], actor: str,
+                              client: str | None) -> None:
+        """Count this step against every limit its trigger declares; refuse when over."""
+        seen: set[str] = set()
+        for t in candidates:
+            for limit in t.limits:
+                if limit.name in seen:
+                    continue
+                seen.add(limit.name)
+                parts = []
+                for part in limit.by:
+                    if part.startswith("field:"):
+                        value = clean.get(part[6:])
+                    else:
+                        value = {"instance": instance.id, "client": client, "actor": actor,
+                                 "flow": flow.name}.get(part)
+                    parts.append("" if value is None else str(value))
+                # Values such as phone numbers never appear in keys in clear.
+                digest = sha256_hex(canonical_json(parts))[:32]
+                wait = await self.limiter.hit(f"limit:{flow.name}:{limit.name}:{digest}",
+                                              limit.max, limit.per)
+                if wait is not None:
+                    seconds = max(1, math.ceil(wait.total_seconds()))
+                    error = limit.error
+                    raise RateLimited(
+                        error.en if error else None, retry_after=seconds, limit=limit.name,
+                        **({"error_id": error.error_id,
+                            "message": {"zh": error.zh, "en": error.en}} if error else {}))
 
     def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
                        recorded_input: Mapping[str, Any],

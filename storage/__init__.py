@@ -1,6 +1,7 @@
 """PostgreSQL and Redis behind the engine's ports."""
 
+from storage.ephemeral import RedisEphemeral, RedisLimiter
 from storage.migrate import migrate
 from storage.pg import PgStore, create_pool
 
-__all__ = ["PgStore", "create_pool", "migrate"]
+__all__ = ["PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate"]

@@ -67,3 +67,15 @@ class RedisEphemeral:
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         return [v if isinstance(v, bytes) else v.encode()
                 for v in await self.redis.lrange(self._k(key), 0, limit - 1)]
+
+
+class RedisLimiter:
+    """The engine's Limiter port: fixed windows that start at the first step counted."""
+
+    def __init__(self, ephemeral: RedisEphemeral) -> None:
+        self.ephemeral = ephemeral
+
+    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
+        if await self.ephemeral.incr(key, window) <= limit:
+            return None
+        return await self.ephemeral.ttl(key) or window

@@ -20,7 +20,7 @@ from engine import (
     TimerWorker,
     load_file,
 )
-from storage import PgStore, create_pool
+from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool
 from web import keys
 from web.clock import OffsetFileClock
 from web.metrics import Metrics
@@ -70,8 +70,10 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
         store = PgStore(pool)
         outbox = OutboxDispatcher(store, app[keys.CLOCK], app[keys.REGISTRY],
                                   interval=settings.outbox_interval)
+        ephemeral = RedisEphemeral(redis, settings.redis_prefix)
         runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
                           observer=app[keys.METRICS], on_commit=outbox.notify,
+                          limiter=RedisLimiter(ephemeral),
                           services={"redis": redis, "pool": pool})
         await runtime.publish()
         timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 
@@ -11,21 +11,26 @@ class OffsetFileClock:
 
     Several server processes share one notion of "now" that a test moves forward by
     writing a number to the file; never used unless CLOCK_FILE is set.
+
+    The file is read on every call. Caching it by modification time is not safe: the
+    kernel stamps mtimes with a coarse clock, so two writes a few milliseconds apart can
+    leave the same mtime and the second offset would never be seen. A file caught
+    mid-write (empty or not a number) keeps the last offset instead of jumping back to
+    real time.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._mtime: float | None = None
         self._offset = timedelta()
 
     def now(self) -> datetime:
         try:
-            mtime = os.stat(self.path).st_mtime_ns
-        except FileNotFoundError:
-            return datetime.now(UTC)
-        if mtime != self._mtime:
-            self._mtime = mtime
             with open(self.path, encoding="utf-8") as fh:
                 text = fh.read().strip()
-            self._offset = timedelta(seconds=float(text or 0))
+        except FileNotFoundError:
+            self._offset = timedelta()
+        else:
+            # Empty or not a number: being rewritten, keep the offset last read.
+            with contextlib.suppress(ValueError, OverflowError):
+                self._offset = timedelta(seconds=float(text))
         return datetime.now(UTC) + self._offset

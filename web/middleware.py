@@ -52,7 +52,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         body = exc.problem()
         if isinstance(exc, FlowExpired):
             log.info("flow_expired_answered")
-        return problem_response(body, request)
+        headers = ({"Retry-After": str(body["retry_after"])} if "retry_after" in body
+                   else None)
+        return problem_response(body, request, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
