@@ -459,7 +459,7 @@ def test_non_final_state_with_no_way_out_is_reported_at_its_key() -> None:
     assert at(d) == spot(text, "      lapsed: {}", "lapsed")
 
 
-def test_final_state_with_outgoing_transitions_is_reported_at_each_source() -> None:
+def test_final_state_with_outgoing_transitions_is_reported_at_each_transition() -> None:
     text = VALID + (
         "      - {trigger: again, source: done, dest: details}\n"
         "      - {trigger: undo, source: [lapsed, done], dest: details}\n"
@@ -468,9 +468,9 @@ def test_final_state_with_outgoing_transitions_is_reported_at_each_source() -> N
     diags = [d for d in lint(text) if "final state 'done'" in d.message]
 
     assert [(at(d), d.message) for d in diags] == [
-        (spot(text, "source: done,", "done"),
+        (spot(text, "{trigger: again"),
          "final state 'done' cannot have transitions (trigger 'again')"),
-        (spot(text, "[lapsed, done]", "done"),
+        (spot(text, "{trigger: undo"),
          "final state 'done' cannot have transitions (trigger 'undo')"),
     ]
 
@@ -719,11 +719,12 @@ def test_flow_with_null_body_is_reported_at_its_name() -> None:
     assert at(d) == (2, 3)
 
 
-def test_flow_whose_states_are_a_list_is_reported_once() -> None:
+def test_flow_whose_states_are_not_a_mapping_is_reported_at_key_and_value() -> None:
     text = "flows:\n  f:\n    initial: a\n    states: [a, b]\n"
 
     assert [(at(d), d.message) for d in lint(text)] == [
         (spot(text, "initial: a\n", "a\n"), "initial state 'a' is not defined"),
+        (spot(text, "states: [a, b]"), "flow 'f' has no states"),
         (spot(text, "[a, b]"), "states must be a mapping"),
     ]
 
@@ -844,11 +845,25 @@ def test_comments_do_not_change_the_version() -> None:
     assert version(commented) == version(VALID)
 
 
-def test_state_order_does_not_change_the_version() -> None:
+def test_quoting_and_anchors_do_not_change_the_version() -> None:
+    text = edit("        actions: [check_code]\n        fields:",
+                "        actions: &check [check_code]\n        fields:")
+    text = edit("        actions: [check_code]\n        error:",
+                "        actions: *check\n        error:", text)
+    text = edit("dest: lapsed", "dest: 'lapsed'", text)
+
+    assert version(text) == version(VALID)
+
+
+def test_state_order_is_part_of_the_version() -> None:
+    # docs/flows.md: the order of states, fields and transitions changes the version.
     text = edit("      done:\n        final: true\n      lapsed:\n        final: true\n",
                 "      lapsed:\n        final: true\n      done:\n        final: true\n")
 
-    assert version(text) == version(VALID)
+    flow = load_text(text, "flows.yaml", REGISTRY).flows["signup"]
+
+    assert list(flow.states) == ["details", "lapsed", "done"]
+    assert flow.version != version(VALID)
 
 
 def test_equal_durations_spelt_differently_keep_the_version() -> None:
@@ -897,7 +912,7 @@ def test_changing_what_a_flow_does_or_shows_changes_the_version(old: str, new: s
     assert version(edit(old, new)) != version(VALID)
 
 
-def test_field_order_is_part_of_the_version_because_it_is_the_form_order() -> None:
+def test_field_order_is_part_of_the_version() -> None:
     phone = ("          phone:\n            label: {zh: 手机号, en: Phone}\n"
              "            format: phone\n            required: true\n")
     text = edit(phone, "").replace("            locked: too_many\n",
@@ -979,13 +994,17 @@ def flows(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def shuffled(draw: st.DrawFn, value: Any, path: tuple[str, ...] = ()) -> Any:
-    """Draw ``value`` with every mapping's keys reordered, except a state's fields."""
+    """Draw ``value`` with the keys of its mappings reordered.
+
+    The order of states and of a state's fields is meaningful (the form's order) and
+    part of the version (docs/flows.md), so those two mappings keep theirs.
+    """
     if isinstance(value, list):
         return [draw(shuffled(v, path)) for v in value]
     if not isinstance(value, dict):
         return value
     keys = list(value)
-    if path[-1:] != ("fields",):
+    if path[-1:] not in (("states",), ("fields",)):
         keys = draw(st.permutations(keys))
     return {k: draw(shuffled(value[k], (*path, k))) for k in keys}
 
