@@ -27,6 +27,7 @@ from engine.model import (
     Flow,
     Guard,
     Label,
+    Limit,
     State,
     Timeout,
     Transition,
@@ -38,12 +39,18 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_LIFETIME = timedelta(hours=24)
 RESERVED_TRIGGERS = {"start"}
 
-_FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "description"}
-_STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description"}
+_FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "description",
+              "access"}
+_STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description", "show"}
 _FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
-               "max_length", "help"}
+               "max_length", "help", "description", "choices_from", "widget"}
 _TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", "error",
-                    "label", "description"}
+                    "label", "description", "limits"}
+_LIMIT_KEYS = {"name", "by", "max", "per", "error"}
+_LIMIT_PARTS = ("instance", "client", "actor", "flow")
+ACCESS = ("anyone", "account", "admin")
+# Where a state's `show` and a field's `choices_from` may read: recorded context only.
+CONTEXT_PATH = re.compile(r"^(values|facts)(\.[a-z0-9_]+)+$")
 
 
 @attrs.frozen(order=True)
@@ -190,10 +197,13 @@ class _Where:
     path: Path
     fields: list[Path]
     error_field: Path
+    limit_fields: list[tuple[Path, str]] = attrs.field(factory=list)
 
 
 class _Checker:
     """Builds canonical content from plain values, collecting diagnostics as it goes."""
+
+    policies: dict[str, Any]
 
     def __init__(self, pos: _Positions, registry: Registry | None) -> None:
         self.pos = pos
@@ -202,6 +212,9 @@ class _Checker:
         # A timeout's trigger by state path, kept even when its 'after' is bad, so a
         # file with both problems gets both diagnostics in one run.
         self.timeout_triggers: dict[Path, str] = {}
+        self.timeout_after: dict[Path, str] = {}
+        self.policies = {}
+        self.limit_fields: list[tuple[Path, str]] = []
 
     def err(self, path: Path, message: str, *, key: bool = False) -> None:
         line, col = self.pos.at(path, key=key)
@@ -288,7 +301,8 @@ class _Checker:
         if not isinstance(doc, dict):
             self.err((), "the file must be a mapping with 'flows'")
             return {}
-        self.unknown_keys(doc, {"flows"}, (), "the file")
+        self.unknown_keys(doc, {"flows", "policies"}, (), "the file")
+        self.policies = self.policy_section(doc.get("policies"), ("policies",))
         flows = doc.get("flows")
         if not isinstance(flows, dict) or not flows:
             self.err(("flows",) if "flows" in doc else (),
@@ -303,6 +317,23 @@ class _Checker:
             if canon is not None:
                 out[str(name)] = canon
         return out
+
+    def policy_section(self, value: Any, path: Path) -> dict[str, Any]:
+        """Policies (password rules, lockouts, ...) checked by their registered parsers."""
+        section = self.mapping(value, path, "policies")
+        for name, body in section.items():
+            if self.registry is None:
+                continue
+            parse = self.registry.policies.get(name)
+            if parse is None:
+                known = ", ".join(sorted(self.registry.policies)) or "none registered"
+                self.err((*path, name), f"unknown policy '{name}' (known: {known})", key=True)
+                continue
+            try:
+                parse(body)
+            except (ValueError, TypeError) as exc:
+                self.err((*path, name), f"policy '{name}': {exc}")
+        return section
 
     def flow(self, name: str, body: Any, path: Path) -> dict[str, Any] | None:
         if not isinstance(body, dict):
@@ -329,6 +360,10 @@ class _Checker:
         elif initial not in state_names:
             self.err((*path, "initial"), f"initial state '{initial}' is not defined")
 
+        access = body.get("access", "anyone")
+        if access not in ACCESS:
+            self.err((*path, "access"), f"access must be one of {', '.join(ACCESS)}")
+            access = "anyone"
         expires = DEFAULT_LIFETIME
         if "expires_in" in body:
             text = self.duration(body["expires_in"], (*path, "expires_in"))
@@ -352,8 +387,11 @@ class _Checker:
                                 required=False),
             "initial": initial if isinstance(initial, str) else "",
             "expires_in": format_duration(expires),
+            "access": access,
             "states": states,
             "transitions": transitions,
+            # Every flow pins the policies it ran under: changing one is a new version.
+            "policies": self.policies,
         }
         self.semantics(canon, where, path)
         return canon
@@ -385,10 +423,22 @@ class _Checker:
                 self.timeout_triggers[path] = trig
             if after and trig:
                 timeout = {"after": after, "trigger": trig}
+                self.timeout_after[path] = after
         final = self.boolean(body.get("final"), (*path, "final"), "final")
+        show: dict[str, str] = {}
+        for key, ref in self.mapping(body.get("show"), (*path, "show"), "show").items():
+            if not NAME.match(str(key)):
+                self.err((*path, "show", key), f"show name '{key}' must be lower_snake_case",
+                         key=True)
+            elif not isinstance(ref, str) or not CONTEXT_PATH.match(ref):
+                self.err((*path, "show", key), "show reads recorded context: "
+                         "'values.<field>' or 'facts.<action>[.<key>...]'")
+            else:
+                show[str(key)] = ref
         return {
             "name": name,
             "final": final,
+            "show": show,
             "label": self.label(body.get("label"), (*path, "label"), f"state '{name}'",
                                 required=False),
             "fields": fields,
@@ -423,7 +473,9 @@ class _Checker:
         else:
             self.err((*path, "locked"), "locked must be true, false or a guard name")
         choices = body.get("choices")
-        if ftype == "choice":
+        if ftype == "choice" and "choices_from" in body and choices is None:
+            choices = []
+        elif ftype == "choice":
             if not isinstance(choices, list) or not choices or \
                     not all(isinstance(c, str) for c in choices):
                 self.err((*path, "choices") if "choices" in body else path,
@@ -433,6 +485,19 @@ class _Checker:
         elif choices is not None:
             self.err((*path, "choices"), "only a choice field has choices")
             choices = []
+        choices_from = body.get("choices_from")
+        if choices_from is not None:
+            if ftype != "choice":
+                self.err((*path, "choices_from"), "only a choice field has choices_from")
+                choices_from = None
+            elif not isinstance(choices_from, str) or not CONTEXT_PATH.match(choices_from):
+                self.err((*path, "choices_from"), "choices_from reads recorded context: "
+                         "'facts.<action>[.<key>...]'")
+                choices_from = None
+        widget = body.get("widget")
+        if widget is not None and (not isinstance(widget, str) or not NAME.match(widget)):
+            self.err((*path, "widget"), "widget must be a lower_snake_case name")
+            widget = None
         max_length = body.get("max_length", 1024)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             self.err((*path, "max_length"), "max_length must be a positive whole number")
@@ -449,6 +514,8 @@ class _Checker:
             "secret": self.boolean(body.get("secret"), (*path, "secret"), "secret"),
             "locked": locked,
             "choices": choices or [],
+            "choices_from": choices_from,
+            "widget": widget,
             "max_length": max_length,
         }
 
@@ -511,6 +578,8 @@ class _Checker:
                 self.err((*epath, "field"), "error's 'field' must be a field name")
                 efield = None
             error = {"id": eid, "field": efield, "zh": eb.get("zh"), "en": eb.get("en")}
+        self.limit_fields = []
+        limits = self.limits(body.get("limits"), (*path, "limits"))
         content = {
             "trigger": trigger,
             "source": sources,
@@ -521,9 +590,60 @@ class _Checker:
             "error": error,
             "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
                                 required=False),
+            "limits": limits,
         }
-        where = _Where(path, [p for p, _ in fields or []], (*epath, "field"))
+        where = _Where(path, [p for p, _ in fields or []], (*epath, "field"),
+                       list(self.limit_fields))
         return content, where
+
+    def limits(self, value: Any, path: Path) -> list[dict[str, Any]]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.err(path, "limits must be a list")
+            return []
+        out = []
+        for i, body in enumerate(value):
+            lpath = (*path, i)
+            if not isinstance(body, dict):
+                self.err(lpath, "a limit is a mapping with name, by, max and per")
+                continue
+            self.unknown_keys(body, _LIMIT_KEYS, lpath, "limit")
+            name = body.get("name")
+            if not isinstance(name, str) or not NAME.match(name):
+                self.err((*lpath, "name") if "name" in body else lpath,
+                         "a limit needs 'name': a lower_snake_case name")
+                name = ""
+            by = []
+            for bpath, part in self.names(body.get("by", "instance"), (*lpath, "by"), "by"):
+                if part in _LIMIT_PARTS or (part.startswith("field:") and NAME.match(part[6:])):
+                    by.append(part)
+                    self.limit_fields.append((bpath, part))
+                else:
+                    self.err(bpath, f"limit counts by {', '.join(_LIMIT_PARTS)} or "
+                             f"field:<name>, not '{part}'")
+            most = body.get("max")
+            if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+                self.err((*lpath, "max") if "max" in body else lpath,
+                         "a limit needs 'max': a positive whole number")
+                most = 1
+            per = self.duration(body.get("per"), (*lpath, "per"))
+            error = None
+            if body.get("error") is not None:
+                eb = self.mapping(body["error"], (*lpath, "error"), "error")
+                self.unknown_keys(eb, {"id", "zh", "en"}, (*lpath, "error"), "error")
+                if not isinstance(eb.get("id"), str) or not NAME.match(eb["id"]) or \
+                        not all(isinstance(eb.get(k), str) and eb.get(k) for k in ("zh", "en")):
+                    self.err((*lpath, "error"), "a limit's error needs 'id', 'zh' and 'en'")
+                else:
+                    error = {"id": eb["id"], "zh": eb["zh"], "en": eb["en"]}
+            if name and per:
+                out.append({"name": name, "by": by, "max": most, "per": per, "error": error})
+        names = [lim["name"] for lim in out]
+        for i, lim in enumerate(out):
+            if lim["name"] in names[:i]:
+                self.err(path, f"limit '{lim['name']}' is declared twice")
+        return out
 
     # -- whole-flow checks ---------------------------------------------------
     def semantics(self, flow: dict[str, Any], where: list[_Where], path: Path) -> None:
@@ -552,11 +672,23 @@ class _Checker:
                     if fname not in field_names:
                         self.err(fpath, f"unknown field '{fname}': state '{sname}' "
                                  "has no such field")
+                for lpath, part in where[k].limit_fields:
+                    if part.startswith("field:") and part[6:] not in field_names:
+                        self.err(lpath, f"unknown field '{part[6:]}' in limit: state "
+                                 f"'{sname}' has no such field")
                 err = t["error"]
-                if err and err["field"] and err["field"] not in field_names:
+                dest = states.get(t["dest"])
+                # The error shows under a field of the step the transition leads to.
+                if err and err["field"] and dest is not None and \
+                        err["field"] not in {f["name"] for f in dest["fields"]}:
                     self.err(where[k].error_field,
-                             f"unknown field '{err['field']}' in error: state '{sname}' "
-                             "has no such field")
+                             f"unknown field '{err['field']}' in error: state "
+                             f"'{t['dest']}', where it would show, has no such field")
+            after = self.timeout_after.get(spath)
+            if after and parse_duration(after) >= parse_duration(flow["expires_in"]):
+                self.err((*spath, "timeout", "after"),
+                         f"timeout after {after} never fires: the flow expires after "
+                         f"{flow['expires_in']} (raise 'expires_in')")
             self.ambiguity(sname, outgoing, where)
         self.reachability(flow, states, path)
 
@@ -612,13 +744,15 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 required=f["required"], format=f["format"], secret=f["secret"],
                 locked=Guard.parse(f["locked"]) if isinstance(f["locked"], str) else f["locked"],
                 choices=tuple(f["choices"]), max_length=f["max_length"], help=label(f["help"]),
+                choices_from=f["choices_from"], widget=f["widget"],
             )
             for f in s["fields"]
         )
         timeout = (Timeout(parse_duration(s["timeout"]["after"]), s["timeout"]["trigger"])
                    if s["timeout"] else None)
         states[s["name"]] = State(name=s["name"], final=s["final"], label=label(s["label"]),
-                                  fields=fields, on_enter=tuple(s["on_enter"]), timeout=timeout)
+                                  fields=fields, on_enter=tuple(s["on_enter"]), timeout=timeout,
+                                  show=tuple(s["show"].items()))
     transitions = tuple(
         Transition(
             trigger=t["trigger"], sources=tuple(t["source"]), dest=t["dest"],
@@ -627,13 +761,19 @@ def build_flow(content: dict[str, Any]) -> Flow:
             error=Error(t["error"]["id"], t["error"]["zh"], t["error"]["en"],
                         t["error"]["field"]) if t["error"] else None,
             label=label(t["label"]),
+            limits=tuple(
+                Limit(lim["name"], tuple(lim["by"]), lim["max"], parse_duration(lim["per"]),
+                      Error(lim["error"]["id"], lim["error"]["zh"], lim["error"]["en"])
+                      if lim["error"] else None)
+                for lim in t["limits"]),
         )
         for t in content["transitions"]
     )
     return Flow(name=content["name"], initial=content["initial"], states=states,
                 transitions=transitions, expires_in=parse_duration(content["expires_in"]),
                 title=label(content["title"]), content=content,
-                version=content_hash(content))
+                version=content_hash(content), access=content["access"],
+                policies=content["policies"])
 
 
 def check_text(text: str, filename: str = "flows.yaml",

@@ -50,6 +50,10 @@ class Field:
     choices: tuple[str, ...] = ()
     max_length: int = 1024
     help: Label | None = None
+    # A context path whose value lists the allowed choices: [{"value", "label"}] or strings.
+    choices_from: str | None = None
+    # A hint for clients: how to draw the field (captcha, qr_code, ...).
+    widget: str | None = None
 
 
 @attrs.frozen
@@ -66,6 +70,8 @@ class State:
     fields: tuple[Field, ...] = ()
     on_enter: tuple[str, ...] = ()
     timeout: Timeout | None = None
+    # (name, context path) pairs shown to the client with this step.
+    show: tuple[tuple[str, str], ...] = ()
 
     def field(self, name: str) -> Field | None:
         for f in self.fields:
@@ -123,6 +129,8 @@ class Flow:
     # The canonical content this flow was built from, and its hash: the version.
     content: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     version: str = ""
+    access: str = "anyone"  # anyone | account | admin
+    policies: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     def state(self, name: str) -> State:
         return self.states[name]

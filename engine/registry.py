@@ -30,6 +30,7 @@ class Registry:
         self.actions: dict[str, ActionFn] = {}
         self.validators: dict[str, ValidatorFn] = {}
         self.senders: dict[str, SenderFn] = {}
+        self.policies: dict[str, Callable[[Any], Any]] = {}
 
     def guard(self, name: str | None = None) -> Callable[[F], F]:
         """Register a pure predicate of (context, redacted input, facts)."""
@@ -42,6 +43,10 @@ class Registry:
     def validator(self, name: str | None = None) -> Callable[[F], F]:
         """Register a field format: returns the normalised value or raises Invalid."""
         return self._adder(self.validators, name)
+
+    def policy(self, name: str) -> Callable[[F], F]:
+        """Register the parser of a policy section: raises ValueError when it is wrong."""
+        return self._adder(self.policies, name)
 
     def sender(self, topic: str) -> Callable[[F], F]:
         """Register the delivery of outbox messages of one topic."""
