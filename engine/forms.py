@@ -45,6 +45,30 @@ def is_locked(field: Field, registry: Registry, guard_input: GuardInput) -> bool
     return bool(registry.guards[g.name](guard_input)) != g.negated
 
 
+def resolve(context: Mapping[str, Any], path: str) -> Any:
+    """Read 'values.x' or 'facts.a.b' from a context; None where anything is missing."""
+    node: Any = context
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def dynamic_choices(field: Field, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The choices a field offers now: from the definition, or from recorded context."""
+    if field.choices_from is None:
+        return [{"value": c, "label": None} for c in field.choices]
+    raw = resolve(context, field.choices_from)
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, Mapping) and isinstance(item.get("value"), str):
+            out.append({"value": item["value"], "label": item.get("label")})
+        elif isinstance(item, str):
+            out.append({"value": item, "label": None})
+    return out
+
+
 def _coerce(field: Field, value: Any) -> tuple[Any, str | None]:
     if field.type == "string":
         if not isinstance(value, str):
@@ -68,7 +92,8 @@ def _coerce(field: Field, value: Any) -> tuple[Any, str | None]:
             return value, None
         return None, "not_boolean"
     if field.type == "choice":
-        if isinstance(value, str) and value in field.choices:
+        # Choices from context are checked by the caller, which has the context.
+        if isinstance(value, str) and (field.choices_from or value in field.choices):
             return value, None
         return None, "not_choice"
     return value, None
@@ -101,6 +126,9 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
                 errors.append(_error(name, "required"))
             continue
         value, problem = _coerce(field, value)
+        if not problem and field.choices_from and value not in {
+                c["value"] for c in dynamic_choices(field, context)}:
+            problem = "not_choice"
         if problem:
             errors.append(_error(name, problem))
             continue
@@ -151,8 +179,10 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
         }
         if f.format:
             node["format"] = f.format
-        if f.choices:
-            node["choices"] = list(f.choices)
+        if f.type == "choice":
+            node["choices"] = dynamic_choices(f, context)
+        if f.widget:
+            node["widget"] = f.widget
         if f.type == "string":
             node["max_length"] = f.max_length
         if f.help:
@@ -170,6 +200,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
         "state": state,
         "label": st.label.as_dict() if st.label else None,
         "final": st.final,
+        "data": {name: resolve(context, path) for name, path in st.show},
         "fields": nodes,
         "triggers": triggers,
         "error": error if error and not error.get("field") else None,

@@ -1,0 +1,162 @@
+"""Image captchas (图形验证码): one per flow instance, single use, two minutes.
+
+``Captchas.new`` draws a random text, renders it as a PNG off the event loop (the
+``captcha`` package, on Pillow) and keeps only a hash of the answer in the ephemeral
+store, under the flow instance; a new image replaces the previous one. ``check``
+takes the stored hash whatever the answer, so every image can be tried once: a wrong
+answer means a new image, which is what makes guessing cost a render and a round trip.
+
+The answer is compared ignoring case and surrounding whitespace, and full-width letters
+and digits typed with a Chinese input method count as their ASCII forms.
+
+The action ``check_captcha`` refuses the step with a field error on ``captcha`` when
+the answer is wrong or there is no captcha (expired, never fetched, already used, or
+fetched for another instance); it records nothing when the answer is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import threading
+from concurrent.futures import Executor
+from datetime import timedelta
+
+import structlog
+from captcha.image import ImageCaptcha
+
+from engine import ActionInput, FieldError, Registry, ValidationFailed
+from flows.ports import Ephemeral
+
+__all__ = [
+    "ALPHABET",
+    "CAPTCHA_EXPIRED",
+    "CAPTCHA_WRONG",
+    "MESSAGES",
+    "Captchas",
+    "field_error",
+    "register",
+]
+
+log = structlog.get_logger("flows.captcha")
+
+# Upper-case letters and digits without the look-alikes 0/O, 1/I/L (l): answers are
+# compared ignoring case, so each character reads one way only.
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+CAPTCHA_WRONG = "captcha_wrong"
+CAPTCHA_EXPIRED = "captcha_expired"
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    CAPTCHA_WRONG: ("图形验证码不正确，请按新图片重新输入",
+                    "The characters do not match the image; enter the ones in the new image"),
+    CAPTCHA_EXPIRED: ("图形验证码已失效，请点击图片获取新的验证码",
+                      "The image code has expired or was already used; click the image "
+                      "for a new one"),
+}
+
+# Longer answers cannot be right: refuse them before hashing anything.
+_MAX_ANSWER = 64
+_MIN_LENGTH, _MAX_LENGTH = 4, 8
+# Full-width ASCII (Ａ-Ｚ, ａ-ｚ, ０-９) typed with a Chinese IME, as in flows.identity.
+_FULL_WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
+
+# ImageCaptcha loads its fonts lazily into the instance, and a FreeType face is not
+# meant to be shared between threads: one renderer per executor thread.
+_local = threading.local()
+
+
+def _render(text: str) -> bytes:
+    """Draw ``text`` as a PNG. Blocking (tens of ms): runs in an executor thread."""
+    renderer: ImageCaptcha | None = getattr(_local, "renderer", None)
+    if renderer is None:
+        renderer = _local.renderer = ImageCaptcha(width=160, height=60)
+    return renderer.generate(text, format="png").getvalue()
+
+
+def _normalise(answer: str) -> str:
+    return answer.translate(_FULL_WIDTH).strip().lower()
+
+
+def _digest(instance_id: str, answer: str) -> bytes:
+    # Bound to the instance as well as stored under it, so a value copied to another
+    # instance's key does not check. Plain SHA-256: the answer space is small, so this
+    # keeps the answer out of a Redis dump at a glance, not from a brute force; what
+    # protects a captcha is that it lives two minutes and opens once.
+    message = b"captcha\x00" + instance_id.encode("utf-8", "surrogatepass") + b"\x00" \
+        + _normalise(answer).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(message).digest()
+
+
+def _key(instance_id: str) -> str:
+    return f"captcha:{instance_id}"
+
+
+def field_error(error_id: str, field: str = "captcha") -> FieldError:
+    """Return the field error for a captcha error id, in Chinese and English."""
+    zh, en = MESSAGES[error_id]
+    return FieldError(field, error_id, zh, en)
+
+
+class Captchas:
+    """Issue and check image captchas bound to flow instances."""
+
+    def __init__(self, ephemeral: Ephemeral, *, ttl: timedelta = timedelta(minutes=2),
+                 length: int = 4, executor: Executor | None = None) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) \
+                or not _MIN_LENGTH <= length <= _MAX_LENGTH:
+            raise ValueError(f"captcha length must be {_MIN_LENGTH}-{_MAX_LENGTH}, "
+                             f"not {length!r}")
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise ValueError(f"captcha ttl must be a positive timedelta, not {ttl!r}")
+        self._ephemeral = ephemeral
+        self.ttl = ttl
+        self.length = length
+        self._executor = executor
+
+    def __repr__(self) -> str:
+        return f"<Captchas length={self.length} ttl={self.ttl}>"
+
+    def _text(self) -> str:
+        return "".join(secrets.choice(ALPHABET) for _ in range(self.length))
+
+    async def new(self, instance_id: str) -> bytes:
+        """Make a fresh captcha for the instance, replacing any earlier one; return a PNG."""
+        if not instance_id:
+            raise ValueError("a captcha needs a flow instance id")
+        text = self._text()
+        loop = asyncio.get_running_loop()
+        png = await loop.run_in_executor(self._executor, _render, text)
+        await self._ephemeral.put(_key(instance_id), _digest(instance_id, text), self.ttl)
+        return png
+
+    async def check(self, instance_id: str, answer: str) -> str | None:
+        """Use up the instance's captcha; return None if ``answer`` is right, else an error id.
+
+        ``captcha_expired``: none is stored for this instance (expired, never fetched,
+        already used, or fetched for another instance). ``captcha_wrong``: it did not
+        match; it is used up all the same.
+        """
+        stored = await self._ephemeral.take(_key(instance_id)) if instance_id else None
+        if stored is None:
+            return CAPTCHA_EXPIRED
+        if not isinstance(answer, str) or len(answer) > _MAX_ANSWER:
+            return CAPTCHA_WRONG
+        if hmac.compare_digest(stored, _digest(instance_id, answer)):
+            return None
+        return CAPTCHA_WRONG
+
+
+async def check_captcha(a: ActionInput) -> None:
+    """Action: refuse the step unless ``captcha`` answers this instance's image."""
+    captchas: Captchas = a.services["captchas"]
+    error_id = await captchas.check(a.instance_id, a.input.get("captcha", ""))
+    if error_id is not None:
+        log.info("captcha_refused", reason=error_id)
+        raise ValidationFailed([field_error(error_id)])
+
+
+def register(registry: Registry) -> None:
+    registry.action("check_captcha")(check_captcha)

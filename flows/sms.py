@@ -1,0 +1,365 @@
+"""SMS verification codes (短信验证码): issue, verify, and send through the outbox.
+
+A code belongs to a *binding*: (flow instance, purpose, phone). The actions use the
+current state's name as the purpose, so a code sent for one step (verify the old phone)
+never passes another (verify the new phone), and the sending and the checking trigger
+must be in the same state (``send_sms_code`` on a self-loop or as the state's
+``on_enter``, ``check_sms_code`` on the trigger that leaves it). A code checked for
+another binding is not found: ``sms_code_expired``, and no try is counted anywhere.
+
+Only an HMAC of the code is stored, for ``ttl`` (5 minutes), in the ephemeral store.
+A new code for the same binding replaces the previous one, but not its count of wrong
+tries: that count lives under a key of its own for ``tries_ttl`` (24 hours from the
+first wrong try). The ``max_tries``-th wrong try (the 5th) kills the binding: that try
+and every later one answer ``sms_code_dead``, even with the right code, and a new code
+does not revive it (``send_sms_code`` refuses to send one) until the count expires or
+the user starts a new flow instance, whose binding is a new one. 24 hours because it
+matches the window of the daily cap on codes a phone gets (10, enforced by the engine):
+every binding tried needs a code sent and allows 5 wrong tries, so a phone's codes face
+at most about 50 guesses of a million a day, however often an attacker restarts flows;
+and a day outlives the instances of the procedures that send codes, so within one
+instance a dead binding stays dead (keep ``tries_ttl`` >= a flow's ``expires_in``).
+
+A right code is taken (used up) and clears the count. Verification takes the stored
+hash before comparing and puts it back only after a wrong try is counted, so parallel
+guesses cannot compare more than once per stored code (the others see no code) and the
+number of comparisons per binding never exceeds ``max_tries``.
+
+The message goes out through the engine's outbox (topic ``sms``): phone and text are
+sealed with the vault, so the code is never at rest in clear in the outbox table, and
+``deliver`` opens them for the SMS gateway. No code and no unmasked phone is ever logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any, Protocol
+
+import attrs
+import structlog
+
+from engine import ActionInput, FieldError, Invalid, OutboxMessage, Registry, ValidationFailed
+from engine.durations import parse_duration
+from flows.identity import mask_mobile, mobile
+from flows.pii import Vault
+from flows.ports import Ephemeral
+
+__all__ = [
+    "MESSAGES",
+    "OUTBOX_PURPOSE",
+    "SMS_CODE_DEAD",
+    "SMS_CODE_EXPIRED",
+    "SMS_CODE_WRONG",
+    "SMS_TOPIC",
+    "SmsCodes",
+    "SmsGateway",
+    "SmsPayloadError",
+    "SmsPolicy",
+    "deliver",
+    "field_error",
+    "queue_sms",
+    "register",
+    "sender",
+]
+
+log = structlog.get_logger("flows.sms")
+
+SMS_CODE_WRONG = "sms_code_wrong"
+SMS_CODE_EXPIRED = "sms_code_expired"
+SMS_CODE_DEAD = "sms_code_dead"
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    SMS_CODE_WRONG: ("短信验证码不正确，请核对后重新输入",
+                     "The SMS code is wrong; check it and try again"),
+    SMS_CODE_EXPIRED: ("短信验证码已失效，请重新获取",
+                       "The SMS code has expired or was already used; request a new one"),
+    SMS_CODE_DEAD: ("短信验证码错误次数过多，已无法继续验证，请重新办理",
+                    "Too many wrong SMS codes: this phone cannot be verified in this "
+                    "procedure any more; start again"),
+}
+
+SMS_TOPIC = "sms"
+OUTBOX_PURPOSE = "sms_outbox"
+_OUTBOX_FORMAT = 1
+
+# Instance ids (UUIDs) and purposes (state names) go into keys in clear, for operators:
+# nothing that could hold a ':' or spaces, so no two bindings share a key.
+_KEY_PART = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# Full-width digits typed with a Chinese IME, as in flows.identity.
+_FULL_WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
+_SIGNATURE = re.compile(r"^[^\s【】\[\]]{2,16}$")
+
+
+def _int_in(low: int, high: int) -> Callable[[Any, attrs.Attribute[int], int], None]:
+    def check(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"sms policy: {attribute.name} must be a whole number "
+                             f"{low}-{high}, not {value!r}")
+    return check
+
+
+def _duration(value: Any) -> timedelta:
+    # flows.yaml writes durations as analysts do ("5m", "24h"); Python passes timedeltas.
+    if isinstance(value, timedelta):
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"sms policy: {exc}") from None
+
+
+def _positive(_: Any, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
+    if value <= timedelta(0):
+        raise ValueError(f"sms policy: {attribute.name} must be positive, not {value}")
+
+
+def _signature(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not _SIGNATURE.match(value):
+        raise ValueError(f"sms policy: {attribute.name} is 2-16 characters without spaces "
+                         f"or brackets, not {value!r}")
+
+
+@attrs.frozen
+class SmsPolicy:
+    """How codes are made and checked (SPEC: SMS code). Defaults are the SPEC's."""
+
+    length: int = attrs.field(default=6, validator=_int_in(4, 10))
+    ttl: timedelta = attrs.field(default=timedelta(minutes=5), converter=_duration,
+                                 validator=_positive)
+    max_tries: int = attrs.field(default=5, validator=_int_in(1, 100))
+    # How long wrong tries are remembered, from the first one: see the module docstring.
+    tries_ttl: timedelta = attrs.field(default=timedelta(hours=24), converter=_duration,
+                                       validator=_positive)
+    # The sender's name in 【】 that Chinese SMS carriers require at the head of a text.
+    signature: str = attrs.field(default="统一身份认证", validator=_signature)
+
+    def __attrs_post_init__(self) -> None:
+        if self.tries_ttl < self.ttl:
+            raise ValueError(f"sms policy: tries_ttl ({self.tries_ttl}) must be at least "
+                             f"ttl ({self.ttl}), or a new code would revive a dead one")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> SmsPolicy:
+        """Build a policy from its ``flows.yaml`` mapping; absent keys keep the defaults."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise ValueError(f"sms policy: a mapping is expected, not {type(mapping).__name__}")
+        known = [a.name for a in attrs.fields(cls)]
+        unknown = sorted(str(k) for k in mapping if k not in known)
+        if unknown:
+            raise ValueError(f"sms policy: unknown key(s) {', '.join(unknown)}; "
+                             f"known keys are {', '.join(known)}")
+        return cls(**dict(mapping))
+
+    def text(self, code: str) -> str:
+        """Return the message that carries ``code``."""
+        minutes = max(1, int(self.ttl.total_seconds()) // 60)
+        return f"【{self.signature}】您的验证码为{code}，{minutes}分钟内有效。请勿泄露。"
+
+
+def field_error(error_id: str, field: str = "sms_code") -> FieldError:
+    """Return the field error for an SMS code error id, in Chinese and English."""
+    zh, en = MESSAGES[error_id]
+    return FieldError(field, error_id, zh, en)
+
+
+def _key_part(name: str, value: str) -> str:
+    if not isinstance(value, str) or not _KEY_PART.match(value):
+        raise ValueError(f"an SMS code's {name} is 1-128 letters, digits, '_', '.', '-'")
+    return value
+
+
+class SmsCodes:
+    """Issue and verify SMS codes per (flow instance, purpose, phone)."""
+
+    def __init__(self, ephemeral: Ephemeral, vault: Vault, *,
+                 policy: SmsPolicy | None = None) -> None:
+        self._ephemeral = ephemeral
+        self.policy = policy or SmsPolicy()
+        # A key of this module's own, derived from the vault's secret index key (an HMAC
+        # output under a secret key is itself a secret key): hashes of codes and phones
+        # cannot be computed, nor checked by brute force, without it.
+        self._key = vault.index("sms_codes", "code-and-phone-hmac-key")
+
+    def __repr__(self) -> str:
+        return f"<SmsCodes {self.policy!r}>"
+
+    def _mac(self, *parts: str) -> bytes:
+        message = b"\x00".join(p.encode("utf-8") for p in parts)
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def _binding(self, instance_id: str, purpose: str, phone: str) -> tuple[str, str]:
+        """Return the code's key and the try counter's key. Raises Invalid on a bad phone."""
+        number = mobile(phone)
+        tag = self._mac("phone", number)[:16].hex()
+        base = f"sms:{_key_part('instance id', instance_id)}:{_key_part('purpose', purpose)}" \
+               f":{tag}"
+        return base, base + ":tries"
+
+    def _hash(self, key: str, code: str) -> bytes:
+        return self._mac("code", key, code)
+
+    def _clean(self, code: object) -> str | None:
+        if not isinstance(code, str):
+            return None
+        text = code.translate(_FULL_WIDTH).strip()
+        ok = len(text) == self.policy.length and text.isascii() and text.isdigit()
+        return text if ok else None
+
+    async def issue(self, instance_id: str, purpose: str, phone: str) -> str:
+        """Make a new code for the binding, replacing the previous one; return it.
+
+        Its wrong-try count is kept. Raises ``engine.Invalid`` if ``phone`` is not a
+        mainland mobile number.
+        """
+        key, _ = self._binding(instance_id, purpose, phone)
+        n = self.policy.length
+        code = f"{secrets.randbelow(10**n):0{n}d}"
+        await self._ephemeral.put(key, self._hash(key, code), self.policy.ttl)
+        return code
+
+    async def exhausted(self, instance_id: str, purpose: str, phone: str) -> bool:
+        """Tell whether the binding has had ``max_tries`` wrong tries (its codes are dead)."""
+        _, tries_key = self._binding(instance_id, purpose, phone)
+        return await self._tries(tries_key) >= self.policy.max_tries
+
+    async def _tries(self, tries_key: str) -> int:
+        raw = await self._ephemeral.get(tries_key)
+        return int(raw) if raw is not None else 0
+
+    async def verify(self, instance_id: str, purpose: str, phone: str,
+                     code: str) -> str | None:
+        """Check a code; return None if right (it is used up), else an error id.
+
+        ``sms_code_dead``: ``max_tries`` wrong tries for this binding (answered from the
+        last of them on, the right code included). ``sms_code_expired``: no code stored
+        for this binding (expired, used, or never sent to this phone for this purpose
+        and instance). ``sms_code_wrong``: another code, counted as a wrong try; text
+        that is not a code at all (wrong length, not digits) is refused uncounted.
+        Raises ``engine.Invalid`` if ``phone`` is not a mainland mobile number.
+        """
+        key, tries_key = self._binding(instance_id, purpose, phone)
+        if await self._tries(tries_key) >= self.policy.max_tries:
+            return SMS_CODE_DEAD
+        left = await self._ephemeral.ttl(key)
+        if left is None:
+            return SMS_CODE_EXPIRED
+        clean = self._clean(code)
+        if clean is None:
+            return SMS_CODE_WRONG
+        stored = await self._ephemeral.take(key)
+        if stored is None:
+            return SMS_CODE_EXPIRED  # it expired just now, or a parallel check holds it
+        if hmac.compare_digest(stored, self._hash(key, clean)):
+            await self._ephemeral.delete(tries_key)
+            return None
+        if await self._ephemeral.incr(tries_key, self.policy.tries_ttl) >= self.policy.max_tries:
+            return SMS_CODE_DEAD  # the code stays used up
+        # only_new: a code issued meanwhile is the newer one and stays.
+        await self._ephemeral.put(key, stored, min(left, self.policy.ttl), only_new=True)
+        return SMS_CODE_WRONG
+
+
+# -- sending ------------------------------------------------------------------------
+
+
+class SmsGateway(Protocol):
+    """The SMS provider port (implemented in flows/providers/).
+
+    ``send`` must be idempotent per ``idempotency_key`` (the outbox retries), and must
+    never put the phone or the text into an exception message: the outbox stores
+    failure messages.
+    """
+
+    async def send(self, phone: str, text: str, *, idempotency_key: str) -> None: ...
+
+
+class SmsPayloadError(ValueError):
+    """An ``sms`` outbox message that does not open (the message says why, never what)."""
+
+
+def queue_sms(a: ActionInput, vault: Vault, phone: str, text: str) -> None:
+    """Queue ``text`` for ``phone`` in the step's outbox, sealed: sent after the commit."""
+    sealed = vault.seal(OUTBOX_PURPOSE, json.dumps({"phone": phone, "text": text},
+                                                   ensure_ascii=False))
+    a.emit(SMS_TOPIC, {"v": _OUTBOX_FORMAT, "to": mask_mobile(phone),
+                       "sealed": base64.b64encode(sealed).decode("ascii")})
+
+
+def _open(message: OutboxMessage, vault: Vault) -> tuple[str, str]:
+    payload = message.payload
+    if not isinstance(payload, Mapping) or payload.get("v") != _OUTBOX_FORMAT \
+            or not isinstance(payload.get("sealed"), str):
+        raise SmsPayloadError(f"outbox message {message.id} is not a sealed SMS (format "
+                              f"{_OUTBOX_FORMAT})")
+    try:
+        blob = base64.b64decode(payload["sealed"], validate=True)
+    except (binascii.Error, ValueError):
+        raise SmsPayloadError(f"outbox message {message.id}: sealed is not base64") from None
+    body = json.loads(vault.open(OUTBOX_PURPOSE, blob))
+    return str(body["phone"]), str(body["text"])
+
+
+async def deliver(message: OutboxMessage, vault: Vault, gateway: SmsGateway) -> None:
+    """Open a queued SMS and hand it to the gateway, keyed by the message's idempotency key."""
+    phone, text = _open(message, vault)
+    await gateway.send(phone, text, idempotency_key=message.idempotency_key)
+    log.info("sms_delivered", message_id=message.id, to=mask_mobile(phone))
+
+
+def sender(vault: Vault, gateway: SmsGateway) -> Callable[[OutboxMessage], Awaitable[None]]:
+    """Return the outbox sender for topic ``sms``: ``registry.sender("sms")(sender(v, g))``."""
+
+    async def send_sms(message: OutboxMessage) -> None:
+        await deliver(message, vault, gateway)
+
+    return send_sms
+
+
+# -- actions ------------------------------------------------------------------------
+
+
+def _phone(a: ActionInput) -> str:
+    try:
+        return mobile(a.input.get("mobile"))
+    except Invalid as exc:
+        raise ValidationFailed([FieldError("mobile", exc.error_id, exc.zh, exc.en)]) from None
+
+
+async def send_sms_code(a: ActionInput) -> dict[str, Any]:
+    """Action: send a code to ``mobile`` for the current state; the fact names the phone masked."""
+    codes: SmsCodes = a.services["sms_codes"]
+    vault: Vault = a.services["vault"]
+    phone = _phone(a)
+    if await codes.exhausted(a.instance_id, a.state, phone):
+        log.info("sms_code_refused", reason=SMS_CODE_DEAD, to=mask_mobile(phone))
+        raise ValidationFailed([field_error(SMS_CODE_DEAD, "mobile")])
+    code = await codes.issue(a.instance_id, a.state, phone)
+    queue_sms(a, vault, phone, codes.policy.text(code))
+    log.info("sms_code_issued", to=mask_mobile(phone))
+    return {"sent_to": mask_mobile(phone)}
+
+
+async def check_sms_code(a: ActionInput) -> dict[str, Any]:
+    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here."""
+    codes: SmsCodes = a.services["sms_codes"]
+    phone = _phone(a)
+    error_id = await codes.verify(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
+    if error_id is not None:
+        log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
+        raise ValidationFailed([field_error(error_id)])
+    return {"verified": mask_mobile(phone)}
+
+
+def register(registry: Registry) -> None:
+    registry.action("send_sms_code")(send_sms_code)
+    registry.action("check_sms_code")(check_sms_code)
