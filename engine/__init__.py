@@ -9,15 +9,18 @@ from engine.errors import (
     FlowExpired,
     FlowFinished,
     FlowNotFound,
+    Forbidden,
     IdempotencyKeyReused,
     InstanceNotFound,
     PreconditionFailed,
+    RateLimited,
     ReplayDivergence,
     TransitionRefused,
     TriggerNotAllowed,
     ValidationFailed,
     VersionConflict,
 )
+from engine.durations import format_duration, parse_duration
 from engine.forms import Invalid
 from engine.loader import Diagnostic, FlowSet, check_text, load_file, load_text
 from engine.machine import CompiledFlow
@@ -45,6 +48,7 @@ __all__ = [
     "FlowFinished",
     "FlowNotFound",
     "FlowSet",
+    "Forbidden",
     "FrozenClock",
     "GuardInput",
     "IdempotencyKeyReused",
@@ -55,6 +59,7 @@ __all__ = [
     "OutboxDispatcher",
     "OutboxMessage",
     "PreconditionFailed",
+    "RateLimited",
     "Registry",
     "ReplayDivergence",
     "ReplayReport",
@@ -72,8 +77,10 @@ __all__ = [
     "VersionConflict",
     "check_text",
     "export_lines",
+    "format_duration",
     "load_file",
     "load_text",
+    "parse_duration",
     "replay",
     "replay_export",
 ]

@@ -20,6 +20,7 @@ from engine.canonical import GENESIS, canonical_json, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
     DuplicateKey,
+    Forbidden,
     EngineError,
     FieldError,
     FlowExpired,
@@ -125,13 +126,15 @@ class Runtime:
                     actor: str = "anonymous", idempotency_key: str | None = None,
                     client: str | None = None) -> StepOutcome:
         flow = self.current(name)
+        self._check_access(flow, actor)
         values = self._check_prefill(flow, prefill or {})
         now = self.clock.now()
         instance_id = str(uuid.uuid4())
         state = flow.states[flow.initial]
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
-                         now=now, services=self.services, actor=actor, client=client)
+                         now=now, services=self.services, actor=actor, client=client,
+                         policies=flow.policies)
         effects = await self._run_actions(state.on_enter, ai)
         context = initial_context(values, effects)
         event = Event.sealed(
@@ -144,7 +147,7 @@ class Runtime:
             id=instance_id, flow=flow.name, definition_hash=flow.version, state=flow.initial,
             context=context, version=1, status="finished" if state.final else "active",
             created_at=now, updated_at=now, expires_at=now + flow.expires_in,
-            last_hash=event.hash, deadline_at=timer.due_at if timer else None)
+            last_hash=event.hash, deadline_at=timer.due_at if timer else None, owner=actor)
         try:
             await self.store.create(instance, event, timer, tuple(ai.outbox), idempotency_key,
                                     tuple(ai.writes))
@@ -158,6 +161,19 @@ class Runtime:
         self.on_commit()
         log.info("flow_started", flow=flow.name, instance_id=instance_id, state=flow.initial)
         return StepOutcome(instance, event, replies=dict(ai.replies))
+
+    @staticmethod
+    def _check_access(flow: Flow, actor: str) -> None:
+        """Flows not open to anyone need a signed-in account or an administrator."""
+        if flow.access == "anyone" or actor.startswith(f"{flow.access}:"):
+            return
+        raise Forbidden(f"flow {flow.name!r} needs a signed-in {flow.access}")
+
+    @staticmethod
+    def check_owner(flow: Flow, instance: Instance, actor: str) -> None:
+        """Only whoever started a flow that is not open to anyone may see or step it."""
+        if flow.access != "anyone" and actor not in (instance.owner, TIMER_ACTOR):
+            raise Forbidden("this flow belongs to someone else")
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
         fields = flow.all_fields()
@@ -272,6 +288,7 @@ class Runtime:
         now = self.clock.now()
         compiled = await self.compiled(instance.definition_hash)
         flow = compiled.flow
+        self.check_owner(flow, instance, actor)
         log_ = log.bind(flow=flow.name, instance_id=instance.id, state=instance.state)
         if instance.expired(now):
             raise FlowExpired(restart=self.restart_hint(instance))
@@ -296,7 +313,7 @@ class Runtime:
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,
                          input=clean, now=now, services=self.services, actor=actor,
-                         client=client)
+                         client=client, policies=flow.policies)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))

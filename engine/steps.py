@@ -56,6 +56,8 @@ class ActionInput:
     services: Mapping[str, Any]
     actor: str = "anonymous"
     client: str | None = None
+    # The policies of the definition version the instance runs on.
+    policies: Mapping[str, Any] = attrs.field(factory=dict)
     facts: dict[str, Any] = attrs.field(factory=dict)
     outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     writes: list[Write] = attrs.field(factory=list)
@@ -170,6 +172,7 @@ class Instance:
     expires_at: datetime
     last_hash: str
     deadline_at: datetime | None = None
+    owner: str = "anonymous"  # who started it: only they may step a flow not open to anyone
 
     def expired(self, now: datetime) -> bool:
         return self.status == "active" and now >= self.expires_at

@@ -46,8 +46,15 @@ from typing import Any, Protocol
 import attrs
 import structlog
 
-from engine import ActionInput, FieldError, Invalid, OutboxMessage, Registry, ValidationFailed
-from engine.durations import parse_duration
+from engine import (
+    ActionInput,
+    FieldError,
+    Invalid,
+    OutboxMessage,
+    Registry,
+    ValidationFailed,
+    parse_duration,
+)
 from flows.identity import mask_mobile, mobile
 from flows.pii import Vault
 from flows.ports import Ephemeral

@@ -39,7 +39,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
 
 _INSTANCE_COLS = ("i.id, i.flow, i.definition_version, i.state, i.context, i.version, "
                   "i.status, i.created_at, i.updated_at, i.expires_at, i.deadline_at, "
-                  "i.last_hash")
+                  "i.last_hash, i.owner")
 _EVENT_COLS = ("e.instance_id, e.seq, e.trigger, e.from_state, e.to_state, e.input, e.facts, "
                "e.effects, e.actor, e.at, e.definition_version, e.prev_hash, e.hash")
 
@@ -94,7 +94,7 @@ def _instance(r: asyncpg.Record) -> Instance:
         id=str(r["id"]), flow=r["flow"], definition_hash=r["definition_version"],
         state=r["state"], context=r["context"], version=r["version"], status=r["status"],
         created_at=r["created_at"], updated_at=r["updated_at"], expires_at=r["expires_at"],
-        last_hash=r["last_hash"], deadline_at=r["deadline_at"])
+        last_hash=r["last_hash"], deadline_at=r["deadline_at"], owner=r["owner"])
 
 
 def _event(r: asyncpg.Record, p: str = "") -> Event:
@@ -146,11 +146,12 @@ class PgStore:
                 await conn.execute(
                     "INSERT INTO flow_instances (id, flow, definition_version, state, context,"
                     " version, status, created_at, updated_at, expires_at, deadline_at,"
-                    " last_hash, start_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                    " last_hash, start_key, owner)"
+                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                     uuid.UUID(instance.id), instance.flow, instance.definition_hash,
                     instance.state, instance.context, instance.version, instance.status,
                     instance.created_at, instance.updated_at, instance.expires_at,
-                    instance.deadline_at, instance.last_hash, start_key)
+                    instance.deadline_at, instance.last_hash, start_key, instance.owner)
             except asyncpg.UniqueViolationError:
                 raise DuplicateKey("start key already used") from None
             await conn.execute(

@@ -22,6 +22,7 @@ CREATE TABLE flow_instances (
     expires_at          timestamptz NOT NULL,
     deadline_at         timestamptz,         -- the pending state timeout, if any
     last_hash           text NOT NULL,
+    owner               text NOT NULL,       -- the actor who started it
     start_key           text UNIQUE          -- Idempotency-Key of the request that started it
 );
 
