@@ -1,5 +1,6 @@
 """The flow engine: definitions, the step, timers and replay. Pure: no I/O of its own."""
 
+from engine.durations import format_duration, parse_duration
 from engine.errors import (
     ConcurrencyConflict,
     DefinitionError,
@@ -20,7 +21,6 @@ from engine.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from engine.durations import format_duration, parse_duration
 from engine.forms import Invalid
 from engine.loader import Diagnostic, FlowSet, check_text, load_file, load_text
 from engine.machine import CompiledFlow

@@ -69,6 +69,20 @@ def dynamic_choices(field: Field, context: Mapping[str, Any]) -> list[dict[str, 
     return out
 
 
+def current_values(fields: Any, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Each field's value so far: what the user gave, else what value_from reads."""
+    given = context.get("values", {})
+    out = {}
+    for f in fields:
+        if f.name in given:
+            out[f.name] = given[f.name]
+        elif f.value_from is not None:
+            found = resolve(context, f.value_from)
+            if found is not None:
+                out[f.name] = found
+    return out
+
+
 def _coerce(field: Field, value: Any) -> tuple[Any, str | None]:
     if field.type == "string":
         if not isinstance(value, str):
@@ -109,7 +123,7 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
     fields = {f.name: f for f in flow.fields_for(state, trigger)}
     errors: list[FieldError] = [_error(k, "unknown_field") for k in raw if k not in fields]
     clean: dict[str, Any] = {}
-    values = context.get("values", {})
+    values = current_values(fields.values(), context)
     probe = GuardInput(state, trigger, context, {}, {})
     for name, field in fields.items():
         if is_locked(field, registry, probe):
@@ -163,7 +177,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
     """The current step's UI description: fields, values, locks, errors, triggers."""
     st = flow.states[state]
     error = context.get("error")
-    values = context.get("values", {})
+    values = current_values(st.fields, context)
     probe = GuardInput(state, "", context, {}, {})
     nodes = []
     for f in st.fields:
@@ -192,6 +206,8 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
     for trig in flow.triggers_from(state):
         if st.timeout and trig == st.timeout.trigger:
             continue  # fired by the clock, never by the user
+        if any(t.via == "callback" for t in flow.transitions_from(state, trig)):
+            continue  # fired by a provider's signed callback
         label = next((t.label.as_dict() for t in flow.transitions_from(state, trig)
                       if t.label), None)
         triggers.append({"trigger": trig, "label": label,

@@ -43,12 +43,14 @@ _FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "descri
               "access"}
 _STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description", "show"}
 _FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
-               "max_length", "help", "description", "choices_from", "widget"}
+               "max_length", "help", "description", "choices_from", "widget", "value_from"}
 _TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", "error",
-                    "label", "description", "limits"}
+                    "label", "description", "limits", "via"}
 _LIMIT_KEYS = {"name", "by", "max", "per", "error"}
 _LIMIT_PARTS = ("instance", "client", "actor", "flow")
 ACCESS = ("anyone", "account", "admin")
+# Who fires a transition: the person at the client, or a provider's signed callback.
+VIA = ("user", "callback")
 # Where a state's `show` and a field's `choices_from` may read: recorded context only.
 CONTEXT_PATH = re.compile(r"^(values|facts)(\.[a-z0-9_]+)+$")
 
@@ -494,6 +496,12 @@ class _Checker:
                 self.err((*path, "choices_from"), "choices_from reads recorded context: "
                          "'facts.<action>[.<key>...]'")
                 choices_from = None
+        value_from = body.get("value_from")
+        if value_from is not None and (not isinstance(value_from, str)
+                                       or not CONTEXT_PATH.match(value_from)):
+            self.err((*path, "value_from"), "value_from reads recorded context: "
+                     "'values.<field>' or 'facts.<action>[.<key>...]'")
+            value_from = None
         widget = body.get("widget")
         if widget is not None and (not isinstance(widget, str) or not NAME.match(widget)):
             self.err((*path, "widget"), "widget must be a lower_snake_case name")
@@ -515,6 +523,7 @@ class _Checker:
             "locked": locked,
             "choices": choices or [],
             "choices_from": choices_from,
+            "value_from": value_from,
             "widget": widget,
             "max_length": max_length,
         }
@@ -580,6 +589,10 @@ class _Checker:
             error = {"id": eid, "field": efield, "zh": eb.get("zh"), "en": eb.get("en")}
         self.limit_fields = []
         limits = self.limits(body.get("limits"), (*path, "limits"))
+        via = body.get("via", "user")
+        if via not in VIA:
+            self.err((*path, "via"), f"via must be one of {', '.join(VIA)}")
+            via = "user"
         content = {
             "trigger": trigger,
             "source": sources,
@@ -591,6 +604,7 @@ class _Checker:
             "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
                                 required=False),
             "limits": limits,
+            "via": via,
         }
         where = _Where(path, [p for p, _ in fields or []], (*epath, "field"),
                        list(self.limit_fields))
@@ -744,7 +758,7 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 required=f["required"], format=f["format"], secret=f["secret"],
                 locked=Guard.parse(f["locked"]) if isinstance(f["locked"], str) else f["locked"],
                 choices=tuple(f["choices"]), max_length=f["max_length"], help=label(f["help"]),
-                choices_from=f["choices_from"], widget=f["widget"],
+                choices_from=f["choices_from"], widget=f["widget"], value_from=f["value_from"],
             )
             for f in s["fields"]
         )
@@ -761,6 +775,7 @@ def build_flow(content: dict[str, Any]) -> Flow:
             error=Error(t["error"]["id"], t["error"]["zh"], t["error"]["en"],
                         t["error"]["field"]) if t["error"] else None,
             label=label(t["label"]),
+            via=t["via"],
             limits=tuple(
                 Limit(lim["name"], tuple(lim["by"]), lim["max"], parse_duration(lim["per"]),
                       Error(lim["error"]["id"], lim["error"]["zh"], lim["error"]["en"])

@@ -54,6 +54,8 @@ class Field:
     choices_from: str | None = None
     # A hint for clients: how to draw the field (captcha, qr_code, ...).
     widget: str | None = None
+    # Where the value comes from until the user gives one (and always, when locked).
+    value_from: str | None = None
 
 
 @attrs.frozen
@@ -116,6 +118,7 @@ class Transition:
     error: Error | None = None
     label: Label | None = None
     limits: tuple[Limit, ...] = ()
+    via: str = "user"  # user | callback
 
 
 @attrs.frozen

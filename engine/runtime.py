@@ -20,12 +20,12 @@ from engine.canonical import GENESIS, canonical_json, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
     DuplicateKey,
-    Forbidden,
     EngineError,
     FieldError,
     FlowExpired,
     FlowFinished,
     FlowNotFound,
+    Forbidden,
     IdempotencyKeyReused,
     InstanceNotFound,
     PreconditionFailed,
@@ -55,6 +55,8 @@ from engine.steps import ActionInput, Event, GuardInput, Instance
 log = structlog.get_logger("engine.runtime")
 
 TIMER_ACTOR = "timer"
+# Actors of signed provider callbacks: "provider:face", "provider:payment", ...
+PROVIDER_PREFIX = "provider:"
 
 
 def iso(t: datetime) -> str:
@@ -172,7 +174,8 @@ class Runtime:
     @staticmethod
     def check_owner(flow: Flow, instance: Instance, actor: str) -> None:
         """Only whoever started a flow that is not open to anyone may see or step it."""
-        if flow.access != "anyone" and actor not in (instance.owner, TIMER_ACTOR):
+        if flow.access != "anyone" and actor not in (instance.owner, TIMER_ACTOR) \
+                and not actor.startswith(PROVIDER_PREFIX):
             raise Forbidden("this flow belongs to someone else")
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,11 +301,16 @@ class Runtime:
             raise PreconditionFailed(current_version=instance.version)
         timeout = flow.states[instance.state].timeout
         clock_only = timeout.trigger if timeout else None
+        callbacks = {t.trigger for t in flow.transitions_from(instance.state)
+                     if t.via == "callback"}
+        by_provider = actor.startswith(PROVIDER_PREFIX)
         if trigger not in flow.triggers_from(instance.state) or (
-                trigger == clock_only and fired_timer is None):
+                trigger == clock_only and fired_timer is None) or (
+                (trigger in callbacks) != by_provider and trigger != clock_only):
             raise TriggerNotAllowed(
                 f"trigger {trigger!r} is not available in state {instance.state!r}",
-                available=[t for t in flow.triggers_from(instance.state) if t != clock_only])
+                available=[t for t in flow.triggers_from(instance.state)
+                           if t != clock_only and t not in callbacks])
         # A timeout is the clock's step: it carries no input, so there is no form to check.
         clean = {} if fired_timer is not None else validate_input(
             flow, instance.state, trigger, raw_input, instance.context, self.registry)
