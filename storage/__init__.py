@@ -1,7 +1,8 @@
 """PostgreSQL and Redis behind the engine's ports."""
 
+from storage.accounts import PgAccounts
 from storage.ephemeral import RedisEphemeral, RedisLimiter
 from storage.migrate import migrate
 from storage.pg import PgStore, create_pool
 
-__all__ = ["PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate"]
+__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate"]

@@ -50,7 +50,7 @@ SELECT {_INSTANCE_COLS}, {", ".join(f"e.{c} AS e_{c}" for c in _EVENT_NAMES)}
 FROM flow_instances i
 LEFT JOIN flow_events e ON e.instance_id = i.id AND e.idempotency_key = $2
 WHERE i.id = $1
-"""  # noqa: S608
+"""
 
 COMMIT_SQL = """
 WITH upd AS (
@@ -179,7 +179,7 @@ class PgStore:
     async def instance_by_start_key(self, key: str) -> Instance | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_INSTANCE_COLS} FROM flow_instances i"  # noqa: S608 - constant columns
+                f"SELECT {_INSTANCE_COLS} FROM flow_instances i"
                 " WHERE i.start_key = $1", key)
             return _instance(row) if row else None
 
@@ -226,7 +226,7 @@ class PgStore:
         iid = _uuid(instance_id)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_EVENT_COLS} FROM flow_events e"  # noqa: S608 - constant columns
+                f"SELECT {_EVENT_COLS} FROM flow_events e"
                 " WHERE e.instance_id = $1"
                 " ORDER BY e.seq", iid)
         return [_event(r) for r in rows]

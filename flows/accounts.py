@@ -1,0 +1,125 @@
+"""What the platform's flows need from account storage: a port, implemented in storage/.
+
+Reads are plain async calls. Writes return a ``Write`` that the step runs inside its
+own transaction (``ActionInput.write``), so an account exists if and only if the step
+that created it committed. Unique keys (an ID number or credit code registered twice,
+a login name taken) surface as ``engine.DuplicateKey`` with ``extra["constraint"]``.
+
+The records are Protocols too: storage returns its own frozen values of this shape,
+so neither layer imports the other (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from engine.steps import Write
+
+
+class Account(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # personal | organisation | supervisor | admin
+    @property
+    def login_name(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def password_hash(self) -> str: ...
+    @property
+    def must_change_password(self) -> bool: ...
+    @property
+    def phone_sealed(self) -> bytes | None: ...
+    @property
+    def id_number_sealed(self) -> bytes | None: ...
+
+
+class Organisation(Protocol):
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def credit_code(self) -> str: ...
+    @property
+    def legal_rep_name(self) -> str: ...
+    @property
+    def legal_rep_id_sealed(self) -> bytes: ...
+    @property
+    def verified(self) -> bool: ...
+    @property
+    def verified_by(self) -> str | None: ...
+
+
+class Agent(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def organisation_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def phone_sealed(self) -> bytes: ...
+    @property
+    def is_primary(self) -> bool: ...
+
+
+class Accounts(Protocol):
+    async def by_login_name(self, login_name: str) -> Account | None: ...
+
+    async def by_id_index(self, id_index: bytes) -> Account | None:
+        """The personal account of an ID number."""
+        ...
+
+    async def by_phone_index(self, phone_index: bytes) -> Account | None:
+        """The personal or supervisor account with this mobile number."""
+        ...
+
+    async def by_id(self, account_id: str) -> Account | None: ...
+
+    async def credit_code_registered(self, credit_code: str) -> bool: ...
+
+    async def organisation(self, account_id: str) -> Organisation | None: ...
+
+    async def agents(self, organisation_id: str) -> list[Agent]: ...
+
+    async def organisations_of_agent_phone(self, phone_index: bytes) -> list[Account]:
+        """Organisation accounts where this phone belongs to an agent."""
+        ...
+
+    async def face_passed(self, person_index: bytes) -> bool: ...
+
+    async def instance_for(self, provider: str, ref: str) -> str | None:
+        """The flow instance a provider's session or deposit belongs to."""
+        ...
+
+    # -- writes: each runs in the step's transaction --------------------------------
+    def create_person(self, *, account_id: str, kind: str, login_name: str,
+                      display_name: str, password_hash: str, id_number_sealed: bytes | None,
+                      id_number_index: bytes | None, phone_sealed: bytes | None,
+                      phone_index: bytes | None, must_change_password: bool,
+                      now: datetime) -> Write: ...
+
+    def create_organisation(self, *, account_id: str, login_name: str, name: str,
+                            credit_code: str, password_hash: str, legal_rep_name: str,
+                            legal_rep_id_sealed: bytes, legal_rep_id_index: bytes,
+                            agent_id: str, agent_name: str, agent_id_sealed: bytes,
+                            agent_id_index: bytes, agent_phone_sealed: bytes,
+                            agent_phone_index: bytes, now: datetime) -> Write: ...
+
+    def set_password(self, account_id: str, password_hash: str, *, must_change: bool,
+                     now: datetime) -> Write: ...
+
+    def mark_verified(self, organisation_id: str, *, by: str, note: str | None,
+                      now: datetime) -> Write: ...
+
+    def record_face_pass(self, person_index: bytes, instance_id: str,
+                         now: datetime) -> Write: ...
+
+    def link_provider_ref(self, provider: str, ref: str, instance_id: str,
+                          now: datetime) -> Write: ...
+
+    def audit(self, *, actor: str, action: str, target: str, reason: str,
+              details: dict[str, Any], now: datetime) -> Write: ...

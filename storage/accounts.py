@@ -1,0 +1,259 @@
+"""Accounts, organisations, agents, face passes and the audit log on PostgreSQL.
+
+Implements the ``Accounts`` port of flows/ structurally (without importing flows).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import attrs
+
+from engine import DuplicateKey
+from engine.steps import Write
+
+
+@attrs.frozen
+class AccountRow:
+    id: str
+    kind: str
+    login_name: str
+    display_name: str
+    password_hash: str = attrs.field(repr=False)
+    must_change_password: bool
+    phone_sealed: bytes | None = attrs.field(repr=False)
+    id_number_sealed: bytes | None = attrs.field(repr=False)
+
+
+@attrs.frozen
+class OrganisationRow:
+    account_id: str
+    name: str
+    credit_code: str
+    legal_rep_name: str
+    legal_rep_id_sealed: bytes = attrs.field(repr=False)
+    verified: bool
+    verified_by: str | None
+
+
+@attrs.frozen
+class AgentRow:
+    id: str
+    organisation_id: str
+    name: str
+    phone_sealed: bytes = attrs.field(repr=False)
+    is_primary: bool
+
+
+_ACCOUNT = ("id, kind, login_name, display_name, password_hash, must_change_password, "
+            "phone_sealed, id_number_sealed")
+
+
+def _account(r: asyncpg.Record | None) -> AccountRow | None:
+    if r is None:
+        return None
+    return AccountRow(id=str(r["id"]), kind=r["kind"], login_name=r["login_name"],
+                      display_name=r["display_name"], password_hash=r["password_hash"],
+                      must_change_password=r["must_change_password"],
+                      phone_sealed=r["phone_sealed"], id_number_sealed=r["id_number_sealed"])
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
+    """Run a write; a unique key already taken becomes DuplicateKey naming it."""
+    try:
+        status: str = await conn.execute(sql, *args)
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateKey(f"already registered ({exc.constraint_name})",
+                           constraint=exc.constraint_name) from None
+    return status
+
+
+class PgAccounts:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def _one(self, sql: str, *args: Any) -> AccountRow | None:
+        async with self.pool.acquire() as conn:
+            return _account(await conn.fetchrow(sql, *args))
+
+    async def by_login_name(self, login_name: str) -> AccountRow | None:
+        return await self._one(f"SELECT {_ACCOUNT} FROM accounts WHERE login_key = $1",
+                               login_name.strip().lower())
+
+    async def by_id_index(self, id_index: bytes) -> AccountRow | None:
+        return await self._one(f"SELECT {_ACCOUNT} FROM accounts"
+                               " WHERE kind = 'personal' AND id_number_index = $1", id_index)
+
+    async def by_phone_index(self, phone_index: bytes) -> AccountRow | None:
+        return await self._one(f"SELECT {_ACCOUNT} FROM accounts WHERE phone_index = $1"
+                               " AND kind IN ('personal', 'supervisor')", phone_index)
+
+    async def by_id(self, account_id: str) -> AccountRow | None:
+        key = _uuid(account_id)
+        if key is None:
+            return None
+        return await self._one(f"SELECT {_ACCOUNT} FROM accounts WHERE id = $1", key)
+
+    async def credit_code_registered(self, credit_code: str) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM organisations WHERE credit_code = $1)",
+                credit_code))
+
+    async def organisation(self, account_id: str) -> OrganisationRow | None:
+        key = _uuid(account_id)
+        if key is None:
+            return None
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow(
+                "SELECT account_id, name, credit_code, legal_rep_name, legal_rep_id_sealed,"
+                " verified, verified_by FROM organisations WHERE account_id = $1", key)
+        if r is None:
+            return None
+        return OrganisationRow(account_id=str(r["account_id"]), name=r["name"],
+                               credit_code=r["credit_code"], legal_rep_name=r["legal_rep_name"],
+                               legal_rep_id_sealed=r["legal_rep_id_sealed"],
+                               verified=r["verified"], verified_by=r["verified_by"])
+
+    async def agents(self, organisation_id: str) -> list[AgentRow]:
+        key = _uuid(organisation_id)
+        if key is None:
+            return []
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, organisation_id, name, phone_sealed, is_primary FROM agents"
+                " WHERE organisation_id = $1 ORDER BY is_primary DESC, created_at, id", key)
+        return [AgentRow(id=str(r["id"]), organisation_id=str(r["organisation_id"]),
+                         name=r["name"], phone_sealed=r["phone_sealed"],
+                         is_primary=r["is_primary"]) for r in rows]
+
+    async def organisations_of_agent_phone(self, phone_index: bytes) -> list[AccountRow]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {', '.join('a.' + c.strip() for c in _ACCOUNT.split(','))}"
+                " FROM accounts a JOIN agents g ON g.organisation_id = a.id"
+                " WHERE g.phone_index = $1 ORDER BY a.login_key", phone_index)
+        return [row for r in rows if (row := _account(r)) is not None]
+
+    async def face_passed(self, person_index: bytes) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM face_passes WHERE person_index = $1)",
+                person_index))
+
+    async def instance_for(self, provider: str, ref: str) -> str | None:
+        async with self.pool.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT instance_id FROM provider_refs WHERE provider = $1 AND ref = $2",
+                provider, ref)
+        return str(found) if found is not None else None
+
+    # -- writes ---------------------------------------------------------------------
+    def create_person(self, *, account_id: str, kind: str, login_name: str,
+                      display_name: str, password_hash: str, id_number_sealed: bytes | None,
+                      id_number_index: bytes | None, phone_sealed: bytes | None,
+                      phone_index: bytes | None, must_change_password: bool,
+                      now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await _execute(
+                conn,
+                "INSERT INTO accounts (id, kind, login_name, login_key, display_name,"
+                " password_hash, must_change_password, id_number_sealed, id_number_index,"
+                " phone_sealed, phone_index, created_at, password_changed_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12)",
+                uuid.UUID(account_id), kind, login_name, login_name.strip().lower(),
+                display_name, password_hash, must_change_password, id_number_sealed,
+                id_number_index, phone_sealed, phone_index, now)
+        return write
+
+    def create_organisation(self, *, account_id: str, login_name: str, name: str,
+                            credit_code: str, password_hash: str, legal_rep_name: str,
+                            legal_rep_id_sealed: bytes, legal_rep_id_index: bytes,
+                            agent_id: str, agent_name: str, agent_id_sealed: bytes,
+                            agent_id_index: bytes, agent_phone_sealed: bytes,
+                            agent_phone_index: bytes, now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await _execute(
+                conn,
+                "INSERT INTO accounts (id, kind, login_name, login_key, display_name,"
+                " password_hash, created_at, password_changed_at)"
+                " VALUES ($1, 'organisation', $2, $3, $4, $5, $6, $6)",
+                uuid.UUID(account_id), login_name, login_name.strip().lower(), name,
+                password_hash, now)
+            await _execute(
+                conn,
+                "INSERT INTO organisations (account_id, name, credit_code, legal_rep_name,"
+                " legal_rep_id_sealed, legal_rep_id_index) VALUES ($1,$2,$3,$4,$5,$6)",
+                uuid.UUID(account_id), name, credit_code, legal_rep_name,
+                legal_rep_id_sealed, legal_rep_id_index)
+            await _execute(
+                conn,
+                "INSERT INTO agents (id, organisation_id, name, id_number_sealed,"
+                " id_number_index, phone_sealed, phone_index, is_primary, created_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,true,$8)",
+                uuid.UUID(agent_id), uuid.UUID(account_id), agent_name, agent_id_sealed,
+                agent_id_index, agent_phone_sealed, agent_phone_index, now)
+        return write
+
+    def set_password(self, account_id: str, password_hash: str, *, must_change: bool,
+                     now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE accounts SET password_hash = $2, must_change_password = $3,"
+                " password_changed_at = $4 WHERE id = $1",
+                uuid.UUID(account_id), password_hash, must_change, now)
+        return write
+
+    def mark_verified(self, organisation_id: str, *, by: str, note: str | None,
+                      now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE organisations SET verified = true, verified_at = $2, verified_by = $3,"
+                " verification_note = $4 WHERE account_id = $1",
+                uuid.UUID(organisation_id), now, by, note)
+        return write
+
+    def record_face_pass(self, person_index: bytes, instance_id: str,
+                         now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO face_passes (person_index, passed_at, instance_id)"
+                " VALUES ($1, $2, $3) ON CONFLICT (person_index) DO NOTHING",
+                person_index, now, uuid.UUID(instance_id))
+        return write
+
+    def link_provider_ref(self, provider: str, ref: str, instance_id: str,
+                          now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await _execute(
+                conn,
+                "INSERT INTO provider_refs (provider, ref, instance_id, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (provider, ref) DO NOTHING",
+                provider, ref, uuid.UUID(instance_id), now)
+        return write
+
+    def audit(self, *, actor: str, action: str, target: str, reason: str,
+              details: dict[str, Any], now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO audit_log (at, actor, action, target, reason, details)"
+                " VALUES ($1, $2, $3, $4, $5, $6)", now, actor, action, target, reason,
+                details)
+        return write
+
+    async def audit_entries(self, target: str | None = None) -> list[dict[str, Any]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, at, actor, action, target, reason, details FROM audit_log"
+                " WHERE $1::text IS NULL OR target = $1 ORDER BY id", target)
+        return [dict(r) for r in rows]
