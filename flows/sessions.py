@@ -1,0 +1,83 @@
+"""Signed-in sessions, kept in the Ephemeral store so every server process sees them.
+
+A session token is 256 random bits; only its SHA-256 is a key. Ending every session of
+an account (after a password reset) bumps the account's generation: sessions made
+under an older generation are no longer valid, wherever they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from flows.ports import Ephemeral
+
+_GENERATION_TTL = timedelta(days=60)
+
+
+@attrs.frozen
+class Session:
+    account_id: str
+    kind: str  # personal | organisation | supervisor | admin
+    display_name: str
+    created_at: str
+    agent_id: str | None = None
+    generation: int = 0
+    must_change_password: bool = False
+
+    @property
+    def actor(self) -> str:
+        """How histories name this user: admin:<id> or account:<id>."""
+        return f"admin:{self.account_id}" if self.kind == "admin" else \
+            f"account:{self.account_id}"
+
+
+def _key(token: str) -> str:
+    return "session:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class Sessions:
+    def __init__(self, ephemeral: Ephemeral, *, ttl: timedelta = timedelta(hours=8)) -> None:
+        self.ephemeral = ephemeral
+        self.ttl = ttl
+
+    async def _generation(self, account_id: str) -> int:
+        raw = await self.ephemeral.get(f"session_gen:{account_id}")
+        return int(raw) if raw else 0
+
+    async def create(self, *, account_id: str, kind: str, display_name: str, now: datetime,
+                     agent_id: str | None = None,
+                     must_change_password: bool = False) -> str:
+        """Start a session; return its token (shown once, to the client only)."""
+        token = secrets.token_urlsafe(32)
+        session = Session(account_id=account_id, kind=kind, display_name=display_name,
+                          created_at=now.isoformat(), agent_id=agent_id,
+                          generation=await self._generation(account_id),
+                          must_change_password=must_change_password)
+        await self.ephemeral.put(_key(token), json.dumps(attrs.asdict(session)).encode(),
+                                 self.ttl)
+        return token
+
+    async def get(self, token: str) -> Session | None:
+        if not token or len(token) > 200:
+            return None
+        raw = await self.ephemeral.get(_key(token))
+        if raw is None:
+            return None
+        data: dict[str, Any] = json.loads(raw)
+        session = Session(**data)
+        if session.generation != await self._generation(session.account_id):
+            return None
+        return session
+
+    async def end(self, token: str) -> None:
+        await self.ephemeral.delete(_key(token))
+
+    async def end_all(self, account_id: str) -> None:
+        """End every session of an account, in every process."""
+        await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
