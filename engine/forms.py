@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import FieldError, ValidationFailed
@@ -161,15 +161,31 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
     return clean
 
 
-def redact(flow: Flow, state: str, clean: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop secret fields: what may be written to history."""
+def redact(flow: Flow, state: str, clean: Mapping[str, Any],
+           seal: Callable[[str, str], dict[str, str]] | None = None) -> dict[str, Any]:
+    """What may be written to history: secrets dropped, personal data sealed."""
     st = flow.states[state]
     out = {}
     for k, v in clean.items():
         f = st.field(k)
-        if f is None or not f.secret:
+        if f is not None and f.secret:
+            continue
+        if f is not None and f.sensitive and isinstance(v, str):
+            if seal is None:
+                raise RuntimeError(f"field {k!r} is sensitive and no Sealer is configured")
+            out[k] = seal(f.format or f.name, v)
+        else:
             out[k] = v
     return out
+
+
+def shown(field: Field, value: Any) -> Any:
+    """A value as a client may see it: sealed personal data only masked."""
+    if field.secret:
+        return None
+    if field.sensitive and isinstance(value, Mapping):
+        return value.get("masked")
+    return value
 
 
 def describe(flow: Flow, state: str, context: Mapping[str, Any],
@@ -188,7 +204,8 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
             "required": f.required,
             "secret": f.secret,
             "locked": is_locked(f, registry, probe),
-            "value": None if f.secret else values.get(f.name),
+            "value": shown(f, values.get(f.name)),
+            "sensitive": f.sensitive,
             "error": error if error and error.get("field") == f.name else None,
         }
         if f.format:

@@ -43,7 +43,8 @@ _FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "descri
               "access"}
 _STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description", "show"}
 _FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
-               "max_length", "help", "description", "choices_from", "widget", "value_from"}
+               "max_length", "help", "description", "choices_from", "widget", "value_from",
+               "sensitive"}
 _TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", "error",
                     "label", "description", "limits", "via"}
 _LIMIT_KEYS = {"name", "by", "max", "per", "error"}
@@ -524,9 +525,19 @@ class _Checker:
             "choices": choices or [],
             "choices_from": choices_from,
             "value_from": value_from,
+            "sensitive": self.sensitive(body, path),
             "widget": widget,
             "max_length": max_length,
         }
+
+    def sensitive(self, body: dict[str, Any], path: Path) -> bool:
+        flag = self.boolean(body.get("sensitive"), (*path, "sensitive"), "sensitive")
+        if flag and body.get("secret") is True:
+            self.err((*path, "sensitive"), "a field is secret (never recorded) or sensitive "
+                     "(recorded sealed), not both")
+        if flag and body.get("type", "string") != "string":
+            self.err((*path, "sensitive"), "only a string field can be sensitive")
+        return flag
 
     def transition(self, body: Any, path: Path,
                    states: set[str]) -> tuple[dict[str, Any], _Where] | None:
@@ -759,6 +770,7 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 locked=Guard.parse(f["locked"]) if isinstance(f["locked"], str) else f["locked"],
                 choices=tuple(f["choices"]), max_length=f["max_length"], help=label(f["help"]),
                 choices_from=f["choices_from"], widget=f["widget"], value_from=f["value_from"],
+                sensitive=f["sensitive"],
             )
             for f in s["fields"]
         )

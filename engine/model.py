@@ -56,6 +56,8 @@ class Field:
     widget: str | None = None
     # Where the value comes from until the user gives one (and always, when locked).
     value_from: str | None = None
+    # Personal data (an ID number, a phone): recorded sealed, shown masked.
+    sensitive: bool = False
 
 
 @attrs.frozen

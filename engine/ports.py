@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -108,6 +108,26 @@ class Store(Protocol):
     async def outbox_sent(self, message_id: int, now: datetime) -> None: ...
 
     async def outbox_failed(self, message_id: int, retry_at: datetime, error: str) -> None: ...
+
+
+class Sealer(Protocol):
+    """Seals personal data before it is recorded; opens it for the actions that need it."""
+
+    def seal(self, kind: str, value: str) -> dict[str, str]:
+        """Return {"sealed": ..., "masked": ...}; kind is the field's format or name."""
+        ...
+
+    def open(self, kind: str, sealed: Mapping[str, str]) -> str: ...
+
+
+class NoSealer:
+    """For flows without sensitive fields: refuses to record one in clear."""
+
+    def seal(self, kind: str, value: str) -> dict[str, str]:
+        raise RuntimeError(f"a sensitive {kind} field needs a Sealer; none is configured")
+
+    def open(self, kind: str, sealed: Mapping[str, str]) -> str:
+        raise RuntimeError("no Sealer is configured")
 
 
 class Limiter(Protocol):

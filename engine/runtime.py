@@ -43,8 +43,10 @@ from engine.ports import (
     Limiter,
     NewTimer,
     NoLimits,
+    NoSealer,
     NullObserver,
     Observer,
+    Sealer,
     StepCommit,
     Store,
     Timer,
@@ -79,6 +81,7 @@ class Runtime:
                  *, services: Mapping[str, Any] | None = None,
                  observer: Observer | None = None,
                  limiter: Limiter | None = None,
+                 sealer: Sealer | None = None,
                  on_commit: Callable[[], None] | None = None) -> None:
         self.store = store
         self.clock = clock
@@ -86,6 +89,7 @@ class Runtime:
         self.services: Mapping[str, Any] = services or {}
         self.observer = observer or NullObserver()
         self.limiter: Limiter = limiter or NoLimits()
+        self.sealer: Sealer = sealer or NoSealer()
         self.on_commit = on_commit or (lambda: None)
         self._compiled: dict[str, CompiledFlow] = {}
         self.flows = flows
@@ -136,7 +140,7 @@ class Runtime:
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
                          now=now, services=self.services, actor=actor, client=client,
-                         policies=flow.policies)
+                         policies=flow.policies, sealer=self.sealer)
         effects = await self._run_actions(state.on_enter, ai)
         context = initial_context(values, effects)
         event = Event.sealed(
@@ -180,7 +184,7 @@ class Runtime:
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
         fields = flow.all_fields()
-        allowed = {k for k, f in fields.items() if not f.secret}
+        allowed = {k for k, f in fields.items() if not f.secret and not f.sensitive}
         errors = [FieldError(k, "unknown_field", "不接受此字段",
                              "This field cannot be prefilled") for k in prefill
                   if k not in allowed]
@@ -314,14 +318,14 @@ class Runtime:
         # A timeout is the clock's step: it carries no input, so there is no form to check.
         clean = {} if fired_timer is not None else validate_input(
             flow, instance.state, trigger, raw_input, instance.context, self.registry)
-        recorded_input = redact(flow, instance.state, clean)
+        recorded_input = redact(flow, instance.state, clean, self.sealer.seal)
         candidates = flow.transitions_from(instance.state, trigger)
         await self._enforce_limits(flow, candidates, instance, clean, actor, client)
         seq = instance.version + 1
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,
                          input=clean, now=now, services=self.services, actor=actor,
-                         client=client, policies=flow.policies)
+                         client=client, policies=flow.policies, sealer=self.sealer)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))
@@ -436,7 +440,7 @@ class Runtime:
         fields = flow.all_fields() if flow else {}
         # Secrets never, and a required tick box (an agreement) is ticked afresh.
         values = {k: v for k, v in instance.context.get("values", {}).items()
-                  if k in fields and not fields[k].secret
+                  if k in fields and not fields[k].secret and not fields[k].sensitive
                   and not (fields[k].type == "boolean" and fields[k].required)}
         return {"flow": instance.flow, "method": "POST", "href": f"/api/flows/{instance.flow}",
                 "body": {"prefill": values}}

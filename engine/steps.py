@@ -58,6 +58,7 @@ class ActionInput:
     client: str | None = None
     # The policies of the definition version the instance runs on.
     policies: Mapping[str, Any] = attrs.field(factory=dict)
+    sealer: Any = None
     facts: dict[str, Any] = attrs.field(factory=dict)
     outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     writes: list[Write] = attrs.field(factory=list)
@@ -68,6 +69,14 @@ class ActionInput:
     def idempotency_key(self) -> str:
         """A key stable across retries of this step and distinct per action."""
         return f"{self.instance_id}:{self.seq}:{self.action}"
+
+    def value(self, name: str) -> Any:
+        """A field's plain value: this step's input, else recorded (opened if sealed)."""
+        found = self.input[name] if name in self.input else \
+            self.context.get("values", {}).get(name)
+        if isinstance(found, Mapping) and "sealed" in found and self.sealer is not None:
+            return self.sealer.open(name, found)
+        return found
 
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue a message, sent after the step commits."""
