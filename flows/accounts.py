@@ -11,6 +11,7 @@ so neither layer imports the other (DESIGN.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -83,9 +84,9 @@ class Accounts(Protocol):
 
     async def organisation(self, account_id: str) -> Organisation | None: ...
 
-    async def agents(self, organisation_id: str) -> list[Agent]: ...
+    async def agents(self, organisation_id: str) -> Sequence[Agent]: ...
 
-    async def organisations_of_agent_phone(self, phone_index: bytes) -> list[Account]:
+    async def organisations_of_agent_phone(self, phone_index: bytes) -> Sequence[Account]:
         """Organisation accounts where this phone belongs to an agent."""
         ...
 

@@ -20,12 +20,18 @@ from engine import (
     TimerWorker,
     load_file,
 )
+from flows.support import VaultSealer
 from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool
 from web import keys
+from web.callbacks import callback_routes
 from web.clock import OffsetFileClock
+from web.httpclient import AiohttpClient
 from web.metrics import Metrics
 from web.middleware import problems, request_context
+from web.platform import build_services
 from web.routes import routes
+from web.sandbox import BRANCHES, PROVIDERS, branch_routes, sandbox_routes
+from web.sessions import sessions
 from web.settings import Settings
 
 log = structlog.get_logger("web.app")
@@ -46,7 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     if not settings.database_url or not settings.redis_url:
         raise ValueError("DATABASE_URL and REDIS_URL must be set (flowctl serve starts "
                          "embedded servers when they are not)")
-    app = web.Application(middlewares=[request_context, problems],
+    app = web.Application(middlewares=[request_context, problems, sessions],
                           client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or make_clock(settings)
@@ -56,6 +62,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     flows = load_file(settings.flows_file, app[keys.REGISTRY])
     app.cleanup_ctx.append(_resources(flows))
     app.add_routes(routes)
+    app.add_routes(callback_routes)
+    app.add_routes(branch_routes())
+    if settings.environment == "development":
+        # The sandbox shows codes and phone numbers in full: never outside development.
+        app.add_routes(sandbox_routes())
     return app
 
 
@@ -71,10 +82,18 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
         outbox = OutboxDispatcher(store, app[keys.CLOCK], app[keys.REGISTRY],
                                   interval=settings.outbox_interval)
         ephemeral = RedisEphemeral(redis, settings.redis_prefix)
+        http_client = AiohttpClient()
+        services = build_services(settings, pool=pool, ephemeral=ephemeral,
+                                  http_client=http_client, clock=app[keys.CLOCK], flows=flows,
+                                  registry=app[keys.REGISTRY])
+        app[keys.SERVICES] = services
+        app[PROVIDERS] = services.providers
+        app[BRANCHES] = services.providers.branches
         runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
                           observer=app[keys.METRICS], on_commit=outbox.notify,
                           limiter=RedisLimiter(ephemeral),
-                          services={"redis": redis, "pool": pool})
+                          sealer=VaultSealer(services.vault),
+                          services={**services.as_mapping(), "all": services})
         await runtime.publish()
         timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)
         app[keys.POOL] = pool
@@ -112,6 +131,8 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=5.0)
+            await services.providers.aclose()
+            await http_client.aclose()
             await redis.aclose()
             await pool.close()
 

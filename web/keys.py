@@ -9,6 +9,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from engine import Clock, OutboxDispatcher, Registry, Runtime, TimerWorker
+from flows.sessions import Session
+from flows.support import Services
 from storage import PgStore
 from web.metrics import Metrics
 from web.settings import Settings
@@ -26,3 +28,5 @@ OUTBOX = web.AppKey("outbox", OutboxDispatcher)
 Reload = Callable[[], Awaitable[bool]]
 RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 REQUEST_ID = web.RequestKey("request_id", str)
+SERVICES = web.AppKey("services", Services)
+SESSION = web.RequestKey("session", Session)

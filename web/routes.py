@@ -18,9 +18,16 @@ from engine import (
     replay,
 )
 from engine.replay import compare_live
-from web.keys import METRICS, POOL, REDIS, RUNTIME, SETTINGS
+from web.keys import METRICS, POOL, REDIS, RUNTIME, SERVICES, SETTINGS
 from web.openapi import document
 from web.problems import HttpProblem
+from web.sessions import (
+    COOKIE,
+    actor_of,
+    clear_session_cookie,
+    session_of,
+    set_session_cookie,
+)
 
 routes = web.RouteTableDef()
 
@@ -123,8 +130,14 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
             headers["Idempotent-Replayed"] = "true"
     if status == 201:
         headers["Location"] = f"/api/flows/{instance.id}"
-    return web.json_response(body, status=status, headers=headers,
-                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    response = web.json_response(body, status=status, headers=headers,
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    replies = outcome.replies if outcome is not None else {}
+    if isinstance(replies.get("session"), str):
+        set_session_cookie(request, response, replies["session"])
+    if replies.get("end_session"):
+        clear_session_cookie(response)
+    return response
 
 
 @routes.get("/api/flows")
@@ -150,16 +163,59 @@ async def start_flow(request: web.Request) -> web.Response:
         raise HttpProblem(422, "prefill_not_object", "prefill 应为对象",
                           "prefill must be an object of field values", field="prefill")
     outcome = await request.app[RUNTIME].start(request.match_info["name"], prefill,
-                                                idempotency_key=key,
+                                                idempotency_key=key, actor=actor_of(request),
                                                 client=client_address(request))
     return await _instance_response(request, outcome.instance,
                                     status=200 if outcome.replayed else 201, outcome=outcome)
 
 
+async def _readable(request: web.Request) -> Instance:
+    """The instance, if whoever asks may see it (its owner, or an administrator)."""
+    runtime = request.app[RUNTIME]
+    instance = await runtime.get(request.match_info["id"])
+    compiled = await runtime.compiled(instance.definition_hash)
+    actor = actor_of(request)
+    if not actor.startswith("admin:"):
+        runtime.check_owner(compiled.flow, instance, actor)
+    return instance
+
+
 @routes.get("/api/flows/{id}")
 async def get_flow(request: web.Request) -> web.Response:
-    instance = await request.app[RUNTIME].get(request.match_info["id"])
-    return await _instance_response(request, instance)
+    return await _instance_response(request, await _readable(request))
+
+
+@routes.get("/api/flows/{id}/captcha")
+async def captcha(request: web.Request) -> web.Response:
+    """A new captcha image for this flow instance; the previous one stops working."""
+    instance = await _readable(request)
+    if instance.status != "active":
+        raise HttpProblem(409, "flow_finished", "流程已结束", "The flow has already finished")
+    png = await request.app[SERVICES].captchas.new(instance.id)
+    return web.Response(body=png, content_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/api/session")
+async def whoami(request: web.Request) -> web.Response:
+    session = session_of(request)
+    if session is None:
+        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
+    return web.json_response({"account_id": session.account_id, "kind": session.kind,
+                              "display_name": session.display_name,
+                              "agent_id": session.agent_id,
+                              "must_change_password": session.must_change_password},
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@routes.post("/api/session/logout")
+async def logout(request: web.Request) -> web.Response:
+    token = request.cookies.get(COOKIE)
+    if token:
+        await request.app[SERVICES].sessions.end(token)
+    response = web.json_response({"ok": True})
+    clear_session_cookie(response)
+    return response
 
 
 @routes.post("/api/flows/{id}/events/{trigger}")
@@ -169,12 +225,14 @@ async def submit(request: web.Request) -> web.Response:
     body = await _json_object(request, optional=True)
     outcome = await request.app[RUNTIME].advance(
         request.match_info["id"], request.match_info["trigger"], body,
-        idempotency_key=key, expected_version=expected, client=client_address(request))
+        idempotency_key=key, expected_version=expected, client=client_address(request),
+        actor=actor_of(request))
     return await _instance_response(request, outcome.instance, outcome=outcome)
 
 
 @routes.get("/api/flows/{id}/history")
 async def history(request: web.Request) -> web.Response:
+    await _readable(request)
     events = await request.app[RUNTIME].history(request.match_info["id"])
     return web.json_response({"instance_id": request.match_info["id"],
                               "events": [ev.as_dict() for ev in events]},
@@ -184,7 +242,7 @@ async def history(request: web.Request) -> web.Response:
 @routes.get("/api/flows/{id}/verify")
 async def verify(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    instance = await runtime.get(request.match_info["id"])
+    instance = await _readable(request)
     events = await runtime.history(instance.id)
     compiled: CompiledFlow = await runtime.compiled(instance.definition_hash)
     report: dict[str, Any] = {"instance_id": instance.id, "events": len(events),

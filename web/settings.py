@@ -14,6 +14,9 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+_PROVIDER_PREFIXES = {"SMS", "REALNAME", "FACE", "PAYMENT", "BRANCHES", "CALLBACK"}
+
+
 @attrs.frozen
 class Settings:
     database_url: str | None = None
@@ -37,6 +40,19 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     pool_min: int = 2
     pool_max: int = 10
+    # development: sandbox pages mounted, development keys allowed. production: neither.
+    environment: str = "development"
+    # Where this server is reached from outside: callbacks and QR codes point here.
+    public_url: str | None = None
+    pii_enc_key: str | None = attrs.field(default=None, repr=False)
+    pii_index_key: str | None = attrs.field(default=None, repr=False)
+    pii_previous_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
+    cookie_secure: bool = False
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    session_hours: float = 8.0
+    # Provider settings (SMS_PROVIDER, FACE_URL, CALLBACK_SECRET, ...), passed through.
+    providers: dict[str, str] = attrs.field(factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,4 +79,15 @@ class Settings:
                 "TRUSTED_PROXIES", "127.0.0.1/32,::1/128").split(",") if p.strip()),
             pool_min=int(e.get("DB_POOL_MIN", "2")),
             pool_max=int(e.get("DB_POOL_MAX", "10")),
+            environment=e.get("ENVIRONMENT", "development"),
+            public_url=e.get("PUBLIC_URL") or None,
+            pii_enc_key=e.get("PII_ENC_KEY") or None,
+            pii_index_key=e.get("PII_INDEX_KEY") or None,
+            pii_previous_keys=tuple(k for k in e.get("PII_PREVIOUS_KEYS", "").split(",") if k),
+            cookie_secure=_bool(e.get("COOKIE_SECURE"), False),
+            argon2_memory_kib=int(e.get("ARGON2_MEMORY_KIB", str(19 * 1024))),
+            argon2_time_cost=int(e.get("ARGON2_TIME_COST", "2")),
+            session_hours=float(e.get("SESSION_HOURS", "8")),
+            providers={k: v for k, v in e.items()
+                       if k.split("_", 1)[0] in _PROVIDER_PREFIXES},
         )

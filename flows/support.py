@@ -1,0 +1,107 @@
+"""What the platform's actions share: their services, typed, and small helpers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import attrs
+
+from engine import ActionInput, FieldError, Invalid, ValidationFailed
+from flows.accounts import Accounts
+from flows.captcha import Captchas
+from flows.identity import mask_bank_account, mask_credit_code, mask_mobile, mask_resident_id
+from flows.passwords import Hasher, PasswordPolicy, check
+from flows.pii import Vault
+from flows.ports import Ephemeral
+from flows.providers import Providers
+from flows.sessions import Sessions
+from flows.sms import SmsCodes
+
+
+@attrs.frozen
+class Services:
+    """Everything the composition root hands to actions (``ActionInput.services``)."""
+
+    vault: Vault
+    accounts: Accounts
+    hasher: Hasher
+    sessions: Sessions
+    sms_codes: SmsCodes
+    captchas: Captchas
+    providers: Providers
+    ephemeral: Ephemeral
+    public_url: str
+
+    def as_mapping(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in attrs.fields(Services)}
+
+
+def services(a: ActionInput) -> Services:
+    s = a.services.get("all")
+    if not isinstance(s, Services):
+        raise RuntimeError("the platform's services are not configured")
+    return s
+
+
+def refuse(field: str | None, error_id: str, zh: str, en: str) -> NoReturn:
+    """Refuse the step with one field's error: nothing is stored, the step stays."""
+    raise ValidationFailed([FieldError(field or "", error_id, zh, en)])
+
+
+def refuse_invalid(field: str, exc: Invalid) -> NoReturn:
+    raise ValidationFailed([FieldError(field, exc.error_id, exc.zh, exc.en)])
+
+
+def password_policy(a: ActionInput) -> PasswordPolicy:
+    return PasswordPolicy.from_mapping(a.policies.get("password"))
+
+
+def check_new_password(a: ActionInput, *, login_name: str | None,
+                       field: str = "password", confirm: str = "password_confirm") -> str:
+    """Both passwords equal and within the policy; return the password."""
+    password = str(a.input.get(field) or "")
+    errors = []
+    if password != a.input.get(confirm):
+        errors.append(FieldError(confirm, "password_mismatch", "两次输入的密码不一致",
+                                 "The two passwords differ"))
+    try:
+        check(password_policy(a), password, login_name=login_name)
+    except Invalid as exc:
+        errors.insert(0, FieldError(field, exc.error_id, exc.zh, exc.en))
+    if errors:
+        raise ValidationFailed(errors)
+    return password
+
+
+_MASKS = {"resident_id": mask_resident_id, "mobile": mask_mobile,
+          "bank_account": mask_bank_account, "credit_code": mask_credit_code}
+
+
+def mask(kind: str, value: str) -> str:
+    """Mask a value of a known format; anything else shows its first character only."""
+    fn = _MASKS.get(kind)
+    if fn is not None:
+        return fn(value)
+    return (value[:1] + "*" * min(len(value) - 1, 8)) if value else ""
+
+
+class VaultSealer:
+    """The engine's Sealer port on the vault: sensitive fields in history are sealed."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    def seal(self, kind: str, value: str) -> dict[str, str]:
+        blob = self.vault.seal(_purpose(kind), value)
+        return {"kind": kind, "sealed": base64.b64encode(blob).decode("ascii"),
+                "masked": mask(kind, value)}
+
+    def open(self, kind: str, sealed: Mapping[str, str]) -> str:
+        return self.vault.open(_purpose(sealed.get("kind", kind)),
+                               base64.b64decode(sealed["sealed"]))
+
+
+def _purpose(kind: str) -> str:
+    return "history_" + "".join(ch if ch.isalnum() else "_" for ch in kind.lower())
