@@ -124,7 +124,7 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
     errors: list[FieldError] = [_error(k, "unknown_field") for k in raw if k not in fields]
     clean: dict[str, Any] = {}
     values = current_values(fields.values(), context)
-    probe = GuardInput(state, trigger, context, {}, {})
+    probe = GuardInput(state, trigger, context, {}, {}, flow.policies)
     for name, field in fields.items():
         if is_locked(field, registry, probe):
             if name in raw and raw[name] != values.get(name):
@@ -194,7 +194,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
     st = flow.states[state]
     error = context.get("error")
     values = current_values(st.fields, context)
-    probe = GuardInput(state, "", context, {}, {})
+    probe = GuardInput(state, "", context, {}, {}, flow.policies)
     nodes = []
     for f in st.fields:
         node: dict[str, Any] = {

@@ -65,7 +65,8 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
                 raise ReplayDivergence(ev.seq, "from", state, ev.from_state)
             if flow.states[state].final:
                 raise ReplayDivergence(ev.seq, "to", "no step after a final state", ev.to_state)
-            taken = compiled.decide(GuardInput(state, ev.trigger, context, ev.input, ev.facts))
+            taken = compiled.decide(GuardInput(state, ev.trigger, context, ev.input, ev.facts,
+                                               flow.policies))
             found = taken.dest if taken else None
             if found != ev.to_state:
                 raise ReplayDivergence(ev.seq, "to", found, ev.to_state)

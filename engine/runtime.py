@@ -331,7 +331,7 @@ class Runtime:
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))
         facts = {**ai.facts, **await self._run_actions(names, ai)}
         taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
-                                           recorded_input, facts))
+                                           recorded_input, facts, flow.policies))
         if taken is None:
             raise TransitionRefused(
                 f"no transition for {trigger!r} from {instance.state!r} allows this",
@@ -413,7 +413,8 @@ class Runtime:
     def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
                        recorded_input: Mapping[str, Any],
                        facts: Mapping[str, Any]) -> list[str]:
-        gi = GuardInput(instance.state, trigger, instance.context, recorded_input, dict(facts))
+        gi = GuardInput(instance.state, trigger, instance.context, recorded_input, dict(facts),
+                        compiled.flow.policies)
         failed: list[str] = []
         for t in compiled.flow.transitions_from(instance.state, trigger):
             for g in t.guards:

@@ -23,6 +23,8 @@ class GuardInput:
     context: Mapping[str, Any]
     input: Mapping[str, Any]
     facts: Mapping[str, Any]
+    # The policies of the definition version: pinned with it, so still pure.
+    policies: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def values(self) -> Mapping[str, Any]:
