@@ -216,6 +216,7 @@ class _Checker:
         # file with both problems gets both diagnostics in one run.
         self.timeout_triggers: dict[Path, str] = {}
         self.timeout_after: dict[Path, str] = {}
+        self.lifetime_known = True
         self.policies = {}
         self.limit_fields: list[tuple[Path, str]] = []
 
@@ -368,10 +369,13 @@ class _Checker:
             self.err((*path, "access"), f"access must be one of {', '.join(ACCESS)}")
             access = "anyone"
         expires = DEFAULT_LIFETIME
+        self.lifetime_known = True
         if "expires_in" in body:
             text = self.duration(body["expires_in"], (*path, "expires_in"))
             if text:
                 expires = parse_duration(text)
+            else:
+                self.lifetime_known = False  # reported already; compare no timeout to it
 
         raw_transitions = body.get("transitions") or []
         if not isinstance(raw_transitions, list):
@@ -710,7 +714,8 @@ class _Checker:
                              f"unknown field '{err['field']}' in error: state "
                              f"'{t['dest']}', where it would show, has no such field")
             after = self.timeout_after.get(spath)
-            if after and parse_duration(after) >= parse_duration(flow["expires_in"]):
+            if after and self.lifetime_known and \
+                    parse_duration(after) >= parse_duration(flow["expires_in"]):
                 self.err((*spath, "timeout", "after"),
                          f"timeout after {after} never fires: the flow expires after "
                          f"{flow['expires_in']} (raise 'expires_in')")

@@ -44,7 +44,14 @@ class TimerWorker:
         """Fire every timer due now that no other process holds; return how many."""
         timers = await self.store.claim_timers(self.clock.now(), self.lease, self.batch)
         for timer in timers:
-            outcome = await self.runtime.fire_timer(timer)
+            try:
+                outcome = await self.runtime.fire_timer(timer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad timer must not hold up the batch
+                # Its lease runs out and it is tried again later, by whichever process.
+                log.exception("timer_failed", timer_id=timer.id, instance_id=timer.instance_id)
+                continue
             if outcome is not None and not outcome.replayed:
                 self.fired += 1
                 log.info("timer_fired", timer_id=timer.id, instance_id=timer.instance_id,

@@ -1,15 +1,25 @@
-"""The platform's guards, actions, validators and outbox senders.
+"""The platform's guards, actions, validators, policies and outbox senders.
 
 ``register(registry)`` is what ``flowctl`` and the server load by default
 (``FLOW_MODULES=flows``).
 """
 
 from engine import Registry
-from flows import common
+from flows import (
+    captcha,
+    common,
+    identity,
+    passwords,
+    personal,
+    policies,
+    signin,
+    sms,
+)
 
 
 def register(registry: Registry) -> None:
-    common.register(registry)
+    for module in (common, identity, passwords, policies, captcha, sms, signin, personal):
+        module.register(registry)
 
 
 __all__ = ["register"]
