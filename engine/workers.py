@@ -48,7 +48,7 @@ class TimerWorker:
                 outcome = await self.runtime.fire_timer(timer)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad timer must not hold up the batch
+            except Exception:
                 # Its lease runs out and it is tried again later, by whichever process.
                 log.exception("timer_failed", timer_id=timer.id, instance_id=timer.instance_id)
                 continue
