@@ -6,19 +6,23 @@
 
 from engine import Registry
 from flows import (
+    backoffice,
     captcha,
     common,
     identity,
+    legal,
     passwords,
     personal,
     policies,
     signin,
     sms,
+    verification,
 )
 
 
 def register(registry: Registry) -> None:
-    for module in (common, identity, passwords, policies, captcha, sms, signin, personal):
+    for module in (common, identity, passwords, policies, captcha, sms, signin, personal,
+                   legal, verification, backoffice):
         module.register(registry)
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -129,3 +130,39 @@ def settings(database_url: str, redis_prefix: str, flows_file: Path) -> Settings
 @pytest.fixture
 def app(settings: Settings, clock: FrozenClock) -> web.Application:
     return create_app(settings, clock=clock)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def platform(database_url: str, redis_prefix: str,
+                   clock: FrozenClock) -> AsyncIterator[Any]:
+    """The whole platform on the real flows.yaml, served over HTTP on a known port."""
+    from aiohttp.test_utils import TestClient, TestServer, unused_port
+
+    from tests.platform import Platform
+    from web import keys
+
+    port = unused_port()
+    prefix = f"{redis_prefix}{uuid.uuid4().hex[:6]}:"
+    settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=prefix,
+                        flows_file=str(ROOT / "flows.yaml"), flow_modules=("flows",),
+                        workers=False, log_format="console", pool_max=20, port=port,
+                        public_url=f"http://127.0.0.1:{port}",
+                        argon2_memory_kib=1024, argon2_time_cost=1)
+    app = create_app(settings, clock=clock)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    platform = Platform(client, app)
+    captchas = app[keys.SERVICES].captchas
+    captchas._text = lambda: platform.captcha_text  # type: ignore[method-assign]
+    try:
+        yield platform
+    finally:
+        await client.close()
+        cleaner = aioredis.from_url(REDIS_URL)
+        stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
+        if stale:
+            await cleaner.delete(*stale)
+        await cleaner.aclose()

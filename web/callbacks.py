@@ -52,8 +52,12 @@ async def callback(request: web.Request) -> web.Response:
         instance_id = await services.accounts.instance_for(provider, str(ref)) \
             if isinstance(ref, str) else None
         if instance_id is None:
-            raise HttpProblem(404, "callback_ref_unknown", "回调对应的会话不存在",
-                              f"No flow is waiting for this {ref_field}", field=ref_field)
+            # Either unknown, or the step that opened it has not committed yet (a fast
+            # provider): answer "later", and let the same event be delivered again.
+            await verifier.forget(event_id)
+            raise HttpProblem(503, "callback_not_ready", "回调暂时无法处理，请稍后重试",
+                              f"No flow is waiting for this {ref_field} yet; retry later",
+                              field=ref_field)
         outcome = await request.app[RUNTIME].advance(
             instance_id, trigger, _input(provider, body),
             idempotency_key=f"{provider}:{event_id}", actor=f"provider:{provider}")

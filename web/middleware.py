@@ -29,11 +29,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()
     response: web.StreamResponse | None = None
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
         return response
+    except web.HTTPException as exc:  # a redirect raised by a handler
+        status = exc.status
+        raise
     finally:
-        status = response.status if response is not None else 500
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         request.app[METRICS].requests.labels(request.method, name, str(status)).inc()

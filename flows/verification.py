@@ -1,0 +1,9 @@
+"""Placeholder: filled in by the verification procedures."""
+
+from __future__ import annotations
+
+from engine import Registry
+
+
+def register(registry: Registry) -> None:
+    """Register this module's actions and guards."""

@@ -1,0 +1,119 @@
+"""A running platform for end-to-end tests: the real flows.yaml, sandbox providers, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import date
+from typing import Any
+
+import attrs
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from web import keys
+
+DIGITS = "0123456789"
+_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+_CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_WEIGHTS = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
+
+
+def new_id_number(rng: random.Random | None = None) -> str:
+    """A fresh, valid resident ID number (random region, birth date and sequence)."""
+    r = rng or random.Random()
+    born = date(1950, 1, 1).toordinal() + r.randrange(20000)
+    body = f"{r.randrange(110000, 659999)}{date.fromordinal(born):%Y%m%d}{r.randrange(1000):03d}"
+    check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
+    return body + check
+
+
+def new_credit_code(rng: random.Random | None = None) -> str:
+    r = rng or random.Random()
+    body = "91" + f"{r.randrange(110000, 659999)}" + "".join(
+        r.choice(_CREDIT_ALPHABET) for _ in range(9))
+    total = sum(_CREDIT_ALPHABET.index(c) * w for c, w in zip(body, _CREDIT_WEIGHTS,
+                                                               strict=True))
+    return body + _CREDIT_ALPHABET[(31 - total % 31) % 31]
+
+
+def new_mobile(rng: random.Random | None = None) -> str:
+    r = rng or random.Random()
+    return "1" + r.choice("3456789") + "".join(r.choice(DIGITS) for _ in range(9))
+
+
+def new_login_name() -> str:
+    return "u" + uuid.uuid4().hex[:12]
+
+
+PASSWORD = "Correct-Horse-7"
+
+
+@attrs.define
+class Platform:
+    client: TestClient
+    app: web.Application
+    captcha_text: str = "ABCD"
+
+    async def start(self, flow: str, **kw: Any) -> dict[str, Any]:
+        resp = await self.client.post(f"/api/flows/{flow}", **kw)
+        assert resp.status == 201, await resp.text()
+        return dict(await resp.json())
+
+    async def step(self, iid: str, trigger: str, body: dict[str, Any] | None = None,
+                   **kw: Any) -> tuple[int, dict[str, Any]]:
+        resp = await self.client.post(f"/api/flows/{iid}/events/{trigger}", json=body or {},
+                                      **kw)
+        return resp.status, dict(await resp.json())
+
+    async def ok(self, iid: str, trigger: str, body: dict[str, Any] | None = None,
+                 **kw: Any) -> dict[str, Any]:
+        status, answer = await self.step(iid, trigger, body, **kw)
+        assert status == 200, answer
+        return answer
+
+    async def get(self, iid: str) -> dict[str, Any]:
+        resp = await self.client.get(f"/api/flows/{iid}")
+        assert resp.status == 200, await resp.text()
+        return dict(await resp.json())
+
+    async def captcha(self, iid: str) -> str:
+        """Fetch a captcha image (as a client would) and return its text."""
+        resp = await self.client.get(f"/api/flows/{iid}/captcha")
+        assert resp.status == 200, await resp.text()
+        assert (await resp.read()).startswith(b"\x89PNG")
+        return self.captcha_text
+
+    async def deliver_outbox(self) -> None:
+        while await self.app[keys.OUTBOX].run_once():
+            pass
+
+    async def sms_code(self, phone: str) -> str | None:
+        """The newest code the sandbox SMS inbox holds for a phone."""
+        await self.deliver_outbox()
+        resp = await self.client.get("/sandbox/sms.json", params={"phone": phone})
+        messages = (await resp.json())["messages"]
+        if not messages:
+            return None
+        text = messages[0]["text"]
+        return "".join(ch for ch in text.split("验证码为", 1)[1][:6])
+
+    async def face(self, iid: str, result: str) -> None:
+        """Press pass or fail on the sandbox phone page for the flow's face session."""
+        view = await self.get(iid)
+        qr_url = view["ui"]["data"]["qr_url"]
+        path = qr_url.split("://", 1)[1].split("/", 1)[1]
+        resp = await self.client.post("/" + path, data={"result": result},
+                                      allow_redirects=False,
+                                      headers={"Origin": str(self.client.make_url(""))})
+        assert resp.status in (200, 303), await resp.text()
+
+    async def wait_for(self, iid: str, state: str, *, seconds: float = 10.0) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            view = await self.get(iid)
+            if view["state"] == state:
+                return view
+            assert asyncio.get_running_loop().time() < deadline, view["state"]
+            await asyncio.sleep(0.05)
