@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from tests.platform import PASSWORD, Platform, new_id_number, new_login_name, new_mobile
+from web import keys
 
 
 async def register(p: Platform, *, name: str = "王小明", id_number: str | None = None,
@@ -252,3 +253,40 @@ async def test_password_reset_answers_alike_for_unknown_numbers_and_ends_session
     signed = await platform.ok(login, "submit", {"identifier": person["phone"],
                                                  "password": new, "captcha": "ABCD"})
     assert signed["state"] == "signed_in"
+
+
+async def test_two_registrations_racing_for_one_id_number_create_one_account(
+        platform: Platform, pool: asyncpg.Pool) -> None:
+    import asyncio
+
+    id_number = new_id_number()
+    flows = []
+    for _ in range(2):
+        iid = (await platform.start("personal_registration"))["id"]
+        view = await platform.ok(iid, "submit", {"name": "赵六", "id_number": id_number,
+                                                 "agree": True})
+        if view["state"] == "real_name":
+            await platform.face(iid, "pass")
+            await platform.wait_for(iid, "account_info")
+        phone = new_mobile()
+        await platform.ok(iid, "send_code", {"mobile": phone})
+        flows.append((iid, phone, await platform.sms_code(phone)))
+
+    async def finish(iid: str, phone: str, code: str | None) -> tuple[int, dict[str, Any]]:
+        return await platform.step(iid, "submit", {
+            "login_name": new_login_name(), "password": PASSWORD,
+            "password_confirm": PASSWORD, "mobile": phone, "sms_code": code})
+
+    results = await asyncio.gather(*(finish(*f) for f in flows))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200, 422], results
+    refused = next(body for status, body in results if status == 422)
+    assert refused["errors"][0]["error_id"] == "resident_id_registered"
+    loser = next(iid for (iid, _, _), (status, _) in zip(flows, results, strict=True)
+                 if status == 422)
+    assert (await platform.get(loser))["state"] == "account_info"
+    index = platform.app[keys.SERVICES].vault.index("resident_id", id_number)
+    async with pool.acquire() as conn:
+        count = await conn.fetchval("SELECT count(*) FROM accounts WHERE id_number_index = $1",
+                                    index)
+    assert count == 1
