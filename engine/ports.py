@@ -109,6 +109,10 @@ class Store(Protocol):
 
     async def outbox_failed(self, message_id: int, retry_at: datetime, error: str) -> None: ...
 
+    async def outbox_dead(self, message_id: int, now: datetime, error: str) -> None:
+        """Give up on a message: kept for inspection, never sent again."""
+        ...
+
 
 class Sealer(Protocol):
     """Seals personal data before it is recorded; opens it for the actions that need it."""

@@ -74,13 +74,14 @@ class TimerWorker:
 class OutboxDispatcher:
     def __init__(self, store: Store, clock: Clock, registry: Registry, *,
                  interval: float = 1.0, lease: timedelta = timedelta(seconds=60),
-                 batch: int = 50) -> None:
+                 batch: int = 50, max_attempts: int = 20) -> None:
         self.store = store
         self.clock = clock
         self.registry = registry
         self.interval = interval
         self.lease = lease
         self.batch = batch
+        self.max_attempts = max_attempts
         self._wake = asyncio.Event()
         self.sent = 0
 
@@ -99,8 +100,14 @@ class OutboxDispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure is retried later
+                error = f"{type(exc).__name__}: {exc}"
+                if msg.attempts >= self.max_attempts:
+                    await self.store.outbox_dead(msg.id, self.clock.now(), error)
+                    log.error("outbox_message_dead", message_id=msg.id, topic=msg.topic,
+                              attempts=msg.attempts)
+                    continue
                 retry_at = self.clock.now() + backoff(msg.attempts)
-                await self.store.outbox_failed(msg.id, retry_at, f"{type(exc).__name__}: {exc}")
+                await self.store.outbox_failed(msg.id, retry_at, error)
                 log.warning("outbox_send_failed", message_id=msg.id, topic=msg.topic,
                             attempts=msg.attempts, retry_at=retry_at.isoformat())
             else:

@@ -258,7 +258,8 @@ class PgStore:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "UPDATE outbox SET leased_until = $2, attempts = attempts + 1 WHERE id IN ("
-                " SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1"
+                " SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL"
+                " AND next_attempt_at <= $1"
                 " AND (leased_until IS NULL OR leased_until <= $1)"
                 " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
                 " RETURNING id, instance_id, seq, topic, payload, idempotency_key, attempts",
@@ -277,6 +278,11 @@ class PgStore:
             await conn.execute("UPDATE outbox SET next_attempt_at = $2, leased_until = NULL,"
                                " last_error = $3 WHERE id = $1", message_id, retry_at,
                                error[:2000])
+
+    async def outbox_dead(self, message_id: int, now: datetime, error: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("UPDATE outbox SET dead_at = $2, leased_until = NULL,"
+                               " last_error = $3 WHERE id = $1", message_id, now, error[:2000])
 
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:

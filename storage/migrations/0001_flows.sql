@@ -81,6 +81,8 @@ CREATE TABLE outbox (
     next_attempt_at  timestamptz NOT NULL,
     leased_until     timestamptz,
     sent_at          timestamptz,
+    dead_at          timestamptz,            -- given up after too many attempts
     last_error       text
 );
-CREATE INDEX outbox_pending ON outbox (next_attempt_at) WHERE sent_at IS NULL;
+CREATE INDEX outbox_pending ON outbox (next_attempt_at)
+    WHERE sent_at IS NULL AND dead_at IS NULL;

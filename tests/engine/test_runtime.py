@@ -367,3 +367,25 @@ async def test_a_write_that_fails_refuses_the_whole_step(pool: asyncpg.Pool,
     assert len(await rt.history(second)) == 1
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM writes_test WHERE n = $1", n) == 1
+
+
+async def test_a_message_that_never_goes_out_is_given_up_after_max_attempts(
+        runtime: Runtime, clock: FrozenClock, pool: asyncpg.Pool) -> None:
+    mine: dict[str, str] = {}
+
+    async def broken(message: Any) -> None:
+        if message.instance_id == mine.get("id"):
+            raise ConnectionError("never")
+
+    runtime.registry.senders["sms"] = broken
+    mine["id"] = await at_code(runtime)
+    dispatcher = OutboxDispatcher(runtime.store, clock, runtime.registry, max_attempts=3)
+    for _ in range(5):
+        while await dispatcher.run_once():
+            pass
+        clock.advance(timedelta(hours=2))
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT attempts, sent_at, dead_at FROM outbox"
+                                  " WHERE instance_id = $1", mine["id"])
+    assert (row["attempts"], row["sent_at"]) == (3, None)
+    assert row["dead_at"] is not None
