@@ -398,9 +398,11 @@ class Runtime:
                         value = {"instance": instance.id, "client": client, "actor": actor,
                                  "flow": flow.name}.get(part)
                     parts.append("" if value is None else str(value))
-                # Values such as phone numbers never appear in keys in clear.
+                # Values such as phone numbers never appear in keys in clear. The key has
+                # no flow name: limits of one name count together in every flow (ten
+                # codes a phone a day, whichever procedure sends them).
                 digest = sha256_hex(canonical_json(parts))[:32]
-                wait = await self.limiter.hit(f"limit:{flow.name}:{limit.name}:{digest}",
+                wait = await self.limiter.hit(f"limit:{limit.name}:{digest}",
                                               limit.max, limit.per)
                 if wait is not None:
                     seconds = max(1, math.ceil(wait.total_seconds()))
