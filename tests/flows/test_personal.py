@@ -290,3 +290,16 @@ async def test_two_registrations_racing_for_one_id_number_create_one_account(
         count = await conn.fetchval("SELECT count(*) FROM accounts WHERE id_number_index = $1",
                                     index)
     assert count == 1
+
+
+async def test_sms_limits_hold_across_procedures(platform: Platform) -> None:
+    phone = new_mobile()
+    reset = (await platform.start("personal_password_reset"))["id"]
+    await platform.ok(reset, "send_code", {"mobile": phone})
+    again = (await platform.start("personal_password_reset"))["id"]
+    status, body = await platform.step(again, "send_code", {"mobile": phone})
+    assert status == 429
+    assert body["error_id"] == "sms_resend_too_soon"
+    assert 1 <= body["retry_after"] <= 60
+    other = new_mobile()
+    assert (await platform.step(again, "send_code", {"mobile": other}))[0] == 200
