@@ -127,7 +127,10 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
     probe = GuardInput(state, trigger, context, {}, {}, flow.policies)
     for name, field in fields.items():
         if is_locked(field, registry, probe):
-            if name in raw and raw[name] != values.get(name):
+            # Sent back as the form showed it (personal data masked): unchanged.
+            if name in raw and raw[name] != values.get(name) and not (
+                    field.sensitive and name in values
+                    and raw[name] == shown(field, values[name])):
                 errors.append(_error(name, "field_locked"))
             elif name in values:
                 clean[name] = values[name]

@@ -84,6 +84,8 @@ class Accounts(Protocol):
 
     async def organisation(self, account_id: str) -> Organisation | None: ...
 
+    async def organisation_by_credit_code(self, credit_code: str) -> Organisation | None: ...
+
     async def agents(self, organisation_id: str) -> Sequence[Agent]: ...
 
     async def organisations_of_agent_phone(self, phone_index: bytes) -> Sequence[Account]:
@@ -124,3 +126,9 @@ class Accounts(Protocol):
 
     def audit(self, *, actor: str, action: str, target: str, reason: str,
               details: dict[str, Any], now: datetime) -> Write: ...
+
+    async def audit_page(self, *, target: str | None = None, actor: str | None = None,
+                         action: str | None = None, before: int | None = None,
+                         limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries, newest first, optionally filtered; ``before``: ids below it."""
+        ...

@@ -21,6 +21,9 @@ from flows.support import check_new_password, refuse, services
 
 log = structlog.get_logger("flows.signin")
 
+# The facts of the actions that sign someone in, one per kind of log-in.
+AUTHENTICATED = ("authenticate_person", "authenticate_organisation", "authenticate_admin")
+
 LOGIN_FAILED = ("login_failed", "账号、密码或验证码错误",
                 "The account, password or captcha is wrong")
 
@@ -92,7 +95,7 @@ async def authenticate_person(a: ActionInput) -> dict[str, Any]:
 
 def must_change_password(g: GuardInput) -> bool:
     """The administrator reset the password: it must be changed before going on."""
-    for name in ("authenticate_person", "authenticate_organisation"):
+    for name in AUTHENTICATED:
         fact = g.fact(name)
         if isinstance(fact, dict):
             return bool(fact.get("must_change"))
@@ -101,8 +104,8 @@ def must_change_password(g: GuardInput) -> bool:
 
 def _signed_in(a: ActionInput) -> dict[str, Any]:
     facts = a.context.get("facts", {})
-    fact = facts.get("authenticate_person") or facts.get("authenticate_organisation") \
-        or a.facts.get("authenticate_person") or a.facts.get("authenticate_organisation")
+    fact = next((found for name in AUTHENTICATED
+                 if (found := facts.get(name) or a.facts.get(name))), None)
     if not isinstance(fact, dict):
         raise RuntimeError("no authenticated account in this flow")
     return fact

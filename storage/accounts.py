@@ -125,6 +125,12 @@ class PgAccounts:
                                legal_rep_id_sealed=r["legal_rep_id_sealed"],
                                verified=r["verified"], verified_by=r["verified_by"])
 
+    async def organisation_by_credit_code(self, credit_code: str) -> OrganisationRow | None:
+        async with self.pool.acquire() as conn:
+            account_id = await conn.fetchval(
+                "SELECT account_id FROM organisations WHERE credit_code = $1", credit_code)
+        return None if account_id is None else await self.organisation(str(account_id))
+
     async def agents(self, organisation_id: str) -> list[AgentRow]:
         key = _uuid(organisation_id)
         if key is None:
@@ -256,4 +262,16 @@ class PgAccounts:
             rows = await conn.fetch(
                 "SELECT id, at, actor, action, target, reason, details FROM audit_log"
                 " WHERE $1::text IS NULL OR target = $1 ORDER BY id", target)
+        return [dict(r) for r in rows]
+
+    async def audit_page(self, *, target: str | None = None, actor: str | None = None,
+                         action: str | None = None, before: int | None = None,
+                         limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries, newest first, optionally filtered; ``before``: ids below it."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, at, actor, action, target, reason, details FROM audit_log"
+                " WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)"
+                " AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4)"
+                " ORDER BY id DESC LIMIT $5", target, actor, action, before, limit)
         return [dict(r) for r in rows]

@@ -23,6 +23,7 @@ from engine import (
 from flows.support import VaultSealer
 from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool
 from web import keys
+from web.admin import admin_routes
 from web.callbacks import callback_routes
 from web.clock import OffsetFileClock
 from web.httpclient import AiohttpClient
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.cleanup_ctx.append(_resources(flows))
     app.add_routes(routes)
     app.add_routes(callback_routes)
+    app.add_routes(admin_routes)
     app.add_routes(branch_routes())
     if settings.environment == "development":
         # The sandbox shows codes and phone numbers in full: never outside development.

@@ -30,7 +30,9 @@ _KINDS: dict[str, tuple[str, str]] = {
 def _input(provider: str, body: dict[str, Any]) -> dict[str, Any]:
     if provider == "face":
         return {"result": body.get("result")}
-    return {"amount_fen": body.get("amount_fen"), "status": body.get("status")}
+    # The deposit id too: a flow that sent several deposits tells a late one apart.
+    return {"deposit_id": body.get("deposit_id"), "amount_fen": body.get("amount_fen"),
+            "status": body.get("status")}
 
 
 @callback_routes.post("/api/callbacks/{provider}")

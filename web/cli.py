@@ -1,21 +1,35 @@
-"""flowctl: serve, migrate, lint, graph, export, replay, reload, versions."""
+"""flowctl: serve, migrate, lint, graph, export, replay, reload, versions, admin."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import signal
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from engine import DefinitionError, Registry, check_text, export_lines, load_file, replay_export
+from engine import (
+    DefinitionError,
+    DuplicateKey,
+    Invalid,
+    Registry,
+    check_text,
+    export_lines,
+    load_file,
+    replay_export,
+)
 from engine.graph import to_mermaid, to_svg
-from storage import PgStore, create_pool, migrate
+from flows.common import login_name as check_login_name
+from flows.passwords import Hasher, PasswordPolicy, check
+from storage import PgAccounts, PgStore, create_pool, migrate
 from web.logs import configure_logging
 from web.settings import Settings
 
@@ -191,6 +205,83 @@ def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- administrators -----------------------------------------------------------------------
+
+def _read_password(args: argparse.Namespace) -> str:
+    """From stdin (--password-stdin: the first line), else asked twice at the terminal."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != first:
+        raise SystemExit("the two passwords differ")
+    return first
+
+
+def _password_policy(settings: Settings, extra: list[str] | None) -> PasswordPolicy:
+    """The password policy of the flows file, else the default one."""
+    try:
+        flows = load_file(settings.flows_file, _registry(settings, extra))
+    except DefinitionError:
+        return PasswordPolicy()
+    first = next(iter(flows.flows.values()), None)
+    return PasswordPolicy.from_mapping(first.policies.get("password") if first else None)
+
+
+async def _create_admin(settings: Settings, login_name: str, display_name: str,
+                        password: str, reason: str) -> str:
+    pool = await create_pool(_need(settings.database_url, "DATABASE_URL"),
+                             min_size=1, max_size=1)
+    try:
+        accounts = PgAccounts(pool)
+        hasher = Hasher(memory_cost=settings.argon2_memory_kib,
+                        time_cost=settings.argon2_time_cost)
+        account_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        create = accounts.create_person(
+            account_id=account_id, kind="admin", login_name=login_name,
+            display_name=display_name, password_hash=await hasher.hash(password),
+            id_number_sealed=None, id_number_index=None, phone_sealed=None,
+            phone_index=None, must_change_password=False, now=now)
+        audit = accounts.audit(
+            actor=f"cli:{_operator()}", action="create_admin",
+            target=f"account:{account_id}", reason=reason, now=now,
+            details={"login_name": login_name})
+        async with pool.acquire() as conn, conn.transaction():
+            try:
+                await create(conn)
+            except DuplicateKey:
+                raise SystemExit(f"the login name {login_name!r} is taken") from None
+            await audit(conn)
+        return account_id
+    finally:
+        await pool.close()
+
+
+def _operator() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return getpass.getuser()
+
+
+def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        login_name = check_login_name(args.login_name)
+    except Invalid as exc:
+        print(f"login name: {exc.en}", file=sys.stderr)
+        return 1
+    password = _read_password(args)
+    try:
+        check(_password_policy(settings, args.module), password, login_name=login_name)
+    except Invalid as exc:
+        print(f"password: {exc.en}", file=sys.stderr)
+        return 1
+    account_id = asyncio.run(_create_admin(settings, login_name, args.name or login_name,
+                                           password, args.reason))
+    print(f"administrator {login_name} created: {account_id}")
+    return 0
+
+
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,6 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")
     p.set_defaults(fn=cmd_versions)
+
+    p = sub.add_parser("admin", help="back-office administrators")
+    admin = p.add_subparsers(dest="admin_command", required=True)
+    p = admin.add_parser("create", help="create an administrator account (Argon2id password)")
+    p.add_argument("login_name")
+    p.add_argument("--name", help="display name (default: the login name)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin instead of asking")
+    p.add_argument("--reason", default="created with flowctl admin create",
+                   help="recorded in the audit log")
+    p.set_defaults(fn=cmd_admin_create)
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()

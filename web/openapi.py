@@ -128,6 +128,36 @@ def document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "The branch"},
                               "404": _ERRORS["404"]}}},
+            "/api/admin/audit": {"get": {
+                "operationId": "auditLog",
+                "summary": "The back office's audit log, newest first (administrators only)",
+                "parameters": [
+                    {"name": "target", "in": "query", "required": False,
+                     "schema": {"type": "string"},
+                     "description": "Only entries about this target, e.g. account:<id>"},
+                    {"name": "actor", "in": "query", "required": False,
+                     "schema": {"type": "string"},
+                     "description": "Only entries by this actor, e.g. admin:<id>"},
+                    {"name": "action", "in": "query", "required": False,
+                     "schema": {"type": "string"},
+                     "description": "reset_password, verify_organisation, create_supervisor,"
+                                    " create_admin"},
+                    {"name": "before", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1},
+                     "description": "Only entries with a smaller id (next_before pages on)"},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500,
+                                "default": 100}}],
+                "responses": {"200": {"description": "Entries and the next page's cursor",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object", "properties": {
+                                              "entries": {"type": "array", "items": {
+                                                  "$ref": "#/components/schemas/AuditEntry"}},
+                                              "next_before": {
+                                                  "type": ["integer", "null"]}}}}}},
+                              "400": _ERRORS["400"],
+                              "401": _problem("Not signed in"),
+                              "403": _problem("Signed in, but not as an administrator")}}},
             "/api/openapi.json": {"get": {"operationId": "openapi",
                                           "summary": "This document",
                                           "responses": {"200": {"description": "OpenAPI"}}}},
@@ -162,6 +192,11 @@ def document() -> dict[str, Any]:
                              "deadline_at": {"type": ["string", "null"]},
                              "ui": {"type": "object"}, "event": {"type": "object"},
                              "replayed": {"type": "boolean"}}},
+            "AuditEntry": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                "actor": {"type": "string"}, "action": {"type": "string"},
+                "target": {"type": "string"}, "reason": {"type": "string"},
+                "details": {"type": "object"}}},
             "Event": {"type": "object", "properties": {
                 "seq": {"type": "integer"}, "trigger": {"type": "string"},
                 "from": {"type": ["string", "null"]}, "to": {"type": "string"},
