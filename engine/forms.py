@@ -55,6 +55,13 @@ def resolve(context: Mapping[str, Any], path: str) -> Any:
     return node
 
 
+def _masked(value: Any) -> Any:
+    """Sealed personal data leaves only as its mask, wherever it is shown from."""
+    if isinstance(value, Mapping) and "sealed" in value:
+        return value.get("masked")
+    return value
+
+
 def dynamic_choices(field: Field, context: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The choices a field offers now: from the definition, or from recorded context."""
     if field.choices_from is None:
@@ -220,7 +227,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
             "required": f.required,
             "secret": f.secret,
             "locked": is_locked(f, registry, probe),
-            "value": shown(f, values.get(f.name)),
+            "value": _masked(shown(f, values.get(f.name))),
             "sensitive": f.sensitive,
             "error": error if error and error.get("field") == f.name else None,
         }
@@ -245,7 +252,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
         "state": state,
         "label": st.label.as_dict() if st.label else None,
         "final": st.final,
-        "data": {name: resolve(context, path) for name, path in st.show},
+        "data": {name: _masked(resolve(context, path)) for name, path in st.show},
         "fields": nodes,
         "triggers": triggers,
         "error": error if error and not error.get("field") else None,

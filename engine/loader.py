@@ -701,10 +701,14 @@ class _Checker:
                     if fname not in field_names:
                         self.err(fpath, f"unknown field '{fname}': state '{sname}' "
                                  "has no such field")
+                taken = field_names if t["fields"] is None else set(t["fields"])
                 for lpath, part in where[k].limit_fields:
                     if part.startswith("field:") and part[6:] not in field_names:
                         self.err(lpath, f"unknown field '{part[6:]}' in limit: state "
                                  f"'{sname}' has no such field")
+                    elif part.startswith("field:") and part[6:] not in taken:
+                        self.err(lpath, f"limit counts by field '{part[6:]}', which trigger "
+                                 f"'{t['trigger']}' does not take (add it to 'fields')")
                 err = t["error"]
                 dest = states.get(t["dest"])
                 # The error shows under a field of the step the transition leads to.
@@ -720,7 +724,18 @@ class _Checker:
                          f"timeout after {after} never fires: the flow expires after "
                          f"{flow['expires_in']} (raise 'expires_in')")
             self.ambiguity(sname, outgoing, where)
+            self.callers(sname, outgoing, where)
         self.reachability(flow, states, path)
+
+    def callers(self, state: str, outgoing: list[tuple[int, dict[str, Any]]],
+                where: list[_Where]) -> None:
+        """All transitions of one trigger from one state are fired by the same caller."""
+        via: dict[str, str] = {}
+        for k, t in outgoing:
+            first = via.setdefault(t["trigger"], t["via"])
+            if first != t["via"]:
+                self.err(where[k].path, f"trigger '{t['trigger']}' from state '{state}' is "
+                         f"'via: {first}' in one transition and 'via: {t['via']}' in another")
 
     def ambiguity(self, state: str, outgoing: list[tuple[int, dict[str, Any]]],
                   where: list[_Where]) -> None:

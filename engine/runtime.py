@@ -184,7 +184,9 @@ class Runtime:
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
         fields = flow.all_fields()
-        allowed = {k for k, f in fields.items() if not f.secret and not f.sensitive}
+        # Locked and derived values come from the flow itself, never from a client.
+        allowed = {k for k, f in fields.items() if not f.secret and not f.sensitive
+                   and f.locked is False and f.value_from is None}
         errors = [FieldError(k, "unknown_field", "不接受此字段",
                              "This field cannot be prefilled") for k in prefill
                   if k not in allowed]
@@ -320,7 +322,9 @@ class Runtime:
             flow, instance.state, trigger, raw_input, instance.context, self.registry)
         recorded_input = redact(flow, instance.state, clean, self.sealer.seal)
         candidates = flow.transitions_from(instance.state, trigger)
-        await self._enforce_limits(flow, candidates, instance, clean, actor, client)
+        if fired_timer is None and not by_provider:
+            # Limits are for people: the clock and providers' callbacks are never throttled.
+            await self._enforce_limits(flow, candidates, instance, clean, actor, client)
         seq = instance.version + 1
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,

@@ -282,6 +282,16 @@ def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Print fresh PII_ENC_KEY and PII_INDEX_KEY values (keep them in a secret store)."""
+    from flows.pii import generate_keys
+
+    keys = generate_keys()
+    print(f"PII_ENC_KEY={keys['enc_key_b64']}")
+    print(f"PII_INDEX_KEY={keys['index_key_b64']}")
+    return 0
+
+
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -327,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reload", help="lint flows.yaml, then tell running servers to reload")
     p.set_defaults(fn=cmd_reload)
+
+    p = sub.add_parser("keys", help="print a new pair of personal-data keys for production")
+    p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")

@@ -389,3 +389,30 @@ async def test_a_message_that_never_goes_out_is_given_up_after_max_attempts(
                                   " WHERE instance_id = $1", mine["id"])
     assert (row["attempts"], row["sent_at"]) == (3, None)
     assert row["dead_at"] is not None
+
+
+async def test_prefill_cannot_set_a_locked_or_derived_field(pool: asyncpg.Pool,
+                                                            clock: FrozenClock) -> None:
+    text = """\
+flows:
+  locked:
+    initial: a
+    states:
+      a:
+        fields:
+          official: {type: string, locked: true, label: {zh: 官方, en: Official}}
+          copy: {type: string, value_from: values.name, label: {zh: 副本, en: Copy}}
+          name: {type: string, label: {zh: 名, en: Name}}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+    registry = Registry()
+    rt = Runtime(PgStore(pool), clock, registry, load_text(text, registry=registry))
+    await rt.publish()
+    with pytest.raises(ValidationFailed) as info:
+        await rt.start("locked", {"official": "FORGED", "copy": "x", "name": "ok"})
+    assert sorted(e.field for e in info.value.errors) == ["copy", "official"]
+    outcome = await rt.start("locked", {"name": "ok"})
+    view = await rt.view(outcome.instance)
+    assert [f["value"] for f in view["ui"]["fields"]] == [None, "ok", "ok"]
