@@ -20,7 +20,7 @@ from flows.identity import mask_credit_code, mask_mobile, mobile
 from flows.personal import DUPLICATES, refusing_duplicates
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.signin import check_credentials
-from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, queue_sms
+from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
@@ -145,18 +145,17 @@ async def send_agent_code(a: ActionInput) -> dict[str, Any]:
     """Action: an SMS code to the chosen agent's phone."""
     s = services(a)
     _, phone = await _chosen_agent(a)
-    if await s.sms_codes.exhausted(a.instance_id, a.state, phone):
+    if await codes_for(a).exhausted(a.instance_id, a.state, phone):
         raise ValidationFailed([sms_field_error(SMS_CODE_DEAD, "agent")])
-    code = await s.sms_codes.issue(a.instance_id, a.state, phone)
-    queue_sms(a, s.vault, phone, s.sms_codes.policy.text(code))
+    code = await codes_for(a).issue(a.instance_id, a.state, phone)
+    queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
     return {"sent_to": mask_mobile(phone)}
 
 
 async def check_agent_code(a: ActionInput) -> dict[str, Any]:
     """Action: the code sent to the chosen agent; the session will carry that agent."""
-    s = services(a)
     agent, phone = await _chosen_agent(a)
-    error_id = await s.sms_codes.verify(a.instance_id, a.state, phone,
+    error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
                                         str(a.input.get("sms_code") or ""))
     if error_id is not None:
         raise ValidationFailed([sms_field_error(error_id)])
@@ -175,17 +174,16 @@ async def send_legal_reset_code(a: ActionInput) -> dict[str, Any]:
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     if await _agent_organisations(a, phone) and \
-            not await s.sms_codes.exhausted(a.instance_id, a.state, phone):
-        code = await s.sms_codes.issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, s.sms_codes.policy.text(code))
+            not await codes_for(a).exhausted(a.instance_id, a.state, phone):
+        code = await codes_for(a).issue(a.instance_id, a.state, phone)
+        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
     return {"sent_to": mask_mobile(phone)}
 
 
 async def check_legal_reset_code(a: ActionInput) -> dict[str, Any]:
     """Action: the code sent to this phone; only an agent's phone ever got one."""
-    s = services(a)
     phone = mobile(a.input.get("mobile"))
-    error_id = await s.sms_codes.verify(a.instance_id, a.state, phone,
+    error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
                                         str(a.input.get("sms_code") or ""))
     if error_id is not None:
         raise ValidationFailed([sms_field_error(error_id)])

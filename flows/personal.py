@@ -12,8 +12,8 @@ from engine.steps import Write
 from flows.identity import mask_mobile, mask_resident_id, mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import AttemptsPolicy
+from flows.sms import codes_for, queue_sms
 from flows.sms import field_error as sms_field_error
-from flows.sms import queue_sms
 from flows.support import check_new_password, refuse, services
 
 log = structlog.get_logger("flows.personal")
@@ -160,9 +160,9 @@ async def send_reset_code(a: ActionInput) -> dict[str, Any]:
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     account = await s.accounts.by_phone_index(s.vault.index(MOBILE, phone))
-    if account is not None and not await s.sms_codes.exhausted(a.instance_id, a.state, phone):
-        code = await s.sms_codes.issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, s.sms_codes.policy.text(code))
+    if account is not None and not await codes_for(a).exhausted(a.instance_id, a.state, phone):
+        code = await codes_for(a).issue(a.instance_id, a.state, phone)
+        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
     return {"sent_to": mask_mobile(phone)}
 
 
@@ -170,7 +170,7 @@ async def check_reset_code(a: ActionInput) -> dict[str, Any]:
     """Action: the code sent to this number; only a registered number ever got one."""
     s = services(a)
     phone = mobile(a.input.get("mobile"))
-    error_id = await s.sms_codes.verify(a.instance_id, a.state, phone,
+    error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
                                         str(a.input.get("sms_code") or ""))
     if error_id is not None:
         raise ValidationFailed([sms_field_error(error_id)])

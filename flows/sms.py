@@ -197,6 +197,13 @@ class SmsCodes:
         # cannot be computed, nor checked by brute force, without it.
         self._key = vault.index("sms_codes", "code-and-phone-hmac-key")
 
+    def with_policy(self, policy: SmsPolicy) -> SmsCodes:
+        """The same store and keys under another policy (the one a flow version pins)."""
+        twin = object.__new__(SmsCodes)
+        twin.__dict__.update(self.__dict__)
+        twin.policy = policy
+        return twin
+
     def __repr__(self) -> str:
         return f"<SmsCodes {self.policy!r}>"
 
@@ -335,6 +342,13 @@ def sender(vault: Vault, gateway: SmsGateway) -> Callable[[OutboxMessage], Await
 # -- actions ------------------------------------------------------------------------
 
 
+def codes_for(a: ActionInput) -> SmsCodes:
+    """The SMS codes under the policy pinned with the flow's definition version."""
+    codes: SmsCodes = a.services["sms_codes"]
+    pinned = a.policies.get("sms")
+    return codes.with_policy(SmsPolicy.from_mapping(pinned)) if pinned is not None else codes
+
+
 def _phone(a: ActionInput) -> str:
     try:
         return mobile(a.input.get("mobile"))
@@ -344,7 +358,7 @@ def _phone(a: ActionInput) -> str:
 
 async def send_sms_code(a: ActionInput) -> dict[str, Any]:
     """Action: send a code to ``mobile`` for the current state; the fact names the phone masked."""
-    codes: SmsCodes = a.services["sms_codes"]
+    codes = codes_for(a)
     vault: Vault = a.services["vault"]
     phone = _phone(a)
     if await codes.exhausted(a.instance_id, a.state, phone):
@@ -358,7 +372,7 @@ async def send_sms_code(a: ActionInput) -> dict[str, Any]:
 
 async def check_sms_code(a: ActionInput) -> dict[str, Any]:
     """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here."""
-    codes: SmsCodes = a.services["sms_codes"]
+    codes = codes_for(a)
     phone = _phone(a)
     error_id = await codes.verify(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
     if error_id is not None:
