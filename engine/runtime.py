@@ -298,7 +298,6 @@ class Runtime:
         compiled = await self.compiled(instance.definition_hash)
         flow = compiled.flow
         self.check_owner(flow, instance, actor)
-        log_ = log.bind(flow=flow.name, instance_id=instance.id, state=instance.state)
         if instance.expired(now):
             raise FlowExpired(restart=self.restart_hint(instance))
         if instance.status != "active":
@@ -381,7 +380,8 @@ class Runtime:
             raise ConcurrencyConflict() from None
         if ai.outbox:
             self.on_commit()
-        log_.info("step_committed", trigger=trigger, to=dest.name, seq=seq)
+        log.info("step_committed", flow=flow.name, instance_id=instance.id,
+                 state=instance.state, trigger=trigger, to=dest.name, seq=seq)
         return StepOutcome(after, event, replies=dict(ai.replies))
 
     async def _enforce_limits(self, flow: Flow, candidates: list[Transition], instance: Instance,

@@ -154,8 +154,13 @@ class Event:
     @classmethod
     def sealed(cls, **fields: Any) -> Event:
         """Make an event and compute its hash from its body."""
-        ev = cls(hash="", **fields)
-        return attrs.evolve(ev, hash=chain_hash(ev.prev_hash, ev.body()))
+        body = {"instance_id": fields["instance_id"], "seq": fields["seq"],
+                "trigger": fields["trigger"], "from": fields["from_state"],
+                "to": fields["to_state"], "input": fields["input"], "facts": fields["facts"],
+                "effects": fields["effects"], "actor": fields["actor"], "at": fields["at"],
+                "definition_hash": fields["definition_hash"],
+                "prev_hash": fields["prev_hash"]}
+        return cls(hash=chain_hash(fields["prev_hash"], body), **fields)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Event:

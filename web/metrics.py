@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 
@@ -15,13 +17,23 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.requests = Counter("http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
+        self._step_counters: dict[tuple[str, str, str], Any] = {}
+        self._step_timers: dict[str, Any] = {}
         self.reloads = Counter("flows_reloads", "Reloads of flows.yaml by outcome",
                                ["outcome"], registry=self.registry)
 
     def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None:
         """Record one step: the engine's Observer port."""
-        self.steps.labels(flow, trigger, outcome).inc()
-        self.step_seconds.labels(flow).observe(seconds)
+        # labels() is a lock and a dict lookup per call: keep the children instead.
+        counter = self._step_counters.get((flow, trigger, outcome))
+        if counter is None:
+            counter = self._step_counters.setdefault(
+                (flow, trigger, outcome), self.steps.labels(flow, trigger, outcome))
+        timer = self._step_timers.get(flow)
+        if timer is None:
+            timer = self._step_timers.setdefault(flow, self.step_seconds.labels(flow))
+        counter.inc()
+        timer.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import attrs
@@ -21,6 +23,17 @@ from web.devservers import resolve
 from web.settings import Settings
 
 log = structlog.get_logger("web.serve")
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop where it is installed (a dependency on Linux and macOS)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def _run(settings: Settings, host: str, port: int, migrate_first: bool) -> bool:
@@ -76,7 +89,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     try:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(str(os.getpid()))
-        if not asyncio.run(_run(settings, host or settings.host, port or settings.port,
+        if not run(_run(settings, host or settings.host, port or settings.port,
                                 migrate_first)):
             return 1
     except DefinitionError as exc:
