@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -26,6 +27,17 @@ def backoff(attempts: int, *, base: float = 2.0, cap: float = 3600.0,
     ceiling = min(cap, base ** max(attempts, 1))
     r = (rng or random).uniform(ceiling / 2, ceiling)
     return timedelta(seconds=r)
+
+
+async def _round(work: Callable[[], Awaitable[int]], event: str) -> int:
+    """One round of a worker's loop; a failure is logged and the loop goes on."""
+    try:
+        return await work()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(event)
+        return 0
 
 
 class TimerWorker:
@@ -60,14 +72,7 @@ class TimerWorker:
 
     async def run(self) -> None:
         while True:
-            try:
-                n = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("timer_round_failed")
-                n = 0
-            if n < self.batch:
+            if await _round(self.run_once, "timer_round_failed") < self.batch:
                 await asyncio.sleep(self.interval)
 
 
@@ -117,14 +122,7 @@ class OutboxDispatcher:
 
     async def run(self) -> None:
         while True:
-            try:
-                n = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox_round_failed")
-                n = 0
-            if n < self.batch:
+            if await _round(self.run_once, "outbox_round_failed") < self.batch:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)

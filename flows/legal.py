@@ -17,7 +17,7 @@ import structlog
 from engine import ActionInput, FieldError, GuardInput, Registry, ValidationFailed
 from flows.accounts import Account, Agent
 from flows.identity import mask_credit_code, mask_mobile, mobile
-from flows.personal import DUPLICATES, refusing_duplicates
+from flows.personal import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.signin import check_credentials
 from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms
@@ -60,19 +60,10 @@ def _applicant(a: ActionInput) -> tuple[str, str]:
 async def check_new_organisation(a: ActionInput) -> dict[str, Any]:
     """Action: login name free, credit code still free, passwords equal and within policy."""
     s = services(a)
-    login_name = str(a.input.get("login_name") or "")
     errors: list[FieldError] = []
-    if await s.accounts.by_login_name(login_name) is not None:
-        errors.append(DUPLICATES["accounts_login_key_key"])
     if await s.accounts.credit_code_registered(str(a.value("credit_code"))):
         errors.append(DUPLICATES["organisations_credit_code_key"])
-    try:
-        check_new_password(a, login_name=login_name)
-    except ValidationFailed as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise ValidationFailed(errors)
-    return {"login_name": login_name}
+    return await check_account_fields(a, errors)
 
 
 async def create_organisation_account(a: ActionInput) -> dict[str, Any]:

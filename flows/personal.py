@@ -114,16 +114,13 @@ def face_sessions_left(g: GuardInput) -> bool:
 
 # -- registration: account info --------------------------------------------------------
 
-async def check_new_account(a: ActionInput) -> dict[str, Any]:
-    """Action: login name free, mobile not registered, passwords equal and within policy."""
+async def check_account_fields(a: ActionInput, errors: list[FieldError]) -> dict[str, Any]:
+    """Login name free and passwords within policy, with any errors found before; all of
+    them at once, so the user fixes everything in one go."""
     s = services(a)
     login_name = str(a.input.get("login_name") or "")
-    errors: list[FieldError] = []
     if await s.accounts.by_login_name(login_name) is not None:
-        errors.append(DUPLICATES["accounts_login_key_key"])
-    phone = mobile(a.input.get("mobile"))
-    if await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None:
-        errors.append(DUPLICATES["accounts_personal_phone"])
+        errors.insert(0, DUPLICATES["accounts_login_key_key"])
     try:
         check_new_password(a, login_name=login_name)
     except ValidationFailed as exc:
@@ -131,6 +128,16 @@ async def check_new_account(a: ActionInput) -> dict[str, Any]:
     if errors:
         raise ValidationFailed(errors)
     return {"login_name": login_name}
+
+
+async def check_new_account(a: ActionInput) -> dict[str, Any]:
+    """Action: login name free, mobile not registered, passwords equal and within policy."""
+    s = services(a)
+    errors: list[FieldError] = []
+    phone = mobile(a.input.get("mobile"))
+    if await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None:
+        errors.append(DUPLICATES["accounts_personal_phone"])
+    return await check_account_fields(a, errors)
 
 
 async def create_personal_account(a: ActionInput) -> dict[str, Any]:
