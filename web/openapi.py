@@ -18,6 +18,12 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "description": "Sending the same key again returns the first outcome."}
 _INSTANCE = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Instance"}}}}
 
+# What a client does next with a started flow's id.
+_INSTANCE_LINKS = {
+    name: {"operationId": name, "parameters": {"id": "$response.body#/id"}}
+    for name in ("getFlow", "submit", "history", "verify", "captcha")
+}
+
 _ERRORS = {
     "400": _problem("Malformed JSON, a body that is not an object, or a bad header"),
     "404": _problem("No such flow or instance"),
@@ -48,7 +54,8 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"type": "object", "additionalProperties": False,
                                "properties": {"prefill": {"type": "object"}}}}}},
-                "responses": {"201": {"description": "Started", **_INSTANCE},
+                "responses": {"201": {"description": "Started", **_INSTANCE,
+                                      "links": _INSTANCE_LINKS},
                               "200": {"description": "Replayed start (same Idempotency-Key)",
                                       **_INSTANCE},
                               **{k: v for k, v in _ERRORS.items() if k in
