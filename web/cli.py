@@ -180,10 +180,14 @@ def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
     pid_file = Path(settings.data_dir) / "serve.pid"
     if pid_file.exists():
         try:
-            os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
-            print(f"SIGHUP sent to {pid_file.read_text().strip()}")
-            sent = True
-        except (ValueError, ProcessLookupError):
+            pid = int(pid_file.read_text().strip())
+            # A stale file may name another program now: SIGHUP would often end it.
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"flowctl" in cmdline and b"serve" in cmdline:
+                os.kill(pid, signal.SIGHUP)
+                print(f"SIGHUP sent to {pid}")
+                sent = True
+        except (ValueError, OSError):
             pass
     if not sent:
         print("no server to tell: set REDIS_URL or run flowctl serve here", file=sys.stderr)
