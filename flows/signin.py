@@ -111,13 +111,18 @@ def _signed_in(a: ActionInput) -> dict[str, Any]:
     return fact
 
 
+async def _signed_in_account(a: ActionInput) -> Account:
+    """The account this sign-in flow authenticated (still there, or the generic refusal)."""
+    account = await services(a).accounts.by_id(_signed_in(a)["account_id"])
+    if account is None:
+        refuse(None, *LOGIN_FAILED)
+    return account
+
+
 async def change_initial_password(a: ActionInput) -> dict[str, Any]:
     """Action: replace a one-time password set by an administrator."""
     s = services(a)
-    who = _signed_in(a)
-    account = await s.accounts.by_id(who["account_id"])
-    if account is None:
-        refuse(None, *LOGIN_FAILED)
+    account = await _signed_in_account(a)
     password = check_new_password(a, login_name=account.login_name)
     if await s.hasher.verify(account.password_hash, password):
         refuse("password", "password_unchanged", "新密码不能与原密码相同",
@@ -130,10 +135,7 @@ async def change_initial_password(a: ActionInput) -> dict[str, Any]:
 async def start_session(a: ActionInput) -> dict[str, Any]:
     """On entering the signed-in state: create the session, hand its token to the reply."""
     s = services(a)
-    who = _signed_in(a)
-    account = await s.accounts.by_id(who["account_id"])
-    if account is None:
-        refuse(None, *LOGIN_FAILED)
+    account = await _signed_in_account(a)
     agent = a.context.get("facts", {}).get("check_agent_code") or a.facts.get(
         "check_agent_code")
     token = await s.sessions.create(
