@@ -44,6 +44,7 @@ class _Edge:
     trigger: str
     guards: tuple[str, ...]
     timeout: str  # the source state's timeout duration when this is its timeout trigger
+    callback: bool = False  # fired by a provider's signed callback, not by the user
 
     def text(self) -> str:
         out = self.trigger
@@ -51,6 +52,8 @@ class _Edge:
             out += f" [{', '.join(self.guards)}]"
         if self.timeout:
             out += f" (after {self.timeout})"
+        if self.callback:
+            out += " (callback)"
         return out
 
 
@@ -64,7 +67,7 @@ def _edges(flow: Flow) -> list[_Edge]:
                     and state.timeout.trigger == t.trigger:
                 timeout = _duration(state.timeout.after)
             edges.append(_Edge(source, t.dest, t.trigger, tuple(str(g) for g in t.guards),
-                               timeout))
+                               timeout, t.via == "callback"))
     return edges
 
 
@@ -112,6 +115,8 @@ def to_mermaid(flow: Flow) -> str:
             text += f" [{', '.join(_mermaid_escape(g) for g in e.guards)}]"
         if e.timeout:
             text += f" (after {_mermaid_escape(e.timeout)})"
+        if e.callback:
+            text += " (callback)"
         lines.append(f"    {e.source} --> {e.dest}: {text}")
     lines.extend(f"    {s.name} --> [*]" for s in flow.states.values() if s.final)
     return "\n".join(lines) + "\n"

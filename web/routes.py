@@ -143,7 +143,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
 @routes.get("/api/flows")
 async def list_flows(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    flows = [{"name": f.name, "version": f.version,
+    flows = [{"name": f.name, "version": f.version, "access": f.access,
               "title": f.title.as_dict() if f.title else None,
               "initial": f.initial, "expires_in": int(f.expires_in.total_seconds())}
              for f in runtime.flows.flows.values()]

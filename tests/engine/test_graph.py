@@ -208,3 +208,22 @@ def test_svg_lays_states_out_top_down_by_distance_from_the_initial_state(flow: F
             top[g.get("data-state")] = float(r.get("y", ""))
     assert top["details"] < top["code"] < top["done"]
     assert top["done"] == top["lapsed"]
+
+
+def test_callback_edges_are_marked() -> None:
+    from engine import Registry, load_text
+    from engine.graph import to_mermaid, to_svg
+
+    text = """\
+flows:
+  f:
+    initial: a
+    states:
+      a: {}
+      b: {final: true}
+    transitions:
+      - {trigger: result, source: a, dest: b, via: callback}
+"""
+    flow = load_text(text, registry=Registry()).flows["f"]
+    assert "    a --> b: result (callback)" in to_mermaid(flow)
+    assert "result (callback)" in to_svg(flow)
