@@ -73,8 +73,9 @@ from engine import (
 )
 from engine.canonical import canonical_json
 from engine.loader import FlowSet
-from storage import PgStore, create_pool, migrate
+from storage import PgStore, create_pool
 from storage.pg import COMMIT_SQL, LOAD_SQL
+from storage.scratch import create_database, drop_database
 from web.logs import configure_logging
 from web.metrics import Metrics
 
@@ -280,46 +281,10 @@ class Profiler:
 
 # -- the database -------------------------------------------------------------------------
 
-def dsn_for(admin: str, database: str) -> str:
-    base, _, query = admin.partition("?")
-    root = base.rsplit("/", 1)[0]
-    return f"{root}/{database}" + (f"?{query}" if query else "")
-
-
-def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
-
-
-async def create_database(admin_url: str) -> tuple[str, str]:
+async def create_bench_database(admin_url: str) -> tuple[str, str]:
     """Create and migrate ``bench_<pid>``; drop leftovers of benchmark runs now dead."""
     name = f"bench_{os.getpid()}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        for row in await admin.fetch(
-                "SELECT datname FROM pg_database WHERE datname ~ '^bench_[0-9]+$'"):
-            pid = int(row["datname"].split("_")[1])
-            if pid != os.getpid() and not _alive(pid):
-                log(f"dropping leftover database {row['datname']}")
-                await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = dsn_for(admin_url, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return name, dsn
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    return name, await create_database(admin_url, name, leftovers_of="bench")
 
 
 async def _seed_sql(conn: asyncpg.Connection) -> str:
@@ -856,7 +821,7 @@ async def run_async(opts: Options) -> dict[str, Any]:
     if background > 0.25:
         log(f"the machine is already busy ({background} cores) before the benchmark starts: "
             "the figures will be low and noisy")
-    db_name, dsn = await create_database(opts.admin_url)
+    db_name, dsn = await create_bench_database(opts.admin_url)
     log(f"database {db_name}")
     aux: asyncpg.Pool | None = None  # seeding and counting, never measured
     server: Server | None = None

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
-from storage import PgStore, create_pool, migrate
+from storage import PgStore, create_pool
+from storage.scratch import create_database, drop_database
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.app import create_app
 from web.settings import Settings
@@ -31,47 +32,14 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get(
     "REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
-def _dsn_for(admin: str, database: str) -> str:
-    base, _, query = admin.partition("?")
-    root = base.rsplit("/", 1)[0]
-    return f"{root}/{database}" + (f"?{query}" if query else "")
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of this test run's own, migrated; dropped afterwards."""
     name = f"flows_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
-    async def setup() -> str:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            # Leftovers of a run that was killed before it could clean up.
-            for row in await admin.fetch(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'flows_test_%'"):
-                pid = int(row["datname"].split("_")[2])
-                if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):  # noqa: ASYNC240
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        dsn = _dsn_for(ADMIN_URL, name)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        return dsn
-
-    async def teardown() -> None:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    dsn = asyncio.run(setup())
+    dsn = asyncio.run(create_database(ADMIN_URL, name, leftovers_of="flows_test"))
     yield dsn
-    asyncio.run(teardown())
+    asyncio.run(drop_database(ADMIN_URL, name))
 
 
 @pytest.fixture(scope="session")

@@ -243,36 +243,12 @@ def process_db(database_url: str) -> Iterator[str]:
     whose guards these servers do not load. The servers here get a database to
     themselves, so they neither fire other tests' timers nor trip over them.
     """
-    from storage import migrate
+    from storage.scratch import create_database, drop_database
 
-    base, _, query = database_url.partition("?")
-    root, name = base.rsplit("/", 1)
-    own = f"{name}_procs"
-    dsn = f"{root}/{own}" + (f"?{query}" if query else "")
-
-    async def create() -> None:
-        admin = await asyncpg.connect(database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{own}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    own = f"{database_url.partition('?')[0].rsplit('/', 1)[1]}_procs"
+    dsn = asyncio.run(create_database(database_url, own))
     yield dsn
-    asyncio.run(drop())
+    asyncio.run(drop_database(database_url, own))
 
 
 @pytest.fixture
@@ -285,10 +261,9 @@ def servers() -> Iterator[list[Server]]:
 
 
 @pytest.fixture
-def flows_path(tmp_path: Path) -> Path:
-    path = tmp_path / "flows.yaml"
-    path.write_text(SAMPLE_YAML, encoding="utf-8")
-    return path
+def flows_path(flows_file: Path) -> Path:
+    """The sample flows file (tests/conftest.py), under the name these tests use."""
+    return flows_file
 
 
 @pytest.fixture
