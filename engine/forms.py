@@ -198,14 +198,6 @@ def shown(field: Field, value: Any) -> Any:
     return value
 
 
-def _user_triggers(flow: Flow, state: str) -> list[str]:
-    """Triggers a person may fire: not the clock's timeout, not a provider's callback."""
-    st = flow.states[state]
-    return [trig for trig in flow.triggers_from(state)
-            if not (st.timeout and trig == st.timeout.trigger)
-            and not any(t.via == "callback" for t in flow.transitions_from(state, trig))]
-
-
 def describe(flow: Flow, state: str, context: Mapping[str, Any],
              registry: Registry) -> dict[str, Any]:
     """The current step's UI description: fields, values, locks, errors, triggers."""
@@ -214,7 +206,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
     values = current_values(st.fields, context)
     probe = GuardInput(state, "", context, {}, {}, flow.policies)
     # Only what a person can submit: fields a provider's callback carries stay hidden.
-    user_fields = {f.name for trig in _user_triggers(flow, state)
+    user_fields = {f.name for trig in flow.user_triggers(state)
                    for f in flow.fields_for(state, trig)}
     nodes = []
     for f in st.fields:
@@ -243,7 +235,7 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
             node["help"] = f.help.as_dict()
         nodes.append(node)
     triggers = []
-    for trig in _user_triggers(flow, state):
+    for trig in flow.user_triggers(state):
         label = next((t.label.as_dict() for t in flow.transitions_from(state, trig)
                       if t.label), None)
         triggers.append({"trigger": trig, "label": label,

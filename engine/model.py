@@ -140,21 +140,63 @@ class Flow:
     def state(self, name: str) -> State:
         return self.states[name]
 
-    def transitions_from(self, state: str, trigger: str | None = None) -> list[Transition]:
-        return [
-            t
-            for t in self.transitions
-            if state in t.sources and (trigger is None or t.trigger == trigger)
-        ]
+    # Answers of transitions_from/triggers_from, worked out once per question: a flow never
+    # changes after it is built (evolve makes a new one, with an empty memo).
+    _memo: dict[Any, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
-    def triggers_from(self, state: str) -> list[str]:
-        seen: dict[str, None] = {}
-        for t in self.transitions_from(state):
-            seen.setdefault(t.trigger, None)
-        return list(seen)
+    def transitions_from(self, state: str,
+                         trigger: str | None = None) -> tuple[Transition, ...]:
+        """The transitions leaving ``state`` (on ``trigger``, if given), in file order."""
+        key = ("from", state, trigger)
+        found: tuple[Transition, ...] | None = self._memo.get(key)
+        if found is None:
+            found = tuple(t for t in self.transitions if state in t.sources
+                          and (trigger is None or t.trigger == trigger))
+            self._memo[key] = found
+        return found
+
+    def triggers_from(self, state: str) -> tuple[str, ...]:
+        """The triggers of the transitions leaving ``state``, each once, in file order."""
+        key = ("triggers", state)
+        found: tuple[str, ...] | None = self._memo.get(key)
+        if found is None:
+            found = tuple(dict.fromkeys(t.trigger for t in self.transitions_from(state)))
+            self._memo[key] = found
+        return found
+
+    def callback_triggers(self, state: str) -> frozenset[str]:
+        """The triggers leaving ``state`` that only a provider's signed callback may fire."""
+        key = ("callbacks", state)
+        found: frozenset[str] | None = self._memo.get(key)
+        if found is None:
+            found = frozenset(t.trigger for t in self.transitions_from(state)
+                              if t.via == "callback")
+            self._memo[key] = found
+        return found
+
+    def user_triggers(self, state: str) -> tuple[str, ...]:
+        """Triggers a person may fire: not the clock's timeout, not a provider's callback."""
+        key = ("user", state)
+        found: tuple[str, ...] | None = self._memo.get(key)
+        if found is None:
+            timeout = self.states[state].timeout
+            callbacks = self.callback_triggers(state)
+            found = tuple(trig for trig in self.triggers_from(state)
+                          if not (timeout and trig == timeout.trigger)
+                          and trig not in callbacks)
+            self._memo[key] = found
+        return found
 
     def fields_for(self, state: str, trigger: str) -> tuple[Field, ...]:
         """Return the fields a trigger takes from a state's form."""
+        key = ("fields", state, trigger)
+        found: tuple[Field, ...] | None = self._memo.get(key)
+        if found is None:
+            found = self._fields_for(state, trigger)
+            self._memo[key] = found
+        return found
+
+    def _fields_for(self, state: str, trigger: str) -> tuple[Field, ...]:
         st = self.states[state]
         names: set[str] | None = None
         for t in self.transitions_from(state, trigger):

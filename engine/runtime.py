@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -306,8 +306,7 @@ class Runtime:
             raise PreconditionFailed(current_version=instance.version)
         timeout = flow.states[instance.state].timeout
         clock_only = timeout.trigger if timeout else None
-        callbacks = {t.trigger for t in flow.transitions_from(instance.state)
-                     if t.via == "callback"}
+        callbacks = flow.callback_triggers(instance.state)
         by_provider = actor.startswith(PROVIDER_PREFIX)
         if trigger not in flow.triggers_from(instance.state) or (
                 trigger == clock_only and fired_timer is None) or (
@@ -361,10 +360,12 @@ class Runtime:
             if dest.timeout:
                 new_timer = NewTimer(dest.name, dest.timeout.trigger, now + dest.timeout.after)
                 deadline = new_timer.due_at
-        after = attrs.evolve(
-            instance, state=dest.name, context=context, version=seq,
-            status="finished" if dest.final else "active", updated_at=now,
-            last_hash=event.hash, deadline_at=deadline)
+        after = Instance(
+            id=instance.id, flow=instance.flow, definition_hash=instance.definition_hash,
+            state=dest.name, context=context, version=seq,
+            status="finished" if dest.final else "active", created_at=instance.created_at,
+            updated_at=now, expires_at=instance.expires_at, last_hash=event.hash,
+            deadline_at=deadline, owner=instance.owner)
         step = StepCommit(instance=after, expected_version=instance.version, event=event,
                           idempotency_key=idempotency_key, cancel_timers=moved,
                           new_timer=new_timer,
@@ -384,7 +385,8 @@ class Runtime:
                  state=instance.state, trigger=trigger, to=dest.name, seq=seq)
         return StepOutcome(after, event, replies=dict(ai.replies))
 
-    async def _enforce_limits(self, flow: Flow, candidates: list[Transition], instance: Instance,
+    async def _enforce_limits(self, flow: Flow, candidates: Sequence[Transition],
+                              instance: Instance,
                               clean: Mapping[str, Any], actor: str,
                               client: str | None) -> None:
         """Count this step against every limit its trigger declares; refuse when over."""

@@ -15,16 +15,16 @@ from typing import Any
 
 import asyncpg
 
+from engine import jsonio
 from engine.errors import ConcurrencyConflict, DuplicateKey, InstanceNotFound
 from engine.model import Flow
 from engine.ports import NewTimer, StepCommit, Timer
 from engine.steps import Event, Instance, OutboxMessage, Write
 
-
-def _encode(value: Any) -> str:
-    # Compact, exact JSON; key order does not matter here (hashes are taken over the
-    # canonical form of the values read back), so no sorting on the hot path.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Compact, exact JSON; key order does not matter here (hashes are taken over the
+# canonical form of the values read back), so no sorting on the hot path. Written with
+# orjson, read with the standard library, which reads every integer exactly.
+_encode = jsonio.dumps_text
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

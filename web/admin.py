@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from web.keys import SERVICES
-from web.problems import HttpProblem
+from web.problems import HttpProblem, json_response
 from web.sessions import session_of
 
 admin_routes = web.RouteTableDef()
@@ -58,6 +57,5 @@ async def audit_log(request: web.Request) -> web.Response:
         action=_text(request, "action"), before=before, limit=limit or 100)
     entries = [_entry(r) for r in rows]
     more = len(entries) == limit and entries
-    return web.json_response(
-        {"entries": entries, "next_before": entries[-1]["id"] if more else None},
-        dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response(
+        {"entries": entries, "next_before": entries[-1]["id"] if more else None})

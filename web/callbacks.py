@@ -7,7 +7,6 @@ the provider's actor, with the event id as its idempotency key.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from engine import EngineError
 from web.keys import RUNTIME, SERVICES, SETTINGS
-from web.problems import HttpProblem
+from web.problems import HttpProblem, json_response
 
 log = structlog.get_logger("web.callbacks")
 callback_routes = web.RouteTableDef()
@@ -71,6 +70,5 @@ async def callback(request: web.Request) -> web.Response:
         raise
     log.info("callback_applied", provider=provider, instance_id=instance_id,
              to=outcome.instance.state)
-    return web.json_response({"ok": True, "state": outcome.instance.state,
-                              "replayed": outcome.replayed},
-                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response({"ok": True, "state": outcome.instance.state,
+                              "replayed": outcome.replayed})

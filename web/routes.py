@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Any
 
@@ -15,12 +14,13 @@ from engine import (
     Instance,
     ReplayDivergence,
     StepOutcome,
+    jsonio,
     replay,
 )
 from engine.replay import compare_live
 from web.keys import METRICS, POOL, REDIS, RUNTIME, SERVICES, SETTINGS
 from web.openapi import document
-from web.problems import HttpProblem
+from web.problems import HttpProblem, json_response
 from web.sessions import (
     COOKIE,
     actor_of,
@@ -77,10 +77,10 @@ async def _json_object(request: web.Request, *, optional: bool = False) -> dict[
         raise HttpProblem(415, "unsupported_media_type", "请使用 application/json",
                           "Send the body as application/json")
     try:
-        value = json.loads(raw.decode("utf-8"))
-        # "\ud800" parses to a lone surrogate, which no database or response can encode.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (UnicodeError, ValueError, RecursionError) as exc:
+        # Strict: no NaN or Infinity, no invalid UTF-8, no lone surrogate ("\ud800"),
+        # which no database or response could encode.
+        value = jsonio.loads_body(raw)
+    except jsonio.JSONDecodeError as exc:
         raise HttpProblem(400, "malformed_json", "请求内容不是有效的 JSON",
                           "The body is not valid JSON", detail=str(exc)[:200]) from None
     if not isinstance(value, dict):
@@ -130,8 +130,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
             headers["Idempotent-Replayed"] = "true"
     if status == 201:
         headers["Location"] = f"/api/flows/{instance.id}"
-    response = web.json_response(body, status=status, headers=headers,
-                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    response = json_response(body, status=status, headers=headers)
     replies = outcome.replies if outcome is not None else {}
     if isinstance(replies.get("session"), str):
         set_session_cookie(request, response, replies["session"])
@@ -147,7 +146,7 @@ async def list_flows(request: web.Request) -> web.Response:
               "title": f.title.as_dict() if f.title else None,
               "initial": f.initial, "expires_in": int(f.expires_in.total_seconds())}
              for f in runtime.flows.flows.values()]
-    return web.json_response({"flows": flows})
+    return json_response({"flows": flows})
 
 
 @routes.post("/api/flows/{name}")
@@ -201,11 +200,10 @@ async def whoami(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is None:
         raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
-    return web.json_response({"account_id": session.account_id, "kind": session.kind,
+    return json_response({"account_id": session.account_id, "kind": session.kind,
                               "display_name": session.display_name,
                               "agent_id": session.agent_id,
-                              "must_change_password": session.must_change_password},
-                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+                              "must_change_password": session.must_change_password})
 
 
 @routes.post("/api/session/logout")
@@ -213,7 +211,7 @@ async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(COOKIE)
     if token:
         await request.app[SERVICES].sessions.end(token)
-    response = web.json_response({"ok": True})
+    response = json_response({"ok": True})
     clear_session_cookie(response)
     return response
 
@@ -234,9 +232,8 @@ async def submit(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     await _readable(request)
     events = await request.app[RUNTIME].history(request.match_info["id"])
-    return web.json_response({"instance_id": request.match_info["id"],
-                              "events": [ev.as_dict() for ev in events]},
-                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response({"instance_id": request.match_info["id"],
+                              "events": [ev.as_dict() for ev in events]})
 
 
 @routes.get("/api/flows/{id}/verify")
@@ -256,17 +253,17 @@ async def verify(request: web.Request) -> web.Response:
                                             "expected": exc.expected, "found": exc.found})
     else:
         report.update(ok=True, state=result.state, divergence=None)
-    return web.json_response(report, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response(report)
 
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(), dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response(document())
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -284,7 +281,7 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"down: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+    return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
                              status=200 if ready else 503)
 
 

@@ -12,7 +12,6 @@ Mount it only when a setting allows: the inbox shows phone numbers and codes in 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -22,7 +21,7 @@ from aiohttp import web
 from flows.identity import mask_resident_id
 from flows.providers import BranchDirectory, Providers
 from flows.providers.sandbox import SWITCHABLE, SandboxBadRequest, SandboxNotFound
-from web.problems import HttpProblem
+from web.problems import HttpProblem, json_response
 
 PROVIDERS: web.AppKey[Providers] = web.AppKey("sandbox_providers")
 BRANCHES: web.AppKey[BranchDirectory] = web.AppKey("branch_directory")
@@ -96,8 +95,7 @@ def _page(title: str, body: str, *, status: int = 200) -> web.Response:
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status,
-                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return json_response(body, status=status)
 
 
 def _see_other(location: str) -> web.HTTPSeeOther:

@@ -272,12 +272,17 @@ async def test_hostile_bodies_get_clear_answers_never_a_500(aiohttp_client: Any,
         b"[" * 100000 + b"]" * 100000,
         b'{"name": ' + b"9" * 5000 + b"}",
         b'{"name": NaN}',
+        b'{"name": Infinity}',
+        b'{"name": -Infinity}',
+        b'{"name": 1e400}',
         b"\xff\xfe{}",
+        b'{"name": "Ada"} trailing',
     ]
     for body in hostile:
         resp = await client.post(url, data=body, headers={"Content-Type": "application/json"})
-        assert resp.status in (400, 422), (body[:40], resp.status, await resp.text())
-        assert (await resp.json())["error_id"] in ("malformed_json", "validation_failed")
+        # Not JSON by RFC 8259, or not representable: refused before any field is looked at.
+        assert resp.status == 400, (body[:40], resp.status, await resp.text())
+        assert (await resp.json())["error_id"] == "malformed_json"
     flood = await client.post(f"/api/flows/{iid}/events/" + "x" * 300, json={})
     assert flood.status == 409
     metrics = await (await client.get("/metrics")).text()
