@@ -15,7 +15,8 @@ same tables for every measurement:
    NULL literals (``NULL::timestamptz``) in place of their ``$n``.
 2. **engine**: ``Runtime.advance`` in this process, the same number of concurrent tasks
    as pgbench clients, over the self-looping flow of :mod:`bench.flow`.
-3. **http**: a real ``flowctl serve`` subprocess driven by keep-alive aiohttp clients.
+3. **http**: a real ``flowctl serve`` subprocess driven by keep-alive HTTP/1.1 clients
+   (:class:`KeepAlive`, a load generator as lean as pgbench is).
 4. **memory**: the server's peak RSS (``VmHWM``) after the HTTP run, then again after
    inserting ``--instances`` more instances with one ``INSERT ... SELECT`` and stepping a
    random sample of them over HTTP.
@@ -627,26 +628,84 @@ def engine_worker(runtime: Runtime, lo: int, hi: int) -> Worker:
     return work
 
 
-def http_worker(session: aiohttp.ClientSession, base_url: str, lo: int, hi: int) -> Worker:
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection that POSTs and reads ``Content-Length`` answers.
+
+    The load generator, like wrk or h2load: it shares the two cores with the server and
+    PostgreSQL, so every microsecond it spends is one the server does not get. A general
+    client (aiohttp's) costs about 150 us per request here; this one writes prebuilt
+    bytes and reads the head and the body, nothing else. It refuses what the server never
+    sends for these requests (chunked bodies) rather than misreading it.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> KeepAlive:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: str, body: bytes, headers: str) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, close = None, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise ValueError("a chunked answer: not what the server sends here")
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        if length is None:
+            raise ValueError("an answer without Content-Length")
+        text = await self.reader.readexactly(length)
+        if close:
+            raise ConnectionResetError("the server closed the connection")
+        return status, text
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def http_worker(base_url: str, lo: int, hi: int) -> Worker:
     body = json.dumps(STEP_INPUT).encode()
     pick = id_picker(lo, hi)
+    host, _, port = base_url.removeprefix("http://").partition(":")
 
     async def work(counts: Counts, stop: asyncio.Event, rng: random.Random) -> None:
-        while not stop.is_set():
-            url = f"{base_url}/api/flows/{pick(rng)}/events/{TRIGGER}"
-            headers = {"Content-Type": "application/json", "Idempotency-Key": step_key(rng)}
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    text = await resp.read()
-                    if resp.status == 200:
+        conn: KeepAlive | None = None
+        try:
+            while not stop.is_set():
+                path = f"/api/flows/{pick(rng)}/events/{TRIGGER}"
+                try:
+                    if conn is None:
+                        conn = await KeepAlive.open(host, int(port))
+                    status, text = await conn.post(
+                        path, body, f"Idempotency-Key: {step_key(rng)}\r\n")
+                    if status == 200:
                         counts.ok += 1
-                    elif resp.status == 409 and b'"version_conflict"' in text:
+                    elif status == 409 and b'"version_conflict"' in text:
                         counts.conflicts += 1  # two clients picked the same instance
                     else:
-                        counts.error(f"HTTP {resp.status}: {text[:300]!r}")
-            except (aiohttp.ClientError, OSError) as exc:
-                counts.error(f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.05)
+                        counts.error(f"HTTP {status}: {text[:300]!r}")
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        ValueError) as exc:
+                    counts.error(f"{type(exc).__name__}: {exc}")
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    await asyncio.sleep(0.05)
+        finally:
+            if conn is not None:
+                conn.close()
     return work
 
 
@@ -736,15 +795,12 @@ class Server:
 
 async def http_run(server: Server, opts: Options, lo: int, hi: int, rng: random.Random,
                    profiler: Profiler, profile_name: str, backends: BackendCpu) -> Measured:
-    connector = aiohttp.TCPConnector(limit=opts.concurrency, limit_per_host=opts.concurrency)
     cpu = CpuWindow({"server": server.pid, "client": os.getpid()})
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        measured = await measure(
-            http_worker(session, server.url, lo, hi),
-            concurrency=opts.concurrency, warmup=opts.warmup, seconds=opts.seconds, cpu=cpu,
-            backends=backends, rng=rng,
-            on_start=lambda: profiler.start(server.pid, profile_name, opts.seconds))
+    measured = await measure(
+        http_worker(server.url, lo, hi),
+        concurrency=opts.concurrency, warmup=opts.warmup, seconds=opts.seconds, cpu=cpu,
+        backends=backends, rng=rng,
+        on_start=lambda: profiler.start(server.pid, profile_name, opts.seconds))
     if not measured.steps:
         raise RuntimeError(f"no HTTP step completed in {opts.seconds}s "
                            f"(first error: {measured.first_error});"

@@ -6,6 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -18,6 +20,7 @@ class Metrics:
         self.requests = Counter("http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
         self._step_counters: dict[tuple[str, str, str], Any] = {}
+        self._request_counters: dict[tuple[str, str, int], Any] = {}
         self._step_timers: dict[str, Any] = {}
         self.reloads = Counter("flows_reloads", "Reloads of flows.yaml by outcome",
                                ["outcome"], registry=self.registry)
@@ -34,6 +37,18 @@ class Metrics:
             timer = self._step_timers.setdefault(flow, self.step_seconds.labels(flow))
         counter.inc()
         timer.observe(seconds)
+
+    def request(self, method: str, route: str, status: int) -> None:
+        """Count one HTTP request (route: the route's pattern, never the raw path)."""
+        # A client picks the method: an unknown one is counted as "other", so no client
+        # can grow the number of series.
+        if method not in _METHODS:
+            method = "other"
+        counter = self._request_counters.get((method, route, status))
+        if counter is None:
+            counter = self._request_counters.setdefault(
+                (method, route, status), self.requests.labels(method, route, str(status)))
+        counter.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

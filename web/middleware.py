@@ -40,7 +40,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].requests.labels(request.method, name, str(status)).inc()
+        request.app[METRICS].request(request.method, name, status)
         if response is not None:
             response.headers["X-Request-Id"] = rid
         log.info("request_handled", method=request.method, route=name, status=status,

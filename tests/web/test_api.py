@@ -285,6 +285,12 @@ async def test_hostile_bodies_get_clear_answers_never_a_500(aiohttp_client: Any,
         assert (await resp.json())["error_id"] == "malformed_json"
     flood = await client.post(f"/api/flows/{iid}/events/" + "x" * 300, json={})
     assert flood.status == 409
+    # A made-up method is a clear 405, and counted as "other": no series per method.
+    odd = await client.request("PROPFIND", f"/api/flows/{iid}")
+    assert odd.status == 405
+    assert (await odd.json())["error_id"] == "method_not_allowed"
     metrics = await (await client.get("/metrics")).text()
     assert "x" * 300 not in metrics
+    assert "PROPFIND" not in metrics
+    assert 'method="other"' in metrics
     assert (await (await client.get(f"/api/flows/{iid}")).json())["version"] == 1
