@@ -21,6 +21,11 @@ same tables for every measurement:
    inserting ``--instances`` more instances with one ``INSERT ... SELECT`` and stepping a
    random sample of them over HTTP.
 
+Steps 1 to 3 run in ``--rounds`` rounds (pgbench, engine, HTTP; again), so that each
+round's ratios compare windows a few seconds apart on a machine whose speed drifts; the
+step rates, ratios and CPU figures reported are medians over the rounds, and
+``per_round`` lists every round.
+
 Plus a micro-benchmark of ``CompiledFlow.decide`` against building a ``transitions``
 machine for every decision.
 
@@ -47,6 +52,7 @@ import re
 import resource
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -118,8 +124,9 @@ def id_picker(lo: int, hi: int) -> Callable[[random.Random], str]:
 
 @dataclass
 class Options:
-    seconds: float = 10.0
+    seconds: float = 6.0
     warmup: float = 2.0
+    rounds: int = 3
     concurrency: int = 16
     instances: int = 1_000_000
     base_instances: int = 10_000
@@ -580,6 +587,22 @@ class Measured:
 Worker = Callable[[Counts, asyncio.Event, random.Random], Awaitable[None]]
 
 
+@dataclass
+class Window:
+    """One measured window: its step rate, the cores each process used, what it did."""
+
+    per_s: float
+    cores: dict[str, float]
+    busy_cores: float
+    counts: dict[str, float]
+    first_error: str | None = None
+
+    def us_per_step(self, name: str | None = None) -> float:
+        """CPU microseconds per step of one process, or of all of them."""
+        used = self.cores[name] if name else sum(self.cores.values())
+        return used / self.per_s * 1e6 if self.per_s > 0 else 0.0
+
+
 async def measure(worker: Worker, *, concurrency: int, warmup: float, seconds: float,
                   cpu: CpuWindow, backends: BackendCpu, rng: random.Random,
                   on_start: Callable[[], Awaitable[None]] | None = None) -> Measured:
@@ -868,11 +891,6 @@ def _round(x: float, digits: int = 1) -> float:
     return round(x, digits)
 
 
-def per_step(cores: float, steps_per_s: float) -> float | None:
-    """CPU microseconds per step, from cores used and steps per second."""
-    return round(cores / steps_per_s * 1e6, 1) if steps_per_s > 0 else None
-
-
 async def run_async(opts: Options) -> dict[str, Any]:
     began = time.perf_counter()
     exe = find_pgbench(opts.pgbench)
@@ -908,63 +926,93 @@ async def run_async(opts: Options) -> dict[str, Any]:
         seeded = await seed_instances(aux, proto, 0, base_hi)  # 0: the recorded step's
         log(f"{opts.base_instances} instances in {seeded:.1f}s")
 
-        # 1. pgbench on the recorded SQL
+        # The recorded step, and pgbench's script made from it.
         captured = await capture_step(aux, registry, flows, 0, rng)
         script = await pgbench_script(aux, captured, opts.pick_batch)
         script_path = _write_script(script.text, Path(tmp.name), opts.profile_dir)
         threads = max(1, min(c, os.cpu_count() or 1))
         common = {"clients": c, "threads": threads, "lo": base_lo, "hi": base_hi,
                   "batch": opts.pick_batch}
-        if opts.warmup > 0:
-            await run_pgbench(exe, dsn, script_path, script.defines, seconds=opts.warmup,
-                              **common)
-        events0 = await count_events(aux)
-        busy0, t0, children0 = machine_busy_s(), time.perf_counter(), children_cpu_s()
-        pg_backends = BackendCpu(dsn, db_name)
-        pg_backends.start()
-        pg = await run_pgbench(exe, dsn, script_path, script.defines, seconds=opts.seconds,
-                               **common)
-        pg_postgres = await pg_backends.stop()
-        pg_wall = time.perf_counter() - t0
-        pg_busy = (machine_busy_s() - busy0) / pg_wall
-        pg_client = (children_cpu_s() - children0) / pg_wall
-        pg_written = await count_events(aux) - events0
-        # A transaction that lost the race for its instance wrote nothing: not a step.
-        pg_steps_per_s = pg.tps * min(1.0, pg_written / pg.transactions) if pg.transactions else 0.0
-        log(f"pgbench: {pg_steps_per_s:.0f} steps/s")
-        result["pgbench_steps_per_s"] = _round(pg_steps_per_s)
 
-        # 2. the engine in this process, configured as the server configures it
-        events0 = await count_events(aux)
+        async def pgbench_window() -> Window:
+            if opts.warmup > 0:
+                await run_pgbench(exe, dsn, script_path, script.defines,
+                                  seconds=opts.warmup, **common)
+            events0 = await count_events(aux)
+            busy0, t0, children0 = machine_busy_s(), time.perf_counter(), children_cpu_s()
+            backends = BackendCpu(dsn, db_name)
+            backends.start()
+            pg = await run_pgbench(exe, dsn, script_path, script.defines,
+                                   seconds=opts.seconds, **common)
+            postgres = await backends.stop()
+            wall = time.perf_counter() - t0
+            written = await count_events(aux) - events0
+            # A transaction that lost the race for its instance wrote nothing: not a step.
+            rate = pg.tps * min(1.0, written / pg.transactions) if pg.transactions else 0.0
+            return Window(rate, {"postgres": postgres,
+                                 "pgbench": (children_cpu_s() - children0) / wall},
+                          round((machine_busy_s() - busy0) / wall, 2),
+                          {"tps": pg.tps, "transactions": pg.transactions,
+                           "events_written": written, "failed": pg.failed})
+
         engine_pool = await create_pool(dsn, min_size=c, max_size=c)
-        try:
-            runtime = Runtime(PgStore(engine_pool), SystemClock(), registry, flows,
-                              observer=Metrics())
-            engine = await measure(
-                engine_worker(runtime, base_lo, base_hi), concurrency=c,
+        engine_runtime = Runtime(PgStore(engine_pool), SystemClock(), registry, flows,
+                                 observer=Metrics())
+
+        async def engine_window(profile: bool) -> Window:
+            events0 = await count_events(aux)
+            m = await measure(
+                engine_worker(engine_runtime, base_lo, base_hi), concurrency=c,
                 warmup=opts.warmup, seconds=opts.seconds, rng=rng,
                 cpu=CpuWindow({"engine_process": os.getpid()}),
                 backends=BackendCpu(dsn, db_name),
-                on_start=lambda: profiler.start(os.getpid(), "engine", opts.seconds))
+                on_start=(lambda: profiler.start(os.getpid(), "engine", opts.seconds))
+                if profile else None)
             await profiler.wait()
-        finally:
-            await engine_pool.close()
-        if not engine.steps:
-            raise RuntimeError(f"no engine step completed (first error: {engine.first_error})")
-        engine_written = await count_events(aux) - events0
-        log(f"engine: {engine.per_s:.0f} steps/s")
-        result["engine_steps_per_s"] = _round(engine.per_s)
+            if not m.steps:
+                raise RuntimeError(f"no engine step completed (first error: {m.first_error})")
+            return Window(m.per_s, {"postgres": m.cpu["postgres_cores"],
+                                    "python": m.cpu["engine_process_cores"]},
+                          m.cpu["machine_busy_cores"],
+                          {"steps": m.steps, "steps_with_warmup": m.steps_with_warmup,
+                           "events_written": await count_events(aux) - events0,
+                           "conflicts": m.conflicts, "errors": m.errors}, m.first_error)
 
-        # 3. HTTP, then 4. memory with a million more instances
         server = Server(dsn, opts.redis_url, Path(tmp.name), c)
         await server.start()
-        http = await http_run(server, opts, base_lo, base_hi, rng, profiler, "server",
-                              BackendCpu(dsn, db_name))
-        await profiler.wait()
-        log(f"http: {http.per_s:.0f} steps/s")
-        result["http_steps_per_s"] = _round(http.per_s)
+        running = server
+
+        async def http_window(profile: bool) -> Window:
+            m = await http_run(running, opts, base_lo, base_hi, rng,
+                               profiler if profile else Profiler(None), "server",
+                               BackendCpu(dsn, db_name))
+            await profiler.wait()
+            return Window(m.per_s, {"postgres": m.cpu["postgres_cores"],
+                                    "server": m.cpu["server_cores"],
+                                    "client": m.cpu["client_cores"]},
+                          m.cpu["machine_busy_cores"],
+                          {"steps": m.steps, "conflicts": m.conflicts, "errors": m.errors},
+                          m.first_error)
+
+        # 1-3, in rounds: pgbench, engine, HTTP, again and again. The machine's speed
+        # drifts (other tenants, disk latency); each round's ratios compare windows a few
+        # seconds apart, and the figures reported are the medians over the rounds.
+        rounds: list[dict[str, Window]] = []
+        try:
+            for n in range(opts.rounds):
+                last = n == opts.rounds - 1
+                pgw = await pgbench_window()
+                enw = await engine_window(profile=last)
+                htw = await http_window(profile=last)
+                rounds.append({"pgbench": pgw, "engine": enw, "http": htw})
+                log(f"round {n + 1}/{opts.rounds}: pgbench {pgw.per_s:.0f}, "
+                    f"engine {enw.per_s:.0f}, http {htw.per_s:.0f} steps/s "
+                    f"(ratios {enw.per_s / pgw.per_s:.3f}, {htw.per_s / pgw.per_s:.3f})")
+        finally:
+            await engine_pool.close()
         rss_before, rss_now_before = peak_rss_mb(server.pid), rss_mb(server.pid)
 
+        # 4. memory with a million more instances
         log(f"inserting {opts.instances} instances")
         inserted = await seed_instances(aux, proto, big_lo, big_hi)
         log(f"inserted in {inserted:.1f}s")
@@ -980,66 +1028,79 @@ async def run_async(opts: Options) -> dict[str, Any]:
         settings = await _server_settings(aux)
         decide = decide_rates(opts.decide_seconds)
 
-        def ratio(x: float) -> float | None:
-            return round(x / pg_steps_per_s, 3) if pg_steps_per_s > 0 else None
+        def med(values: Sequence[float]) -> float:
+            return statistics.median(values)
 
-        def costs(rate: float, **cores: float) -> dict[str, float | None]:
-            """CPU microseconds per step by process, and their sum."""
-            out = {name: per_step(used, rate) for name, used in cores.items()}
-            out["total"] = per_step(sum(cores.values()), rate)
+        def rate(kind: str) -> float:
+            return med([r[kind].per_s for r in rounds])
+
+        def ratio(kind: str) -> float:
+            return round(med([r[kind].per_s / r["pgbench"].per_s for r in rounds]), 3)
+
+        def cpu_us(kind: str) -> dict[str, float | None]:
+            """CPU microseconds per step by process and in total (medians over rounds)."""
+            names = list(rounds[0][kind].cores)
+            out = {name: _round(med([r[kind].us_per_step(name) for r in rounds]))
+                   for name in names}
+            out["total"] = _round(med([r[kind].us_per_step() for r in rounds]))
             return out
 
-        cpu_us = {
-            "pgbench": costs(pg_steps_per_s, postgres=pg_postgres, pgbench=pg_client),
-            "engine": costs(engine.per_s, postgres=engine.cpu["postgres_cores"],
-                            python=engine.cpu["engine_process_cores"]),
-            "http": costs(http.per_s, postgres=http.cpu["postgres_cores"],
-                          server=http.cpu["server_cores"], client=http.cpu["client_cores"]),
-        }
+        def cpu_ratio(kind: str, *, less: str | None = None) -> float:
+            def one(r: dict[str, Window]) -> float:
+                other = r[kind].us_per_step() - (r[kind].us_per_step(less) if less else 0.0)
+                return r["pgbench"].us_per_step() / other
+            return round(med([one(r) for r in rounds]), 3)
 
-        def cpu_ratio(kind: str, *, less: str | None = None) -> float | None:
-            base, other = cpu_us["pgbench"]["total"], cpu_us[kind]["total"]
-            if less and other is not None:
-                other -= cpu_us[kind][less] or 0.0
-            return round(base / other, 3) if base and other else None
+        def total(kind: str, key: str) -> int:
+            return int(sum(r[kind].counts[key] for r in rounds))
 
         result.update({
-            "engine_ratio": ratio(engine.per_s),
-            "http_ratio": ratio(http.per_s),
+            "pgbench_steps_per_s": _round(rate("pgbench")),
+            "engine_steps_per_s": _round(rate("engine")),
+            "http_steps_per_s": _round(rate("http")),
+            "engine_ratio": ratio("engine"),
+            "http_ratio": ratio("http"),
             "rss_before_mb": rss_before,
             "rss_after_mb": rss_after,
             **decide,
             "cpu_count": os.cpu_count(),
             "background_busy_cores": background,
             "concurrency": c,
+            "rounds": opts.rounds,
             "seconds": opts.seconds,
             "warmup_seconds": opts.warmup,
+            # Every round's step rates and ratios, in order.
+            "per_round": [{"pgbench": _round(r["pgbench"].per_s),
+                           "engine": _round(r["engine"].per_s),
+                           "http": _round(r["http"].per_s),
+                           "engine_ratio": round(r["engine"].per_s / r["pgbench"].per_s, 3),
+                           "http_ratio": round(r["http"].per_s / r["pgbench"].per_s, 3)}
+                          for r in rounds],
             # CPU per step of every process involved (postgres: the bench database's
             # backends). On a saturated machine throughput follows these, so their ratios
             # say what the step rates would be with nothing else running.
-            "cpu_us_per_step": cpu_us,
+            "cpu_us_per_step": {k: cpu_us(k) for k in ("pgbench", "engine", "http")},
             "engine_cpu_ratio": cpu_ratio("engine"),
             "http_cpu_ratio": cpu_ratio("http"),
             # The load generator shares the machine only because the benchmark runs here.
             "http_cpu_ratio_without_client": cpu_ratio("http", less="client"),
-            "machine_busy_cores": {"pgbench": round(pg_busy, 2),
-                                   "engine": engine.cpu["machine_busy_cores"],
-                                   "http": http.cpu["machine_busy_cores"]},
-            "pgbench_tps": _round(pg.tps),
-            "pgbench_transactions": pg.transactions,
-            "pgbench_events_written": pg_written,
-            "pgbench_conflicts": pg.transactions - pg_written,
-            "pgbench_failed": pg.failed,
+            "machine_busy_cores": {k: med([r[k].busy_cores for r in rounds])
+                                   for k in ("pgbench", "engine", "http")},
+            "pgbench_transactions": total("pgbench", "transactions"),
+            "pgbench_events_written": total("pgbench", "events_written"),
+            "pgbench_conflicts": total("pgbench", "transactions")
+            - total("pgbench", "events_written"),
+            "pgbench_failed": total("pgbench", "failed"),
             "pgbench_pick_batch": opts.pick_batch,
             "pgbench_threads": threads,
-            "engine_steps": engine.steps,
-            "engine_steps_with_warmup": engine.steps_with_warmup,
-            "engine_events_written": engine_written,
-            "engine_conflicts": engine.conflicts,
-            "engine_errors": engine.errors,
-            "http_steps": http.steps,
-            "http_conflicts": http.conflicts,
-            "http_errors": http.errors,
+            "engine_steps": total("engine", "steps"),
+            "engine_steps_with_warmup": total("engine", "steps_with_warmup"),
+            "engine_events_written": total("engine", "events_written"),
+            "engine_conflicts": total("engine", "conflicts"),
+            "engine_errors": total("engine", "errors"),
+            "http_steps": total("http", "steps"),
+            "http_conflicts": total("http", "conflicts"),
+            "http_errors": total("http", "errors"),
             "base_instances": opts.base_instances,
             "inserted_instances": opts.instances,
             "stored_instances": stored,
@@ -1053,7 +1114,8 @@ async def run_async(opts: Options) -> dict[str, Any]:
             "python": sys.version.split()[0],
             "database": db_name,
         })
-        first_errors = [m.first_error for m in (engine, http, http_big) if m.first_error]
+        first_errors = [w.first_error for r in rounds for w in r.values() if w.first_error]
+        first_errors += [http_big.first_error] if http_big.first_error else []
         if first_errors:
             result["first_error"] = first_errors[0]
     finally:
@@ -1086,6 +1148,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=d.seconds,
                    help="measured seconds per run (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=d.rounds,
+                   help="rounds of pgbench, engine and HTTP windows; the figures are the "
+                        "medians over them (default %(default)s)")
     p.add_argument("--warmup", type=float, default=d.warmup,
                    help="unmeasured seconds before each run (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=d.concurrency,
@@ -1103,7 +1168,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="py-spy record the engine and the server into DIR (raw stacks)")
     p.add_argument("--seed", type=int, default=d.seed)
     a = p.parse_args(argv)
-    return Options(seconds=a.seconds, warmup=a.warmup, concurrency=a.concurrency,
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return Options(seconds=a.seconds, warmup=a.warmup, rounds=a.rounds,
+                   concurrency=a.concurrency,
                    instances=a.instances, base_instances=a.base_instances, pick_batch=a.pick_batch,
                    decide_seconds=a.decide_seconds, pgbench=a.pgbench,
                    profile_dir=a.profile_dir, seed=a.seed,

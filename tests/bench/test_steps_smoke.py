@@ -22,7 +22,7 @@ FIGURES = ("pgbench_steps_per_s", "engine_steps_per_s", "http_steps_per_s", "eng
 
 def test_a_tiny_run_reports_every_figure() -> None:
     opts = steps.Options(
-        seconds=1, warmup=0, concurrency=4, instances=1000, base_instances=200,
+        seconds=1, warmup=0, rounds=2, concurrency=4, instances=1000, base_instances=200,
         pick_batch=4, decide_seconds=0.2, background_seconds=0.1,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
         or steps.DEFAULT_ADMIN_URL,
