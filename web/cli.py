@@ -1,4 +1,4 @@
-"""flowctl: serve, migrate, lint, graph, export, replay, reload, versions, admin."""
+"""flowctl: serve, migrate, lint, graph, dry-run, export, replay, reload, versions, admin."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from engine import (
+    CompiledFlow,
     DefinitionError,
     DuplicateKey,
     Invalid,
@@ -26,6 +27,7 @@ from engine import (
     load_file,
     replay_export,
 )
+from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from engine.graph import to_mermaid, to_svg
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
@@ -80,6 +82,49 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
+
+
+def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Walk a flow through a scripted sequence of steps; nothing is stored or sent."""
+    try:
+        text = Path(args.script).read_text(encoding="utf-8")
+        script = parse_script(text, args.script)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{args.script}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    except ScriptError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    registry = _registry(settings, args.module)
+    try:
+        flows = load_file(args.file or settings.flows_file, registry)
+    except DefinitionError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    name = args.flow or script.get("flow")
+    flow = flows.get(name) if name else None
+    if flow is None:
+        print(f"{args.script}: say which flow ('flow:' in the script or --flow); flows: "
+              f"{', '.join(flows.flows)}" if not name else f"no flow named {name!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        run = dry_run(CompiledFlow(flow, registry), script)
+    except ScriptError as exc:
+        print(f"{args.script}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(run.as_dict(), ensure_ascii=False))
+    else:
+        print(f"{flow.name} ({flow.version[:12]})")
+        for step in run.steps:
+            print(describe_step(step))
+        left = len(script["steps"]) - len(run.steps)
+        if left:
+            print(f"stopped: {left} step(s) not taken")
+        print(f"{'ok' if run.ok else 'NOT as expected'}: ends in {run.state}"
+              f"{' (final)' if run.final else ''}")
+    return 0 if run.ok else 1
 
 
 # -- database commands ------------------------------------------------------------------
@@ -328,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", help="flows file (default: FLOWS_FILE or flows.yaml)")
     p.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_graph)
+
+    p = sub.add_parser("dry-run", help="walk a flow through scripted steps; nothing stored")
+    p.add_argument("script", help="YAML: flow, prefill, steps (trigger, input, facts, "
+                                  "effects, expect); see docs/flows.md")
+    p.add_argument("--flow", help="the flow (default: 'flow:' in the script)")
+    p.add_argument("--file", help="flows file (default: FLOWS_FILE or flows.yaml)")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
+    p.set_defaults(fn=cmd_dry_run)
 
     p = sub.add_parser("export", help="write one instance's history as JSON Lines")
     p.add_argument("instance_id")

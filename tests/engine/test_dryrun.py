@@ -1,0 +1,148 @@
+"""Dry runs: a scripted walk through a flow, decided as live steps are, nothing stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import CompiledFlow, load_text
+from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
+from tests.sample_flows import SAMPLE_YAML, sample_registry
+from web.cli import main as flowctl
+
+ROOT = Path(__file__).resolve().parents[2]
+DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
+
+
+def run(script: str) -> Any:
+    registry = sample_registry()
+    flow = load_text(SAMPLE_YAML, registry=registry).flows["signup"]
+    return dry_run(CompiledFlow(flow, registry), parse_script(script))
+
+
+def test_a_script_walks_the_flow_as_live_steps_would() -> None:
+    result = run("""
+steps:
+  - {trigger: submit, input: {name: Ada, password: pw-Secret-1, agree: true},
+     facts: {note_password: {length: 11}, send_code: {sent: true}}, expect: code}
+  - {trigger: confirm, input: {code: "000000"}, facts: {check_code: {ok: false}}}
+  - {trigger: confirm, input: {code: "123456"}, facts: {check_code: {ok: true}},
+     expect: done}
+""")
+    assert result.ok
+    assert [(s.from_state, s.to_state, s.outcome) for s in result.steps] == [
+        ("details", "code", "moved"), ("code", "code", "stayed"), ("code", "done", "moved")]
+    assert result.steps[1].detail["error"]["error_id"] == "code_wrong"
+    assert result.state == "done"
+    assert result.final
+    # Secrets are dropped as they are from history; facts are folded in.
+    assert "password" not in result.context["values"]
+    assert result.context["facts"]["check_code"] == {"ok": True}
+    assert describe_step(result.steps[0]).startswith("ok  1. submit: details -> code")
+
+
+def test_the_guards_see_the_attempts_like_a_live_step() -> None:
+    wrong = '  - {trigger: confirm, input: {code: "0"}, facts: {check_code: {ok: false}}}\n'
+    result = run(f"""
+steps:
+  - {{trigger: submit, input: {{name: Ada, password: pw, agree: true}}}}
+{wrong}{wrong}{wrong}""")
+    assert [s.to_state for s in result.steps] == ["code", "code", "code", "details"]
+    assert result.steps[-1].detail["error"]["error_id"] == "code_dead"
+
+
+def test_a_step_that_is_refused_stops_the_run_unless_expected() -> None:
+    result = run("""
+steps:
+  - {trigger: confirm, input: {code: "1"}}
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
+""")
+    assert not result.ok
+    assert len(result.steps) == 1
+    step = result.steps[0]
+    assert (step.outcome, step.to_state, step.detail["available"]) == (
+        "unavailable", "details", ["submit"])
+
+    result = run("""
+steps:
+  - {trigger: submit, input: {name: bad, agree: true}, expect: invalid}
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}, expect: code}
+""")
+    assert result.ok
+    errors = {e["field"]: e["error_id"] for e in result.steps[0].detail["errors"]}
+    assert errors == {"name": "name_bad", "password": "required"}
+    assert result.state == "code"
+
+
+def test_missing_facts_are_named_and_refusals_name_the_failed_guards() -> None:
+    result = run("""
+steps:
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
+  - {trigger: confirm, input: {code: "1"}, expect: refused}
+""")
+    # No facts: check_code returned nothing, so code_ok fails and !code_ok holds.
+    assert result.steps[0].detail["actions_without_facts"] == ["note_password", "send_code"]
+    assert not result.ok
+    assert result.steps[1].outcome == "stayed"
+    assert "expected refused" in describe_step(result.steps[1])
+
+
+def test_the_clock_and_expected_states() -> None:
+    result = run("""
+steps:
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
+  - {trigger: expire, expect: lapsed}
+  - {trigger: back, expect: unavailable}
+""")
+    assert result.ok
+    assert result.steps[1].to_state == "lapsed"
+    assert result.steps[2].detail["reason"] == "final"
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ("steps: []", "non-empty list"),
+    ("[1, 2]", "a mapping"),
+    ("steps:\n  - {input: {}}", "step 1: 'trigger' is required"),
+    ("steps:\n  - {trigger: submit, inputs: {}}", "unknown key(s): inputs"),
+    ("steps:\n  - {trigger: submit, facts: [1]}", "'facts' must be a mapping"),
+    ("flow: [x]\nsteps: [{trigger: a}]", "'flow' must be"),
+    ("steps: [{trigger: a}\n", "not valid YAML"),
+])
+def test_a_wrong_script_says_what_is_wrong(script: str, message: str) -> None:
+    with pytest.raises(ScriptError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_script(script)
+
+
+def test_an_unknown_expected_state_or_prefill_field_is_refused_before_running() -> None:
+    with pytest.raises(ScriptError, match="expect 'nowhere'"):
+        run("steps:\n  - {trigger: submit, expect: nowhere}")
+    with pytest.raises(ScriptError, match="no field"):
+        run("prefill: {nick: x}\nsteps:\n  - {trigger: submit}")
+
+
+def test_the_documented_example_runs_on_the_real_flows(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.chdir(ROOT)
+    example = ROOT / "docs" / "examples" / "deposit_expires.dry.yaml"
+    assert flowctl(["dry-run", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "ok  4. expire: awaiting_deposit -> choose_method  error deposit_expired" in out
+    assert out.rstrip().endswith("ok: ends in choose_method")
+    # The same script, told to expect something else, fails with exit 1.
+    changed = example.read_text(encoding="utf-8").replace(
+        "expect: choose_method", "expect: verified")
+    other = tmp_path / "other.dry.yaml"
+    other.write_text(changed, encoding="utf-8")
+    capsys.readouterr()
+    assert flowctl(["dry-run", str(other), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert report["steps"][-1]["expected"] == "verified"
+    # A script that names no flow, or a missing one, is a usage error (exit 2).
+    (tmp_path / "none.yaml").write_text("steps: [{trigger: go}]\n", encoding="utf-8")
+    assert flowctl(["dry-run", str(tmp_path / "none.yaml")]) == 2
+    assert flowctl(["dry-run", str(tmp_path / "none.yaml"), "--flow", "nope"]) == 2
