@@ -45,6 +45,7 @@ class _Edge:
     guards: tuple[str, ...]
     timeout: str  # the source state's timeout duration when this is its timeout trigger
     callback: bool = False  # fired by a provider's signed callback, not by the user
+    limits: tuple[str, ...] = ()  # "sms_resend 1 per 1m": the transition's rate limits
 
     def text(self) -> str:
         out = self.trigger
@@ -54,6 +55,8 @@ class _Edge:
             out += f" (after {self.timeout})"
         if self.callback:
             out += " (callback)"
+        if self.limits:
+            out += f" (limit {'; '.join(self.limits)})"
         return out
 
 
@@ -66,8 +69,10 @@ def _edges(flow: Flow) -> list[_Edge]:
             if state is not None and state.timeout is not None \
                     and state.timeout.trigger == t.trigger:
                 timeout = _duration(state.timeout.after)
+            limits = tuple(f"{lim.name} {lim.max} per {_duration(lim.per)}"
+                           for lim in t.limits)
             edges.append(_Edge(source, t.dest, t.trigger, tuple(str(g) for g in t.guards),
-                               timeout, t.via == "callback"))
+                               timeout, t.via == "callback", limits))
     return edges
 
 
@@ -117,6 +122,8 @@ def to_mermaid(flow: Flow) -> str:
             text += f" (after {_mermaid_escape(e.timeout)})"
         if e.callback:
             text += " (callback)"
+        if e.limits:
+            text += f" (limit {_mermaid_escape('; '.join(e.limits))})"
         lines.append(f"    {e.source} --> {e.dest}: {text}")
     lines.extend(f"    {s.name} --> [*]" for s in flow.states.values() if s.final)
     return "\n".join(lines) + "\n"

@@ -227,3 +227,30 @@ flows:
     flow = load_text(text, registry=Registry()).flows["f"]
     assert "    a --> b: result (callback)" in to_mermaid(flow)
     assert "result (callback)" in to_svg(flow)
+
+
+def test_rate_limited_edges_say_their_limits() -> None:
+    from engine import Registry, load_text
+    from engine.graph import to_mermaid, to_svg
+
+    text = """\
+flows:
+  f:
+    initial: a
+    states:
+      a: {fields: {phone: {type: string, label: {zh: 手机, en: Phone}}}}
+      b: {final: true}
+    transitions:
+      - trigger: resend
+        source: a
+        dest: a
+        limits:
+          - {name: sms_resend, by: [field:phone], max: 1, per: 60s}
+          - {name: sms_daily, by: [field:phone], max: 10, per: 24h}
+      - {trigger: go, source: a, dest: b}
+"""
+    flow = load_text(text, registry=Registry()).flows["f"]
+    mermaid = to_mermaid(flow)
+    assert "    a --> a: resend (limit sms_resend 1 per 1m#59; sms_daily 10 per 24h)" in mermaid
+    assert "    a --> b: go\n" in mermaid
+    assert "resend (limit sms_resend 1 per 1m; sms_daily 10 per 24h)" in to_svg(flow)
