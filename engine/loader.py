@@ -726,6 +726,33 @@ class _Checker:
             self.ambiguity(sname, outgoing, where)
             self.callers(sname, outgoing, where)
         self.reachability(flow, states, path)
+        self.context_refs(flow, path)
+
+    def context_refs(self, flow: dict[str, Any], path: Path) -> None:
+        """`show`, `value_from` and `choices_from` read what this flow can record."""
+        fields = {f["name"] for st in flow["states"] for f in st["fields"]}
+        # Facts are what actions return (a trigger's, and on_enter's), and the fired timer.
+        actions = {a for t in flow["transitions"] for a in t["actions"]}
+        actions |= {a for st in flow["states"] for a in st["on_enter"]}
+        actions.add("timer")
+
+        def check(ref: str, where: Path) -> None:
+            kind, name = ref.split(".")[:2]
+            if kind == "values" and name not in fields:
+                self.err(where, f"'{ref}' reads field '{name}', which no state of this "
+                         "flow has")
+            elif kind == "facts" and name not in actions:
+                self.err(where, f"'{ref}' reads what '{name}' returned, but no transition "
+                         "or on_enter of this flow runs it")
+
+        for st in flow["states"]:
+            spath = (*path, "states", st["name"])
+            for key, ref in st["show"].items():
+                check(ref, (*spath, "show", key))
+            for f in st["fields"]:
+                for attr in ("value_from", "choices_from"):
+                    if f[attr]:
+                        check(f[attr], (*spath, "fields", f["name"], attr))
 
     def callers(self, state: str, outgoing: list[tuple[int, dict[str, Any]]],
                 where: list[_Where]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from engine import CompiledFlow, load_text
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
@@ -123,6 +124,15 @@ def test_an_unknown_expected_state_or_prefill_field_is_refused_before_running() 
         run("prefill: {nick: x}\nsteps:\n  - {trigger: submit}")
 
 
+@pytest.fixture
+def keep_logging() -> Any:
+    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("keep_logging")
 def test_the_documented_example_runs_on_the_real_flows(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:

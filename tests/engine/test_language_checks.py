@@ -53,3 +53,35 @@ def test_a_field_is_not_both_secret_and_sensitive() -> None:
     messages = [d.message for d in check_text(text, "f.yaml", Registry())[1]]
     assert messages == ["a field is secret (never recorded) or sensitive (recorded sealed), "
                         "not both"]
+
+
+def test_context_paths_name_fields_and_actions_of_the_flow() -> None:
+    registry = Registry()
+    registry.action("lookup")(lambda a: None)
+    text = """\
+flows:
+  f:
+    initial: a
+    states:
+      a:
+        on_enter: [lookup]
+        show: {org: facts.lookup.name, gone: facts.lokup.name, when: facts.timer.due_at}
+        fields:
+          phone: {type: string, label: {zh: 电话, en: Phone}}
+          copy: {type: string, value_from: values.phnoe, label: {zh: 副本, en: Copy}}
+          pick:
+            type: choice
+            choices_from: facts.nothing.options
+            label: {zh: 选择, en: Pick}
+      b: {final: true, show: {phone: values.phone}}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+    found = [(d.line, d.message) for d in check_text(text, "f.yaml", registry)[1]]
+    assert found == [
+        (7, "'facts.lokup.name' reads what 'lokup' returned, but no transition or on_enter "
+            "of this flow runs it"),
+        (10, "'values.phnoe' reads field 'phnoe', which no state of this flow has"),
+        (13, "'facts.nothing.options' reads what 'nothing' returned, but no transition or "
+             "on_enter of this flow runs it"),
+    ]
