@@ -27,6 +27,7 @@ from web.admin import admin_routes
 from web.callbacks import callback_routes
 from web.clock import OffsetFileClock
 from web.httpclient import AiohttpClient
+from web.logs import quiet_malformed_requests
 from web.metrics import Metrics
 from web.middleware import problems, request_context
 from web.platform import build_services
@@ -53,6 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     if not settings.database_url or not settings.redis_url:
         raise ValueError("DATABASE_URL and REDIS_URL must be set (flowctl serve starts "
                          "embedded servers when they are not)")
+    quiet_malformed_requests()
     app = web.Application(middlewares=[request_context, problems, sessions],
                           client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings

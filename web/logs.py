@@ -6,6 +6,7 @@ import logging
 import sys
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -29,3 +30,30 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a client's malformed request (a bad header, request line or body
+    framing) as an ERROR with a traceback. It is the client's fault and any client can
+    send it: one warning line instead, without the request's bytes (a header line may
+    hold a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(exc, "code", None)
+        if isinstance(exc, HttpProcessingError) and isinstance(code, int) and code < 500:
+            reason = str(exc.message).splitlines()[0][:100] if exc.message else ""
+            structlog.get_logger("web").warning(
+                "malformed_request", status=code, error=type(exc).__name__, reason=reason)
+            return False
+        return True
+
+
+_QUIET = _MalformedRequests()
+
+
+def quiet_malformed_requests() -> None:
+    """Install the filter on aiohttp's server logger (once, however often called)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)

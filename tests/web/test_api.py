@@ -294,3 +294,18 @@ async def test_hostile_bodies_get_clear_answers_never_a_500(aiohttp_client: Any,
     assert "PROPFIND" not in metrics
     assert 'method="other"' in metrics
     assert (await (await client.get(f"/api/flows/{iid}")).json())["version"] == 1
+
+
+async def test_a_malformed_request_is_a_400_and_one_log_line_without_its_bytes(
+        aiohttp_client: Any, app: web.Application, caplog: Any) -> None:
+    client = await aiohttp_client(app)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Token: secret\x00value\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    # aiohttp would log an ERROR with a traceback quoting the header line.
+    assert not [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert "secret" not in caplog.text
