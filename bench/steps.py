@@ -126,7 +126,7 @@ def id_picker(lo: int, hi: int) -> Callable[[random.Random], str]:
 class Options:
     seconds: float = 6.0
     warmup: float = 2.0
-    rounds: int = 3
+    rounds: int = 5
     concurrency: int = 16
     instances: int = 1_000_000
     base_instances: int = 10_000
