@@ -7,7 +7,7 @@ database, no clock and no provider: only the guards, which are pure.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -17,7 +17,7 @@ from engine.errors import ReplayDivergence
 from engine.loader import build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
 from engine.registry import Registry
-from engine.steps import EVENT_KEYS, Event, GuardInput
+from engine.steps import EVENT_KEYS, Event, GuardInput, Instance
 
 
 @attrs.frozen
@@ -93,6 +93,77 @@ def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
         raise ReplayDivergence(result.events, "state", result.state, state)
     if canonical_json(result.context) != canonical_json(context):
         raise ReplayDivergence(result.events, "context", result.context, context)
+
+
+# -- auditing every history ------------------------------------------------------------
+
+@attrs.frozen
+class AuditFinding:
+    """One instance whose history does not replay to what is stored."""
+
+    instance_id: str
+    flow: str
+    definition_version: str
+    seq: int
+    what: str
+    expected: Any
+    found: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class AuditSummary:
+    instances: int = 0
+    events: int = 0
+    versions: set[str] = attrs.field(factory=set)
+    findings: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.findings == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "instances": self.instances, "events": self.events,
+                "versions": len(self.versions), "findings": self.findings}
+
+
+async def audit(histories: AsyncIterable[tuple[Instance, list[Event]]],
+                compiled: Callable[[str], Awaitable[CompiledFlow]],
+                report: Callable[[AuditFinding], None]) -> AuditSummary:
+    """Replay every history against its own version and compare it with the live row.
+
+    ``histories`` yields each instance with all its events; ``compiled`` gives the
+    machine of a stored version (it may raise: a version that cannot be built is a
+    finding for each of its instances); ``report`` is called once per divergent instance.
+    Nothing is kept between instances, so memory stays flat however many there are.
+    """
+    summary = AuditSummary()
+    for_version: dict[str, CompiledFlow | Exception] = {}
+    async for instance, events in histories:
+        summary.instances += 1
+        summary.events += len(events)
+        version = instance.definition_hash
+        summary.versions.add(version)
+        if version not in for_version:
+            try:
+                for_version[version] = await compiled(version)
+            except Exception as exc:  # noqa: BLE001 - reported per instance, the audit goes on
+                for_version[version] = exc
+        machine = for_version[version]
+        try:
+            if isinstance(machine, Exception):
+                raise ReplayDivergence(0, "definition", "a version the registry can build",
+                                       f"{type(machine).__name__}: {machine}")
+            result = replay(machine, events)
+            compare_live(result, instance.state, instance.context, instance.version,
+                         instance.last_hash)
+        except ReplayDivergence as exc:
+            summary.findings += 1
+            report(AuditFinding(instance.id, instance.flow, version, exc.seq, exc.what,
+                                exc.expected, exc.found))
+    return summary
 
 
 # -- export files: JSON Lines ---------------------------------------------------------

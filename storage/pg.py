@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -246,6 +246,44 @@ class PgStore:
                 " WHERE e.instance_id = $1"
                 " ORDER BY e.seq", iid)
         return [_event(r) for r in rows]
+
+    async def histories(self, *, flow: str | None = None, since: datetime | None = None,
+                        until: datetime | None = None, batch: int = 500,
+                        ) -> AsyncIterator[tuple[Instance, list[Event]]]:
+        """Every instance (oldest first) with its whole history, ``batch`` at a time.
+
+        Keyset pages over (created_at, id) and one events query a page: memory is one
+        page, however many instances there are. ``since``/``until`` bound created_at
+        (until excluded).
+        """
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    f"SELECT {_INSTANCE_COLS} FROM flow_instances i"
+                    " WHERE ($1::text IS NULL OR i.flow = $1)"
+                    " AND ($2::timestamptz IS NULL OR i.created_at >= $2)"
+                    " AND ($3::timestamptz IS NULL OR i.created_at < $3)"
+                    " AND ($4::timestamptz IS NULL OR (i.created_at, i.id) > ($4, $5))"
+                    " ORDER BY i.created_at, i.id LIMIT $6",
+                    flow, since, until, after[0] if after else None,
+                    after[1] if after else None, batch)
+                if not rows:
+                    return
+                ids = [r["id"] for r in rows]
+                event_rows = await conn.fetch(
+                    f"SELECT {_EVENT_COLS} FROM flow_events e"
+                    " WHERE e.instance_id = ANY($1::uuid[]) ORDER BY e.instance_id, e.seq", ids)
+            by_instance: dict[str, list[Event]] = {}
+            for r in event_rows:
+                ev = _event(r)
+                by_instance.setdefault(ev.instance_id, []).append(ev)
+            for r in rows:
+                instance = _instance(r)
+                yield instance, by_instance.get(instance.id, [])
+            after = (rows[-1]["created_at"], rows[-1]["id"])
+            if len(rows) < batch:
+                return
 
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         async with self.pool.acquire() as conn:

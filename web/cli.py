@@ -1,4 +1,4 @@
-"""flowctl: serve, migrate, lint, graph, dry-run, export, replay, reload, versions, admin."""
+"""flowctl: serve, migrate, lint, graph, dry-run, export, replay, audit, reload, versions, admin."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from engine import (
 )
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from engine.graph import to_mermaid, to_svg
+from engine.loader import build_flow
+from engine.replay import AuditFinding, AuditSummary, audit
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
 from storage import PgAccounts, PgStore, create_pool, migrate
@@ -199,6 +201,63 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"diverged at seq {d.get('seq')}: {d.get('what')}: expected "
               f"{d.get('expected')!r}, found {d.get('found')!r}")
     return 0 if report.ok else 1
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    """An ISO date or time from the command line; a bare date is midnight UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--{name}: an ISO date or time is expected, not {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def _audit(dsn: str, registry: Registry, args: argparse.Namespace,
+                 since: datetime | None, until: datetime | None) -> AuditSummary:
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        store = PgStore(pool)
+
+        async def compiled(version: str) -> CompiledFlow:
+            content = await store.definition(version)
+            if content is None:
+                raise LookupError(f"definition version {version} is not stored")
+            return CompiledFlow(build_flow(content), registry)
+
+        def report(finding: AuditFinding) -> None:
+            if args.json:
+                print(json.dumps({"kind": "finding", **finding.as_dict()},
+                                 ensure_ascii=False, default=str), flush=True)
+            else:
+                print(f"{finding.instance_id} {finding.flow}: seq {finding.seq}: "
+                      f"{finding.what}: expected {finding.expected!r}, "
+                      f"found {finding.found!r}", flush=True)
+
+        histories = store.histories(flow=args.flow, since=since, until=until)
+        return await audit(histories, compiled, report)
+    finally:
+        await pool.close()
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay every stored history against its version and compare with the live rows."""
+    try:
+        since, until = _when(args.since, "since"), _when(args.until, "until")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    summary = asyncio.run(_audit(_need(settings.database_url, "DATABASE_URL"),
+                                 _registry(settings, args.module), args, since, until))
+    if args.json:
+        print(json.dumps({"kind": "summary", **summary.as_dict()}))
+    else:
+        verdict = "every chain verifies and replays to the stored state" if summary.ok \
+            else f"{summary.findings} instance(s) do not"
+        print(f"{summary.instances} instance(s), {summary.events} event(s), "
+              f"{len(summary.versions)} definition version(s): {verdict}")
+    return 0 if summary.ok else 1
 
 
 async def _publish_reload(url: str, channel: str) -> int:
@@ -391,6 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", metavar="FILE_OR_INSTANCE_ID")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("audit", help="replay every stored history against its version "
+                                     "and compare it with the live instance")
+    p.add_argument("--flow", help="only this flow's instances")
+    p.add_argument("--since", help="only instances started at or after (ISO date or time)")
+    p.add_argument("--until", help="only instances started before (ISO date or time)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON Lines: one line a finding, then the summary")
+    p.set_defaults(fn=cmd_audit)
 
     p = sub.add_parser("reload", help="lint flows.yaml, then tell running servers to reload")
     p.set_defaults(fn=cmd_reload)

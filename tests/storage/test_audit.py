@@ -1,0 +1,144 @@
+"""flowctl audit: every stored history replays to its live row, or the odd one is named."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import structlog
+
+from engine import CompiledFlow, FrozenClock, Runtime, load_text
+from engine.loader import build_flow
+from engine.replay import AuditFinding, audit
+from storage import PgStore, create_pool
+from storage.scratch import create_database, drop_database
+from tests.conftest import ADMIN_URL
+from tests.sample_flows import SAMPLE_YAML, sample_registry
+from web.cli import main as flowctl
+
+DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
+
+
+@pytest.fixture
+async def own_db() -> AsyncIterator[str]:
+    """A database of this test's own: the audit reads every instance in it."""
+    name = f"flows_test_{os.getpid()}_audit_{uuid.uuid4().hex[:6]}"
+    dsn = await create_database(ADMIN_URL, name)
+    yield dsn
+    await drop_database(ADMIN_URL, name)
+
+
+@pytest.fixture
+async def store(own_db: str) -> AsyncIterator[PgStore]:
+    pool = await create_pool(own_db, min_size=1, max_size=4)
+    yield PgStore(pool)
+    await pool.close()
+
+
+async def _run_audit(store: PgStore, **filters: Any) -> tuple[Any, list[AuditFinding]]:
+    registry = sample_registry()
+    findings: list[AuditFinding] = []
+
+    async def compiled(version: str) -> CompiledFlow:
+        content = await store.definition(version)
+        assert content is not None
+        return CompiledFlow(build_flow(content), registry)
+
+    summary = await audit(store.histories(batch=2, **filters), compiled, findings.append)
+    return summary, findings
+
+
+async def _three_instances(store: PgStore, clock: FrozenClock) -> list[str]:
+    registry = sample_registry()
+    runtime = Runtime(store, clock, registry, load_text(SAMPLE_YAML, registry=registry))
+    await runtime.publish()
+    ids = []
+    for n in range(3):
+        iid = (await runtime.start("signup")).instance.id
+        ids.append(iid)
+        if n >= 1:
+            await runtime.advance(iid, "submit", DETAILS)
+            await runtime.advance(iid, "confirm", {"code": "000000"})
+        if n == 2:
+            await runtime.advance(iid, "confirm", {"code": "123456"})
+        clock.advance(timedelta(hours=1))
+    return ids
+
+
+async def test_untouched_histories_all_verify_page_by_page(store: PgStore,
+                                                          clock: FrozenClock) -> None:
+    ids = await _three_instances(store, clock)
+    summary, findings = await _run_audit(store)
+    assert findings == []
+    assert summary.ok
+    assert (summary.instances, summary.events, len(summary.versions)) == (3, 1 + 3 + 4, 1)
+    # Filters by start time: the first instance started an hour before the second.
+    first = (await store.load(ids[0]))[0].created_at
+    summary, _ = await _run_audit(store, since=first + timedelta(minutes=30))
+    assert summary.instances == 2
+    summary, _ = await _run_audit(store, until=first + timedelta(minutes=30))
+    assert summary.instances == 1
+    summary, _ = await _run_audit(store, flow="nothing_here")
+    assert summary.instances == 0
+
+
+async def test_a_changed_event_and_a_changed_row_are_each_named(store: PgStore,
+                                                               clock: FrozenClock,
+                                                               own_db: str) -> None:
+    ids = await _three_instances(store, clock)
+    conn = await asyncpg.connect(own_db)
+    try:
+        # History refuses changes; only someone who can switch that off could do this.
+        await conn.execute("ALTER TABLE flow_events DISABLE TRIGGER USER")
+        await conn.execute("UPDATE flow_events SET facts = '{\"check_code\": {\"ok\": true}}'"
+                           " WHERE instance_id = $1 AND seq = 3", uuid.UUID(ids[1]))
+        await conn.execute("UPDATE flow_instances SET state = 'done' WHERE id = $1",
+                           uuid.UUID(ids[0]))
+    finally:
+        await conn.close()
+    summary, findings = await _run_audit(store)
+    assert not summary.ok
+    assert summary.findings == 2
+    found = {f.instance_id: (f.seq, f.what) for f in findings}
+    assert found == {ids[0]: (1, "state"), ids[1]: (3, "hash")}
+
+
+@pytest.fixture
+def keep_logging() -> Any:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("keep_logging")
+async def test_flowctl_audit_prints_findings_and_a_summary(
+        store: PgStore, clock: FrozenClock, own_db: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    await _three_instances(store, clock)
+    monkeypatch.setenv("DATABASE_URL", own_db)
+    monkeypatch.setenv("FLOW_MODULES", "tests.sample_flows")
+    # The CLI runs its own event loop: call it from a thread, as a shell would.
+    code = await asyncio.to_thread(flowctl, ["audit"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 instance(s), 8 event(s), 1 definition version(s): every chain verifies" in out
+    conn = await asyncpg.connect(own_db)
+    try:
+        await conn.execute("UPDATE flow_instances SET context = '{}' WHERE state = 'done'")
+    finally:
+        await conn.close()
+    code = await asyncio.to_thread(flowctl, ["audit", "--json", "--flow", "signup"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert [x["kind"] for x in lines] == ["finding", "summary"]
+    assert lines[0]["what"] == "context"
+    assert lines[1] == {"kind": "summary", "ok": False, "instances": 3, "events": 8,
+                        "versions": 1, "findings": 1}
+    assert await asyncio.to_thread(flowctl, ["audit", "--since", "yesterday"]) == 2
