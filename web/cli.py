@@ -403,8 +403,16 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from web.serve import serve
-    return serve(settings, host=args.host, port=args.port, migrate_first=args.migrate)
+    from web.serve import serve, serve_worker
+    if args.worker:
+        return serve_worker(settings, host=args.host or settings.host,
+                            port=args.port or settings.port)
+    workers = args.workers or settings.serve_workers
+    if workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    return serve(settings, host=args.host, port=args.port, migrate_first=args.migrate,
+                 workers=workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--migrate", action="store_true", help="migrate before serving")
+    p.add_argument("--workers", type=int,
+                   help="server processes sharing the port (default: SERVE_WORKERS, 1); "
+                        "one Python process uses one core")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("migrate", help="apply database migrations")

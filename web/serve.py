@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +17,10 @@ import attrs
 import structlog
 from aiohttp import web
 
-from engine import DefinitionError
+from engine import DefinitionError, load_file
 from storage import migrate
 from web import keys
-from web.app import create_app
+from web.app import build_registry, create_app
 from web.devservers import resolve
 from web.settings import Settings
 
@@ -36,21 +38,27 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def _run(settings: Settings, host: str, port: int, migrate_first: bool) -> bool:
+async def _migrate(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
+               reuse_port: bool = False) -> bool:
     """Serve until SIGINT/SIGTERM; False if the address could not be bound."""
     assert settings.database_url
     if migrate_first:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
-        log.info("migrated", applied=applied)
+        log.info("migrated", applied=await _migrate(settings.database_url))
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # starts the pool, Redis and the workers: cleaned up below
     try:
-        site = web.TCPSite(runner, host, port)
+        # Workers of one `serve --workers N` share the port; the kernel spreads
+        # connections between them (SO_REUSEPORT).
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:  # the port is taken, or the host is not ours
@@ -77,8 +85,80 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool) ->
         await runner.cleanup()
 
 
+def serve_worker(settings: Settings, *, host: str, port: int) -> int:
+    """One of the processes of `serve --workers N`: the parent did the rest."""
+    try:
+        return 0 if run(_run(settings, host, port, False, reuse_port=True)) else 1
+    except DefinitionError as exc:
+        for d in exc.diagnostics:
+            log.error("flows_invalid", problem=str(d))
+        return 1
+
+
+def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Run ``workers`` server processes on one port; stop them all when told or when one
+    dies (whoever runs us restarts the whole; a half-served port is worse than none).
+
+    SIGINT and SIGTERM stop every worker; SIGHUP is passed on (each reloads the flows).
+    """
+    env = {**os.environ, "DATABASE_URL": settings.database_url or "",
+           "REDIS_URL": settings.redis_url or ""}
+    cmd = [sys.executable, "-m", "web.cli", "serve", "--host", host, "--port", str(port),
+           "--worker"]
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def hup(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGINT, stop), (signal.SIGTERM, stop), (signal.SIGHUP, hup))}
+    failed = False
+    try:
+        # Our own interpreter and module, with arguments we built: no shell, no input.
+        children.extend(subprocess.Popen(cmd, env=env)  # noqa: S603
+                        for _ in range(workers))
+        log.info("workers_started", workers=workers, pids=[c.pid for c in children],
+                 url=f"http://{host}:{port}")
+        while any(c.poll() is None for c in children):
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            code = os.waitstatus_to_exitcode(status)
+            for child in children:
+                if child.pid == pid:
+                    child.returncode = code
+            if not stopping:
+                log.error("worker_exited", pid=pid, code=code)
+                failed = True
+                stop()
+            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                failed = True
+    finally:
+        stop()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=15)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failed else 0
+
+
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-          migrate_first: bool = False) -> int:
+          migrate_first: bool = False, workers: int = 1) -> int:
     overrides, servers = resolve(data_dir=settings.data_dir)
     if servers is not None:
         settings = attrs.evolve(settings, database_url=overrides.get("DATABASE_URL",
@@ -89,6 +169,14 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     try:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(str(os.getpid()))
+        if workers > 1:
+            # The flows file is checked once here, so a bad file fails before any fork.
+            load_file(settings.flows_file, build_registry(settings.flow_modules))
+            if migrate_first:
+                assert settings.database_url
+                log.info("migrated", applied=run(_migrate(settings.database_url)))
+            return _supervise(settings, host or settings.host, port or settings.port,
+                              workers)
         if not run(_run(settings, host or settings.host, port or settings.port,
                                 migrate_first)):
             return 1

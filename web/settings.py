@@ -30,6 +30,9 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 1024 * 1024
     workers: bool = True
+    # `flowctl serve` processes sharing the port (SO_REUSEPORT): one Python process uses
+    # one core.
+    serve_workers: int = 1
     timer_interval: float = 1.0
     outbox_interval: float = 1.0
     # Development and tests only: the clock is real time plus the seconds in this file.
@@ -70,6 +73,7 @@ class Settings:
             log_level=e.get("LOG_LEVEL", "info"),
             max_body_bytes=int(e.get("MAX_BODY_BYTES", str(1024 * 1024))),
             workers=_bool(e.get("WORKERS"), True),
+            serve_workers=int(e.get("SERVE_WORKERS", "1")),
             timer_interval=float(e.get("TIMER_INTERVAL", "1.0")),
             outbox_interval=float(e.get("OUTBOX_INTERVAL", "1.0")),
             clock_file=e.get("CLOCK_FILE") or None,

@@ -276,7 +276,8 @@ def clock_file(tmp_path: Path) -> Path:
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "FLOWS_FILE",
-                        "FLOW_MODULES", "PORT", "CLOCK_FILE", "DATA_DIR", "WORKERS"}}
+                        "FLOW_MODULES", "PORT", "CLOCK_FILE", "DATA_DIR", "WORKERS",
+                        "SERVE_WORKERS"}}
     env.update(PYTHONPATH=str(ROOT), LOG_FORMAT="json", FLOW_MODULES="tests.sample_flows")
     return env
 
@@ -567,6 +568,57 @@ def test_serve_without_urls_runs_embedded_servers_and_stops_them(
     assert server.events("embedded_redis_shutdown_refused") == []
     assert server.events("embedded_redis_terminated") == []
     assert server.events("embedded_postgres_stopped")
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if alive(c)]
+
+
+@pytest.mark.slow
+def test_serve_with_workers_shares_the_port_and_stops_as_one(
+        servers: list[Server], make_env: Callable[[str], dict[str, str]],
+        tmp_path: Path) -> None:
+    env = {**make_env("workers"), "SERVE_WORKERS": "2"}
+    server = Server(env, tmp_path / "workers.log")
+    servers.append(server)
+    wait_for("two workers serving", lambda: len(server.events("serving")) == 2 or (
+        server.exited() or False), timeout=60)
+    server.wait_ready()
+    workers = children_of(server.pid)
+    assert len(workers) == 2
+    (started,) = server.events("workers_started")
+    assert sorted(started["pids"]) == sorted(workers)
+    # Any worker answers any step: the state is in the database.
+    iid = start_at_code(server)
+    for _ in range(10):
+        status, body = server.get(f"/api/flows/{iid}")
+        server.expect(200, status, body)
+        assert body["state"] == "code"
+    # SIGHUP to the parent reloads every worker.
+    os.kill(server.pid, signal.SIGHUP)
+    wait_for("both workers reloaded", lambda: len(server.events("flows_reloaded")) == 2)
+    assert server.stop() == 0
+    assert not any(alive(w) for w in workers)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_the_others(
+        servers: list[Server], make_env: Callable[[str], dict[str, str]],
+        tmp_path: Path) -> None:
+    env = {**make_env("dying"), "SERVE_WORKERS": "2"}
+    server = Server(env, tmp_path / "dying.log")
+    servers.append(server)
+    wait_for("two workers serving", lambda: len(server.events("serving")) == 2, timeout=60)
+    first, second = children_of(server.pid)
+    os.kill(first, signal.SIGKILL)
+    assert server.proc.wait(30) == 1
+    assert not alive(second)
+    (exited,) = server.events("worker_exited")
+    assert (exited["pid"], exited["code"]) == (first, -signal.SIGKILL)
 
 
 @pytest.mark.slow
