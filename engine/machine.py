@@ -33,14 +33,20 @@ class CompiledFlow:
     def __init__(self, flow: Flow, registry: Registry) -> None:
         self.flow = flow
         self.registry = registry
-        missing = sorted({g.name for t in flow.transitions for g in t.guards
-                          if g.name not in registry.guards})
-        missing += sorted({f.locked.name for s in flow.states.values() for f in s.fields
-                           if not isinstance(f.locked, bool)
-                           and f.locked.name not in registry.guards})
+        # Every name the version uses must be registered now: a version stored long ago
+        # may name something the code no longer has, and must say so before a step.
+        fields = [f for s in flow.states.values() for f in s.fields]
+        guards = {g.name for t in flow.transitions for g in t.guards}
+        guards |= {f.locked.name for f in fields if not isinstance(f.locked, bool)}
+        actions = {a for t in flow.transitions for a in t.actions}
+        actions |= {a for s in flow.states.values() for a in s.on_enter}
+        validators = {f.format for f in fields if f.format}
+        missing = [f"unknown {kind} '{name}'" for kind, names, known in (
+            ("guard", guards, registry.guards), ("action", actions, registry.actions),
+            ("validator", validators, registry.validators))
+            for name in sorted(names) if name not in known]
         if missing:
-            raise DefinitionError([Diagnostic(flow.name, 1, 1, f"unknown guard '{m}'")
-                                   for m in missing])
+            raise DefinitionError([Diagnostic(flow.name, 1, 1, m) for m in missing])
         self.triggers = frozenset(t.trigger for t in flow.transitions)
         self._probe = _Probe()
         self._machine = Machine(

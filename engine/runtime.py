@@ -19,6 +19,7 @@ import structlog
 from engine.canonical import GENESIS, canonical_json, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
+    DefinitionError,
     DuplicateKey,
     EngineError,
     FieldError,
@@ -63,6 +64,16 @@ PROVIDER_PREFIX = "provider:"
 
 def iso(t: datetime) -> str:
     return t.isoformat(timespec="microseconds")
+
+
+@attrs.frozen
+class PinnedProblem:
+    """A stored version that active instances run on and this code cannot run."""
+
+    version: str
+    flow: str
+    active_instances: int
+    problem: str
 
 
 @attrs.frozen
@@ -120,6 +131,21 @@ class Runtime:
             found = CompiledFlow(build_flow(content), self.registry)
             self._compiled[version] = found
         return found
+
+    async def check_pinned(self) -> list[PinnedProblem]:
+        """Every version an active instance is pinned to must still run with this code.
+
+        A version lives as long as its instances; a deploy that drops a guard, action or
+        validator an old version names would break those instances at their next step.
+        This says so up front (at start and on reload), with what is missing.
+        """
+        problems = []
+        for version, flow, active in await self.store.versions_in_use():
+            try:
+                await self.compiled(version)
+            except (DefinitionError, FlowNotFound) as exc:
+                problems.append(PinnedProblem(version, flow, active, str(exc)))
+        return problems
 
     def current(self, name: str) -> Flow:
         flow = self.flows.get(name)

@@ -285,6 +285,14 @@ class PgStore:
             if len(rows) < batch:
                 return
 
+    async def versions_in_use(self) -> list[tuple[str, str, int]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT definition_version, flow, count(*) AS n FROM flow_instances"
+                " WHERE status = 'active' GROUP BY definition_version, flow"
+                " ORDER BY flow, definition_version")
+        return [(r["definition_version"], r["flow"], int(r["n"])) for r in rows]
+
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

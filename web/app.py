@@ -99,6 +99,14 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
                           sealer=VaultSealer(services.vault),
                           services={**services.as_mapping(), "all": services})
         await runtime.publish()
+        pinned = await runtime.check_pinned()
+        app[keys.METRICS].unrunnable_versions.set(len(pinned))
+        for problem in pinned:
+            # The server still serves every other flow; these instances fail at their
+            # next step until the code that names what is missing is deployed again.
+            log.error("pinned_version_cannot_run", flow=problem.flow,
+                      version=problem.version, active_instances=problem.active_instances,
+                      problem=problem.problem)
         timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)
         app[keys.POOL] = pool
         app[keys.REDIS] = redis

@@ -20,8 +20,11 @@ from engine import (
     CompiledFlow,
     DefinitionError,
     DuplicateKey,
+    FlowSet,
     Invalid,
     Registry,
+    Runtime,
+    SystemClock,
     check_text,
     export_lines,
     load_file,
@@ -31,6 +34,7 @@ from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from engine.graph import to_mermaid, to_svg
 from engine.loader import build_flow
 from engine.replay import AuditFinding, AuditSummary, audit
+from engine.runtime import PinnedProblem
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
 from storage import PgAccounts, PgStore, create_pool, migrate
@@ -307,8 +311,28 @@ async def _versions(dsn: str, flow: str | None) -> list[dict[str, Any]]:
         await pool.close()
 
 
+async def _check_pinned(dsn: str, registry: Registry) -> list[PinnedProblem]:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        runtime = Runtime(PgStore(pool), SystemClock(), registry, FlowSet({}))
+        return await runtime.check_pinned()
+    finally:
+        await pool.close()
+
+
 def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
-    for row in asyncio.run(_versions(_need(settings.database_url, "DATABASE_URL"), args.flow)):
+    dsn = _need(settings.database_url, "DATABASE_URL")
+    if args.check:
+        problems = asyncio.run(_check_pinned(dsn, _registry(settings, args.module)))
+        for p in problems:
+            if args.flow in (None, p.flow):
+                print(f"{p.flow}\t{p.version}\t{p.active_instances} active\t{p.problem}")
+        broken = [p for p in problems if args.flow in (None, p.flow)]
+        print(f"{len(broken)} version(s) with active instances cannot run with this code"
+              if broken else "every version with active instances runs with this code",
+              file=sys.stderr)
+        return 1 if broken else 0
+    for row in asyncio.run(_versions(dsn, args.flow)):
         print(f"{row['flow']}\t{row['version']}\t{row['first_seen'].isoformat()}")
     return 0
 
@@ -480,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")
+    p.add_argument("--check", action="store_true",
+                   help="instead: check that every version active instances are pinned to "
+                        "still runs with this code (its guards, actions and validators)")
     p.set_defaults(fn=cmd_versions)
 
     p = sub.add_parser("admin", help="back-office administrators")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -24,6 +24,10 @@ class Metrics:
         self._step_timers: dict[str, Any] = {}
         self.reloads = Counter("flows_reloads", "Reloads of flows.yaml by outcome",
                                ["outcome"], registry=self.registry)
+        self.unrunnable_versions = Gauge(
+            "flow_versions_unrunnable",
+            "Definition versions active instances run on that this code cannot run",
+            registry=self.registry)
 
     def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None:
         """Record one step: the engine's Observer port."""

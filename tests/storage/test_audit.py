@@ -4,42 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import structlog
 
 from engine import CompiledFlow, FrozenClock, Runtime, load_text
 from engine.loader import build_flow
 from engine.replay import AuditFinding, audit
-from storage import PgStore, create_pool
-from storage.scratch import create_database, drop_database
-from tests.conftest import ADMIN_URL
+from storage import PgStore
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.cli import main as flowctl
 
 DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
-
-
-@pytest.fixture
-async def own_db() -> AsyncIterator[str]:
-    """A database of this test's own: the audit reads every instance in it."""
-    name = f"flows_test_{os.getpid()}_audit_{uuid.uuid4().hex[:6]}"
-    dsn = await create_database(ADMIN_URL, name)
-    yield dsn
-    await drop_database(ADMIN_URL, name)
-
-
-@pytest.fixture
-async def store(own_db: str) -> AsyncIterator[PgStore]:
-    pool = await create_pool(own_db, min_size=1, max_size=4)
-    yield PgStore(pool)
-    await pool.close()
 
 
 async def _run_audit(store: PgStore, **filters: Any) -> tuple[Any, list[AuditFinding]]:
@@ -108,13 +87,6 @@ async def test_a_changed_event_and_a_changed_row_are_each_named(store: PgStore,
     assert summary.findings == 2
     found = {f.instance_id: (f.seq, f.what) for f in findings}
     assert found == {ids[0]: (1, "state"), ids[1]: (3, "hash")}
-
-
-@pytest.fixture
-def keep_logging() -> Any:
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.mark.usefixtures("keep_logging")
