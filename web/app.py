@@ -48,6 +48,11 @@ def make_clock(settings: Settings) -> Clock:
     return OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Name the service, not the software and versions it runs on."""
+    response.headers["Server"] = "identity-flows"
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None,
                registry: Registry | None = None) -> web.Application:
     """Build the application; resources start with it and stop with it."""
@@ -58,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app = web.Application(middlewares=[request_context, problems, sessions],
                           client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
+    app.on_response_prepare.append(_server_header)
     app[keys.CLOCK] = clock or make_clock(settings)
     app[keys.REGISTRY] = registry or build_registry(settings.flow_modules)
     app[keys.METRICS] = Metrics()

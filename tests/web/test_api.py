@@ -226,6 +226,11 @@ async def test_health_readiness_and_metrics(aiohttp_client: Any, app: web.Applic
     assert (await ready.json())["checks"] == {"database": "ok", "redis": "ok"}
     iid = (await start(client))["id"]
     await step(client, iid, "submit", DETAILS)
+    health = await client.get("/healthz")
+    # The service is named; the software and its versions are not.
+    assert health.headers["Server"] == "identity-flows"
+    missing = await client.get("/api/nothing-here")
+    assert missing.headers["Server"] == "identity-flows"
     text = await (await client.get("/metrics")).text()
     assert 'flow_steps_total{flow="signup",outcome="applied",trigger="submit"} 1.0' in text
     assert "flow_step_seconds_bucket" in text
