@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from engine.errors import FieldError, ValidationFailed
@@ -125,7 +126,8 @@ def _empty(value: Any) -> bool:
 
 
 def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
-                   context: Mapping[str, Any], registry: Registry) -> dict[str, Any]:
+                   context: Mapping[str, Any], registry: Registry,
+                   now: datetime | None = None) -> dict[str, Any]:
     """Return the clean input (secrets included) or raise ValidationFailed with all errors."""
     fields = {f.name: f for f in flow.fields_for(state, trigger)}
     errors: list[FieldError] = [_error(k, "unknown_field") for k in raw if k not in fields]
@@ -161,7 +163,9 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
             continue
         if field.format:
             try:
-                value = registry.validators[field.format](value)
+                check = registry.validators[field.format]
+                value = check(value, now=now) if now is not None \
+                    and field.format in registry.dated else check(value)
             except Invalid as exc:
                 errors.append(FieldError(name, exc.error_id, exc.zh, exc.en))
                 continue

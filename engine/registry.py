@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 GuardFn = Callable[["GuardInput"], bool]
 ActionFn = Callable[["ActionInput"], Awaitable[Any]]
 # A validator returns the normalised value or raises ``engine.Invalid``.
-ValidatorFn = Callable[[Any], Any]
+ValidatorFn = Callable[..., Any]  # (value) or, when registered dated, (value, *, now)
 SenderFn = Callable[["OutboxMessage"], Awaitable[None]]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +29,9 @@ class Registry:
         self.guards: dict[str, GuardFn] = {}
         self.actions: dict[str, ActionFn] = {}
         self.validators: dict[str, ValidatorFn] = {}
+        # Validators that need the date (a birth date "not after today"): they are called
+        # with now=<the engine clock's time>, never read the system clock themselves.
+        self.dated: set[str] = set()
         self.senders: dict[str, SenderFn] = {}
         self.policies: dict[str, Callable[[Any], Any]] = {}
 
@@ -40,9 +43,21 @@ class Registry:
         """Register an async action; what it returns is recorded as a fact."""
         return self._adder(self.actions, name)
 
-    def validator(self, name: str | None = None) -> Callable[[F], F]:
-        """Register a field format: returns the normalised value or raises Invalid."""
-        return self._adder(self.validators, name)
+    def validator(self, name: str | None = None, *, dated: bool = False) -> Callable[[F], F]:
+        """Register a field format: returns the normalised value or raises Invalid.
+
+        ``dated``: the validator takes ``now=`` (an aware datetime from the engine's
+        clock) besides the value.
+        """
+        add = self._adder(self.validators, name)
+
+        def register(fn: F) -> F:
+            add(fn)
+            if dated:
+                self.dated.add(name or fn.__name__)
+            return fn
+
+        return register
 
     def policy(self, name: str) -> Callable[[F], F]:
         """Register the parser of a policy section: raises ValueError when it is wrong."""

@@ -229,7 +229,7 @@ class Runtime:
                                     for f in state.fields if f.name in names))},
                 transitions=())
             out.update(validate_input(sub, state.name, "", {k: prefill[k] for k in names},
-                                      {}, self.registry))
+                                      {}, self.registry, self.clock.now()))
         return out
 
     # -- reading -----------------------------------------------------------------
@@ -343,7 +343,7 @@ class Runtime:
                            if t != clock_only and t not in callbacks])
         # A timeout is the clock's step: it carries no input, so there is no form to check.
         clean = {} if fired_timer is not None else validate_input(
-            flow, instance.state, trigger, raw_input, instance.context, self.registry)
+            flow, instance.state, trigger, raw_input, instance.context, self.registry, now)
         recorded_input = redact(flow, instance.state, clean, self.sealer.seal)
         candidates = flow.transitions_from(instance.state, trigger)
         if fired_timer is None and not by_provider:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from engine import Invalid, Registry
 
@@ -36,6 +36,9 @@ _AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]{1,2}))?")
 _AMOUNT_TOO_PRECISE = re.compile(r"[0-9]+\.[0-9]{3,}")
 _AMOUNT_MAX_YUAN_DIGITS = 15  # below 10^15 yuan: no real payment, and no huge int() parses
 
+# China has one time zone and no daylight saving: dates are as they are there.
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+
 
 def _compact(value: str) -> str:
     """Map full-width ASCII to ASCII and drop every space, also U+3000 and inner ones."""
@@ -51,7 +54,8 @@ def _id_check_char(body: str) -> str:
     return _ID_CHECK[total % 11]
 
 
-def resident_id(value: object, today: date | None = None) -> str:
+def resident_id(value: object, today: date | None = None, *,
+                now: datetime | None = None) -> str:
     """Check an 18-character citizen ID (also residence permits) and return it normalised."""
     number = _compact(value).upper() if isinstance(value, str) else ""
     if _LEGACY_ID.fullmatch(number):
@@ -67,7 +71,10 @@ def resident_id(value: object, today: date | None = None) -> str:
         born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
         born = None
-    if born is None or not _EARLIEST_BIRTH <= born <= (date.today() if today is None else today):
+    if today is None:
+        # The engine's clock when a step checks it; the date as it is in China (UTC+8).
+        today = (now or datetime.now(UTC)).astimezone(CHINA).date()
+    if born is None or not _EARLIEST_BIRTH <= born <= today:
         raise Invalid("resident_id_birth_date",
                       "身份证号码中的出生日期（第7-14位）无效：须为1900年1月1日至今的真实日期",
                       "The birth date in the ID number (characters 7-14) is not a real date "
@@ -260,7 +267,7 @@ def mask_credit_code(value: object) -> str:
 
 def register(registry: Registry) -> None:
     """Register the validators under the format names flows.yaml uses."""
-    registry.validator("resident_id")(resident_id)
+    registry.validator("resident_id", dated=True)(resident_id)
     registry.validator("credit_code")(credit_code)
     registry.validator("mobile")(mobile)
     registry.validator("bank_account")(bank_account)

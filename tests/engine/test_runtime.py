@@ -14,6 +14,7 @@ from engine import (
     FlowExpired,
     FlowFinished,
     FrozenClock,
+    Invalid,
     OutboxDispatcher,
     Registry,
     Runtime,
@@ -416,3 +417,46 @@ flows:
     outcome = await rt.start("locked", {"name": "ok"})
     view = await rt.view(outcome.instance)
     assert [f["value"] for f in view["ui"]["fields"]] == [None, "ok", "ok"]
+
+
+async def test_dated_validators_get_the_engine_clock(pool: asyncpg.Pool,
+                                                     clock: FrozenClock) -> None:
+    registry = Registry()
+    seen: list[Any] = []
+
+    @registry.validator("not_future", dated=True)
+    def not_future(value: Any, *, now: Any) -> Any:
+        seen.append(now)
+        if value > now.date().isoformat():
+            raise Invalid("in_future", "日期晚于今天", "The date is after today")
+        return value
+
+    @registry.validator("plain")
+    def plain(value: Any) -> Any:
+        return value
+
+    text = """\
+flows:
+  dated:
+    initial: a
+    expires_in: 7d
+    states:
+      a:
+        fields:
+          day: {type: string, format: not_future, label: {zh: 日期, en: Day}}
+          note: {type: string, format: plain, label: {zh: 备注, en: Note}}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+    runtime = Runtime(PgStore(pool), clock, registry, load_text(text, registry=registry))
+    await runtime.publish()
+    iid = (await runtime.start("dated")).instance.id
+    tomorrow = (clock.now() + timedelta(days=1)).date().isoformat()
+    with pytest.raises(ValidationFailed) as refused:
+        await runtime.advance(iid, "go", {"day": tomorrow, "note": "x"})
+    assert refused.value.errors[0].error_id == "in_future"
+    assert seen == [clock.now()]
+    clock.advance(timedelta(days=1))
+    outcome = await runtime.advance(iid, "go", {"day": tomorrow, "note": "x"})
+    assert outcome.instance.state == "b"

@@ -8,7 +8,7 @@ weighted sum comes out right), not from the weight tables the module uses.
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from engine import Invalid, Registry
 from flows import identity
 from flows.identity import (
+    CHINA,
     amount_fen,
     bank_account,
     credit_code,
@@ -169,11 +170,20 @@ def test_birth_date_after_today_is_refused_and_today_is_accepted() -> None:
     assert resident_id(born_tomorrow, today=date(2024, 1, 2)) == born_tomorrow
 
 
-def test_birth_date_defaults_to_the_real_today() -> None:
-    born = date.today() + timedelta(days=1)
+def test_birth_date_defaults_to_the_real_today_in_china() -> None:
+    born = datetime.now(CHINA).date() + timedelta(days=1)
     future = with_id_check(f"110105{born:%Y%m%d}001")
     assert error_id(resident_id, future) == "resident_id_birth_date"
     assert resident_id("360426199101010071") == "360426199101010071"
+
+
+def test_a_step_checks_the_birth_date_against_the_engine_clock_in_china() -> None:
+    born_jan_2 = with_id_check("11010520240102001")
+    # 17:00 UTC on 1 January is 01:00 on 2 January in Beijing: born today, accepted.
+    assert resident_id(born_jan_2, now=datetime(2024, 1, 1, 17, 0, tzinfo=UTC)) == born_jan_2
+    # 15:00 UTC is still 1 January there: born tomorrow, refused, whatever the real date.
+    assert error_id(resident_id, born_jan_2,
+                    now=datetime(2024, 1, 1, 15, 0, tzinfo=UTC)) == "resident_id_birth_date"
 
 
 def test_birth_date_before_1900_is_refused() -> None:
