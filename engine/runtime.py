@@ -137,7 +137,8 @@ class Runtime:
 
         A version lives as long as its instances; a deploy that drops a guard, action or
         validator an old version names would break those instances at their next step.
-        This says so up front (at start and on reload), with what is missing.
+        This says so up front (servers check when they start; `flowctl versions --check`
+        before a deploy), with what is missing.
         """
         problems = []
         for version, flow, active in await self.store.versions_in_use():

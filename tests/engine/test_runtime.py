@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 
 from engine import (
@@ -25,6 +26,7 @@ from engine import (
     load_text,
     replay,
 )
+from engine.steps import Instance
 from storage import PgStore, create_pool
 from tests.sample_flows import SAMPLE_YAML
 
@@ -460,3 +462,15 @@ flows:
     clock.advance(timedelta(days=1))
     outcome = await runtime.advance(iid, "go", {"day": tomorrow, "note": "x"})
     assert outcome.instance.state == "b"
+
+
+async def test_a_step_carries_over_every_field_it_does_not_change(runtime: Runtime) -> None:
+    before = (await runtime.start("signup", actor="account:someone")).instance
+    after = (await runtime.advance(before.id, "submit", DETAILS,
+                                   actor="account:someone")).instance
+    changed = {"state", "context", "version", "status", "updated_at", "last_hash",
+               "deadline_at"}
+    for field in attrs.fields(Instance):
+        if field.name not in changed:
+            assert getattr(after, field.name) == getattr(before, field.name), field.name
+    assert before.owner == "account:someone"
