@@ -30,7 +30,7 @@ from itertools import pairwise
 import attrs
 
 from engine.durations import format_duration
-from engine.model import Flow, Label
+from engine.model import Flow, Label, Limit
 
 __all__ = ["to_mermaid", "to_svg"]
 
@@ -69,11 +69,20 @@ def _edges(flow: Flow) -> list[_Edge]:
             if state is not None and state.timeout is not None \
                     and state.timeout.trigger == t.trigger:
                 timeout = _duration(state.timeout.after)
-            limits = tuple(f"{lim.name} {lim.max} per {_duration(lim.per)}"
-                           for lim in t.limits)
+            limits = tuple(_limit_text(lim) for lim in t.limits)
             edges.append(_Edge(source, t.dest, t.trigger, tuple(str(g) for g in t.guards),
                                timeout, t.via == "callback", limits))
     return edges
+
+
+def _limit_text(lim: Limit) -> str:
+    return f"{lim.name} {lim.max} per {_duration(lim.per)}"
+
+
+def _start_text(flow: Flow) -> str:
+    """What limits starting the flow: written on the start edge (Mermaid), in the title (SVG)."""
+    return f"(limit {'; '.join(_limit_text(lim) for lim in flow.start_limits)})" \
+        if flow.start_limits else ""
 
 
 def _duration(value: timedelta) -> str:
@@ -112,7 +121,8 @@ def to_mermaid(flow: Flow) -> str:
         if state.label is not None and _label_text(state.label):
             text = _mermaid_escape(_label_text(state.label))
             lines.append(f'    state "{text}" as {state.name}')
-    lines.append(f"    [*] --> {flow.initial}")
+    start = _start_text(flow)
+    lines.append(f"    [*] --> {flow.initial}" + (f": {_mermaid_escape(start)}" if start else ""))
     for e in _edges(flow):
         # Trigger and guard names are escaped one by one: the brackets are the diagram's.
         text = _mermaid_escape(e.trigger)
@@ -458,6 +468,8 @@ def to_svg(flow: Flow) -> str:
     """Draw a flow as a standalone SVG document, laid out without external tools."""
     title = _label_text(flow.title) if flow.title is not None else ""
     title = f"{title} ({flow.name})" if title else flow.name
+    if flow.start_limits:
+        title += f"  start {_start_text(flow)}"
     layout = _build(flow)
     _order(layout)
     _place(layout, _text_width(title, _TITLE_SIZE))

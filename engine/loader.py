@@ -40,6 +40,7 @@ DEFAULT_LIFETIME = timedelta(hours=24)
 RESERVED_TRIGGERS = {"start"}
 
 _FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "description",
+              "start_limits",
               "access"}
 _STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description", "show"}
 _FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
@@ -49,6 +50,8 @@ _TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", 
                     "label", "description", "limits", "via"}
 _LIMIT_KEYS = {"name", "by", "max", "per", "error"}
 _LIMIT_PARTS = ("instance", "client", "actor", "flow")
+# Starting a flow has no instance yet and no form: it is counted by who starts it.
+_START_LIMIT_PARTS = ("client", "actor", "flow")
 ACCESS = ("anyone", "account", "admin")
 # Who fires a transition: the person at the client, or a provider's signed callback.
 VIA = ("user", "callback")
@@ -388,6 +391,13 @@ class _Checker:
             if checked is not None:
                 transitions.append(checked[0])
                 where.append(checked[1])
+        self.limit_fields = []
+        start_limits = self.limits(body.get("start_limits"), (*path, "start_limits"))
+        for bpath, part in self.limit_fields:
+            if part not in _START_LIMIT_PARTS:
+                self.err(bpath, f"starting a flow is counted by "
+                         f"{', '.join(_START_LIMIT_PARTS)}, not '{part}'")
+        self.limit_fields = []
         canon = {
             "name": name,
             "title": self.label(body.get("title"), (*path, "title"), f"flow '{name}'",
@@ -400,6 +410,10 @@ class _Checker:
             # Every flow pins the policies it ran under: changing one is a new version.
             "policies": self.policies,
         }
+        if start_limits:
+            # Only when there are some: a flow without keeps the version it had before
+            # the language had start limits.
+            canon["start_limits"] = start_limits
         self.semantics(canon, where, path)
         return canon
 
@@ -835,11 +849,7 @@ def build_flow(content: dict[str, Any]) -> Flow:
                         t["error"]["field"]) if t["error"] else None,
             label=label(t["label"]),
             via=t["via"],
-            limits=tuple(
-                Limit(lim["name"], tuple(lim["by"]), lim["max"], parse_duration(lim["per"]),
-                      Error(lim["error"]["id"], lim["error"]["zh"], lim["error"]["en"])
-                      if lim["error"] else None)
-                for lim in t["limits"]),
+            limits=tuple(_limit(lim) for lim in t["limits"]),
         )
         for t in content["transitions"]
     )
@@ -847,7 +857,14 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 transitions=transitions, expires_in=parse_duration(content["expires_in"]),
                 title=label(content["title"]), content=content,
                 version=content_hash(content), access=content["access"],
-                policies=content["policies"])
+                policies=content["policies"],
+                start_limits=tuple(_limit(lim) for lim in content.get("start_limits", [])))
+
+
+def _limit(lim: dict[str, Any]) -> Limit:
+    return Limit(lim["name"], tuple(lim["by"]), lim["max"], parse_duration(lim["per"]),
+                 Error(lim["error"]["id"], lim["error"]["zh"], lim["error"]["en"])
+                 if lim["error"] else None)
 
 
 def check_text(text: str, filename: str = "flows.yaml",

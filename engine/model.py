@@ -136,6 +136,8 @@ class Flow:
     version: str = ""
     access: str = "anyone"  # anyone | account | admin
     policies: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    # Limits on starting an instance (by client, actor or flow), before anything is stored.
+    start_limits: tuple[Limit, ...] = ()
 
     def state(self, name: str) -> State:
         return self.states[name]

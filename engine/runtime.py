@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from engine.errors import (
 from engine.forms import describe, redact, validate_input
 from engine.loader import FlowSet, build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Flow, Transition
+from engine.model import Flow, Limit, Transition
 from engine.ports import (
     Clock,
     Limiter,
@@ -161,6 +161,9 @@ class Runtime:
         flow = self.current(name)
         self._check_access(flow, actor)
         values = self._check_prefill(flow, prefill or {})
+        if flow.start_limits:
+            await self._hit_limits(flow.start_limits, {"client": client, "actor": actor,
+                                                       "flow": flow.name}, {})
         now = self.clock.now()
         instance_id = str(uuid.uuid4())
         state = flow.states[flow.initial]
@@ -417,33 +420,34 @@ class Runtime:
                               clean: Mapping[str, Any], actor: str,
                               client: str | None) -> None:
         """Count this step against every limit its trigger declares; refuse when over."""
-        seen: set[str] = set()
+        limits: dict[str, Limit] = {}
         for t in candidates:
-            for limit in t.limits:
-                if limit.name in seen:
-                    continue
-                seen.add(limit.name)
-                parts = []
-                for part in limit.by:
-                    if part.startswith("field:"):
-                        value = clean.get(part[6:])
-                    else:
-                        value = {"instance": instance.id, "client": client, "actor": actor,
-                                 "flow": flow.name}.get(part)
-                    parts.append("" if value is None else str(value))
-                # Values such as phone numbers never appear in keys in clear. The key has
-                # no flow name: limits of one name count together in every flow (ten
-                # codes a phone a day, whichever procedure sends them).
-                digest = sha256_hex(canonical_json(parts))[:32]
-                wait = await self.limiter.hit(f"limit:{limit.name}:{digest}",
-                                              limit.max, limit.per)
-                if wait is not None:
-                    seconds = max(1, math.ceil(wait.total_seconds()))
-                    error = limit.error
-                    raise RateLimited(
-                        error.en if error else None, retry_after=seconds, limit=limit.name,
-                        **({"error_id": error.error_id,
-                            "message": {"zh": error.zh, "en": error.en}} if error else {}))
+            for lim in t.limits:
+                limits.setdefault(lim.name, lim)  # a name counts once a step
+        await self._hit_limits(limits.values(), {"instance": instance.id, "client": client,
+                                                 "actor": actor, "flow": flow.name}, clean)
+
+    async def _hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
+                          clean: Mapping[str, Any]) -> None:
+        """Count one hit against each limit; raise RateLimited at the first one over."""
+        for limit in limits:
+            parts = []
+            for part in limit.by:
+                value = clean.get(part[6:]) if part.startswith("field:") else who.get(part)
+                parts.append("" if value is None else str(value))
+            # Values such as phone numbers never appear in keys in clear. The key has no
+            # flow name: limits of one name count together in every flow (ten codes a
+            # phone a day, whichever procedure sends them).
+            digest = sha256_hex(canonical_json(parts))[:32]
+            wait = await self.limiter.hit(f"limit:{limit.name}:{digest}", limit.max,
+                                          limit.per)
+            if wait is not None:
+                seconds = max(1, math.ceil(wait.total_seconds()))
+                error = limit.error
+                raise RateLimited(
+                    error.en if error else None, retry_after=seconds, limit=limit.name,
+                    **({"error_id": error.error_id,
+                        "message": {"zh": error.zh, "en": error.en}} if error else {}))
 
     def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
                        recorded_input: Mapping[str, Any],

@@ -26,6 +26,7 @@ _INSTANCE_LINKS = {
 
 _ERRORS = {
     "400": _problem("Malformed JSON, a body that is not an object, or a bad header"),
+    "403": _problem("The flow needs a signed-in account or administrator, or is another's"),
     "404": _problem("No such flow or instance"),
     "409": _problem("Lost race (version_conflict), trigger not available, or flow finished"),
     "410": _problem("The flow has expired; the body has the data to start a new one"),
@@ -33,6 +34,8 @@ _ERRORS = {
     "413": _problem("The body is larger than 1 MiB"),
     "415": _problem("The body is not application/json"),
     "422": _problem("Field errors, unknown fields, or the guards refused the step"),
+    "429": _problem("A limit is reached (codes sent, flows started, ...): Retry-After says "
+                    "when to try again"),
 }
 
 
@@ -59,7 +62,7 @@ def document() -> dict[str, Any]:
                               "200": {"description": "Replayed start (same Idempotency-Key)",
                                       **_INSTANCE},
                               **{k: v for k, v in _ERRORS.items() if k in
-                                 ("400", "404", "413", "415", "422")}}}},
+                                 ("400", "403", "404", "413", "415", "422", "429")}}}},
             "/api/flows/{id}": {"get": {
                 "operationId": "getFlow", "summary": "The instance and its current step",
                 "parameters": [_ID],

@@ -254,3 +254,23 @@ flows:
     assert "    a --> a: resend (limit sms_resend 1 per 1m#59; sms_daily 10 per 24h)" in mermaid
     assert "    a --> b: go\n" in mermaid
     assert "resend (limit sms_resend 1 per 1m; sms_daily 10 per 24h)" in to_svg(flow)
+
+
+def test_start_limits_are_on_the_start_edge_and_in_the_svg_title() -> None:
+    from engine import Registry, load_text
+    from engine.graph import to_mermaid, to_svg
+
+    text = """\
+flows:
+  f:
+    initial: a
+    start_limits: [{name: starts, by: [client], max: 600, per: 10m}]
+    states:
+      a: {}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+    flow = load_text(text, registry=Registry()).flows["f"]
+    assert "    [*] --> a: (limit starts 600 per 10m)\n" in to_mermaid(flow)
+    assert "<title>f  start (limit starts 600 per 10m)</title>" in to_svg(flow)

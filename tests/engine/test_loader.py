@@ -1131,3 +1131,36 @@ def test_any_text_gives_diagnostics_never_an_exception(text: str) -> None:
 
     assert isinstance(content, dict)
     assert all(isinstance(d, Diagnostic) for d in diags)
+
+
+# -- start limits -----------------------------------------------------------------------
+
+def test_start_limits_are_counted_by_who_starts_and_checked_like_limits() -> None:
+    text = edit("    expires_in: 7d\n", """\
+    expires_in: 7d
+    start_limits:
+      - {name: starts, by: [client, flow], max: 5, per: 1m}
+      - {name: by_phone, by: [instance, field:phone], max: 1, per: 1m}
+      - {name: starts, by: [actor], max: 0, per: 1m}
+""")
+    assert [(d.line, d.col, d.message) for d in lint(text)] == [
+        (7, 7, "limit 'starts' is declared twice"),
+        (8, 31, "starting a flow is counted by client, actor, flow, not 'instance'"),
+        (8, 41, "starting a flow is counted by client, actor, flow, not 'field:phone'"),
+        (9, 42, "a limit needs 'max': a positive whole number"),
+    ]
+
+
+def test_start_limits_load_and_change_the_version_only_when_there_are_some() -> None:
+    limited = edit("    expires_in: 7d\n", """\
+    expires_in: 7d
+    start_limits: [{name: starts, by: [client], max: 5, per: 10m}]
+""")
+    flow = load_text(limited, "flows.yaml", REGISTRY).flows["signup"]
+    (limit,) = flow.start_limits
+    assert (limit.name, limit.by, limit.max, limit.per) == ("starts", ("client",), 5,
+                                                            timedelta(minutes=10))
+    assert version(limited) != version(VALID)
+    # An empty list is no limit: the version stays what it was without the key.
+    assert version(edit("    expires_in: 7d\n", "    expires_in: 7d\n    start_limits: []\n")) \
+        == version(VALID)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
+import attrs
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from engine import FrozenClock
+from tests.sample_flows import SAMPLE_YAML
+from web.app import create_app
 from web.openapi import document
 
 DETAILS = {"name": "Ada", "password": "s3cret-Pass", "agree": True}
@@ -314,3 +318,32 @@ async def test_a_malformed_request_is_a_400_and_one_log_line_without_its_bytes(
     # aiohttp would log an ERROR with a traceback quoting the header line.
     assert not [r for r in caplog.records if r.name == "aiohttp.server"]
     assert "secret" not in caplog.text
+
+
+async def test_starting_too_often_from_one_address_is_a_429_and_stores_nothing(
+        aiohttp_client: Any, settings: Any, clock: FrozenClock, tmp_path: Any,
+        pool: Any) -> None:
+    name = "signup_" + uuid.uuid4().hex[:8]  # counted apart from every other test's
+    text = SAMPLE_YAML.replace("  signup:\n    title:", f"""\
+  {name}:
+    start_limits:
+      - name: {name}_starts
+        by: [client]
+        max: 2
+        per: 10m
+        error: {{id: too_many_starts, zh: 操作过于频繁, en: Too many starts}}
+    title:""")
+    flows_file = tmp_path / "limited.yaml"
+    flows_file.write_text(text, encoding="utf-8")
+    client = await aiohttp_client(create_app(attrs.evolve(settings, flows_file=str(flows_file)),
+                                             clock=clock))
+    for _ in range(2):
+        assert (await client.post(f"/api/flows/{name}")).status == 201
+    refused = await client.post(f"/api/flows/{name}")
+    assert refused.status == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 600
+    body = await refused.json()
+    assert (body["error_id"], body["limit"]) == ("too_many_starts", f"{name}_starts")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM flow_instances WHERE flow = $1",
+                                   name) == 2
