@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,21 +130,20 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
                         for _ in range(workers))
         log.info("workers_started", workers=workers, pids=[c.pid for c in children],
                  url=f"http://{host}:{port}")
+        # Poll our own children only: os.wait() would also reap the embedded servers'
+        # processes, whose owners wait for them.
         while any(c.poll() is None for c in children):
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            code = os.waitstatus_to_exitcode(status)
-            for child in children:
-                if child.pid == pid:
-                    child.returncode = code
+            time.sleep(0.2)  # a signal runs its handler at once, then the loop goes on
             if not stopping:
-                log.error("worker_exited", pid=pid, code=code)
-                failed = True
-                stop()
-            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
-                failed = True
+                for child in children:
+                    if child.returncode is not None:
+                        log.error("worker_exited", pid=child.pid, code=child.returncode)
+                        failed = True
+                if failed:
+                    stop()
+        if not failed and any(c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
+                              for c in children):
+            failed = True
     finally:
         stop()
         for child in children:
