@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
+import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+
+
+def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    """One log line: orjson (a step logs twice at info), the standard library for what
+    orjson refuses (integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(event, default=default).decode("utf-8")
+    except TypeError:
+        return json.dumps(event, default=default, ensure_ascii=False)
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False) if use_json
+        structlog.processors.JSONRenderer(serializer=_json_line) if use_json
         else structlog.dev.ConsoleRenderer())
     structlog.configure(
         processors=[
