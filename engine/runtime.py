@@ -162,6 +162,10 @@ class Runtime:
         self._check_access(flow, actor)
         values = self._check_prefill(flow, prefill or {})
         if flow.start_limits:
+            # A start sent again with its key is the first one's answer, not a new start.
+            if idempotency_key is not None and (await self.store.instance_by_start_key(
+                    idempotency_key)) is not None:
+                return await self._replayed_start(name, idempotency_key)
             await self._hit_limits(flow.start_limits, {"client": client, "actor": actor,
                                                        "flow": flow.name}, {})
         now = self.clock.now()
@@ -189,14 +193,17 @@ class Runtime:
                                     tuple(ai.writes))
         except DuplicateKey:
             assert idempotency_key is not None
-            existing = await self.store.instance_by_start_key(idempotency_key)
-            if existing is None or existing.flow != name:
-                raise IdempotencyKeyReused() from None
-            first = (await self.store.events(existing.id))[0]
-            return StepOutcome(existing, first, replayed=True)
+            return await self._replayed_start(name, idempotency_key)
         self.on_commit()
         log.info("flow_started", flow=flow.name, instance_id=instance_id, state=flow.initial)
         return StepOutcome(instance, event, replies=dict(ai.replies))
+
+    async def _replayed_start(self, name: str, key: str) -> StepOutcome:
+        existing = await self.store.instance_by_start_key(key)
+        if existing is None or existing.flow != name:
+            raise IdempotencyKeyReused()
+        first = (await self.store.events(existing.id))[0]
+        return StepOutcome(existing, first, replayed=True)
 
     @staticmethod
     def _check_access(flow: Flow, actor: str) -> None:

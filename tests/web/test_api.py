@@ -337,8 +337,14 @@ async def test_starting_too_often_from_one_address_is_a_429_and_stores_nothing(
     flows_file.write_text(text, encoding="utf-8")
     client = await aiohttp_client(create_app(attrs.evolve(settings, flows_file=str(flows_file)),
                                              clock=clock))
-    for _ in range(2):
-        assert (await client.post(f"/api/flows/{name}")).status == 201
+    first = await client.post(f"/api/flows/{name}", headers={"Idempotency-Key": "k-" + name})
+    assert first.status == 201
+    # The same start again is the first one's answer: it does not count.
+    for _ in range(3):
+        again = await client.post(f"/api/flows/{name}", headers={"Idempotency-Key": "k-" + name})
+        assert again.status == 200
+        assert (await again.json())["id"] == (await first.json())["id"]
+    assert (await client.post(f"/api/flows/{name}")).status == 201
     refused = await client.post(f"/api/flows/{name}")
     assert refused.status == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 600
