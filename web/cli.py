@@ -91,36 +91,49 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Walk a flow through a scripted sequence of steps; nothing is stored or sent."""
-    try:
-        text = Path(args.script).read_text(encoding="utf-8")
-        script = parse_script(text, args.script)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"{args.script}: cannot read: {exc}", file=sys.stderr)
-        return 2
-    except ScriptError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    """Walk flows through scripted steps; nothing is stored or sent.
+
+    Several scripts run one after the other (a folder of them in CI); the exit code is
+    the worst: 2 for a script or file that is wrong, 1 for a run not as expected.
+    """
     registry = _registry(settings, args.module)
     try:
         flows = load_file(args.file or settings.flows_file, registry)
     except DefinitionError as exc:
         print(exc, file=sys.stderr)
         return 2
+    worst = 0
+    for path in args.scripts:
+        if len(args.scripts) > 1 and not args.json:
+            print(f"== {path}")
+        worst = max(worst, _dry_run_one(path, args, flows, registry))
+    return worst
+
+
+def _dry_run_one(path: str, args: argparse.Namespace, flows: FlowSet,
+                 registry: Registry) -> int:
+    try:
+        script = parse_script(Path(path).read_text(encoding="utf-8"), path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    except ScriptError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     name = args.flow or script.get("flow")
     flow = flows.get(name) if name else None
     if flow is None:
-        print(f"{args.script}: say which flow ('flow:' in the script or --flow); flows: "
-              f"{', '.join(flows.flows)}" if not name else f"no flow named {name!r}",
+        print(f"{path}: say which flow ('flow:' in the script or --flow); flows: "
+              f"{', '.join(flows.flows)}" if not name else f"{path}: no flow named {name!r}",
               file=sys.stderr)
         return 2
     try:
         run = dry_run(CompiledFlow(flow, registry), script)
     except ScriptError as exc:
-        print(f"{args.script}: {exc}", file=sys.stderr)
+        print(f"{path}: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(run.as_dict(), ensure_ascii=False))
+        print(json.dumps({"script": path, **run.as_dict()}, ensure_ascii=False))
     else:
         print(f"{flow.name} ({flow.version[:12]})")
         for step in run.steps:
@@ -470,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_graph)
 
     p = sub.add_parser("dry-run", help="walk a flow through scripted steps; nothing stored")
-    p.add_argument("script", help="YAML: flow, prefill, steps (trigger, input, facts, "
-                                  "effects, expect); see docs/flows.md")
+    p.add_argument("scripts", nargs="+", metavar="SCRIPT",
+                   help="YAML: flow, prefill, steps (trigger, input, facts, effects, "
+                        "expect); see docs/flows.md. Several run one after the other.")
     p.add_argument("--flow", help="the flow (default: 'flow:' in the script)")
     p.add_argument("--file", help="flows file (default: FLOWS_FILE or flows.yaml)")
     p.add_argument("--json", action="store_true", help="print the run as JSON")

@@ -156,3 +156,14 @@ def test_the_documented_example_runs_on_the_real_flows(
     (tmp_path / "none.yaml").write_text("steps: [{trigger: go}]\n", encoding="utf-8")
     assert flowctl(["dry-run", str(tmp_path / "none.yaml")]) == 2
     assert flowctl(["dry-run", str(tmp_path / "none.yaml"), "--flow", "nope"]) == 2
+    # Every example in docs/examples goes as its script expects; with several scripts the
+    # exit code is the worst of them.
+    examples = sorted(str(p) for p in (ROOT / "docs" / "examples").glob("*.dry.yaml"))
+    assert len(examples) >= 3
+    capsys.readouterr()
+    assert flowctl(["dry-run", *examples]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== ") == len(examples)
+    assert "NOT as expected" not in out
+    assert flowctl(["dry-run", *examples, str(other)]) == 1
+    assert flowctl(["dry-run", str(other), str(tmp_path / "missing.yaml")]) == 2
