@@ -80,6 +80,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     return app
 
 
+async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
+    """Log every version active instances run on that this code cannot run."""
+    try:
+        pinned = await runtime.check_pinned()
+    except Exception:
+        log.exception("pinned_versions_check_failed")
+        return
+    metrics.unrunnable_versions.set(len(pinned))
+    for problem in pinned:
+        # The server still serves every other flow; these instances fail at their next
+        # step until the code that names what is missing is deployed again.
+        log.error("pinned_version_cannot_run", flow=problem.flow, version=problem.version,
+                  active_instances=problem.active_instances, problem=problem.problem)
+
+
 def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
@@ -105,14 +120,6 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
                           sealer=VaultSealer(services.vault),
                           services={**services.as_mapping(), "all": services})
         await runtime.publish()
-        pinned = await runtime.check_pinned()
-        app[keys.METRICS].unrunnable_versions.set(len(pinned))
-        for problem in pinned:
-            # The server still serves every other flow; these instances fail at their
-            # next step until the code that names what is missing is deployed again.
-            log.error("pinned_version_cannot_run", flow=problem.flow,
-                      version=problem.version, active_instances=problem.active_instances,
-                      problem=problem.problem)
         timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)
         app[keys.POOL] = pool
         app[keys.REDIS] = redis
@@ -138,7 +145,10 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
         stop = asyncio.Event()
         tasks = [asyncio.create_task(
             _listen_for_reload(redis, settings.redis_prefix + "reload", reload, stop),
-            name="reload")]
+            name="reload"),
+            # In the background: it reads every active instance's version, which on a big
+            # table is a scan the server need not wait for to serve.
+            asyncio.create_task(_report_pinned(runtime, app[keys.METRICS]), name="pinned")]
         if settings.workers:
             tasks.append(asyncio.create_task(timers.run(), name="timers"))
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
