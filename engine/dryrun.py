@@ -4,6 +4,7 @@ An analyst who edits ``flows.yaml`` writes down what happens, step by step, and 
 the outside world answers, and sees where the flow goes::
 
     flow: personal_login
+    now: 2026-03-01T09:00:00+08:00       # optional: the time dated validators see
     prefill: {method: password}          # optional: the start's values
     steps:
       - trigger: submit
@@ -25,6 +26,7 @@ invalid``, ``refused`` or ``unavailable``); then the state stays and the run goe
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -85,11 +87,18 @@ def parse_script(text: str, source: str = "<script>") -> dict[str, Any]:
         raise ScriptError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ScriptError(f"{source}: a mapping with 'steps' is expected")
-    unknown = sorted(set(data) - {"flow", "prefill", "steps"})
+    unknown = sorted(set(data) - {"flow", "prefill", "steps", "now"})
     if unknown:
         raise ScriptError(f"{source}: unknown key(s): {', '.join(map(str, unknown))}")
     if "flow" in data and not isinstance(data["flow"], str):
         raise ScriptError(f"{source}: 'flow' must be a flow's name")
+    if "now" in data:
+        when = data["now"]  # YAML reads an unquoted timestamp as a datetime already
+        try:
+            when = when if isinstance(when, datetime) else datetime.fromisoformat(str(when))
+        except ValueError:
+            raise ScriptError(f"{source}: 'now' must be an ISO date and time") from None
+        data["now"] = when if when.tzinfo else when.replace(tzinfo=UTC)
     if not isinstance(data.get("prefill", {}), dict):
         raise ScriptError(f"{source}: 'prefill' must be a mapping of field values")
     steps = data.get("steps")
@@ -120,8 +129,14 @@ def _dry_seal(kind: str, value: str) -> dict[str, str]:
     return {"sealed": "dry-run", "masked": shown}
 
 
-def dry_run(compiled: CompiledFlow, script: Mapping[str, Any]) -> DryRun:
-    """Walk ``compiled`` through a parsed script (see :func:`parse_script`)."""
+def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
+            now: datetime | None = None) -> DryRun:
+    """Walk ``compiled`` through a parsed script (see :func:`parse_script`).
+
+    ``now`` is the time dated validators see (a birth date "not after today"): the
+    script's ``now`` if it has one, else this argument (the CLI passes the current time).
+    """
+    now = script.get("now") or now
     flow = compiled.flow
     registry = compiled.registry
     for n, step in enumerate(script["steps"], start=1):
@@ -157,7 +172,8 @@ def dry_run(compiled: CompiledFlow, script: Mapping[str, Any]) -> DryRun:
                 # A timeout is the clock's step: like a live one, it carries no input.
                 clean = {} if timeout and trigger == timeout.trigger and not step.get(
                     "input") else validate_input(flow, state, trigger,
-                                                 step.get("input") or {}, context, registry)
+                                                 step.get("input") or {}, context, registry,
+                                                 now)
             except ValidationFailed as exc:
                 result = record("invalid", state, errors=[e.as_dict() for e in exc.errors])
             else:

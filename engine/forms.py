@@ -164,8 +164,8 @@ def validate_input(flow: Flow, state: str, trigger: str, raw: Mapping[str, Any],
         if field.format:
             try:
                 check = registry.validators[field.format]
-                value = check(value, now=now) if now is not None \
-                    and field.format in registry.dated else check(value)
+                value = check(value, now=now) if field.format in registry.dated \
+                    else check(value)
             except Invalid as exc:
                 errors.append(FieldError(name, exc.error_id, exc.zh, exc.en))
                 continue

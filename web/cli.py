@@ -128,7 +128,7 @@ def _dry_run_one(path: str, args: argparse.Namespace, flows: FlowSet,
               file=sys.stderr)
         return 2
     try:
-        run = dry_run(CompiledFlow(flow, registry), script)
+        run = dry_run(CompiledFlow(flow, registry), script, datetime.now(UTC))
     except ScriptError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 2

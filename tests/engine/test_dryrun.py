@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from engine import CompiledFlow, load_text
+from engine import CompiledFlow, Invalid, Registry, load_text
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.cli import main as flowctl
@@ -167,3 +168,39 @@ def test_the_documented_example_runs_on_the_real_flows(
     assert "NOT as expected" not in out
     assert flowctl(["dry-run", *examples, str(other)]) == 1
     assert flowctl(["dry-run", str(other), str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_dated_validators_see_the_scripts_now_or_the_callers() -> None:
+    registry = Registry()
+    seen: list[datetime] = []
+
+    @registry.validator("not_future", dated=True)
+    def not_future(value: Any, *, now: datetime) -> Any:
+        seen.append(now)
+        if value > now.date().isoformat():
+            raise Invalid("in_future", "日期晚于今天", "The date is after today")
+        return value
+
+    text = """\
+flows:
+  f:
+    initial: a
+    states:
+      a:
+        fields:
+          day: {type: string, format: not_future, label: {zh: 日期, en: Day}}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+    flow = load_text(text, registry=registry).flows["f"]
+    compiled = CompiledFlow(flow, registry)
+    step = "steps:\n  - {trigger: go, input: {day: '2026-03-02'}, expect: %s}\n"
+    pinned = dry_run(compiled, parse_script("now: 2026-03-01T23:30:00+08:00\n"
+                                            + step % "invalid"))
+    assert pinned.ok
+    assert seen[-1] == datetime(2026, 3, 1, 15, 30, tzinfo=UTC)
+    later = dry_run(compiled, parse_script(step % "b"), datetime(2026, 3, 2, 12, tzinfo=UTC))
+    assert later.ok
+    with pytest.raises(ScriptError, match="'now' must be an ISO date and time"):
+        parse_script("now: yesterday\n" + step % "b")
