@@ -204,3 +204,12 @@ flows:
     assert later.ok
     with pytest.raises(ScriptError, match="'now' must be an ISO date and time"):
         parse_script("now: yesterday\n" + step % "b")
+
+
+def test_the_guide_shows_the_example_as_it_is() -> None:
+    guide = (ROOT / "docs" / "flows.md").read_text(encoding="utf-8")
+    example = ROOT / "docs" / "examples" / "deposit_expires.dry.yaml"
+    shown = guide.split("# docs/examples/deposit_expires.dry.yaml\n", 1)[1].split("```", 1)[0]
+    script = "".join(line for line in example.read_text(encoding="utf-8").splitlines(True)
+                     if not line.startswith("#"))
+    assert shown == script
