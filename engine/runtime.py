@@ -146,6 +146,10 @@ class Runtime:
                 await self.compiled(version)
             except (DefinitionError, FlowNotFound) as exc:
                 problems.append(PinnedProblem(version, flow, active, str(exc)))
+            except (KeyError, TypeError, ValueError) as exc:
+                # Stored content this code cannot even build (written by another loader).
+                problems.append(PinnedProblem(version, flow, active,
+                                              f"cannot build: {type(exc).__name__}: {exc}"))
         return problems
 
     def current(self, name: str) -> Flow:

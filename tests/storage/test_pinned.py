@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
 from engine import FlowSet, FrozenClock, Registry, Runtime, load_text
@@ -76,3 +77,20 @@ async def test_flowctl_versions_check(store: PgStore, clock: FrozenClock, own_db
     assert line.startswith("signup\t")
     assert "\t1 active\t" in line
     assert "unknown guard 'code_ok'" in line
+
+
+async def test_stored_content_this_code_cannot_build_is_a_problem_not_a_crash(
+        store: PgStore, clock: FrozenClock, own_db: str) -> None:
+    runtime = await _instances(store, clock)
+    version = runtime.flows.flows["signup"].version
+    conn = await asyncpg.connect(own_db)
+    try:
+        # As if an older loader had written it: a key this code needs is missing.
+        await conn.execute("UPDATE flow_definitions SET content = content::jsonb - 'states'"
+                           " WHERE version = $1", version)
+    finally:
+        await conn.close()
+    later = Runtime(store, clock, sample_registry(), FlowSet({}))
+    (problem,) = await later.check_pinned()
+    assert problem.version == version
+    assert problem.problem.startswith("cannot build: KeyError")
