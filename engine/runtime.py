@@ -307,7 +307,7 @@ class Runtime:
             if prior is not None:
                 outcome = "replayed"
                 return await self._replay_outcome(instance, prior, trigger)
-            if fired_timer is None:
+            if fired_timer is None and instance.deadline_at is not None:
                 instance = await self._catch_up(instance)
             result = await self._step(instance, trigger, raw_input, idempotency_key,
                                       expected_version, actor, client, fired_timer)
@@ -336,7 +336,9 @@ class Runtime:
                     idempotency_key: str | None, expected_version: int | None, actor: str,
                     client: str | None, fired_timer: Timer | None) -> StepOutcome:
         now = self.clock.now()
-        compiled = await self.compiled(instance.definition_hash)
+        # The version is almost always compiled already: no coroutine for the common case.
+        compiled = self._compiled.get(instance.definition_hash) or \
+            await self.compiled(instance.definition_hash)
         flow = compiled.flow
         self.check_owner(flow, instance, actor)
         if instance.expired(now):
