@@ -24,6 +24,7 @@ import math
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import pairwise
 
@@ -47,16 +48,18 @@ class _Edge:
     callback: bool = False  # fired by a provider's signed callback, not by the user
     limits: tuple[str, ...] = ()  # "sms_resend 1 per 1m": the transition's rate limits
 
-    def text(self) -> str:
-        out = self.trigger
+    def text(self, escape: Callable[[str], str] = str) -> str:
+        """``trigger [guards] (after 72h) (callback) (limit ...)``; ``escape`` is applied
+        to the names, never to the brackets the diagram itself writes."""
+        out = escape(self.trigger)
         if self.guards:
-            out += f" [{', '.join(self.guards)}]"
+            out += f" [{', '.join(escape(g) for g in self.guards)}]"
         if self.timeout:
-            out += f" (after {self.timeout})"
+            out += f" (after {escape(self.timeout)})"
         if self.callback:
             out += " (callback)"
         if self.limits:
-            out += f" (limit {'; '.join(self.limits)})"
+            out += f" (limit {escape('; '.join(self.limits))})"
         return out
 
 
@@ -123,18 +126,8 @@ def to_mermaid(flow: Flow) -> str:
             lines.append(f'    state "{text}" as {state.name}')
     start = _start_text(flow)
     lines.append(f"    [*] --> {flow.initial}" + (f": {_mermaid_escape(start)}" if start else ""))
-    for e in _edges(flow):
-        # Trigger and guard names are escaped one by one: the brackets are the diagram's.
-        text = _mermaid_escape(e.trigger)
-        if e.guards:
-            text += f" [{', '.join(_mermaid_escape(g) for g in e.guards)}]"
-        if e.timeout:
-            text += f" (after {_mermaid_escape(e.timeout)})"
-        if e.callback:
-            text += " (callback)"
-        if e.limits:
-            text += f" (limit {_mermaid_escape('; '.join(e.limits))})"
-        lines.append(f"    {e.source} --> {e.dest}: {text}")
+    lines.extend(f"    {e.source} --> {e.dest}: {e.text(_mermaid_escape)}"
+                 for e in _edges(flow))
     lines.extend(f"    {s.name} --> [*]" for s in flow.states.values() if s.final)
     return "\n".join(lines) + "\n"
 
