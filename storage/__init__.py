@@ -2,7 +2,8 @@
 
 from storage.accounts import PgAccounts
 from storage.ephemeral import RedisEphemeral, RedisLimiter
-from storage.migrate import migrate
+from storage.migrate import migrate, migrate_database
 from storage.pg import PgStore, create_pool
 
-__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate"]
+__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate",
+           "migrate_database"]

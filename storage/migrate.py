@@ -39,3 +39,12 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def migrate_database(dsn: str) -> list[str]:
+    """Connect to ``dsn``, apply what is not applied yet, disconnect; return the names."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

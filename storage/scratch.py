@@ -11,7 +11,7 @@ import re
 
 import asyncpg
 
-from storage.migrate import migrate
+from storage.migrate import migrate_database
 
 
 def dsn_for(admin_url: str, database: str) -> str:
@@ -46,11 +46,7 @@ async def create_database(admin_url: str, name: str, *,
     finally:
         await admin.close()
     dsn = dsn_for(admin_url, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await migrate_database(dsn)
     return dsn
 
 

@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from engine import (
     CompiledFlow,
     DefinitionError,
@@ -37,7 +35,7 @@ from engine.replay import AuditFinding, AuditSummary, audit
 from engine.runtime import PinnedProblem
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
-from storage import PgAccounts, PgStore, create_pool, migrate
+from storage import PgAccounts, PgStore, create_pool, migrate_database
 from web.logs import configure_logging
 from web.settings import Settings
 
@@ -148,16 +146,8 @@ def _dry_run_one(path: str, args: argparse.Namespace, flows: FlowSet,
 
 # -- database commands ------------------------------------------------------------------
 
-async def _migrate(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
-
-
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = asyncio.run(_migrate(_need(settings.database_url, "DATABASE_URL")))
+    applied = asyncio.run(migrate_database(_need(settings.database_url, "DATABASE_URL")))
     print(f"applied: {', '.join(applied)}" if applied else "up to date")
     return 0
 

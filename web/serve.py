@@ -13,13 +13,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import attrs
 import structlog
 from aiohttp import web
 
 from engine import DefinitionError, load_file
-from storage import migrate
+from storage import migrate_database
 from web import keys
 from web.app import build_registry, create_app
 from web.devservers import resolve
@@ -39,20 +38,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def _migrate(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
-
-
 async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
                reuse_port: bool = False) -> bool:
     """Serve until SIGINT/SIGTERM; False if the address could not be bound."""
     assert settings.database_url
     if migrate_first:
-        log.info("migrated", applied=await _migrate(settings.database_url))
+        log.info("migrated", applied=await migrate_database(settings.database_url))
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # starts the pool, Redis and the workers: cleaned up below
@@ -174,7 +165,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             load_file(settings.flows_file, build_registry(settings.flow_modules))
             if migrate_first:
                 assert settings.database_url
-                log.info("migrated", applied=run(_migrate(settings.database_url)))
+                log.info("migrated", applied=run(migrate_database(settings.database_url)))
             return _supervise(settings, host or settings.host, port or settings.port,
                               workers)
         if not run(_run(settings, host or settings.host, port or settings.port,
