@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
+
+T = TypeVar("T")
 
 FIELD_TYPES = ("string", "integer", "boolean", "choice")
 
@@ -142,61 +145,47 @@ class Flow:
     def state(self, name: str) -> State:
         return self.states[name]
 
-    # Answers of transitions_from/triggers_from, worked out once per question: a flow never
-    # changes after it is built (evolve makes a new one, with an empty memo).
+    # Answers of the lookups below, worked out once per question: a flow never changes
+    # after it is built (evolve makes a new one, with an empty memo).
     _memo: dict[Any, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def _remembered(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+        try:
+            found: T = self._memo[key]
+        except KeyError:
+            found = self._memo[key] = compute()
+        return found
 
     def transitions_from(self, state: str,
                          trigger: str | None = None) -> tuple[Transition, ...]:
         """The transitions leaving ``state`` (on ``trigger``, if given), in file order."""
-        key = ("from", state, trigger)
-        found: tuple[Transition, ...] | None = self._memo.get(key)
-        if found is None:
-            found = tuple(t for t in self.transitions if state in t.sources
-                          and (trigger is None or t.trigger == trigger))
-            self._memo[key] = found
-        return found
+        return self._remembered(("from", state, trigger or ""), lambda: tuple(
+            t for t in self.transitions
+            if state in t.sources and (trigger is None or t.trigger == trigger)))
 
     def triggers_from(self, state: str) -> tuple[str, ...]:
         """The triggers of the transitions leaving ``state``, each once, in file order."""
-        key = ("triggers", state)
-        found: tuple[str, ...] | None = self._memo.get(key)
-        if found is None:
-            found = tuple(dict.fromkeys(t.trigger for t in self.transitions_from(state)))
-            self._memo[key] = found
-        return found
+        return self._remembered(("triggers", state), lambda: tuple(
+            dict.fromkeys(t.trigger for t in self.transitions_from(state))))
 
     def callback_triggers(self, state: str) -> frozenset[str]:
         """The triggers leaving ``state`` that only a provider's signed callback may fire."""
-        key = ("callbacks", state)
-        found: frozenset[str] | None = self._memo.get(key)
-        if found is None:
-            found = frozenset(t.trigger for t in self.transitions_from(state)
-                              if t.via == "callback")
-            self._memo[key] = found
-        return found
+        return self._remembered(("callbacks", state), lambda: frozenset(
+            t.trigger for t in self.transitions_from(state) if t.via == "callback"))
 
     def user_triggers(self, state: str) -> tuple[str, ...]:
         """Triggers a person may fire: not the clock's timeout, not a provider's callback."""
-        key = ("user", state)
-        found: tuple[str, ...] | None = self._memo.get(key)
-        if found is None:
+        def compute() -> tuple[str, ...]:
             timeout = self.states[state].timeout
             callbacks = self.callback_triggers(state)
-            found = tuple(trig for trig in self.triggers_from(state)
-                          if not (timeout and trig == timeout.trigger)
-                          and trig not in callbacks)
-            self._memo[key] = found
-        return found
+            return tuple(trig for trig in self.triggers_from(state)
+                         if not (timeout and trig == timeout.trigger) and trig not in callbacks)
+        return self._remembered(("user", state), compute)
 
     def fields_for(self, state: str, trigger: str) -> tuple[Field, ...]:
         """Return the fields a trigger takes from a state's form."""
-        key = ("fields", state, trigger)
-        found: tuple[Field, ...] | None = self._memo.get(key)
-        if found is None:
-            found = self._fields_for(state, trigger)
-            self._memo[key] = found
-        return found
+        return self._remembered(("fields", state, trigger),
+                                lambda: self._fields_for(state, trigger))
 
     def _fields_for(self, state: str, trigger: str) -> tuple[Field, ...]:
         st = self.states[state]
