@@ -178,7 +178,7 @@ class Runtime:
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
                          now=now, services=self.services, actor=actor, client=client,
-                         policies=flow.policies, sealer=self.sealer)
+                         owner=actor, policies=flow.policies, sealer=self.sealer)
         effects = await self._run_actions(state.on_enter, ai)
         context = initial_context(values, effects)
         event = Event.sealed(
@@ -370,7 +370,8 @@ class Runtime:
         ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
                          state=instance.state, trigger=trigger, context=instance.context,
                          input=clean, now=now, services=self.services, actor=actor,
-                         client=client, policies=flow.policies, sealer=self.sealer)
+                         client=client, owner=instance.owner, policies=flow.policies,
+                         sealer=self.sealer)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         names = list(dict.fromkeys(a for t in candidates for a in t.actions))

@@ -58,6 +58,9 @@ class ActionInput:
     services: Mapping[str, Any]
     actor: str = "anonymous"
     client: str | None = None
+    # Who started the instance (account:<id>, admin:<id>, device:<hash>): the same on
+    # every step, whoever takes it (a provider's callback, the clock).
+    owner: str = "anonymous"
     # The policies of the definition version the instance runs on.
     policies: Mapping[str, Any] = attrs.field(factory=dict)
     sealer: Any = None
