@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -20,6 +22,48 @@ def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any
         return orjson.dumps(event, default=default).decode("utf-8")
     except TypeError:
         return json.dumps(event, default=default, ensure_ascii=False)
+
+
+class LineLogger:
+    """Write each line and its newline in one ``write`` system call.
+
+    structlog's PrintLogger prints the line, then the newline: two writes, and with
+    several processes on one pipe (``serve --workers``, PYTHONUNBUFFERED=1) another
+    process's line lands between them (``{...}{...}``). One write of a line under
+    PIPE_BUF (4 KiB on Linux) is never split on a pipe, and an O_APPEND file takes each
+    write whole.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        try:
+            self._fd: int | None = file.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is one
+            self._fd = None  # a stream in memory (a test's capture): write to it
+        self._lock = threading.Lock()  # a long line may take more than one write
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", errors="replace")
+        with self._lock:
+            if self._fd is None:
+                self._file.write(message + "\n")
+                self._file.flush()
+                return
+            self._file.flush()  # whatever print() left in the stream goes first
+            while data:
+                data = data[os.write(self._fd, data):]
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _line_logger_factory(file: TextIO) -> Callable[..., LineLogger]:
+    logger = LineLogger(file)
+
+    def factory(*args: Any) -> LineLogger:
+        return logger
+
+    return factory
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -38,7 +82,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_line_logger_factory(sys.stderr),
         # Loggers bind their processors once, not on every call (a step logs each time).
         cache_logger_on_first_use=True,
     )
