@@ -1,9 +1,9 @@
 """PostgreSQL and Redis behind the engine's ports."""
 
 from storage.accounts import PgAccounts
-from storage.ephemeral import RedisEphemeral, RedisLimiter
+from storage.ephemeral import RedisEphemeral, RedisLimiter, create_redis
 from storage.migrate import migrate, migrate_database
 from storage.pg import PgStore, create_pool
 
-__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool", "migrate",
-           "migrate_database"]
+__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool",
+           "create_redis", "migrate", "migrate_database"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 # INCR, and start the window on the first increment only (EXPIRE NX needs Redis 7).
 _INCR = """
@@ -12,6 +15,19 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+
+
+def create_redis(url: str, *, timeout: float | None = None) -> aioredis.Redis:
+    """A client that answers or fails within ``timeout`` seconds (None: no bound).
+
+    redis-py retries a failed command ten times with backoff by default: with Redis
+    down every request would wait seconds to fail, and with it frozen a minute. A
+    dropped connection (Redis restarted) is retried once, on a new connection; a
+    timeout is not retried.
+    """
+    return aioredis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)))
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:

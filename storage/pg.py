@@ -46,10 +46,49 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=_init_connection, reset=_keep_session)
-    assert pool is not None
+class _Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
+    """A pool whose ``acquire()`` gives up after ``acquire_timeout`` seconds.
+
+    asyncpg waits for a free connection for ever unless each call names a timeout; with
+    PostgreSQL frozen every request would queue behind the hung ones. The bound is
+    here, once, not at each of the repositories' calls.
+    """
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                      acquire_timeout: float | None = None,
+                      command_timeout: float | None = None,
+                      statement_timeout: float | None = None) -> asyncpg.Pool:
+    """Open a pool; each bound (seconds) is off when None.
+
+    ``acquire_timeout`` also bounds connecting. ``command_timeout`` is asyncpg's, on
+    our side: it ends a wait on a frozen or unreachable server. ``statement_timeout``
+    is PostgreSQL's own, sent once as a connection setting (a startup parameter, no
+    SET that a pooler would have to track): the server cancels a slow statement
+    itself and the connection stays usable. Keep it below ``command_timeout``.
+    PgBouncer refuses startup parameters it does not track: behind one, set it to
+    None (0 in DB_STATEMENT_TIMEOUT) and set statement_timeout on the role instead.
+    """
+    settings = ({"statement_timeout": str(int(statement_timeout * 1000))}
+                if statement_timeout else {})
+    connect: dict[str, Any] = {"server_settings": settings} if settings else {}
+    if acquire_timeout is not None:
+        connect["timeout"] = acquire_timeout
+    pool = _Pool(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
+                 max_inactive_connection_lifetime=300.0, init=_init_connection,
+                 reset=_keep_session, loop=None, connection_class=asyncpg.Connection,
+                 record_class=asyncpg.Record, acquire_timeout=acquire_timeout,
+                 command_timeout=command_timeout, **connect)
+    await pool  # connects min_size connections, as asyncpg.create_pool does
     return pool
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -21,7 +22,7 @@ from engine import (
     load_file,
 )
 from flows.support import VaultSealer
-from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool
+from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool, create_redis
 from web import keys
 from web.admin import admin_routes
 from web.callbacks import callback_routes
@@ -30,6 +31,7 @@ from web.httpclient import AiohttpClient
 from web.logs import quiet_malformed_requests
 from web.metrics import Metrics
 from web.middleware import problems, request_context
+from web.outages import dependency_of
 from web.platform import build_services
 from web.routes import routes
 from web.sandbox import BRANCHES, PROVIDERS, branch_routes, sandbox_routes
@@ -37,7 +39,6 @@ from web.sessions import sessions
 from web.settings import Settings
 
 log = structlog.get_logger("web.app")
-
 
 
 def build_registry(modules: tuple[str, ...]) -> Registry:
@@ -69,7 +70,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app[keys.METRICS] = Metrics()
     # The file is checked before anything starts: an invalid file never serves.
     flows = load_file(settings.flows_file, app[keys.REGISTRY])
-    app.cleanup_ctx.append(_resources(flows))
+    # One cleanup context per resource: each stops if and only if it started.
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(_runtime(flows))
     app.add_routes(routes)
     app.add_routes(callback_routes)
     app.add_routes(admin_routes)
@@ -78,6 +82,33 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         # The sandbox shows codes and phone numbers in full: never outside development.
         app.add_routes(sandbox_routes())
     return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    assert settings.database_url
+    pool = await create_pool(settings.database_url, min_size=settings.pool_min,
+                             max_size=settings.pool_max,
+                             acquire_timeout=settings.db_acquire_timeout or None,
+                             command_timeout=settings.db_command_timeout or None,
+                             statement_timeout=settings.db_statement_timeout or None)
+    try:
+        app[keys.POOL] = pool
+        app[keys.STORE] = PgStore(pool)
+        yield
+    finally:
+        await pool.close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    assert settings.redis_url
+    client = create_redis(settings.redis_url, timeout=settings.redis_timeout or None)
+    try:
+        app[keys.REDIS] = client
+        yield
+    finally:
+        await client.aclose()
 
 
 async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
@@ -95,91 +126,120 @@ async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
                   active_instances=problem.active_instances, problem=problem.problem)
 
 
-def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def resources(app: web.Application) -> AsyncIterator[None]:
+def _runtime(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
-        assert settings.database_url
-        assert settings.redis_url
-        pool = await create_pool(settings.database_url, min_size=settings.pool_min,
-                                 max_size=settings.pool_max)
-        redis = aioredis.from_url(settings.redis_url)
-        store = PgStore(pool)
+        store = app[keys.STORE]
         outbox = OutboxDispatcher(store, app[keys.CLOCK], app[keys.REGISTRY],
                                   interval=settings.outbox_interval)
-        ephemeral = RedisEphemeral(redis, settings.redis_prefix)
+        ephemeral = RedisEphemeral(app[keys.REDIS], settings.redis_prefix)
         http_client = AiohttpClient()
-        services = build_services(settings, pool=pool, ephemeral=ephemeral,
-                                  http_client=http_client, clock=app[keys.CLOCK], flows=flows,
-                                  registry=app[keys.REGISTRY])
-        app[keys.SERVICES] = services
-        app[PROVIDERS] = services.providers
-        app[BRANCHES] = services.providers.branches
-        runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
-                          observer=app[keys.METRICS], on_commit=outbox.notify,
-                          limiter=RedisLimiter(ephemeral),
-                          sealer=VaultSealer(services.vault),
-                          services={**services.as_mapping(), "all": services})
-        await runtime.publish()
-        timers = TimerWorker(runtime, store, app[keys.CLOCK], interval=settings.timer_interval)
-        app[keys.POOL] = pool
-        app[keys.REDIS] = redis
-        app[keys.STORE] = store
-        app[keys.RUNTIME] = runtime
-        app[keys.OUTBOX] = outbox
-        app[keys.TIMERS] = timers
-
-        async def reload() -> bool:
-            try:
-                new = load_file(settings.flows_file, app[keys.REGISTRY])
-            except DefinitionError as exc:
-                app[keys.METRICS].reloads.labels("refused").inc()
-                log.error("flows_reload_refused", file=settings.flows_file,
-                          errors=[str(d) for d in exc.diagnostics])
-                return False
-            changed = await runtime.reload(new)
-            app[keys.METRICS].reloads.labels("applied").inc()
-            log.info("flows_reloaded", file=settings.flows_file, changed=changed)
-            return True
-
-        app[keys.RELOAD] = reload
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(
-            _listen_for_reload(redis, settings.redis_prefix + "reload", reload, stop),
-            name="reload"),
-            # In the background: it reads every active instance's version, which on a big
-            # table is a scan the server need not wait for to serve.
-            asyncio.create_task(_report_pinned(runtime, app[keys.METRICS]), name="pinned")]
-        if settings.workers:
-            tasks.append(asyncio.create_task(timers.run(), name="timers"))
-            tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
         try:
-            yield
+            services = build_services(settings, pool=app[keys.POOL], ephemeral=ephemeral,
+                                      http_client=http_client, clock=app[keys.CLOCK],
+                                      flows=flows, registry=app[keys.REGISTRY])
+        except BaseException:
+            await http_client.aclose()
+            raise
+        try:
+            app[keys.SERVICES] = services
+            app[PROVIDERS] = services.providers
+            app[BRANCHES] = services.providers.branches
+            runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
+                              observer=app[keys.METRICS], on_commit=outbox.notify,
+                              limiter=RedisLimiter(ephemeral),
+                              sealer=VaultSealer(services.vault),
+                              services={**services.as_mapping(), "all": services})
+            await runtime.publish()
+            app[keys.RUNTIME] = runtime
+            app[keys.OUTBOX] = outbox
+            app[keys.TIMERS] = TimerWorker(runtime, store, app[keys.CLOCK],
+                                           interval=settings.timer_interval)
+            app[keys.RELOAD] = _reloader(app, runtime)
+            async with _background(app):
+                yield
         finally:
-            stop.set()  # the listener also checks this, should Redis swallow the cancel
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=5.0)
             await services.providers.aclose()
             await http_client.aclose()
-            await redis.aclose()
-            await pool.close()
 
-    return resources
+    return runtime_ctx
+
+
+def _reloader(app: web.Application, runtime: Runtime) -> keys.Reload:
+    settings = app[keys.SETTINGS]
+
+    async def reload() -> bool:
+        try:
+            new = load_file(settings.flows_file, app[keys.REGISTRY])
+        except DefinitionError as exc:
+            app[keys.METRICS].reloads.labels("refused").inc()
+            log.error("flows_reload_refused", file=settings.flows_file,
+                      errors=[str(d) for d in exc.diagnostics])
+            return False
+        try:
+            changed = await runtime.reload(new)
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            # The runtime stores the versions before it swaps them in: down then, the
+            # old flows go on serving. Reloading again once it is back does the rest.
+            app[keys.METRICS].reloads.labels("failed").inc()
+            log.error("flows_reload_failed", file=settings.flows_file, exc_info=exc)
+            return False
+        app[keys.METRICS].reloads.labels("applied").inc()
+        log.info("flows_reloaded", file=settings.flows_file, changed=changed)
+        return True
+
+    return reload
+
+
+@contextlib.asynccontextmanager
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """Run the reload listener, the pinned-version check, timers and outbox meanwhile."""
+    settings = app[keys.SETTINGS]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(
+        _listen_for_reload(app[keys.REDIS], settings.redis_prefix + "reload",
+                           app[keys.RELOAD], stop),
+        name="reload"),
+        # In the background: it reads every active instance's version, which on a big
+        # table is a scan the server need not wait for to serve.
+        asyncio.create_task(_report_pinned(app[keys.RUNTIME], app[keys.METRICS]),
+                            name="pinned")]
+    if settings.workers:
+        tasks.append(asyncio.create_task(app[keys.TIMERS].run(), name="timers"))
+        tasks.append(asyncio.create_task(app[keys.OUTBOX].run(), name="outbox"))
+    try:
+        yield
+    finally:
+        stop.set()  # the listener also checks this, should Redis swallow the cancel
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5.0)
 
 
 async def _listen_for_reload(redis: aioredis.Redis, channel: str,
-                            reload: Callable[[], Awaitable[bool]],
-                            stop: asyncio.Event) -> None:
-    """Reload when `flowctl reload` publishes, so every process follows the file."""
+                             reload: Callable[[], Awaitable[bool]],
+                             stop: asyncio.Event) -> None:
+    """Reload when `flowctl reload` publishes, so every process follows the file.
+
+    Redis down: one line now and then (web/logs.py), a new try every second, and one
+    line when it listens again.
+    """
+    lost = False
     while not stop.is_set():
         try:
             async with redis.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
+                if lost:
+                    log.info("reload_listener_resumed")
+                    lost = False
                 while not stop.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                        timeout=0.5)
                     if message and message.get("type") == "message":
                         await reload()
-        except Exception:  # noqa: BLE001 - keep listening after a Redis hiccup
-            log.warning("reload_listener_lost_redis")
+        except Exception as exc:  # keep listening after a Redis hiccup
+            lost = True
+            log.warning("reload_listener_lost_redis", exc_info=exc)
             await asyncio.sleep(1.0)

@@ -30,3 +30,5 @@ RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVICES = web.AppKey("services", Services)
 SESSION = web.RequestKey("session", Session)
+# Set when the request carries a token but the dependency holding sessions is down.
+SESSION_UNKNOWN = web.RequestKey("session_unknown", str)

@@ -7,12 +7,15 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+
+from web.outages import dependency_of, describe
 
 
 def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
@@ -66,6 +69,53 @@ def _line_logger_factory(file: TextIO) -> Callable[..., LineLogger]:
     return factory
 
 
+def _exception(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        return exc_info[1] if len(exc_info) > 1 else None
+    return sys.exc_info()[1] if exc_info else None
+
+
+class QuietOutages:
+    """A processor: a line about PostgreSQL or Redis being down, short and seldom.
+
+    An outage fails every request and every worker round: logged with its traceback
+    each time that was megabytes a minute. A line that carries such an exception loses
+    the traceback for ``dependency`` and ``error``, and goes out at most once every
+    ``every`` seconds per event and dependency; the next one says how many were left
+    out (``repeated``). Any other exception keeps its traceback.
+    """
+
+    def __init__(self, every: float = 30.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, logger: Any, method: str,
+                 event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        exc = _exception(event_dict.get("exc_info"))
+        kind = dependency_of(exc) if exc is not None else None
+        if exc is None or kind is None:
+            return event_dict
+        del event_dict["exc_info"]
+        event_dict["dependency"] = kind
+        event_dict["error"] = describe(exc)
+        key = (str(event_dict.get("event")), kind)
+        now = self.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.every:
+                self._last[key] = (last[0], last[1] + 1)
+                raise structlog.DropEvent
+            self._last[key] = (now, 0)
+        if last is not None and last[1]:
+            event_dict["repeated"] = last[1]
+        return event_dict
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -77,6 +127,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
+            QuietOutages(),
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -87,6 +138,27 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if _LIBRARY_OUTAGES not in handler.filters:
+            handler.addFilter(_LIBRARY_OUTAGES)
+
+
+class _LibraryOutages(logging.Filter):
+    """A library's own log line about PostgreSQL or Redis being down (asyncpg's pool
+    failing to reconnect, with a traceback, again and again): through structlog
+    instead, where QuietOutages makes it one short line now and then."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or dependency_of(exc) is None:
+            return True
+        structlog.get_logger(record.name).warning(
+            record.name.replace(".", "_") + "_failed", message=record.getMessage()[:200],
+            exc_info=exc)
+        return False
+
+
+_LIBRARY_OUTAGES = _LibraryOutages()
 
 
 class _MalformedRequests(logging.Filter):

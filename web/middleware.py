@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 
 from engine import EngineError, FlowExpired
 from web.keys import METRICS, REQUEST_ID
+from web.outages import dependency_of, unavailable
 from web.problems import INTERNAL, from_http_exception, problem_response
 
 log = structlog.get_logger("web")
@@ -65,6 +66,12 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return problem_response(from_http_exception(exc), request,
                                 headers={k: v for k, v in exc.headers.items()
                                          if k.lower() == "allow"})
-    except Exception:
-        log.exception("request_failed")
-        return problem_response(dict(INTERNAL), request)
+    except Exception as exc:
+        kind = dependency_of(exc)
+        if kind is None:
+            log.exception("request_failed")
+            return problem_response(dict(INTERNAL), request)
+        # One short line now and then, not a traceback a request (web/logs.py).
+        log.error("dependency_unavailable", exc_info=exc)
+        body = unavailable(kind).problem()
+        return problem_response(body, request, headers={"Retry-After": str(body["retry_after"])})

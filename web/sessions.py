@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from flows.sessions import Session
-from web.keys import SERVICES, SESSION, SETTINGS
+from web.keys import SERVICES, SESSION, SESSION_UNKNOWN, SETTINGS
+from web.outages import dependency_of, unavailable
+
+log = structlog.get_logger("web.sessions")
 
 COOKIE = "session"
 
@@ -23,13 +27,35 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     """Attach the signed-in session, if any; an unknown token is simply no session."""
     token = _token(request)
     if token and SERVICES in request.app:
-        session = await request.app[SERVICES].sessions.get(token)
-        if session is not None:
-            request[SESSION] = session
+        await _look_up(request, token)
     return await handler(request)
 
 
+async def _look_up(request: web.Request, token: str) -> None:
+    """Attach the token's session; with Redis down, note that it is unknown.
+
+    A request that never asks who is calling (the list of flows, health) is answered
+    without Redis; one that asks (``session_of``) gets a 503, never "anonymous": a
+    signed-in user treated as a stranger would be both wrong and confusing.
+    """
+    try:
+        session = await request.app[SERVICES].sessions.get(token)
+    except Exception as exc:
+        kind = dependency_of(exc)
+        if kind is None:
+            raise
+        log.warning("session_lookup_failed", exc_info=exc)
+        request[SESSION_UNKNOWN] = kind
+        return
+    if session is not None:
+        request[SESSION] = session
+
+
 def session_of(request: web.Request) -> Session | None:
+    """The caller's session; a 503 if there is a token whose session could not be read."""
+    unknown = request.get(SESSION_UNKNOWN)
+    if unknown is not None:
+        raise unavailable(unknown)
     return request.get(SESSION)
 
 

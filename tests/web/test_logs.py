@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,9 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+import redis.exceptions
+import structlog
 
-from web.logs import _json_line
+from storage import create_redis
+from tests.throwaway import free_port
+from web.logs import QuietOutages, _json_line
+from web.outages import dependency_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +105,99 @@ def test_lines_of_processes_sharing_one_pipe_never_run_together() -> None:
     assert len(records) == writers * lines
     assert {(r["writer"], r["n"]) for r in records} == {
         (w, n) for w in range(writers) for n in range(lines)}
+
+
+# -- outages: one short line now and then ---------------------------------------------
+
+def refused_by_postgres() -> BaseException:
+    """What asyncpg raises connecting to a port nobody listens on (a real one)."""
+    async def connect() -> None:
+        await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+                              timeout=5)
+
+    try:
+        asyncio.run(connect())
+    except OSError as exc:
+        return exc
+    pytest.fail("a closed port accepted a PostgreSQL connection")
+
+
+def refused_by_redis() -> BaseException:
+    async def ping() -> None:
+        client = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except redis.exceptions.RedisError as exc:
+        return exc
+    pytest.fail("a closed port answered PING")
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def through(processor: QuietOutages, event: str, exc: BaseException | None,
+            **kw: Any) -> dict[str, Any] | None:
+    """The event as the processor passes it on, or None if it drops it."""
+    try:
+        return dict(processor(None, "error", {"event": event, "exc_info": exc, **kw}))
+    except structlog.DropEvent:
+        return None
+
+
+def test_an_outage_is_one_short_line_per_event_and_dependency_every_window() -> None:
+    ticks = Ticks()
+    quiet = QuietOutages(every=30.0, monotonic=ticks)
+    database, cache = refused_by_postgres(), refused_by_redis()
+    assert dependency_of(database) == "database"
+    assert dependency_of(cache) == "cache"
+
+    first = through(quiet, "timer_round_failed", database)
+    assert first is not None
+    assert "exc_info" not in first
+    assert first["dependency"] == "database"
+    assert first["error"].startswith(type(database).__name__)
+    assert "repeated" not in first
+    # The same event and dependency within the window: dropped, and counted.
+    ticks.now += 10
+    assert through(quiet, "timer_round_failed", database) is None
+    assert through(quiet, "timer_round_failed", database) is None
+    # Another event, or another dependency, has a line of its own.
+    assert through(quiet, "outbox_round_failed", database) is not None
+    assert through(quiet, "timer_round_failed", cache) is not None
+    # After the window: one line again, saying how many were left out.
+    ticks.now += 25
+    again = through(quiet, "timer_round_failed", database)
+    assert again is not None
+    assert again["repeated"] == 2
+    ticks.now += 31
+    assert "repeated" not in (through(quiet, "timer_round_failed", database) or {})
+
+
+def test_a_failure_that_is_no_outage_keeps_its_traceback_every_time() -> None:
+    quiet = QuietOutages(monotonic=Ticks())
+    bug = ValueError("a bug of ours")
+    for _ in range(3):
+        passed = through(quiet, "timer_round_failed", bug)
+        assert passed is not None
+        assert passed["exc_info"] is bug
+        assert "dependency" not in passed
+    assert through(quiet, "flow_started", None, flow="signup") == {
+        "event": "flow_started", "exc_info": None, "flow": "signup"}
+
+
+def test_an_oserror_of_our_own_is_no_outage_but_one_raised_from_an_outage_is() -> None:
+    assert dependency_of(OSError("disk full")) is None
+    assert dependency_of(TimeoutError()) is None
+    wrapped = RuntimeError("the action could not read the code")
+    wrapped.__cause__ = refused_by_redis()  # what `raise ... from exc` sets
+    assert dependency_of(wrapped) == "cache"

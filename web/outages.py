@@ -1,0 +1,90 @@
+"""Which dependency an exception says is down, and the 503 a client gets for it.
+
+PostgreSQL and Redis failing is not a bug of ours: the client gets a 503 with
+Retry-After, the log one short line per kind (web/logs.py), never a traceback a
+request.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import asyncpg
+import redis.exceptions
+
+from web.problems import HttpProblem
+
+DATABASE = "database"
+CACHE = "cache"
+
+# Seconds a client is asked to wait: a restart or a failover takes about this long.
+RETRY_AFTER = 5
+
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,       # class 08: refused, lost, broken
+    asyncpg.CannotConnectNowError,         # starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,            # stopped under a running statement
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,            # statement_timeout (DB_STATEMENT_TIMEOUT)
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,   # a standby, before a failover has finished
+)
+_CACHE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,      # refused, lost, still loading its data
+    redis.exceptions.TimeoutError,         # REDIS_TIMEOUT
+    redis.exceptions.ReadOnlyError,        # a replica, before a failover has finished
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+
+_MESSAGES = {
+    DATABASE: ("数据库暂时不可用，请稍后再试",
+               "The database is unavailable at the moment; try again shortly"),
+    CACHE: ("缓存服务暂时不可用，请稍后再试",
+            "The cache is unavailable at the moment; try again shortly"),
+}
+
+
+def _passes_through(tb: TracebackType | None, package: str) -> bool:
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(package):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def dependency_of(exc: BaseException) -> str | None:
+    """Return ``database`` or ``cache`` if ``exc`` says that one is down, else None.
+
+    asyncpg raises the socket's own OSError or TimeoutError when it cannot connect, a
+    pool acquire or a command times out: those count when they were raised inside
+    asyncpg (or redis). An error raised ``from`` an outage (an action wrapping it) is one.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):  # a chain of causes is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, _DATABASE_ERRORS):
+            return DATABASE
+        if isinstance(seen, _CACHE_ERRORS):
+            return CACHE
+        if isinstance(seen, OSError):  # TimeoutError is one too
+            if _passes_through(seen.__traceback__, "asyncpg"):
+                return DATABASE
+            if _passes_through(seen.__traceback__, "redis"):
+                return CACHE
+        seen = seen.__cause__
+    return None
+
+
+def unavailable(kind: str) -> HttpProblem:
+    """The 503 for a dependency that is down: a stable id per dependency."""
+    zh, en = _MESSAGES[kind]
+    return HttpProblem(503, f"{kind}_unavailable", zh, en, retry_after=RETRY_AFTER)
+
+
+def describe(exc: BaseException) -> str:
+    """The exception in one short line, for a log (no traceback, no query text)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
