@@ -179,6 +179,23 @@ class PgStore:
                 "INSERT INTO flow_definitions (version, flow, content) VALUES ($1, $2, $3)"
                 " ON CONFLICT (version) DO NOTHING", rows)
 
+    async def record_served(self, flows: Iterable[Flow]) -> None:
+        """Note these flows (saved already) as the set now served, unless it still is."""
+        versions = sorted(f.version for f in flows)
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO flow_sets (versions) SELECT $1::text[] WHERE $1::text[] IS"
+                " DISTINCT FROM (SELECT versions FROM flow_sets ORDER BY id DESC LIMIT 1)",
+                versions)
+
+    async def served_definitions(self) -> list[dict[str, Any]]:
+        """The content of every flow of the set served last; empty if none ever was."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT content FROM flow_definitions WHERE version = ANY("
+                " (SELECT versions FROM flow_sets ORDER BY id DESC LIMIT 1)::text[])")
+        return [r["content"] for r in rows]
+
     async def definition(self, version: str) -> dict[str, Any] | None:
         async with self.pool.acquire() as conn:
             content: dict[str, Any] | None = await conn.fetchval(

@@ -21,6 +21,7 @@ from engine import (
     TimerWorker,
     load_file,
 )
+from engine.loader import flows_from_contents
 from flows.support import VaultSealer
 from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool, create_redis
 from web import keys
@@ -68,8 +69,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app[keys.CLOCK] = clock or make_clock(settings)
     app[keys.REGISTRY] = registry or build_registry(settings.flow_modules)
     app[keys.METRICS] = Metrics()
-    # The file is checked before anything starts: an invalid file never serves.
-    flows = load_file(settings.flows_file, app[keys.REGISTRY])
+    # The file is read before anything starts. An invalid one never serves: the flows
+    # last served come from the database instead, or the server does not start.
+    try:
+        flows: FlowSet | DefinitionError = load_file(settings.flows_file,
+                                                     app[keys.REGISTRY])
+    except DefinitionError as exc:
+        flows = exc
     # One cleanup context per resource: each stops if and only if it started.
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
@@ -111,6 +117,27 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
+async def _flows_to_serve(app: web.Application, loaded: FlowSet | DefinitionError) -> FlowSet:
+    """The file's flows; if the file is invalid, the set last served, from the database.
+
+    Falls back only when the file does not load (unreadable, not YAML, does not lint)
+    and some server has served a valid set on this database before; a fresh database
+    and a broken file still refuse to start. A reload never falls back: it keeps what
+    is served.
+    """
+    if isinstance(loaded, FlowSet):
+        return loaded
+    stored = await app[keys.STORE].served_definitions()
+    if not stored:
+        raise loaded
+    flows = flows_from_contents(stored)
+    app[keys.METRICS].flows_file_invalid.set(1)
+    log.error("flows_file_invalid_serving_stored", file=app[keys.SETTINGS].flows_file,
+              errors=[str(d) for d in loaded.diagnostics],
+              versions={name: f.version for name, f in flows.flows.items()})
+    return flows
+
+
 async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
     """Log every version active instances run on that this code cannot run."""
     try:
@@ -126,10 +153,12 @@ async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
                   active_instances=problem.active_instances, problem=problem.problem)
 
 
-def _runtime(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]:
+def _runtime(loaded: FlowSet | DefinitionError,
+             ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
         store = app[keys.STORE]
+        flows = await _flows_to_serve(app, loaded)
         outbox = OutboxDispatcher(store, app[keys.CLOCK], app[keys.REGISTRY],
                                   interval=settings.outbox_interval)
         ephemeral = RedisEphemeral(app[keys.REDIS], settings.redis_prefix)
@@ -151,6 +180,7 @@ def _runtime(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None]]
                               sealer=VaultSealer(services.vault),
                               services={**services.as_mapping(), "all": services})
             await runtime.publish()
+            await store.record_served(flows.flows.values())
             app[keys.RUNTIME] = runtime
             app[keys.OUTBOX] = outbox
             app[keys.TIMERS] = TimerWorker(runtime, store, app[keys.CLOCK],
@@ -178,6 +208,7 @@ def _reloader(app: web.Application, runtime: Runtime) -> keys.Reload:
             return False
         try:
             changed = await runtime.reload(new)
+            await app[keys.STORE].record_served(new.flows.values())
         except Exception as exc:
             if dependency_of(exc) is None:
                 raise
@@ -187,6 +218,7 @@ def _reloader(app: web.Application, runtime: Runtime) -> keys.Reload:
             log.error("flows_reload_failed", file=settings.flows_file, exc_info=exc)
             return False
         app[keys.METRICS].reloads.labels("applied").inc()
+        app[keys.METRICS].flows_file_invalid.set(0)
         log.info("flows_reloaded", file=settings.flows_file, changed=changed)
         return True
 

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from engine import (
     CompiledFlow,
     DefinitionError,
@@ -35,8 +37,9 @@ from engine.replay import AuditFinding, AuditSummary, audit
 from engine.runtime import PinnedProblem
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
-from storage import PgAccounts, PgStore, create_pool, migrate_database
+from storage import PgAccounts, PgStore, create_pool, create_redis, migrate_database
 from web.logs import configure_logging
+from web.outages import describe
 from web.settings import Settings
 
 
@@ -267,17 +270,34 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.ok else 1
 
 
-async def _publish_reload(url: str, channel: str) -> int:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(url)
+async def _publish_reload(url: str, channel: str, bound: float | None) -> int:
+    client = create_redis(url, timeout=bound)
     try:
         return int(await client.publish(channel, "reload"))
     finally:
         await client.aclose()
 
 
+def _signal_local_server(data_dir: str) -> int | None:
+    """SIGHUP the server whose pid is in DATA_DIR/serve.pid; its pid, or None."""
+    try:
+        pid = int((Path(data_dir) / "serve.pid").read_text().strip())
+        # A stale file may name another program now: SIGHUP would often end it.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"flowctl" not in cmdline or b"serve" not in cmdline:
+            return None
+        os.kill(pid, signal.SIGHUP)
+    except (ValueError, OSError):
+        return None
+    return pid
+
+
 def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
+    """Lint, then tell every server: over Redis, and by SIGHUP to the one of DATA_DIR.
+
+    Either is enough; Redis being down is one line, not the end (the local server still
+    gets its signal).
+    """
     path = settings.flows_file
     code = cmd_lint(argparse.Namespace(path=path, module=args.module), settings)
     if code:
@@ -285,23 +305,24 @@ def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
         return code
     sent = False
     if settings.redis_url:
-        n = asyncio.run(_publish_reload(settings.redis_url, settings.redis_prefix + "reload"))
-        print(f"reload published to {n} server(s)")
-        sent = True
-    pid_file = Path(settings.data_dir) / "serve.pid"
-    if pid_file.exists():
         try:
-            pid = int(pid_file.read_text().strip())
-            # A stale file may name another program now: SIGHUP would often end it.
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"flowctl" in cmdline and b"serve" in cmdline:
-                os.kill(pid, signal.SIGHUP)
-                print(f"SIGHUP sent to {pid}")
-                sent = True
-        except (ValueError, OSError):
-            pass
+            n = asyncio.run(_publish_reload(settings.redis_url,
+                                            settings.redis_prefix + "reload",
+                                            settings.redis_timeout or None))
+        except (RedisError, OSError) as exc:
+            print(f"not published over Redis ({describe(exc)}): servers elsewhere reload "
+                  "with SIGHUP or at their next start", file=sys.stderr)
+        else:
+            print(f"reload published to {n} server(s)")
+            sent = True
+    pid = _signal_local_server(settings.data_dir)
+    if pid is not None:
+        print(f"SIGHUP sent to {pid}")
+        sent = True
     if not sent:
-        print("no server to tell: set REDIS_URL or run flowctl serve here", file=sys.stderr)
+        print("no server told: Redis cannot be reached or REDIS_URL is unset, and no "
+              f"flowctl serve has its pid in {Path(settings.data_dir) / 'serve.pid'}",
+              file=sys.stderr)
         return 1
     return 0
 

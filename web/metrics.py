@@ -28,6 +28,10 @@ class Metrics:
             "flow_versions_unrunnable",
             "Definition versions active instances run on that this code cannot run",
             registry=self.registry)
+        self.flows_file_invalid = Gauge(
+            "flows_file_invalid",
+            "1 while the flows file is invalid and the flows last served are served",
+            registry=self.registry)
 
     def step(self, flow: str, trigger: str, outcome: str, seconds: float) -> None:
         """Record one step: the engine's Observer port."""

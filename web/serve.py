@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from engine import DefinitionError, load_file
-from storage import migrate_database
+from storage import PgStore, create_pool, migrate_database
 from web import keys
 from web.app import build_registry, create_app
 from web.devservers import resolve
@@ -44,9 +44,17 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
     assert settings.database_url
     if migrate_first:
         log.info("migrated", applied=await migrate_database(settings.database_url))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()  # starts the pool, Redis and the workers: cleaned up below
+    try:
+        await runner.setup()  # starts the pool, Redis and the workers: cleaned up below
+    except BaseException:
+        await app.cleanup()  # what did start (the pool, say) stops again
+        raise
     try:
         # Workers of one `serve --workers N` share the port; the kernel spreads
         # connections between them (SO_REUSEPORT).
@@ -56,11 +64,6 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
         except OSError as exc:  # the port is taken, or the host is not ours
             log.error("listen_failed", url=f"http://{host}:{port}", error=str(exc))
             return False
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-
         reloads: set[asyncio.Task[bool]] = set()  # the loop keeps only weak references
 
         def hup() -> None:
@@ -148,6 +151,22 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     return 1 if failed else 0
 
 
+async def _check_flows(settings: Settings) -> None:
+    """Raise the file's DefinitionError unless it loads or a set was served before."""
+    try:
+        load_file(settings.flows_file, build_registry(settings.flow_modules))
+    except DefinitionError:
+        assert settings.database_url
+        pool = await create_pool(settings.database_url, min_size=1, max_size=1,
+                                 acquire_timeout=settings.db_acquire_timeout or None,
+                                 command_timeout=settings.db_command_timeout or None)
+        try:
+            if not await PgStore(pool).served_definitions():
+                raise
+        finally:
+            await pool.close()
+
+
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
           migrate_first: bool = False, workers: int = 1) -> int:
     overrides, servers = resolve(data_dir=settings.data_dir)
@@ -161,11 +180,12 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(str(os.getpid()))
         if workers > 1:
-            # The flows file is checked once here, so a bad file fails before any fork.
-            load_file(settings.flows_file, build_registry(settings.flow_modules))
             if migrate_first:
                 assert settings.database_url
                 log.info("migrated", applied=run(migrate_database(settings.database_url)))
+            # The flows are checked once here, as each worker will (web/app.py), so a
+            # file that cannot serve fails before any fork.
+            run(_check_flows(settings))
             return _supervise(settings, host or settings.host, port or settings.port,
                               workers)
         if not run(_run(settings, host or settings.host, port or settings.port,
