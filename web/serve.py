@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +42,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
                reuse_port: bool = False) -> bool:
-    """Serve until SIGINT/SIGTERM; False if the address could not be bound."""
+    """Serve until SIGINT/SIGTERM (or the supervisor's end); False if the address could
+    not be bound."""
     assert settings.database_url
     if migrate_first:
         log.info("migrated", applied=await migrate_database(settings.database_url))
@@ -48,6 +51,7 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    _watch_supervisor(loop, stop)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
@@ -80,8 +84,43 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
         await runner.cleanup()
 
 
+# A worker of `serve --workers N` finds the read end of a pipe its supervisor holds the
+# write end of: end of file there means the supervisor is gone.
+_SUPERVISOR_FD = "FLOWCTL_SUPERVISOR_FD"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the supervisor dies, even by SIGKILL.
+
+    The pipe (``_watch_supervisor``) covers the rest: other systems, and a supervisor
+    gone before this call, which no signal would report.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("parent_death_signal_unavailable", errno=ctypes.get_errno())
+
+
+def _watch_supervisor(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Stop cleanly when the supervisor's end of the pipe closes (it died)."""
+    value = os.environ.get(_SUPERVISOR_FD)
+    if not value:
+        return
+    fd = int(value)
+
+    def gone() -> None:
+        loop.remove_reader(fd)
+        log.warning("supervisor_gone")
+        stop.set()
+
+    loop.add_reader(fd, gone)
+
+
 def serve_worker(settings: Settings, *, host: str, port: int) -> int:
     """One of the processes of `serve --workers N`: the parent did the rest."""
+    _die_with_parent()
     try:
         return 0 if run(_run(settings, host, port, False, reuse_port=True)) else 1
     except DefinitionError as exc:
@@ -96,8 +135,14 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
 
     SIGINT and SIGTERM stop every worker; SIGHUP is passed on (each reloads the flows).
     """
+    if _port_taken(host, port):
+        log.error("listen_failed", url=f"http://{host}:{port}",
+                  error="the port is in use (workers of a server killed before?)")
+        return 1
+    # We hold the write end and never write: the workers see end of file when we die.
+    watched, held = os.pipe()
     env = {**os.environ, "DATABASE_URL": settings.database_url or "",
-           "REDIS_URL": settings.redis_url or ""}
+           "REDIS_URL": settings.redis_url or "", _SUPERVISOR_FD: str(watched)}
     cmd = [sys.executable, "-m", "web.cli", "serve", "--host", host, "--port", str(port),
            "--worker"]
     children: list[subprocess.Popen[bytes]] = []
@@ -120,7 +165,7 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     failed = False
     try:
         # Our own interpreter and module, with arguments we built: no shell, no input.
-        children.extend(subprocess.Popen(cmd, env=env)  # noqa: S603
+        children.extend(subprocess.Popen(cmd, env=env, pass_fds=(watched,))  # noqa: S603
                         for _ in range(workers))
         log.info("workers_started", workers=workers, pids=[c.pid for c in children],
                  url=f"http://{host}:{port}")
@@ -148,7 +193,31 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.close(watched)
+        os.close(held)
     return 1 if failed else 0
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something listens on the address already.
+
+    Workers bind with SO_REUSEPORT, which would let them join whoever is there (say,
+    workers left over from a server killed with SIGKILL) instead of failing. This bind
+    has no SO_REUSEPORT and fails if anyone has the port; SO_REUSEADDR ignores
+    connections of the past still in TIME_WAIT.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError:
+        return False  # the workers' own bind says what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
 
 
 async def _check_flows(settings: Settings) -> None:
