@@ -103,7 +103,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[keys.STORE] = PgStore(pool)
         yield
     finally:
-        await pool.close()
+        try:
+            await pool.close()
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            # Stopping while the database is down or frozen: asyncpg has terminated
+            # the connections it could not close within the command timeout.
+            log.warning("database_pool_not_closed_cleanly", exc_info=exc)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
