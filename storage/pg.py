@@ -51,7 +51,10 @@ class _Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
 
     asyncpg waits for a free connection for ever unless each call names a timeout; with
     PostgreSQL frozen every request would queue behind the hung ones. The bound is
-    here, once, not at each of the repositories' calls.
+    here, once, not at each of the repositories' calls. It has a price: on Python 3.11
+    asyncpg waits in a task of its own, about 10 µs an acquire (measured: 15% fewer
+    acquire-SELECT 1-release rounds a second, 16 clients; engine steps within the
+    noise). A scope of asyncio.timeout() around the same acquire measured no cheaper.
     """
 
     __slots__ = ("_acquire_timeout",)
