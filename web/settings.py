@@ -45,12 +45,12 @@ class Settings:
     pool_max: int = 10
     # Bounds, in seconds, so that a slow or frozen PostgreSQL or Redis gets a 503, not a
     # hang (0: no bound). Waiting for a pooled connection, or for a new one to connect:
-    db_acquire_timeout: float = 3.0
+    db_acquire_timeout: float = 2.0
     # One statement, on our side (ends a wait on a frozen or unreachable server):
-    db_command_timeout: float = 5.0
+    db_command_timeout: float = 4.0
     # PostgreSQL's statement_timeout, sent at connect (below the command timeout, so the
     # server cancels first and the connection stays usable; 0 behind PgBouncer):
-    db_statement_timeout: float = 4.0
+    db_statement_timeout: float = 3.0
     # Connecting to Redis, and each command:
     redis_timeout: float = 2.0
     # development: sandbox pages mounted, development keys allowed. production: neither.
@@ -93,9 +93,9 @@ class Settings:
                 "TRUSTED_PROXIES", "127.0.0.1/32,::1/128").split(",") if p.strip()),
             pool_min=int(e.get("DB_POOL_MIN", "2")),
             pool_max=int(e.get("DB_POOL_MAX", "10")),
-            db_acquire_timeout=float(e.get("DB_ACQUIRE_TIMEOUT", "3")),
-            db_command_timeout=float(e.get("DB_COMMAND_TIMEOUT", "5")),
-            db_statement_timeout=float(e.get("DB_STATEMENT_TIMEOUT", "4")),
+            db_acquire_timeout=float(e.get("DB_ACQUIRE_TIMEOUT", "2")),
+            db_command_timeout=float(e.get("DB_COMMAND_TIMEOUT", "4")),
+            db_statement_timeout=float(e.get("DB_STATEMENT_TIMEOUT", "3")),
             redis_timeout=float(e.get("REDIS_TIMEOUT", "2")),
             environment=e.get("ENVIRONMENT", "development"),
             public_url=e.get("PUBLIC_URL") or None,
