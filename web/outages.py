@@ -38,13 +38,6 @@ _CACHE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.MasterDownError,
 )
 
-_MESSAGES = {
-    DATABASE: ("数据库暂时不可用，请稍后再试",
-               "The database is unavailable at the moment; try again shortly"),
-    CACHE: ("缓存服务暂时不可用，请稍后再试",
-            "The cache is unavailable at the moment; try again shortly"),
-}
-
 
 def _passes_through(tb: TracebackType | None, package: str) -> bool:
     while tb is not None:
@@ -80,8 +73,13 @@ def dependency_of(exc: BaseException) -> str | None:
 
 def unavailable(kind: str) -> HttpProblem:
     """The 503 for a dependency that is down: a stable id per dependency."""
-    zh, en = _MESSAGES[kind]
-    return HttpProblem(503, f"{kind}_unavailable", zh, en, retry_after=RETRY_AFTER)
+    if kind == DATABASE:
+        return HttpProblem(503, "database_unavailable", "数据库暂时不可用，请稍后再试",
+                           "The database is unavailable at the moment; try again shortly",
+                           retry_after=RETRY_AFTER)
+    return HttpProblem(503, "cache_unavailable", "缓存服务暂时不可用，请稍后再试",
+                       "The cache is unavailable at the moment; try again shortly",
+                       retry_after=RETRY_AFTER)
 
 
 def describe(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -113,18 +114,22 @@ async def test_with_redis_down_a_signed_in_step_is_refused_not_taken_as_anonymou
     resp = await client.post("/api/flows/signup")
     assert resp.status == 201
     iid = (await resp.json())["id"]
+    # The same browser, on a server whose Redis is gone: its cookies, and the session's.
+    kept = {m.key: m.value for m in client.session.cookie_jar}
+    signed_in = {**kept, "session": "a-token-from-before-the-outage"}
 
     down = create_app(attrs.evolve(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"),
                       clock=clock)
     client = await aiohttp_client(down)
-    resp = await client.post(f"/api/flows/{iid}/events/submit", json=DETAILS, headers=COOKIE)
+    resp = await client.post(f"/api/flows/{iid}/events/submit", json=DETAILS,
+                             cookies=signed_in)
     assert_unavailable(resp.status, resp.headers, await resp.json(), "cache_unavailable")
-    resp = await client.get(f"/api/flows/{iid}", headers=COOKIE)
+    resp = await client.get(f"/api/flows/{iid}", cookies=signed_in)
     assert_unavailable(resp.status, resp.headers, await resp.json(), "cache_unavailable")
-    # Nothing was stepped; without a cookie the same step needs no Redis and is taken.
-    resp = await client.get(f"/api/flows/{iid}")
+    # Nothing was stepped; without a session the same step needs no Redis and is taken.
+    resp = await client.get(f"/api/flows/{iid}", cookies=kept)
     assert (await resp.json())["state"] == "details"
-    resp = await client.post(f"/api/flows/{iid}/events/submit", json=DETAILS)
+    resp = await client.post(f"/api/flows/{iid}/events/submit", json=DETAILS, cookies=kept)
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["state"] == "code"
 
@@ -174,16 +179,22 @@ def outage_env(postgres: Postgres, cache: Redis, tmp_path: Path) -> dict[str, st
             "OUTBOX_INTERVAL": "0.05"}
 
 
+# One client, which keeps the cookies a server hands out (as a browser does).
+_CLIENT = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+
 def call(server: Server, method: str, path: str, body: Any = None,
          headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, Any], float]:
-    """(status, headers, body, seconds): a call that waits long enough to see a hang."""
+    """(status, headers, body, seconds): a call that waits long enough to see a hang.
+
+    A ``Cookie`` header given here replaces the cookies the client keeps."""
     request = urllib.request.Request(  # noqa: S310 - our own server
         server.url + path, method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **(headers or {})})
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        with _CLIENT.open(request, timeout=60) as resp:
             status, head, raw = resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
         status, head, raw = exc.code, exc.headers, exc.read()

@@ -1,4 +1,4 @@
-"""Starting with an invalid flows file: the set last served, from the database, or no start.
+"""create_app with an invalid flows file: the set last served, from the database, or no start.
 
 Each test has a database of its own: which set was served last is the point.
 """
