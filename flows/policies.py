@@ -65,8 +65,31 @@ class AttemptsPolicy:
                                         "deposit_tries"))
 
 
+@attrs.frozen
+class CaptchaPolicy:
+    """How many captcha images one flow instance, and one client, may fetch in a window.
+
+    Every image costs a render and answers one guess; without a cap a solver fetches
+    as many as it likes.
+    """
+
+    per_instance: int = 20
+    per_client: int = 600
+    window: timedelta = timedelta(minutes=10)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CaptchaPolicy:
+        m = _known(mapping, {"per_instance", "per_client", "window"}, "captcha")
+        default = cls()
+        return cls(per_instance=_count(m.get("per_instance", default.per_instance),
+                                       "per_instance"),
+                   per_client=_count(m.get("per_client", default.per_client), "per_client"),
+                   window=parse_duration(m["window"]) if "window" in m else default.window)
+
+
 def register(registry: Registry) -> None:
     registry.policy("password")(PasswordPolicy.from_mapping)
     registry.policy("sms")(SmsPolicy.from_mapping)
     registry.policy("login_lockout")(LockoutPolicy.from_mapping)
     registry.policy("attempts")(AttemptsPolicy.from_mapping)
+    registry.policy("captcha")(CaptchaPolicy.from_mapping)

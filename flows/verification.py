@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from engine import ActionInput, EngineError, GuardInput, Registry
+from engine import ActionInput, EngineError, GuardInput, Registry, instance_ref
 from flows.identity import bank_account, mask_bank_account
 from flows.pii import RESIDENT_ID
 from flows.policies import AttemptsPolicy
@@ -115,7 +115,8 @@ async def send_verification_deposit(a: ActionInput) -> dict[str, Any]:
     a.write(s.accounts.link_provider_ref("payment", deposit_id, a.instance_id, a.now))
     branch = _fact(a, "check_branch")
     before = int(_fact(a, "send_verification_deposit").get("n", 0))
-    log.info("verification_deposit_sent", instance_id=a.instance_id, deposit_id=deposit_id)
+    log.info("verification_deposit_sent", instance=instance_ref(a.instance_id),
+             deposit_id=deposit_id)
     return {"deposit_id": deposit_id, "account_number": mask_bank_account(account_number),
             "branch_code": branch_code, "branch_name": branch.get("branch_name"),
             "sent_at": a.now.isoformat(), "n": before + 1}

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine import EngineError
+from engine import EngineError, instance_ref
 from web.keys import RUNTIME, SERVICES, SETTINGS
 from web.problems import HttpProblem, json_response
 
@@ -68,7 +68,7 @@ async def callback(request: web.Request) -> web.Response:
         # Our fault: let the provider deliver the same event again later.
         await verifier.forget(event_id)
         raise
-    log.info("callback_applied", provider=provider, instance_id=instance_id,
+    log.info("callback_applied", provider=provider, instance=instance_ref(instance_id),
              to=outcome.instance.state)
     return json_response({"ok": True, "state": outcome.instance.state,
                               "replayed": outcome.replayed})

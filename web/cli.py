@@ -25,6 +25,7 @@ from engine import (
     SystemClock,
     check_text,
     export_lines,
+    instance_ref,
     load_file,
     replay_export,
 )
@@ -427,6 +428,13 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ref(args: argparse.Namespace, settings: Settings) -> int:
+    """Print how log lines name these instances (their ids never appear in logs)."""
+    for instance_id in args.instance_ids:
+        print(f"{instance_id} {instance_ref(instance_id)}")
+    return 0
+
+
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -502,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reload", help="lint flows.yaml, then tell running servers to reload")
     p.set_defaults(fn=cmd_reload)
+
+    p = sub.add_parser("ref", help="how log lines name an instance (they never show its id)")
+    p.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    p.set_defaults(fn=cmd_ref)
 
     p = sub.add_parser("keys", help="print a new pair of personal-data keys for production")
     p.set_defaults(fn=cmd_keys)

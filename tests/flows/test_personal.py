@@ -64,7 +64,8 @@ async def test_a_person_registers_with_face_verification_and_signs_in(
         signed = await platform.ok(iid, "submit", {"identifier": identifier,
                                                    "password": PASSWORD, "captcha": captcha})
         assert signed["state"] == "signed_in"
-        assert "session" in signed["reply"]
+        # A browser's session is its HttpOnly cookie, never in the body.
+        assert "reply" not in signed
     me = await platform.client.get("/api/session")
     assert (await me.json())["kind"] == "personal"
 

@@ -121,8 +121,10 @@ async def test_idempotent_replay_survives_a_server_restart(
     client = await aiohttp_client(app)
     iid = (await start(client))["id"]
     _, first = await step(client, iid, "submit", DETAILS, headers={"Idempotency-Key": "r"})
+    device = client.session.cookie_jar.filter_cookies(client.make_url("/"))["device"].value
     await client.close()
     client2 = await aiohttp_client(create_app(settings, clock=clock))
+    client2.session.cookie_jar.update_cookies({"device": device})
     status, again = await step(client2, iid, "submit", DETAILS, headers={"Idempotency-Key": "r"})
     assert status == 200
     assert again["replayed"] is True
