@@ -300,6 +300,10 @@ class Runtime:
             "expires_at": iso(instance.expires_at),
             "deadline_at": iso(instance.deadline_at) if instance.deadline_at else None,
             "ui": describe(compiled.flow, instance.state, instance.context, self.registry),
+            # The one shape of every error, refused (422 problem+json) or recorded (here,
+            # after a step taken with an `error:`): {field (null: the step's), error_id,
+            # zh, en}. A recorded error stays until the next step.
+            "errors": [instance.context["error"]] if instance.context.get("error") else [],
         }
 
     async def history(self, instance_id: str) -> list[Event]:

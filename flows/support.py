@@ -47,7 +47,7 @@ def services(a: ActionInput) -> Services:
 
 def refuse(field: str | None, error_id: str, zh: str, en: str) -> NoReturn:
     """Refuse the step with one field's error: nothing is stored, the step stays."""
-    raise ValidationFailed([FieldError(field or "", error_id, zh, en)])
+    raise ValidationFailed([FieldError(field, error_id, zh, en)])
 
 
 def refuse_invalid(field: str, exc: Invalid) -> NoReturn:

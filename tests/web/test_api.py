@@ -355,3 +355,34 @@ async def test_starting_too_often_from_one_address_is_a_429_and_stores_nothing(
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM flow_instances WHERE flow = $1",
                                    name) == 2
+
+
+async def test_refused_and_recorded_errors_have_one_shape(aiohttp_client: Any,
+                                                          app: web.Application) -> None:
+    """422: refused, nothing stored, errors[] in the problem. 200: the step was taken and
+    recorded, and its outcome is an error the user must see: the same objects in errors[]
+    (also under the field in ui)."""
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    status, refused = await step(client, iid, "submit", {**DETAILS, "name": "bad"})
+    assert status == 422
+    assert refused["errors"] == [{"field": "name", "error_id": "name_bad",
+                                  "zh": "名字不可用", "en": "This name cannot be used"}]
+    await step(client, iid, "submit", DETAILS)
+    status, taken = await step(client, iid, "confirm", {"code": "000000"})
+    assert (status, taken["version"]) == (200, 3)
+    wrong = {"field": "code", "error_id": "code_wrong", "zh": "验证码错误",
+             "en": "The code is wrong"}
+    assert taken["errors"] == [wrong]
+    assert next(f for f in taken["ui"]["fields"] if f["name"] == "code")["error"] == wrong
+    assert set(wrong) == set(refused["errors"][0])
+    await step(client, iid, "confirm", {"code": "000000"})
+    status, dead = await step(client, iid, "confirm", {"code": "000000"})
+    assert dead["state"] == "details"
+    # Not about one field: field is null, shown above the form.
+    assert dead["errors"] == [{"field": None, "error_id": "code_dead",
+                               "zh": "错误次数过多，请重新开始",
+                               "en": "Too many wrong codes; start again"}]
+    assert dead["ui"]["error"] == dead["errors"][0]
+    status, after = await step(client, iid, "submit", DETAILS)
+    assert after["errors"] == []
