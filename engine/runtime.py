@@ -1,6 +1,6 @@
 """The step: load, validate, gather facts, decide, commit.
 
-See DESIGN.md, "What one step is". Everything external the engine needs comes through
+See docs/design.md, "What one step is". Everything external the engine needs comes through
 the ports in :mod:`engine.ports`; time comes only from the injected clock.
 """
 
@@ -293,7 +293,7 @@ class Runtime:
                       idempotency_key: str | None = None, expected_version: int | None = None,
                       actor: str = "anonymous", client: str | None = None,
                       fired_timer: Timer | None = None) -> StepOutcome:
-        """Take one step; see DESIGN.md. Raises an EngineError for every refusal."""
+        """Take one step; see docs/design.md. Raises an EngineError for every refusal."""
         started = time.perf_counter()
         flow_name = "?"
         # Metric labels come from the definition, never from what a client typed.

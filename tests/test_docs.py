@@ -372,3 +372,90 @@ def test_every_link_in_the_docs_leads_somewhere_in_the_repository(document: Path
         assert path.exists(), f"{document.name}: {target} does not exist"
         if anchor and path.suffix == ".md":
             assert anchor in anchors(path), f"{document.name}: no heading for {target}"
+
+
+def test_no_text_names_a_markdown_file_the_repository_does_not_have() -> None:
+    present = {p.name for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    texts = [p for pattern in ("*.py", "*.md", "*.yaml", "*.toml", "Makefile")
+             for p in ROOT.rglob(pattern)
+             if not {".venv", ".git", ".data", "node_modules"} & set(p.parts)]
+    for path in texts:
+        for name in re.findall(r"\b([A-Za-z][\w-]*\.md)\b", path.read_text(encoding="utf-8")):
+            assert name in present, f"{path.relative_to(ROOT)} names {name}"
+
+
+# -- the README's tables -------------------------------------------------------------
+
+README = ROOT / "README.md"
+
+
+def readme_section(title: str) -> str:
+    return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ")[0]
+
+
+def test_the_readme_starts_with_the_two_commands() -> None:
+    first = fences(README)[0]
+    assert [line.split("#")[0].strip() for line in first.text.splitlines()] == [
+        "make run", "make test"]
+    assert README.read_text(encoding="utf-8").index("```") < 200
+
+
+def test_the_readme_names_every_setting_the_code_reads_and_no_other() -> None:
+    settings = (ROOT / "web" / "settings.py").read_text(encoding="utf-8")
+    providers = (ROOT / "flows" / "providers" / "__init__.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'e\.get\(\s*"([A-Z0-9_]+)"', settings))
+    read |= set(re.findall(r'(?:config\.get|_seconds)\((?:config, )?"([A-Z0-9_]+)"',
+                           providers))
+    prefixes = set(re.findall(r'"([A-Z]+)"', settings.split("_PROVIDER_PREFIXES = ", 1)[1]
+                              .split("\n", 1)[0]))
+    table = readme_section("Configuration")
+    shown = set(re.findall(r"`([A-Z][A-Z0-9_]+|<P>_[A-Z_]+)`", table))
+    assert read - shown == set(), "settings missing from the README's Configuration table"
+    for name in shown - read:
+        # <P>_URL and the like: one of the provider prefixes' variables.
+        assert name.startswith("<P>_") or name.split("_", 1)[0] in prefixes, name
+
+
+def _route_spellings(cell: str) -> set[tuple[str, str]]:
+    """`GET /a`, `/b`, `POST /c/{x,y}` -> (method, path) pairs, parameters as {}."""
+    out = set()
+    method = ""
+    for code in re.findall(r"`([^`]+)`", cell):
+        parts = code.split()
+        if len(parts) == 2:
+            method, path = parts
+        else:
+            path = parts[0]
+        out.add((method, re.sub(r"\{[^}]*\}", "{}", path.split("?")[0])))
+    return out
+
+
+def test_the_readmes_api_table_lists_every_route() -> None:
+    from web.app import create_app
+    from web.settings import Settings
+
+    app = create_app(Settings(database_url="postgresql://unused", redis_url="redis://unused",
+                              flows_file=str(ROOT / "flows.yaml")))
+    routes = set()
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource else ""
+        if route.method in ("HEAD", "*") or path.startswith(("/sandbox", "/api/docs/")):
+            continue
+        routes.add((route.method, re.sub(r"\{[^}]*\}", "{}", path)))
+    rows = [line for line in readme_section("The HTTP API").splitlines()
+            if line.startswith("| `")]
+    shown = set().union(*(_route_spellings(row.split(" | ")[0]) for row in rows))
+    assert routes == shown
+
+
+def test_the_readme_shows_every_flowctl_command() -> None:
+    cli = (ROOT / "web" / "cli.py").read_text(encoding="utf-8")
+    commands = set(re.findall(r'sub\.add_parser\("([a-z-]+)"', cli)) - {"admin"}
+    commands |= {f"admin {c}" for c in re.findall(r'admin\.add_parser\("([a-z-]+)"', cli)}
+    block = next(f for f in fences(README) if "flowctl lint" in f.text).text
+    shown = set()
+    for line in block.splitlines():
+        words = line.split("#")[0].split()
+        if words and words[0].endswith("flowctl"):
+            shown.add(" ".join(words[1:3]) if words[1] == "admin" else words[1])
+    assert commands == shown
