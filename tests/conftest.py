@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
@@ -56,6 +57,14 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -18,14 +18,12 @@ import inspect
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import structlog
 import yaml
 
 from engine import Instance, Registry, Runtime, SystemClock, check_text, load_file
@@ -71,14 +69,6 @@ def lint_output(text: str) -> str:
     """What `flowctl lint` prints for a file named flows.yaml, both streams together."""
     _, diags = check_text(text, "flows.yaml", REGISTRY)
     return "".join(f"{d}\n" for d in diags) + f"{len(diags)} problem(s)\n"
-
-
-@pytest.fixture
-def keep_logging() -> Iterator[None]:
-    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def run_flowctl(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
