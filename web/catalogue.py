@@ -20,6 +20,7 @@ every id the code and the project's ``flows.yaml`` can give.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import pkgutil
@@ -273,7 +274,8 @@ def code_occurrences(modules: tuple[str, ...] = ()) -> tuple[Occurrence, ...]:
             source = path.read_text(encoding="utf-8")
         except OSError:
             continue  # installed without its source: its classes still count
-        importlib.import_module(name)  # so that its error classes are known below
+        with contextlib.suppress(ImportError):  # an optional dependency missing
+            importlib.import_module(name)  # so that its error classes are known below
         where = "/".join(name.split(".")) + (".py" if path.name != "__init__.py"
                                              else "/__init__.py")
         out.extend(_scan(ast.parse(source), where))
