@@ -1,6 +1,6 @@
 """The step: load, validate, gather facts, decide, commit.
 
-See DESIGN.md, "What one step is". Everything external the engine needs comes through
+See docs/design.md, "What one step is". Everything external the engine needs comes through
 the ports in :mod:`engine.ports`; time comes only from the injected clock.
 """
 
@@ -318,7 +318,7 @@ class Runtime:
                       actor: str = "anonymous", client: str | None = None,
                       also: Sequence[str] = (),
                       fired_timer: Timer | None = None) -> StepOutcome:
-        """Take one step; see DESIGN.md. Raises an EngineError for every refusal.
+        """Take one step; see docs/design.md. Raises an EngineError for every refusal.
 
         ``also``: other identities of the caller (see ``check_owner``); the step is
         taken, and its key scoped, as whichever of them owns the instance.

@@ -6,7 +6,7 @@ that created it committed. Unique keys (an ID number or credit code registered t
 a login name taken) surface as ``engine.DuplicateKey`` with ``extra["constraint"]``.
 
 The records are Protocols too: storage returns its own frozen values of this shape,
-so neither layer imports the other (DESIGN.md).
+so neither layer imports the other (docs/design.md).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Tests talk to the real servers (DATABASE_URL / REDIS_URL, else the local ones on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
@@ -58,6 +60,14 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
 
@@ -95,9 +105,36 @@ def settings(database_url: str, redis_prefix: str, flows_file: Path) -> Settings
                     workers=False, log_format="console", pool_max=60)
 
 
+def watch_problem_types(app: web.Application) -> list[str]:
+    """Note every problem answer whose type, or a field error's id, has no page."""
+    from web import keys
+    from web.catalogue import catalogue
+
+    unknown: list[str] = []
+
+    async def check(request: web.Request, response: web.StreamResponse) -> None:
+        if response.content_type != "application/problem+json" or \
+                not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+            return
+        body = json.loads(response.body)
+        ids = [body["error_id"], *(e["error_id"] for e in body.get("errors", []))]
+        runtime = request.app.get(keys.RUNTIME)
+        known = catalogue(runtime.flows if runtime else None,
+                          request.app[keys.SETTINGS].flow_modules)
+        if body.get("type") != f"/problems/{body['error_id']}":
+            unknown.append(f"type {body.get('type')!r} of {body['error_id']}")
+        unknown.extend(i for i in ids if i not in known)
+
+    app.on_response_prepare.append(check)
+    return unknown
+
+
 @pytest.fixture
-def app(settings: Settings, clock: FrozenClock) -> web.Application:
-    return create_app(settings, clock=clock)
+def app(settings: Settings, clock: FrozenClock) -> Iterator[web.Application]:
+    app = create_app(settings, clock=clock)
+    unknown = watch_problem_types(app)
+    yield app
+    assert unknown == [], f"problem answers with no page under /problems/: {unknown}"
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +157,7 @@ async def platform(database_url: str, redis_prefix: str,
                         public_url=f"http://127.0.0.1:{port}",
                         argon2_memory_kib=1024, argon2_time_cost=1)
     app = create_app(settings, clock=clock)
+    unknown = watch_problem_types(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
     platform = Platform(client, app)
@@ -134,3 +172,4 @@ async def platform(database_url: str, redis_prefix: str,
         if stale:
             await cleaner.delete(*stale)
         await cleaner.aclose()
+    assert unknown == [], f"problem answers with no page under /problems/: {unknown}"

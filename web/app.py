@@ -24,6 +24,7 @@ from flows.support import VaultSealer
 from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool
 from web import keys
 from web.admin import admin_routes
+from web.apidocs import docs_routes
 from web.callbacks import callback_routes
 from web.clock import OffsetFileClock
 from web.httpclient import AiohttpClient
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(routes)
     app.add_routes(callback_routes)
     app.add_routes(admin_routes)
+    app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.environment == "development":
         # The sandbox shows codes and phone numbers in full: never outside development.

@@ -22,7 +22,6 @@ from engine.replay import compare_live
 from flows.policies import CaptchaPolicy
 from web.clients import IPNetwork, client_of, limit_key, parse_networks
 from web.keys import METRICS, POOL, REDIS, RUNTIME, SERVICES, SETTINGS
-from web.openapi import document
 from web.problems import HttpProblem, json_response
 from web.sessions import (
     TOKEN_PREFERENCE,
@@ -287,11 +286,6 @@ async def verify(request: web.Request) -> web.Response:
     else:
         report.update(ok=True, state=result.state, divergence=None)
     return json_response(report)
-
-
-@routes.get("/api/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(document())
 
 
 @routes.get("/healthz")

@@ -220,6 +220,46 @@ def test_unquoted_negated_guard_is_a_diagnostic_with_a_hint_not_a_crash() -> Non
 
 
 @pytest.mark.parametrize(
+    "written",
+    [
+        "guards: [!code_ok]",            # the tag eats the ']': the parse fails at the end
+        "guards: [too_many, !code_ok]",
+        "guards: [!code_ok ]",
+        "guards: [!code_ok, too_many]",  # the tag eats the ',': no syntax error at all
+    ],
+)
+def test_unquoted_negated_guard_in_a_flow_list_says_quote_it_at_the_guard(
+        written: str) -> None:
+    text = edit('guards: ["!code_ok"]', written)
+
+    d = only(lint(text), "unknown YAML tag '!code_ok")
+
+    assert d.message.endswith('to name a negated guard, quote it: "!code_ok"')
+    assert "YAML syntax" not in d.message
+    assert at(d) == spot(text, written, "!code_ok")
+
+
+def test_unquoted_negated_guard_in_a_flow_mapping_says_quote_it_at_the_guard() -> None:
+    # Inside { } the '}' after the tag is a scanner error, reported past the tag.
+    text = edit('guards: ["!code_ok"]', "{guards: [!code_ok], label: {zh: 否, en: No}}"
+                ).replace("        {guards:", "        x-flow: {guards:")
+
+    d = only(lint(text), "quote it")
+
+    assert d.message == "unknown YAML tag '!code_ok': to name a negated guard, quote it: " \
+        '"!code_ok"'
+    assert at(d) == spot(text, "{guards: [!code_ok]", "!code_ok")
+
+
+def test_a_syntax_error_without_a_bare_guard_keeps_the_parsers_message() -> None:
+    text = edit('guards: ["!code_ok"]', 'guards: ["!code_ok"')
+
+    d = only(lint(text), "YAML syntax")
+
+    assert "quote it" not in d.message
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [
         ("!!int abc", "'abc' is not a valid '!!int' value"),
