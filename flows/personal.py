@@ -7,11 +7,11 @@ from typing import Any
 
 import structlog
 
-from engine import ActionInput, DuplicateKey, FieldError, GuardInput, Registry, ValidationFailed
+from engine import ActionInput, DuplicateKey, FieldError, Registry, ValidationFailed
 from engine.steps import Write
+from flows.face import passed_before
 from flows.identity import mask_mobile, mask_resident_id, mobile
 from flows.pii import MOBILE, RESIDENT_ID
-from flows.policies import AttemptsPolicy
 from flows.sms import codes_for, queue_sms
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
@@ -48,14 +48,11 @@ def refusing_duplicates(write: Write) -> Write:
     return guarded
 
 
-def person_index(a: ActionInput, name: str, id_number: str) -> bytes:
-    return services(a).vault.index("face_person", f"{name.strip()}\x00{id_number}")
-
-
 # -- registration: basic info and the real-name registry -----------------------------
 
 async def verify_real_name(a: ActionInput) -> dict[str, Any]:
-    """Action: ID not yet registered, and the registry says name and ID belong together."""
+    """Action: ID not yet registered, the registry says name and ID belong together, and
+    whether this owner passed face verification for them lately."""
     s = services(a)
     name, id_number = str(a.value("name")), str(a.value("id_number"))
     if await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number)) is not None:
@@ -64,52 +61,7 @@ async def verify_real_name(a: ActionInput) -> dict[str, Any]:
                                             idempotency_key=a.idempotency_key):
         refuse("name", "realname_mismatch", "姓名与身份证号码不匹配",
                "This name does not belong to this ID number")
-    passed = await s.accounts.face_passed(person_index(a, name, id_number))
-    return {"match": True, "face_passed_before": passed}
-
-
-def face_passed_before(g: GuardInput) -> bool:
-    """This name and ID number passed face verification in an earlier registration."""
-    fact = g.fact("verify_real_name") or {}
-    return bool(fact.get("face_passed_before"))
-
-
-# -- face verification ---------------------------------------------------------------
-
-async def start_face_session(a: ActionInput) -> dict[str, Any]:
-    """On entering face verification: open a provider session, remember whose it is."""
-    s = services(a)
-    name = str(a.value("legal_rep_name") if a.flow == "organisation_verification"
-               else a.value("name"))
-    id_number = str(a.value("legal_rep_id") if a.flow == "organisation_verification"
-                    else a.value("id_number"))
-    before = a.context.get("facts", {}).get("start_face_session") or {}
-    session = await s.providers.face.create_session(
-        name, id_number, callback_url=f"{s.public_url}/api/callbacks/face",
-        idempotency_key=a.idempotency_key)
-    a.write(s.accounts.link_provider_ref("face", session.session_id, a.instance_id, a.now))
-    return {"session_id": session.session_id, "qr_url": session.qr_url,
-            "n": int(before.get("n", 0)) + 1}
-
-
-async def record_face_result(a: ActionInput) -> dict[str, Any]:
-    """Action (provider callback): a pass is remembered for later registrations."""
-    passed = a.input.get("result") == "pass"
-    if passed and a.flow == "personal_registration":
-        s = services(a)
-        index = person_index(a, str(a.value("name")), str(a.value("id_number")))
-        a.write(s.accounts.record_face_pass(index, a.instance_id, a.now))
-    return {"passed": passed}
-
-
-def face_passed(g: GuardInput) -> bool:
-    return g.input.get("result") == "pass"
-
-
-def face_sessions_left(g: GuardInput) -> bool:
-    """Fewer face sessions opened in this flow than the policy allows."""
-    opened = int((g.fact("start_face_session") or {}).get("n", 0))
-    return opened < AttemptsPolicy.from_mapping(g.policies.get("attempts")).face_sessions
+    return {"match": True, "face_passed_before": await passed_before(a, name, id_number)}
 
 
 # -- registration: account info --------------------------------------------------------
@@ -202,8 +154,6 @@ async def reset_password(a: ActionInput) -> dict[str, Any]:
 
 
 def register(registry: Registry) -> None:
-    for fn in (verify_real_name, start_face_session, record_face_result, check_new_account,
-               create_personal_account, send_reset_code, check_reset_code, reset_password):
+    for fn in (verify_real_name, check_new_account, create_personal_account,
+               send_reset_code, check_reset_code, reset_password):
         registry.action(fn.__name__)(fn)
-    for guard in (face_passed_before, face_passed, face_sessions_left):
-        registry.guard(guard.__name__)(guard)
