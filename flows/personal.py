@@ -7,89 +7,48 @@ from typing import Any
 
 import structlog
 
-from engine import ActionInput, DuplicateKey, FieldError, Registry, ValidationFailed
-from engine.steps import Write
+from engine import ActionInput, FieldError, Registry, ValidationFailed
 from flows.face import passed_before
 from flows.identity import mask_mobile, mask_resident_id, mobile
 from flows.pii import MOBILE, RESIDENT_ID
+from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.sms import codes_for, queue_sms
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
 log = structlog.get_logger("flows.personal")
 
-# Which unique key a duplicate hit, and what to tell the user about it.
-DUPLICATES: dict[str, FieldError] = {
-    "accounts_login_key_key": FieldError("login_name", "login_name_taken", "该登录名已被使用",
-                                         "This login name is taken"),
-    "accounts_personal_id": FieldError(
-        "id_number", "resident_id_registered", "该身份证号码已注册",
-        "This ID number is already registered"),
-    "accounts_personal_phone": FieldError("mobile", "mobile_registered", "该手机号码已注册",
-                                          "This mobile number is already registered"),
-    "organisations_credit_code_key": FieldError(
-        "credit_code", "credit_code_registered", "该统一社会信用代码已注册",
-        "This unified social credit code is already registered"),
-}
-
-
-def refusing_duplicates(write: Write) -> Write:
-    """Turn a unique key hit inside the step's transaction into a field error."""
-
-    async def guarded(tx: Any) -> None:
-        try:
-            await write(tx)
-        except DuplicateKey as exc:
-            error = DUPLICATES.get(str(exc.extra.get("constraint")))
-            if error is None:
-                raise
-            raise ValidationFailed([error]) from None
-
-    return guarded
-
 
 # -- registration: basic info and the real-name registry -----------------------------
 
 async def verify_real_name(a: ActionInput) -> dict[str, Any]:
-    """Action: ID not yet registered, the registry says name and ID belong together, and
-    whether this owner passed face verification for them lately."""
+    """Action: the registry says name and ID belong together; only then, whether the ID is
+    registered, and whether this owner passed face verification for them lately."""
     s = services(a)
     name, id_number = str(a.value("name")), str(a.value("id_number"))
-    if await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number)) is not None:
-        raise ValidationFailed([DUPLICATES["accounts_personal_id"]])
+    # The registry first: "this ID is registered" is for whoever knows the name with it.
     if not await s.providers.realname.check(name, id_number,
                                             idempotency_key=a.idempotency_key):
         refuse("name", "realname_mismatch", "姓名与身份证号码不匹配",
                "This name does not belong to this ID number")
+    if await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number)) is not None:
+        raise ValidationFailed([DUPLICATES["accounts_personal_id"]])
     return {"match": True, "face_passed_before": await passed_before(a, name, id_number)}
 
 
 # -- registration: account info --------------------------------------------------------
 
-async def check_account_fields(a: ActionInput, errors: list[FieldError]) -> dict[str, Any]:
-    """Login name free and passwords within policy, with any errors found before; all of
-    them at once, so the user fixes everything in one go."""
-    s = services(a)
-    login_name = str(a.input.get("login_name") or "")
-    if await s.accounts.by_login_name(login_name) is not None:
-        errors.insert(0, DUPLICATES["accounts_login_key_key"])
-    try:
-        check_new_password(a, login_name=login_name)
-    except ValidationFailed as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise ValidationFailed(errors)
-    return {"login_name": login_name}
-
-
 async def check_new_account(a: ActionInput) -> dict[str, Any]:
-    """Action: login name free, mobile not registered, passwords equal and within policy."""
+    """Action: passwords equal and within policy, then the SMS code, then login name free
+    and mobile not registered (flows.registration says why in this order)."""
     s = services(a)
-    errors: list[FieldError] = []
-    phone = mobile(a.input.get("mobile"))
-    if await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None:
-        errors.append(DUPLICATES["accounts_personal_phone"])
-    return await check_account_fields(a, errors)
+
+    async def registered() -> list[FieldError]:
+        phone = mobile(a.input.get("mobile"))
+        taken = await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None
+        return [DUPLICATES["accounts_personal_phone"]] if taken else []
+
+    return await check_account_fields(a, registered)
 
 
 async def create_personal_account(a: ActionInput) -> dict[str, Any]:
