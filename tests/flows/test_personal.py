@@ -311,6 +311,25 @@ async def test_registration_look_ups_are_limited_per_id_number(
         statuses.append((status, body.get("error_id")))
     assert statuses[:10] == [(422, "validation_failed")] * 10
     assert statuses[10] == (429, "realname_checks_id_limit")
+async def test_registration_look_ups_are_limited_per_registration(platform: Platform) -> None:
+    registry = platform.app[keys.SERVICES].providers.sandbox.realname
+    iid = (await platform.start("personal_registration"))["id"]
+    answers = []
+    for _ in range(21):
+        id_number = new_id_number()
+        await registry.add_id(id_number)
+        status, body = await platform.step(iid, "submit", {"name": "甲", "id_number": id_number,
+                                                           "agree": True})
+        answers.append((status, body.get("limit")))
+    assert answers[:20] == [(422, None)] * 20
+    assert answers[20] == (429, "registration_checks_flow")
+    # Another registration from the same address goes on.
+    other = (await platform.start("personal_registration"))["id"]
+    view = await platform.ok(other, "submit", {"name": "甲", "id_number": new_id_number(),
+                                               "agree": True})
+    assert view["state"] == "real_name"
+
+
 async def test_login_gives_one_generic_error_and_locks_after_five_failures(
         platform: Platform) -> None:
     person = await register(platform)
@@ -442,22 +461,3 @@ async def test_sms_limits_hold_across_procedures(platform: Platform) -> None:
     assert 1 <= body["retry_after"] <= 60
     other = new_mobile()
     assert (await platform.step(again, "send_code", {"mobile": other}))[0] == 200
-
-
-async def test_registration_look_ups_are_limited_per_registration(platform: Platform) -> None:
-    registry = platform.app[keys.SERVICES].providers.sandbox.realname
-    iid = (await platform.start("personal_registration"))["id"]
-    answers = []
-    for _ in range(21):
-        id_number = new_id_number()
-        await registry.add_id(id_number)
-        status, body = await platform.step(iid, "submit", {"name": "甲", "id_number": id_number,
-                                                           "agree": True})
-        answers.append((status, body.get("limit")))
-    assert answers[:20] == [(422, None)] * 20
-    assert answers[20] == (429, "registration_checks_flow")
-    # Another registration from the same address goes on.
-    other = (await platform.start("personal_registration"))["id"]
-    view = await platform.ok(other, "submit", {"name": "甲", "id_number": new_id_number(),
-                                               "agree": True})
-    assert view["state"] == "real_name"
