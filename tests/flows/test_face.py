@@ -130,6 +130,8 @@ async def test_restart_loops_open_no_more_face_sessions_than_the_limits(
     assert view["state"] == "basic_info"
     error = fields_by_name(view)["id_number"]["error"]
     assert error["error_id"] == "face_sessions_used_up"
+    # Replay decides as live did: the guards read only what the history recorded.
+    assert (await (await platform.client.get(f"/api/flows/{iid}/verify")).json())["ok"]
     assert "人脸识别次数已用完" in error["zh"]
     assert "No face verification attempts are left" in error["en"]
     # New instances get what is left of the person's five a day (face_sessions.per_person).
