@@ -20,8 +20,8 @@ import structlog
 from engine import ActionInput, FieldError, Forbidden, Registry, ValidationFailed
 from flows.identity import mask_mobile, mobile
 from flows.passwords import check
-from flows.personal import DUPLICATES, refusing_duplicates
 from flows.pii import MOBILE
+from flows.registration import DUPLICATES, refusing_duplicates
 from flows.signin import check_credentials
 from flows.support import password_policy, refuse, services
 

@@ -17,8 +17,8 @@ import structlog
 from engine import ActionInput, FieldError, GuardInput, Registry, ValidationFailed
 from flows.accounts import Account, Agent
 from flows.identity import mask_credit_code, mask_mobile, mobile
-from flows.personal import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.pii import MOBILE, RESIDENT_ID
+from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.signin import check_credentials
 from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms
 from flows.sms import field_error as sms_field_error
@@ -58,12 +58,15 @@ def _applicant(a: ActionInput) -> tuple[str, str]:
 
 
 async def check_new_organisation(a: ActionInput) -> dict[str, Any]:
-    """Action: login name free, credit code still free, passwords equal and within policy."""
+    """Action: passwords equal and within policy, then the SMS code, then login name free
+    and credit code still free (flows.registration says why in this order)."""
     s = services(a)
-    errors: list[FieldError] = []
-    if await s.accounts.credit_code_registered(str(a.value("credit_code"))):
-        errors.append(DUPLICATES["organisations_credit_code_key"])
-    return await check_account_fields(a, errors)
+
+    async def registered() -> list[FieldError]:
+        taken = await s.accounts.credit_code_registered(str(a.value("credit_code")))
+        return [DUPLICATES["organisations_credit_code_key"]] if taken else []
+
+    return await check_account_fields(a, registered)
 
 
 async def create_organisation_account(a: ActionInput) -> dict[str, Any]:

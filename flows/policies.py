@@ -65,6 +65,37 @@ class AttemptsPolicy:
                                         "deposit_tries"))
 
 
+def _duration(m: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
+    return parse_duration(m[key]) if key in m else default
+
+
+@attrs.frozen
+class FaceSkipPolicy:
+    """How long an earlier face pass lets the same owner skip the face step (SPEC 1.2)."""
+
+    within: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSkipPolicy:
+        m = _known(mapping, {"within"}, "face_skip")
+        return cls(within=_duration(m, "within", cls().within))
+
+
+@attrs.frozen
+class FaceSessionsPolicy:
+    """How many face sessions one person may have opened in a window, in all procedures."""
+
+    per_person: int = 5
+    within: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSessionsPolicy:
+        m = _known(mapping, {"per_person", "within"}, "face_sessions")
+        default = cls()
+        return cls(per_person=_count(m.get("per_person", default.per_person), "per_person"),
+                   within=_duration(m, "within", default.within))
+
+
 @attrs.frozen
 class CaptchaPolicy:
     """How many captcha images one flow instance, and one client, may fetch in a window.
@@ -84,7 +115,7 @@ class CaptchaPolicy:
         return cls(per_instance=_count(m.get("per_instance", default.per_instance),
                                        "per_instance"),
                    per_client=_count(m.get("per_client", default.per_client), "per_client"),
-                   window=parse_duration(m["window"]) if "window" in m else default.window)
+                   window=_duration(m, "window", default.window))
 
 
 def register(registry: Registry) -> None:
@@ -93,3 +124,5 @@ def register(registry: Registry) -> None:
     registry.policy("login_lockout")(LockoutPolicy.from_mapping)
     registry.policy("attempts")(AttemptsPolicy.from_mapping)
     registry.policy("captcha")(CaptchaPolicy.from_mapping)
+    registry.policy("face_skip")(FaceSkipPolicy.from_mapping)
+    registry.policy("face_sessions")(FaceSessionsPolicy.from_mapping)

@@ -25,6 +25,12 @@ hash before comparing and puts it back only after a wrong try is counted, so par
 guesses cannot compare more than once per stored code (the others see no code) and the
 number of comparisons per binding never exceeds ``max_tries``.
 
+A step may check a code and still be refused by what it checks next (registration:
+the login name is taken). ``prove`` remembers a right code for ``ttl``: the binding's
+phone is proven, and a step of the same binding passes again without a new code, so
+the user fixes the login name and submits again. ``check_sms_code`` proves this way;
+the memo is bound to instance, purpose and phone like the code was.
+
 The message goes out through the engine's outbox (topic ``sms``): phone and text are
 sealed with the vault, so the code is never at rest in clear in the outbox table, and
 ``deliver`` opens them for the SMS gateway. No code and no unmasked phone is ever logged.
@@ -282,6 +288,22 @@ class SmsCodes:
         await self._ephemeral.put(key, stored, min(left, self.policy.ttl), only_new=True)
         return SMS_CODE_WRONG
 
+    async def prove(self, instance_id: str, purpose: str, phone: str,
+                    code: str) -> str | None:
+        """Check a code like ``verify``, unless the binding's phone is proven already.
+
+        A right code proves the phone for ``ttl``: until then the binding passes whatever
+        code comes with it. Return None if proven, else ``verify``'s error id.
+        """
+        key, _ = self._binding(instance_id, purpose, phone)
+        proven = key + ":proven"
+        if await self._ephemeral.get(proven) is not None:
+            return None
+        error_id = await self.verify(instance_id, purpose, phone, code)
+        if error_id is None:
+            await self._ephemeral.put(proven, b"1", self.policy.ttl)
+        return error_id
+
 
 # -- sending ------------------------------------------------------------------------
 
@@ -371,10 +393,11 @@ async def send_sms_code(a: ActionInput) -> dict[str, Any]:
 
 
 async def check_sms_code(a: ActionInput) -> dict[str, Any]:
-    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here."""
+    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here
+    (or was, in a step of this state refused after the code was checked)."""
     codes = codes_for(a)
     phone = _phone(a)
-    error_id = await codes.verify(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
+    error_id = await codes.prove(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
     if error_id is not None:
         log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
         raise ValidationFailed([field_error(error_id)])

@@ -99,10 +99,12 @@ class Platform:
         text = messages[0]["text"]
         return "".join(ch for ch in text.split("验证码为", 1)[1][:6])
 
-    async def face(self, iid: str, result: str) -> None:
-        """Press pass or fail on the sandbox phone page for the flow's face session."""
-        view = await self.get(iid)
-        qr_url = view["ui"]["data"]["qr_url"]
+    async def face(self, iid: str | None, result: str, *, qr_url: str | None = None) -> None:
+        """Press pass or fail on the sandbox phone page for the flow's face session (or
+        for the session of ``qr_url``)."""
+        if qr_url is None:
+            assert iid is not None
+            qr_url = (await self.get(iid))["ui"]["data"]["qr_url"]
         path = qr_url.split("://", 1)[1].split("/", 1)[1]
         resp = await self.client.post("/" + path, data={"result": result},
                                       allow_redirects=False,

@@ -393,8 +393,39 @@ async def test_account_info_refuses_taken_login_names_and_weak_passwords(
         status, answer = await platform.step(reg["id"], "submit", body)
         assert status == 422
         assert errors_of(answer) == expected
-    # None of that used the code up.
+    # The taken name was told once the code proved the phone; fixed, it needs no new code.
     assert (await platform.ok(reg["id"], "submit", base))["state"] == "done"
+
+
+async def test_account_info_tells_nothing_taken_without_a_right_code(
+        platform: Platform) -> None:
+    first = await register_org(platform)
+    reg = await to_account_info(platform)
+    phone = new_mobile()
+    await platform.ok(reg["id"], "send_code", {"mobile": phone})
+    code = await platform.sms_code(phone)
+    wrong = next(c for c in ("123456", "654321") if c != code)
+    taken = final_body(reg, phone=phone, code=wrong, login=first["login"])
+    status, answer = await platform.step(reg["id"], "submit", taken)
+    assert (status, errors_of(answer)) == (422, {"sms_code_wrong": "sms_code"})
+    # Registered meanwhile by somebody else: told with the name, once the phone is proven.
+    await register_org(platform, credit_code=reg["credit_code"])
+    status, answer = await platform.step(reg["id"], "submit", {**taken, "sms_code": code})
+    assert (status, errors_of(answer)) == (422, {"login_name_taken": "login_name",
+                                                 "credit_code_registered": "credit_code"})
+
+
+async def test_credit_code_look_ups_are_limited_per_client_despite_captchas(
+        platform: Platform) -> None:
+    iid = (await platform.start("legal_registration"))["id"]
+    body = {"org_name": "示例科技有限公司", "legal_rep_name": REP_NAME,
+            "legal_rep_id": new_id_number(), "captcha": "WRONG", "agree": True}
+    answers = [await platform.step(iid, "submit", {**body, "credit_code": new_credit_code()})
+               for _ in range(31)]
+    assert {status for status, _ in answers[:30]} == {422}
+    status, answer = answers[30]
+    assert (status, answer["error_id"], answer["limit"]) == (
+        429, "too_many_registration_checks", "registration_checks_client")
 
 
 # -- sign-in ---------------------------------------------------------------------------

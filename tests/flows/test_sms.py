@@ -461,15 +461,34 @@ async def test_check_action_refuses_on_the_sms_code_field(clock: FrozenClock,
     assert info.value.errors[0].error_id == SMS_CODE_DEAD
 
 
-async def test_check_action_refuses_a_used_code_as_expired(clock: FrozenClock,
-                                                           services: dict[str, Any],
-                                                           vault: Vault) -> None:
+async def test_check_action_passes_again_while_the_phone_is_proven_and_nowhere_else(
+        clock: FrozenClock, services: dict[str, Any], vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
-    await check(clock, services, code)
-    with pytest.raises(ValidationFailed) as info:
-        await check(clock, services, code)
-    assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
-        "sms_code", SMS_CODE_EXPIRED)
+    assert await check(clock, services, code) == {"verified": "138****8000"}
+    # A step refused after the check (a login name taken) passes again, code used or not.
+    assert await check(clock, services, code) == {"verified": "138****8000"}
+    assert await check(clock, services, other(code)) == {"verified": "138****8000"}
+    # The code itself is used up: another purpose or instance does not take it.
+    for kw in ({"state": "other_purpose"}, {"instance_id": OTHER_INSTANCE}):
+        with pytest.raises(ValidationFailed) as info:
+            await check(clock, services, code, **kw)
+        assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
+            "sms_code", SMS_CODE_EXPIRED)
+    assert await services["sms_codes"].verify(INSTANCE, PURPOSE, PHONE, code) == \
+        SMS_CODE_EXPIRED
+
+
+async def test_a_proof_lasts_as_long_as_a_code(codes: SmsCodes, eph: RedisEphemeral,
+                                               redis_client: aioredis.Redis) -> None:
+    code = await codes.issue(INSTANCE, PURPOSE, PHONE)
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, other(code)) == SMS_CODE_WRONG
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, code) is None
+    [key] = [k async for k in redis_client.scan_iter(match=f"{eph.prefix}sms:*:proven")]
+    left = await redis_client.pttl(key)
+    assert 0 < left <= codes.policy.ttl.total_seconds() * 1000
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, "") is None
+    await redis_client.delete(key)  # as when it expires
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, code) == SMS_CODE_EXPIRED
 
 
 async def test_send_action_refuses_a_dead_binding(clock: FrozenClock,
