@@ -102,9 +102,8 @@ def _agent_label(a: ActionInput, agent: Agent) -> str:
 async def authenticate_organisation(a: ActionInput) -> dict[str, Any]:
     """Action: login name, password and captcha; the agents to choose from, phones masked."""
     s = services(a)
-    login_name = str(a.input.get("login_name") or "")
-    account = await check_credentials(a, await s.accounts.by_login_name(login_name),
-                                      identifier=login_name, kinds=("organisation",))
+    account = await check_credentials(a, str(a.input.get("login_name") or ""),
+                                      kinds=("organisation",))
     agents = await s.accounts.agents(account.id)
     if not agents:
         refuse(None, "organisation_without_agent", "该单位没有经办人，请联系服务台",
