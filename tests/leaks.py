@@ -13,13 +13,20 @@ holds ``13800138000``). A spelling that is not plain digits is also searched as 
 
 from __future__ import annotations
 
+import os
 import re
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 # Canonical numbers: 11-digit mobile numbers and 18-character ID numbers (X upper-case).
 NUMBERS: set[str] = set()
 # Other spellings the tests typed, searched literally.
 SPELLINGS: set[str] = set()
+# Where a number was found in clear, with the numbers masked: (where, [masked, ...]).
+FOUND: list[tuple[str, list[str]]] = []
+# How much was searched, so that a search of nothing cannot pass.
+SEARCHED: Counter[str] = Counter()
 
 _FULL_WIDTH_DIGITS = {cp: cp - 0xFEE0 for cp in range(0xFF10, 0xFF1A)} | {0xFF38: "X",
                                                                             0xFF58: "x"}
@@ -53,3 +60,19 @@ def masked(numbers: Iterable[str]) -> list[str]:
     """Show found numbers as a report may: first 3 and last 2 characters."""
     return sorted(n[:3] + "*" * (len(n) - 5) + n[-2:] if len(n) > 6 else "*" * len(n)
                   for n in numbers)
+
+
+def search(where: str, text: str, kind: str) -> None:
+    """Search ``text`` (from ``where``), counting it as one ``kind`` searched."""
+    SEARCHED[kind] += 1
+    found = find(text)
+    if found:
+        FOUND.append((where, masked(found)))
+
+
+def tee(_: Any, __: str, rendered: Any) -> Any:
+    """structlog processor, after the renderer: search every line the platform logs."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "no test").rsplit(" ", 1)[0]
+    search(f"a log line of {test}", rendered if isinstance(rendered, str) else repr(rendered),
+           "log lines")
+    return rendered
