@@ -13,7 +13,9 @@ lockouts never tell who is registered.
 An attempt is *reserved* before its password is checked: the count goes up first, and an
 attempt past ``max_failures`` in the window is refused without checking. However many
 requests race, at most ``max_failures`` passwords are checked against one account per
-window. A right password gives its reservation back (the count is cleared).
+window. A right password gives its reservation back (the count is cleared). The failure
+that reaches ``max_failures`` locks for ``lock``; where the policy's ``window`` is longer
+than that, attempts stay refused until the window ends too.
 """
 
 from __future__ import annotations
