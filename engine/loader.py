@@ -569,6 +569,13 @@ class _Checker:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             self.err((*path, "max_length"), "max_length must be a positive whole number")
             max_length = 1024
+        secret = self.boolean(body.get("secret"), (*path, "secret"), "secret")
+        sensitive = self.sensitive(body, path)
+        if fmt is not None and self.registry is not None and fmt in self.registry.personal \
+                and not secret and not sensitive:
+            self.err((*path, "format"), f"format '{fmt}' carries personal data: mark the "
+                     "field 'sensitive: true' (recorded sealed, shown masked) or "
+                     "'secret: true' (never recorded)")
         return {
             "name": name,
             "type": ftype if ftype in FIELD_TYPES else "string",
@@ -578,12 +585,12 @@ class _Checker:
                                required=False),
             "required": self.boolean(body.get("required"), (*path, "required"), "required"),
             "format": fmt,
-            "secret": self.boolean(body.get("secret"), (*path, "secret"), "secret"),
+            "secret": secret,
             "locked": locked,
             "choices": choices or [],
             "choices_from": choices_from,
             "value_from": value_from,
-            "sensitive": self.sensitive(body, path),
+            "sensitive": sensitive,
             "widget": widget,
             "max_length": max_length,
         }

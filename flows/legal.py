@@ -20,7 +20,7 @@ from flows.identity import mask_credit_code, mask_mobile, mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.signin import check_credentials
-from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms
+from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms, send_code_unrevealing
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
@@ -105,9 +105,8 @@ def _agent_label(a: ActionInput, agent: Agent) -> str:
 async def authenticate_organisation(a: ActionInput) -> dict[str, Any]:
     """Action: login name, password and captcha; the agents to choose from, phones masked."""
     s = services(a)
-    login_name = str(a.input.get("login_name") or "")
-    account = await check_credentials(a, await s.accounts.by_login_name(login_name),
-                                      identifier=login_name, kinds=("organisation",))
+    account = await check_credentials(a, str(a.input.get("login_name") or ""),
+                                      kinds=("organisation",))
     agents = await s.accounts.agents(account.id)
     if not agents:
         refuse(None, "organisation_without_agent", "该单位没有经办人，请联系服务台",
@@ -164,18 +163,16 @@ async def _agent_organisations(a: ActionInput, phone: str) -> list[Account]:
 
 
 async def send_legal_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: a code goes only to an agent's phone; the answer is the same either way."""
-    s = services(a)
+    """Action: a code goes only to an agent's phone, a decoy to any other; the work and
+    the answer are the same either way."""
     phone = mobile(a.input.get("mobile"))
-    if await _agent_organisations(a, phone) and \
-            not await codes_for(a).exhausted(a.instance_id, a.state, phone):
-        code = await codes_for(a).issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
-    return {"sent_to": mask_mobile(phone)}
+    return await send_code_unrevealing(a, services(a).vault, phone,
+                                       registered=bool(await _agent_organisations(a, phone)))
 
 
 async def check_legal_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: the code sent to this phone; only an agent's phone ever got one."""
+    """Action: the code sent to this phone; only an agent's phone ever got one that can
+    be right."""
     phone = mobile(a.input.get("mobile"))
     error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
                                         str(a.input.get("sms_code") or ""))

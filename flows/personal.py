@@ -12,7 +12,7 @@ from flows.face import passed_before
 from flows.identity import mask_mobile, mask_resident_id, mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
-from flows.sms import codes_for, queue_sms
+from flows.sms import codes_for, send_code_unrevealing
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
@@ -74,18 +74,17 @@ async def create_personal_account(a: ActionInput) -> dict[str, Any]:
 # -- password reset --------------------------------------------------------------------
 
 async def send_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: a code goes only to a registered number; the answer is the same either way."""
+    """Action: a code goes only to a registered number, a decoy to any other; the work
+    and the answer are the same either way."""
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     account = await s.accounts.by_phone_index(s.vault.index(MOBILE, phone))
-    if account is not None and not await codes_for(a).exhausted(a.instance_id, a.state, phone):
-        code = await codes_for(a).issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
-    return {"sent_to": mask_mobile(phone)}
+    return await send_code_unrevealing(a, s.vault, phone, registered=account is not None)
 
 
 async def check_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: the code sent to this number; only a registered number ever got one."""
+    """Action: the code sent to this number; only a registered number ever got one that
+    can be right (any other has a decoy, counted and refused alike)."""
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     error_id = await codes_for(a).verify(a.instance_id, a.state, phone,

@@ -32,7 +32,8 @@ def _count(value: Any, what: str) -> int:
 
 @attrs.frozen
 class LockoutPolicy:
-    """Repeated failed sign-ins lock the identifier for a while (SPEC: 5 in 15 min -> 15 min)."""
+    """Repeated failed sign-ins lock the account for a while (SPEC: 5 in 15 min -> 15 min),
+    whatever identifier and spelling they used (flows/signin.py)."""
 
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)

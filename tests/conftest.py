@@ -24,14 +24,74 @@ from aiohttp import web
 from engine import FrozenClock, Registry, Runtime, load_text
 from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database
+from tests import leaks
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.app import create_app
+from web.logs import configure_logging
 from web.settings import Settings
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL") or os.environ.get(
     "DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get(
     "REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+# -- logs, and the leak scan that runs after everything -----------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log as production does (JSON), at every level, and search every line rendered for
+    the ID and phone numbers the tests use (tests/leaks.py)."""
+    configure_logging("json", "debug")
+    structlog.configure(processors=[*structlog.get_config()["processors"], leaks.tee],
+                        # Loggers read the configuration each time: a test that changes
+                        # it (the CLI, a benchmark) changes it for itself only.
+                        cache_logger_on_first_use=False)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_configured() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked ``after_everything`` last, when every other test has left its
+    data and log lines behind."""
+    last = [item for item in items if item.get_closest_marker("after_everything")]
+    items[:] = [item for item in items if item not in last] + last
+    leaks.SEARCHED["platform tests collected"] = sum(
+        "platform" in getattr(item, "fixturenames", ()) for item in items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Search what each test wrote to the captured stdout and stderr (log lines of any
+    format, from any logger), once all of its phases are over."""
+    if report.when == "teardown":
+        text = "\n".join(content for name, content in report.sections
+                         if name.startswith("Captured "))
+        leaks.search(f"the output of {report.nodeid}", text, "tests' captured output")
+
+
+async def _search_redis(client: aioredis.Redis, prefix: str) -> None:
+    """Search every value a platform test left in Redis but the sandbox's own (its SMS
+    inbox, face sessions and real-name pairs show phone and ID numbers by design)."""
+    async for raw_key in client.scan_iter(match=f"{prefix}*"):
+        key = raw_key.decode("utf-8", "replace")
+        if key.removeprefix(prefix).startswith("sandbox:"):
+            continue
+        kind = (await client.type(raw_key)).decode()
+        if kind == "string":
+            values = [await client.get(raw_key)]
+        elif kind == "list":
+            values = await client.lrange(raw_key, 0, -1)
+        elif kind == "hash":
+            values = [v for pair in (await client.hgetall(raw_key)).items() for v in pair]
+        else:
+            values = list(await client.smembers(raw_key)) if kind == "set" else []
+        text = key + "\n" + "\n".join(v.decode("latin-1") for v in values if v is not None)
+        leaks.search(f"redis key {key.removeprefix(prefix)}", text, "redis keys")
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +228,7 @@ async def platform(database_url: str, redis_prefix: str,
     finally:
         await client.close()
         cleaner = aioredis.from_url(REDIS_URL)
+        await _search_redis(cleaner, prefix)
         stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
         if stale:
             await cleaner.delete(*stale)

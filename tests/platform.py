@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -12,6 +14,7 @@ import attrs
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests import leaks
 from web import keys
 
 DIGITS = "0123456789"
@@ -20,13 +23,25 @@ _CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CREDIT_WEIGHTS = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
 
 
+# Real region codes (GB/T 2260), current and former ones (崇文区 until 2010, 潮阳县
+# 1983-1993), one or more a province, and the residence permits' codes.
+REGION_CODES = (
+    "110101", "110103", "110104", "110105", "120101", "130102", "140105", "150102",
+    "210102", "220102", "230102", "310101", "310103", "320102", "330106", "340104",
+    "350102", "360426", "370102", "410105", "420106", "430104", "440106", "440113",
+    "440305", "440524", "450102", "460105", "500103", "500221", "510104", "520102",
+    "530102", "540102", "610103", "620102", "630102", "640104", "650102", "810000",
+    "820000", "830000",
+)
+
+
 def new_id_number(rng: random.Random | None = None) -> str:
-    """A fresh, valid resident ID number (random region, birth date and sequence)."""
+    """A fresh, valid resident ID number (real region, random birth date and sequence)."""
     r = rng or random.Random()
     born = date(1950, 1, 1).toordinal() + r.randrange(20000)
-    body = f"{r.randrange(110000, 659999)}{date.fromordinal(born):%Y%m%d}{r.randrange(1000):03d}"
+    body = f"{r.choice(REGION_CODES)}{date.fromordinal(born):%Y%m%d}{r.randrange(1000):03d}"
     check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
-    return body + check
+    return leaks.remember(body + check)
 
 
 def new_credit_code(rng: random.Random | None = None) -> str:
@@ -40,7 +55,28 @@ def new_credit_code(rng: random.Random | None = None) -> str:
 
 def new_mobile(rng: random.Random | None = None) -> str:
     r = rng or random.Random()
-    return "1" + r.choice("3456789") + "".join(r.choice(DIGITS) for _ in range(9))
+    return leaks.remember("1" + r.choice("3456789") + "".join(r.choice(DIGITS)
+                                                              for _ in range(9)))
+
+
+_FULL_WIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789X"}
+
+
+def mobile_spellings(phone: str) -> list[str]:
+    """Ways people type one mobile number (remembered for the leak scan)."""
+    spellings = [f"{phone[:3]} {phone[3:7]} {phone[7:]}", f"+86{phone}", f"+86 {phone}",
+                 f"0086{phone}", f"86{phone}", f"{phone[:3]}-{phone[3:7]}-{phone[7:]}",
+                 phone.translate(_FULL_WIDTH), f"\u3000{phone}\u3000"]
+    leaks.remember(phone, *spellings)
+    return spellings
+
+
+def id_spellings(id_number: str) -> list[str]:
+    """Ways people type one ID number (remembered for the leak scan)."""
+    spellings = [id_number.lower(), f"{id_number[:6]} {id_number[6:14]} {id_number[14:]}",
+                 id_number.translate(_FULL_WIDTH)]
+    leaks.remember(id_number, *spellings)
+    return spellings
 
 
 def new_login_name() -> str:
@@ -48,6 +84,19 @@ def new_login_name() -> str:
 
 
 PASSWORD = "Correct-Horse-7"
+
+
+@attrs.frozen
+class Answer:
+    """What a client gets back from one step, as ``Platform.answer`` makes it comparable."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def error_ids(self) -> list[str]:
+        return [e["error_id"] for e in self.body.get("errors", [])]
 
 
 @attrs.define
@@ -66,6 +115,21 @@ class Platform:
         resp = await self.client.post(f"/api/flows/{iid}/events/{trigger}", json=body or {},
                                       **kw)
         return resp.status, dict(await resp.json())
+
+    async def answer(self, iid: str, trigger: str, body: dict[str, Any] | None = None,
+                     *, placeholders: Mapping[str, str] | None = None) -> Answer:
+        """A step's whole answer, comparable with another instance's: the status, every
+        header but the date and request id, and the body without its request id, with
+        the instance id (and each key of ``placeholders``) replaced by a placeholder."""
+        resp = await self.client.post(f"/api/flows/{iid}/events/{trigger}", json=body or {})
+        text = await resp.text()
+        for plain, placeholder in {iid: "<instance>", **(placeholders or {})}.items():
+            text = text.replace(plain, placeholder)
+        parsed = json.loads(text)
+        parsed.pop("request_id", None)
+        headers = {k: v for k, v in resp.headers.items()
+                   if k.lower() not in ("date", "x-request-id")}
+        return Answer(resp.status, headers, parsed)
 
     async def ok(self, iid: str, trigger: str, body: dict[str, Any] | None = None,
                  **kw: Any) -> dict[str, Any]:

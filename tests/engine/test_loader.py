@@ -398,6 +398,49 @@ def test_unknown_validator_is_reported_at_the_format() -> None:
 # -- fields -------------------------------------------------------------------------
 
 
+def personal(*formats: str) -> Registry:
+    """REGISTRY's names, with the given formats registered as carrying personal data."""
+    registry = Registry()
+    registry.guards.update(REGISTRY.guards)
+    registry.actions.update(REGISTRY.actions)
+    for name, fn in REGISTRY.validators.items():
+        registry.validator(name, personal=name in formats)(fn)
+    return registry
+
+
+def test_a_field_of_a_personal_format_in_clear_is_reported_at_the_format() -> None:
+    d = only(lint(VALID, personal("phone")), "personal data")
+
+    assert d.message == ("format 'phone' carries personal data: mark the field "
+                         "'sensitive: true' (recorded sealed, shown masked) or "
+                         "'secret: true' (never recorded)")
+    assert at(d) == spot(VALID, "format: phone", "phone")
+    assert lint(VALID, personal()) == []
+
+
+@pytest.mark.parametrize("flag", ["sensitive: true", "secret: true"])
+def test_a_field_of_a_personal_format_may_be_sensitive_or_secret(flag: str) -> None:
+    text = edit("            format: phone\n",
+                f"            format: phone\n            {flag}\n")
+
+    assert lint(text, personal("phone")) == []
+
+
+def test_every_personal_field_in_clear_is_reported_with_the_files_other_problems() -> None:
+    text = edit("            secret: true\n            locked: too_many\n",
+                "            format: phone\n            sensitive: false\n"
+                "            locked: too_many\n")
+    text = edit("on_enter: [send_code]", "on_enter: [send_cod]", text)
+
+    diags = lint(text, personal("phone"))
+
+    assert [(at(d), "personal data" in d.message) for d in diags] == [
+        (spot(text, "on_enter: [send_cod]", "send_cod"), False),
+        (spot(VALID, "format: phone", "phone"), True),
+        (spot(text, "format: phone\n            sensitive: false", "phone"), True),
+    ]
+
+
 def test_transition_naming_a_field_its_state_lacks_is_reported_at_that_name() -> None:
     text = edit("fields: [phone, code]", "fields: [phone, cod]")
 

@@ -537,6 +537,16 @@ async def test_a_one_time_password_is_changed_after_the_agent_check(
 # -- password reset -------------------------------------------------------------------
 
 
+async def test_password_reset_answers_an_agents_and_any_other_number_alike(
+        platform: Platform) -> None:
+    from tests.flows.test_personal import assert_resets_answer_alike
+    from tests.flows.test_verification import new_organisation
+
+    org = await new_organisation(platform)
+    assert org.phone is not None
+    await assert_resets_answer_alike(platform, "legal_password_reset", org.phone)
+
+
 async def test_password_reset_by_an_agents_phone(platform: Platform,
                                                  pool: asyncpg.Pool) -> None:
     first = await register_org(platform)
@@ -579,7 +589,7 @@ async def test_password_reset_by_an_agents_phone(platform: Platform,
     assert await platform.sms_code(unknown) is None
     status, answer = await platform.step(nobody, "submit", {"mobile": unknown,
                                                            "sms_code": "123456"})
-    assert errors_of(answer) == {"sms_code_expired": "sms_code"}
+    assert errors_of(answer) == {"sms_code_wrong": "sms_code"}
 
     code = await platform.sms_code(phone)
     status, answer = await platform.step(iid, "submit", {"mobile": new_mobile(),

@@ -8,8 +8,16 @@ from typing import Any
 
 import asyncpg
 
+from flows.identity import mask_mobile
 from flows.pii import MOBILE, RESIDENT_ID
-from tests.platform import PASSWORD, Platform, new_id_number, new_login_name, new_mobile
+from tests.platform import (
+    PASSWORD,
+    Answer,
+    Platform,
+    new_id_number,
+    new_login_name,
+    new_mobile,
+)
 from web import keys
 
 
@@ -412,6 +420,64 @@ async def test_password_reset_answers_alike_for_unknown_numbers_and_ends_session
     signed = await platform.ok(login, "submit", {"identifier": person["phone"],
                                                  "password": new, "captcha": "ABCD"})
     assert signed["state"] == "signed_in"
+
+
+async def reset_answers(p: Platform, flow: str, phone: str) -> list[Answer]:
+    """Every answer a password reset gives one number, step by step: a code checked
+    before any was sent, a code sent, sent again at once, four wrong codes, the fifth,
+    one more, a code asked for once the cooldown is over, and one more check."""
+    iid = (await p.start(flow))["id"]
+    hide = {mask_mobile(phone): "<phone>"}
+
+    async def step(trigger: str, **body: str) -> Answer:
+        return await p.answer(iid, trigger, {"mobile": phone, **body}, placeholders=hide)
+
+    answers = [await step("submit", sms_code="123456"), await step("send_code"),
+               await step("send_code")]
+    sent = await p.sms_code(phone)
+    wrong = "123456" if sent != "123456" else "654321"
+    answers += [await step("submit", sms_code=wrong) for _ in range(6)]
+    # The cooldown is over (as a minute later): a dead binding gets no new code.
+    prefix = p.app[keys.SETTINGS].redis_prefix
+    redis = p.app[keys.REDIS]
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"{prefix}limit:sms_resend:*")])
+    answers += [await step("send_code"), await step("submit", sms_code=wrong)]
+    return answers
+
+
+async def assert_resets_answer_alike(p: Platform, flow: str, registered: str) -> None:
+    unregistered = new_mobile()
+    known = await reset_answers(p, flow, registered)
+    unknown = await reset_answers(p, flow, unregistered)
+    assert [(a.status, a.error_ids or a.body.get("error_id")) for a in known] == [
+        (422, ["sms_code_expired"]), (200, None), (429, "sms_resend_too_soon"),
+        *[(422, ["sms_code_wrong"])] * 4, (422, ["sms_code_dead"]), (422, ["sms_code_dead"]),
+        (200, None), (422, ["sms_code_dead"])]
+    for n, (mine, theirs) in enumerate(zip(known, unknown, strict=True)):
+        assert mine == theirs, n
+    assert await p.sms_code(unregistered) is None
+    assert await p.sms_code(registered) is not None
+
+
+async def test_password_reset_answers_a_registered_and_an_unregistered_number_alike(
+        platform: Platform) -> None:
+    person = await register(platform)
+    await assert_resets_answer_alike(platform, "personal_password_reset", person["phone"])
+
+
+async def test_a_decoy_code_is_queued_like_a_real_one_but_never_sent(
+        platform: Platform, pool: asyncpg.Pool) -> None:
+    person = await register(platform)
+    shapes = []
+    for phone in (person["phone"], new_mobile()):
+        iid = (await platform.start("personal_password_reset"))["id"]
+        await platform.ok(iid, "send_code", {"mobile": phone})
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT topic, payload FROM outbox WHERE instance_id = $1",
+                                    iid)
+        shapes.append([(r["topic"], sorted(r["payload"])) for r in rows])
+        await platform.deliver_outbox()
+    assert shapes[0] == shapes[1] == [("sms", ["sealed", "to", "v"])]
 
 
 async def test_two_registrations_racing_for_one_id_number_create_one_account(

@@ -42,6 +42,7 @@ class Who:
     token: str
     credit_code: str | None = None
     rep_id: str | None = None
+    phone: str | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -82,7 +83,7 @@ async def new_organisation(p: Platform, *, verified: bool = False) -> Who:
         writes.append(s.accounts.mark_verified(account_id, by="deposit", note=None, now=now))
     await _write(p, *writes)
     token = await _session(p, account_id, "organisation", "测试科技有限公司", agent_id)
-    return Who(account_id, login, token, credit, rep_id)
+    return Who(account_id, login, token, credit, rep_id, phone)
 
 
 async def new_person(p: Platform, *, kind: str = "personal") -> Who:
@@ -97,7 +98,7 @@ async def new_person(p: Platform, *, kind: str = "personal") -> Who:
         id_number_index=s.vault.index(RESIDENT_ID, id_number) if id_number else None,
         phone_sealed=s.vault.seal(MOBILE, phone), phone_index=s.vault.index(MOBILE, phone),
         must_change_password=False, now=p.app[keys.CLOCK].now()))
-    return Who(account_id, login, await _session(p, account_id, kind, "李四"))
+    return Who(account_id, login, await _session(p, account_id, kind, "李四"), phone=phone)
 
 
 def sign_in(p: Platform, who: Who) -> None:
