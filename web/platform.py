@@ -30,8 +30,12 @@ def public_url(settings: Settings) -> str:
 def make_vault(settings: Settings) -> Vault:
     """The production keys, or in development only, the labelled development keys."""
     if settings.pii_enc_key and settings.pii_index_key:
-        return Vault.from_config(settings.pii_enc_key, settings.pii_index_key,
-                                 previous_enc_keys=settings.pii_previous_keys)
+        vault = Vault.from_config(settings.pii_enc_key, settings.pii_index_key,
+                                  previous_enc_keys=settings.pii_previous_keys)
+        if vault.is_development and settings.environment != "development":
+            raise ValueError("PII_ENC_KEY, PII_INDEX_KEY or PII_PREVIOUS_KEYS is a "
+                             "development key: set keys of your own (flowctl keys)")
+        return vault
     if settings.environment != "development":
         raise ValueError("PII_ENC_KEY and PII_INDEX_KEY must be set outside development "
                          "(flowctl keys prints a new pair)")
