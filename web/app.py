@@ -34,7 +34,7 @@ from web.middleware import problems, request_context
 from web.platform import build_services
 from web.problems import HttpProblem, problem_response
 from web.routes import routes
-from web.sandbox import BRANCHES, PROVIDERS, branch_routes, sandbox_routes
+from web.sandbox import BRANCHES, CAPTCHA_ANSWERS, PROVIDERS, branch_routes, sandbox_routes
 from web.sessions import sessions
 from web.settings import Settings, SettingsError
 
@@ -184,6 +184,8 @@ def _resources(flows: FlowSet) -> Callable[[web.Application], AsyncIterator[None
                                   registry=app[keys.REGISTRY])
         app[keys.SERVICES] = services
         app[PROVIDERS] = services.providers
+        if services.captchas.answers is not None:
+            app[CAPTCHA_ANSWERS] = services.captchas.answers
         app[BRANCHES] = services.providers.branches
         runtime = Runtime(store, app[keys.CLOCK], app[keys.REGISTRY], flows,
                           observer=app[keys.METRICS], on_commit=outbox.notify,

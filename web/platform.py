@@ -9,7 +9,7 @@ import structlog
 
 from engine import Clock, FlowSet, Registry
 from flows import sms
-from flows.captcha import Captchas
+from flows.captcha import CaptchaAnswers, Captchas
 from flows.passwords import Hasher
 from flows.pii import Vault
 from flows.providers import Providers, build_providers
@@ -61,7 +61,9 @@ def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEp
                       time_cost=settings.argon2_time_cost),
         sessions=Sessions(ephemeral, ttl=timedelta(hours=settings.session_hours)),
         sms_codes=SmsCodes(ephemeral, vault, policy=SmsPolicy.from_mapping(policies.get("sms"))),
-        captchas=Captchas(ephemeral),
+        # Only development keeps captcha answers, for the sandbox pages to show.
+        captchas=Captchas(ephemeral, answers=CaptchaAnswers(ephemeral, clock)
+                          if settings.environment == "development" else None),
         providers=providers,
         ephemeral=ephemeral,
         public_url=public_url(settings),
