@@ -263,6 +263,10 @@ class Settings:
         if not self.production:
             return []
         problems = []
+        for name, url in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url)):
+            if url is None:
+                problems.append(f"{name} must be set in production (the embedded servers "
+                                "under DATA_DIR are for make run)")
         for name, key in (("PII_ENC_KEY", self.pii_enc_key),
                           ("PII_INDEX_KEY", self.pii_index_key)):
             if key is None:

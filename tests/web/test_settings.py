@@ -20,7 +20,8 @@ def problems(env: dict[str, str]) -> list[str]:
 def production_env(**extra: str) -> dict[str, str]:
     """A complete production configuration: real-looking keys, providers over HTTP."""
     keys = generate_keys()
-    env = {"ENVIRONMENT": "production", "PII_ENC_KEY": keys["enc_key_b64"],
+    env = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://db.internal/flows",
+           "REDIS_URL": "rediss://redis.internal:6380/0", "PII_ENC_KEY": keys["enc_key_b64"],
            "PII_INDEX_KEY": keys["index_key_b64"], "PUBLIC_URL": "https://id.example.gov.cn",
            "CALLBACK_SECRET": "a-callback-secret-of-our-own-0123"}
     for p in ("SMS", "REALNAME", "FACE", "PAYMENT"):
@@ -158,8 +159,8 @@ def test_development_accepts_the_development_keys() -> None:
 def test_production_names_everything_it_still_needs() -> None:
     found = problems({"ENVIRONMENT": "production", "PUBLIC_URL": "http://id.example.gov.cn"})
     assert [p.split()[0] for p in found] == [
-        "PII_ENC_KEY", "PII_INDEX_KEY", "SMS_PROVIDER", "REALNAME_PROVIDER", "FACE_PROVIDER",
-        "PAYMENT_PROVIDER", "PUBLIC_URL"]
+        "DATABASE_URL", "REDIS_URL", "PII_ENC_KEY", "PII_INDEX_KEY", "SMS_PROVIDER",
+        "REALNAME_PROVIDER", "FACE_PROVIDER", "PAYMENT_PROVIDER", "PUBLIC_URL"]
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
