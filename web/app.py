@@ -77,8 +77,11 @@ def _response_headers(settings: Settings) -> Callable[[web.Request, web.StreamRe
         if settings.production:
             headers["Strict-Transport-Security"] = HSTS
         if settings.secure_cookies:
-            # Here rather than in each handler, so a cookie added later is covered too; on
-            # the header lines, which aiohttp has already written the cookies into.
+            # Here rather than in each handler, so a cookie added later is covered too.
+            # Depending on its version, aiohttp writes the cookies into header lines
+            # before this hook or after it: both are marked.
+            for morsel in response.cookies.values():
+                morsel["secure"] = True
             lines = headers.popall("Set-Cookie", [])
             for line in lines:
                 flags = {part.strip().lower() for part in line.split(";")[1:]}

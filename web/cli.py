@@ -478,10 +478,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.host
     if settings.environment == "development" and not is_loopback(host):
         # The sandbox pages show every SMS code and captcha answer to whoever asks.
-        print(f"refusing to serve on {host}: in development (ENVIRONMENT unset) the sandbox "
-              "pages show SMS codes and captcha answers to anyone who can connect. Bind to "
-              "loopback (HOST=127.0.0.1, ::1 or localhost) or set ENVIRONMENT=production",
-              file=sys.stderr)
+        print(f"refusing to serve on {host}: in development (ENVIRONMENT unset or "
+              "development) the sandbox pages show SMS codes and captcha answers to anyone "
+              "who can connect. Bind to loopback (HOST=127.0.0.1, ::1 or localhost) or set "
+              "ENVIRONMENT=production", file=sys.stderr)
         return 2
     if args.worker:
         return serve_worker(settings, host=args.host or settings.host,

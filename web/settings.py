@@ -33,7 +33,7 @@ _FALSE = {"0", "false", "no", "off"}
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # RFC 9110 token: what a header name may be.
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# Shortest bearer token for /metrics worth calling a secret (128 bits as hex is 32).
+# Shortest METRICS_TOKEN accepted: a short one can be guessed (openssl rand -hex 32).
 METRICS_TOKEN_MIN = 16
 
 
