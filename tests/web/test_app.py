@@ -15,7 +15,8 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp import web
+from aiohttp import CookieJar, web
+from aiohttp.test_utils import TestClient, TestServer
 
 from engine import FrozenClock
 from flows.pii import generate_keys
@@ -38,6 +39,16 @@ def production(settings: Settings, **changes: Any) -> Settings:
         "environment": "production", "pii_enc_key": keys["enc_key_b64"],
         "pii_index_key": keys["index_key_b64"], "providers": providers,
         "public_url": "https://id.example.gov.cn", **changes})
+
+
+async def https_client(aiohttp_client: Any, app: web.Application) -> TestClient:
+    """A client that keeps Secure cookies, as a browser does over the https of production
+    (the test server speaks plain HTTP)."""
+    port = free_port()
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
+    client: TestClient = await aiohttp_client(TestServer(app, host="127.0.0.1", port=port),
+                                              cookie_jar=jar)
+    return client
 
 
 async def set_cookies(request: web.Request) -> web.Response:

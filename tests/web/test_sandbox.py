@@ -426,11 +426,12 @@ async def test_the_sandbox_shows_each_captcha_answer_and_the_newest_passes(
 async def test_production_keeps_no_captcha_answer_and_shows_none(
         aiohttp_client: Any, settings: Settings, clock: FrozenClock,
         redis_client: aioredis.Redis) -> None:
-    from tests.web.test_app import production
+    from tests.web.test_app import https_client, production
 
     real_flows = attrs.evolve(settings, flows_file=str(ROOT / "flows.yaml"),
                               flow_modules=("flows",))
-    client = await aiohttp_client(create_app(production(real_flows), clock=clock))
+    client = await https_client(aiohttp_client, create_app(production(real_flows),
+                                                           clock=clock))
     resp = await client.post("/api/flows/personal_login")
     assert resp.status == 201
     iid = (await resp.json())["id"]
