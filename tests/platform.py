@@ -79,12 +79,14 @@ class Platform:
         assert resp.status == 200, await resp.text()
         return dict(await resp.json())
 
-    async def captcha(self, iid: str) -> str:
-        """Fetch a captcha image and read its answer on the sandbox, as a client would."""
-        resp = await self.client.get(f"/api/flows/{iid}/captcha")
+    async def captcha(self, iid: str, client: TestClient | None = None) -> str:
+        """Fetch a captcha image and read its answer on the sandbox, as a client would
+        (this platform's client, or another one that holds the instance)."""
+        client = client or self.client
+        resp = await client.get(f"/api/flows/{iid}/captcha")
         assert resp.status == 200, await resp.text()
         assert (await resp.read()).startswith(b"\x89PNG")
-        resp = await self.client.get("/sandbox/captchas.json", params={"instance": iid})
+        resp = await client.get("/sandbox/captchas.json", params={"instance": iid})
         assert resp.status == 200, await resp.text()
         return str((await resp.json())["captchas"][0]["answer"])
 
