@@ -84,6 +84,8 @@ def new_login_name() -> str:
 
 
 PASSWORD = "Correct-Horse-7"
+# 0 is not in the captcha alphabet: this answer is never right.
+WRONG_CAPTCHA = "0000"
 
 
 @attrs.frozen
@@ -103,7 +105,6 @@ class Answer:
 class Platform:
     client: TestClient
     app: web.Application
-    captcha_text: str = "ABCD"
 
     async def start(self, flow: str, **kw: Any) -> dict[str, Any]:
         resp = await self.client.post(f"/api/flows/{flow}", **kw)
@@ -142,12 +143,16 @@ class Platform:
         assert resp.status == 200, await resp.text()
         return dict(await resp.json())
 
-    async def captcha(self, iid: str) -> str:
-        """Fetch a captcha image (as a client would) and return its text."""
-        resp = await self.client.get(f"/api/flows/{iid}/captcha")
+    async def captcha(self, iid: str, client: TestClient | None = None) -> str:
+        """Fetch a captcha image and read its answer on the sandbox, as a client would
+        (this platform's client, or another one that holds the instance)."""
+        client = client or self.client
+        resp = await client.get(f"/api/flows/{iid}/captcha")
         assert resp.status == 200, await resp.text()
         assert (await resp.read()).startswith(b"\x89PNG")
-        return self.captcha_text
+        resp = await client.get("/sandbox/captchas.json", params={"instance": iid})
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["captchas"][0]["answer"])
 
     async def deliver_outbox(self) -> None:
         while await self.app[keys.OUTBOX].run_once():

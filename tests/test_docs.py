@@ -393,7 +393,7 @@ def test_the_readme_starts_with_the_two_commands() -> None:
 def test_the_readme_names_every_setting_the_code_reads_and_no_other() -> None:
     settings = (ROOT / "web" / "settings.py").read_text(encoding="utf-8")
     providers = (ROOT / "flows" / "providers" / "__init__.py").read_text(encoding="utf-8")
-    read = set(re.findall(r'e\.get\(\s*"([A-Z0-9_]+)"', settings))
+    read = set(re.findall(r'\br\.\w+\(\s*"([A-Z0-9_]+)"', settings))
     read |= set(re.findall(r'(?:config\.get|_seconds)\((?:config, )?"([A-Z0-9_]+)"',
                            providers))
     prefixes = set(re.findall(r'"([A-Z]+)"', settings.split("_PROVIDER_PREFIXES = ", 1)[1]

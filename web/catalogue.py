@@ -98,9 +98,11 @@ class ProblemType:
 
 # Callable name -> positions of (status or None, error id, zh, en) among its arguments.
 _CALLS = {"HttpProblem": (0, 1, 2, 3), "Invalid": (None, 0, 1, 2),
-          "refuse": (None, 1, 2, 3), "FieldError": (None, 1, 2, 3)}
+          "refuse": (None, 1, 2, 3), "FieldError": (None, 1, 2, 3),
+          # engine.model.Error made in code: a limit's error (web/routes.py, captchas).
+          "Error": (None, 0, 1, 2)}
 _KIND_OF_CALL = {"HttpProblem": "problem", "Invalid": "field", "refuse": "field",
-                 "FieldError": "field"}
+                 "FieldError": "field", "Error": "limit"}
 
 
 def _text(node: ast.AST, names: dict[str, ast.AST]) -> str | None:
@@ -196,7 +198,8 @@ def _scan(tree: ast.Module, where: str) -> Iterator[Occurrence]:
                 if len(args) > max(at):
                     found = _triple([args[i] for i in at], names)
                     if found:
-                        status = _status(args[status_at]) if status_at is not None else 422
+                        status = (_status(args[status_at]) if status_at is not None
+                                  else 429 if name == "Error" else 422)
                         yield Occurrence(found[0], _KIND_OF_CALL[name], status, found[1],
                                          found[2], line)
         elif isinstance(node, ast.Dict):
@@ -397,6 +400,9 @@ ADVICE: dict[str, tuple[str, str]] = {
                         "A history does not replay to its record: operators should run "
                         "flowctl audit."),
     "duplicate": _INTERNAL,
+    "cross_site_request": ("请在本网站的页面上操作；其他网站的页面不能代您提交。",
+                           "Use this site's own pages: another site's page cannot act "
+                           "for you."),
     # -- a request's form (engine/forms.py)
     "unknown_field": ("只提交该步骤 ui 中列出的字段。",
                       "Send only the fields the step's ui lists for this trigger."),
@@ -439,6 +445,12 @@ ADVICE: dict[str, tuple[str, str]] = {
                          "The callbacks are /api/callbacks/face and /api/callbacks/payment."),
     "callback_not_ready": ("稍后按 Retry-After 重发同一回调。",
                            "Send the same callback again after Retry-After."),
+    "metrics_unauthorized": ("使用运维配置的指标令牌：Authorization: Bearer <METRICS_TOKEN>。",
+                             "Send the metrics token the operators configured: "
+                             "Authorization: Bearer <METRICS_TOKEN>."),
+    "captcha_images_limit": ("请稍后再获取新的验证码图片，或重新开始办理。",
+                             "Wait a while before asking for another captcha image, or "
+                             "start the procedure again."),
     # -- providers (flows/providers)
     "provider_error": _AGAIN,
     "provider_unavailable": ("外部服务暂时不可用，请稍后再试（数据未改变）。",
@@ -473,7 +485,13 @@ ADVICE: dict[str, tuple[str, str]] = {
     "idempotency_key_missing": _SANDBOX,
     "branch_not_found": ("在网点搜索结果中选择一个网点。", "Pick a branch from the search "
                                                 "results."),
+    "instance_invalid": ("instance 参数应为流程实例编号（UUID）。",
+                         "The instance parameter must be a flow instance id (a UUID)."),
     # -- identity formats (flows/identity.py, flows/common.py)
+    "resident_id_region": ("核对身份证号码的前6位（地区码）是否输错。",
+                           "Check the first six digits (the region code) for a typo."),
+    "identifier_invalid": ("填写身份证号码、手机号码或登录名之一。",
+                           "Enter your ID number, mobile number or login name."),
     "text_control_chars": _FIX_FIELD,
     "login_name_invalid": ("登录名以字母开头，4-32位字母、数字或 _ . -。",
                            "A login name starts with a letter: 4-32 letters, digits, _ . -."),
@@ -565,7 +583,16 @@ ADVICE: dict[str, tuple[str, str]] = {
     "deposit_not_current": _INTERNAL,
     "deposit_not_credited": ("打款到账后再填写金额。", "Wait for the deposit to arrive, then "
                                                 "enter the amount."),
+    "face_session_not_current": ("这是已被新的刷脸会话取代的旧会话的结果：提供方无需重发。",
+                                 "The result is for a face session a newer one replaced: "
+                                 "the provider need not send it again."),
     # -- declared in flows.yaml
+    "realname_checks_id_limit": ("该身份证号码今日的实名核验次数已用完，请明天再试。",
+                                 "This ID number has had its real-name checks for today; "
+                                 "try again tomorrow."),
+    "too_many_registration_checks": ("请稍后再试；如需要，请重新开始办理。",
+                                     "Wait a while and try again; start the procedure "
+                                     "again if need be."),
     "too_many_starts": ("请在 Retry-After 所示的时间后再开始办理。",
                         "Wait the seconds in Retry-After before starting again."),
     "sms_resend_too_soon": ("等待60秒后再获取验证码。", "Wait 60 seconds before asking for "

@@ -1,4 +1,4 @@
-"""The HTTP API: start, read, step, history, verify; health, readiness, metrics."""
+"""The HTTP API: start, read, step, history, verify; health, readiness."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from engine.model import Error, Limit
 from engine.replay import compare_live
 from flows.policies import CaptchaPolicy
 from web.clients import IPNetwork, client_of, limit_key, parse_networks
-from web.keys import METRICS, POOL, REDIS, RUNTIME, SERVICES, SETTINGS
+from web.keys import POOL, REDIS, RUNTIME, SERVICES, SETTINGS
 from web.problems import HttpProblem, json_response
 from web.sessions import (
     TOKEN_PREFERENCE,
@@ -311,8 +311,3 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
                              status=200 if ready else 503)
 
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

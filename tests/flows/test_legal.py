@@ -13,6 +13,7 @@ import pytest
 
 from tests.platform import (
     PASSWORD,
+    WRONG_CAPTCHA,
     Platform,
     new_credit_code,
     new_id_number,
@@ -264,12 +265,12 @@ async def test_basic_info_errors_leave_the_step_unchanged(platform: Platform) ->
     assert errors_of(answer) == {"captcha_expired": "captcha"}
     # A wrong answer uses the image up.
     await platform.captcha(iid)
-    status, answer = await platform.step(iid, "submit", {**good, "captcha": "WXYZ"})
+    status, answer = await platform.step(iid, "submit", {**good, "captcha": WRONG_CAPTCHA})
     assert errors_of(answer) == {"captcha_wrong": "captcha"}
     status, answer = await platform.step(iid, "submit", good)
     assert errors_of(answer) == {"captcha_expired": "captcha"}
     # A credit code already registered, with a right captcha.
-    await platform.captcha(iid)
+    good["captcha"] = await platform.captcha(iid)
     status, answer = await platform.step(iid, "submit", {
         **good, "credit_code": taken["credit_code"].lower()})
     assert status == 422
@@ -283,7 +284,7 @@ async def test_basic_info_errors_leave_the_step_unchanged(platform: Platform) ->
     view = await platform.get(iid)
     assert (view["state"], view["version"]) == ("basic_info", 1)
     # The code, a fresh image: on.
-    await platform.captcha(iid)
+    good["captcha"] = await platform.captcha(iid)
     assert (await platform.ok(iid, "submit", good))["state"] == "applicant"
 
 
@@ -477,18 +478,18 @@ async def test_login_gives_one_generic_error(platform: Platform) -> None:
 
     org = await register_org(platform)
     person = await register_person(platform)
-    attempts = [
-        {"login_name": org["login"], "password": "Wrong-Pass-1", "captcha": "ABCD"},
-        {"login_name": org["login"], "password": PASSWORD, "captcha": "WXYZ"},
-        {"login_name": "nobody" + new_login_name(), "password": PASSWORD, "captcha": "ABCD"},
+    attempts = [  # the right captcha unless one is given
+        {"login_name": org["login"], "password": "Wrong-Pass-1"},
+        {"login_name": org["login"], "password": PASSWORD, "captcha": WRONG_CAPTCHA},
+        {"login_name": "nobody" + new_login_name(), "password": PASSWORD},
         # A personal account does not sign in as an organisation.
-        {"login_name": person["login"], "password": PASSWORD, "captcha": "ABCD"},
+        {"login_name": person["login"], "password": PASSWORD},
     ]
     answers = []
     for body in attempts:
         iid = (await platform.start("legal_login"))["id"]
-        await platform.captcha(iid)
-        status, answer = await platform.step(iid, "submit", body)
+        captcha = await platform.captcha(iid)
+        status, answer = await platform.step(iid, "submit", {"captcha": captcha, **body})
         assert status == 422
         answers.append((answer["error_id"], answer["errors"]))
         assert (await platform.get(iid))["state"] == "credentials"
@@ -630,9 +631,9 @@ async def test_password_reset_by_an_agents_phone(platform: Platform,
     again = await sign_in(platform, second["login"], password=new, send=False)
     assert again["view"]["state"] == "agent_check"
     login = (await platform.start("legal_login"))["id"]
-    await platform.captcha(login)
+    captcha = await platform.captcha(login)
     status, answer = await platform.step(login, "submit", {
-        "login_name": second["login"], "password": PASSWORD, "captcha": "ABCD"})
+        "login_name": second["login"], "password": PASSWORD, "captcha": captcha})
     assert errors_of(answer) == {"login_failed": None}
     assert (await sign_in(platform, first["login"], send=False))["view"]["state"] \
         == "agent_check"

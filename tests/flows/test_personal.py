@@ -12,6 +12,7 @@ from flows.identity import mask_mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.platform import (
     PASSWORD,
+    WRONG_CAPTCHA,
     Answer,
     Platform,
     new_id_number,
@@ -342,39 +343,39 @@ async def test_registration_look_ups_are_limited_per_registration(platform: Plat
 async def test_login_gives_one_generic_error_and_locks_after_five_failures(
         platform: Platform) -> None:
     person = await register(platform)
-    attempts = [
-        {"identifier": person["login"], "password": "Wrong-Pass-1", "captcha": "ABCD"},
-        {"identifier": person["login"], "password": PASSWORD, "captcha": "WXYZ"},
-        {"identifier": "nobody" + new_login_name(), "password": PASSWORD, "captcha": "ABCD"},
+    attempts = [  # the right captcha unless one is given
+        {"identifier": person["login"], "password": "Wrong-Pass-1"},
+        {"identifier": person["login"], "password": PASSWORD, "captcha": WRONG_CAPTCHA},
+        {"identifier": "nobody" + new_login_name(), "password": PASSWORD},
     ]
     answers = []
     for body in attempts:
         iid = (await platform.start("personal_login"))["id"]
-        await platform.captcha(iid)
-        status, answer = await platform.step(iid, "submit", body)
+        captcha = await platform.captcha(iid)
+        status, answer = await platform.step(iid, "submit", {"captcha": captcha, **body})
         assert status == 422
         answers.append((answer["error_id"], answer["errors"]))
     assert len({json.dumps(a) for a in answers}) == 1
     assert answers[0][1][0]["error_id"] == "login_failed"
     for _ in range(4):
         iid = (await platform.start("personal_login"))["id"]
-        await platform.captcha(iid)
+        captcha = await platform.captcha(iid)
         await platform.step(iid, "submit", {"identifier": person["login"],
-                                            "password": "Wrong-Pass-1", "captcha": "ABCD"})
+                                            "password": "Wrong-Pass-1", "captcha": captcha})
     iid = (await platform.start("personal_login"))["id"]
-    await platform.captcha(iid)
+    captcha = await platform.captcha(iid)
     status, answer = await platform.step(iid, "submit", {
-        "identifier": person["login"], "password": PASSWORD, "captcha": "ABCD"})
+        "identifier": person["login"], "password": PASSWORD, "captcha": captcha})
     assert status == 422
     assert answer["errors"][0]["error_id"] == "login_locked"
 
 
 async def test_captcha_is_single_use_and_bound_to_its_flow(platform: Platform) -> None:
     person = await register(platform)
-    body = {"identifier": person["login"], "password": PASSWORD, "captcha": "ABCD"}
     one = (await platform.start("personal_login"))["id"]
     two = (await platform.start("personal_login"))["id"]
-    await platform.captcha(one)
+    body = {"identifier": person["login"], "password": PASSWORD,
+            "captcha": await platform.captcha(one)}
     status, answer = await platform.step(two, "submit", body)  # other flow's captcha
     assert answer["errors"][0]["error_id"] == "login_failed"
     assert (await platform.ok(one, "submit", body))["state"] == "signed_in"
@@ -387,9 +388,9 @@ async def test_password_reset_answers_alike_for_unknown_numbers_and_ends_session
         platform: Platform) -> None:
     person = await register(platform)
     login = (await platform.start("personal_login"))["id"]
-    await platform.captcha(login)
+    captcha = await platform.captcha(login)
     await platform.ok(login, "submit", {"identifier": person["login"], "password": PASSWORD,
-                                        "captcha": "ABCD"})
+                                        "captcha": captcha})
     assert (await platform.client.get("/api/session")).status == 200
 
     unknown = new_mobile()
@@ -416,9 +417,9 @@ async def test_password_reset_answers_alike_for_unknown_numbers_and_ends_session
     assert done["state"] == "done"
     assert (await platform.client.get("/api/session")).status == 401
     login = (await platform.start("personal_login"))["id"]
-    await platform.captcha(login)
+    captcha = await platform.captcha(login)
     signed = await platform.ok(login, "submit", {"identifier": person["phone"],
-                                                 "password": new, "captcha": "ABCD"})
+                                                 "password": new, "captcha": captcha})
     assert signed["state"] == "signed_in"
 
 

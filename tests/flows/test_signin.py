@@ -19,6 +19,7 @@ from tests.flows.test_backoffice import ADMIN_PASSWORD, new_admin
 from tests.flows.test_verification import new_organisation
 from tests.platform import (
     PASSWORD,
+    WRONG_CAPTCHA,
     Answer,
     Platform,
     id_spellings,
@@ -128,7 +129,7 @@ async def test_a_wrong_captcha_neither_counts_nor_checks_the_password(
         iid = (await platform.start("personal_login"))["id"]
         await platform.captcha(iid)
         answer = await platform.answer(iid, "submit", {
-            "identifier": person.phone, "password": PASSWORD, "captcha": "WXYZ"})
+            "identifier": person.phone, "password": PASSWORD, "captcha": WRONG_CAPTCHA})
         assert answer.error_ids == ["login_failed"]
     assert checks == {"verify": 0, "verify_dummy": MAX_FAILURES + 2}
     assert signed_in(await attempt(platform, person.phone, PASSWORD))
@@ -158,11 +159,10 @@ async def race(p: Platform, identifier: str, n: int, *, flow: str = "personal_lo
                field: str = "identifier") -> list[Answer]:
     """``n`` wrong passwords at once, each in its own instance with its captcha fetched."""
     iids = [(await p.start(flow))["id"] for _ in range(n)]
-    for iid in iids:
-        await p.captcha(iid)
+    captchas = [await p.captcha(iid) for iid in iids]
     return list(await asyncio.gather(*(
-        p.answer(iid, "submit", {field: identifier, "password": WRONG, "captcha": "ABCD"})
-        for iid in iids)))
+        p.answer(iid, "submit", {field: identifier, "password": WRONG, "captcha": captcha})
+        for iid, captcha in zip(iids, captchas, strict=True))))
 
 
 async def test_twenty_parallel_wrong_passwords_check_at_most_five(platform: Platform) -> None:
@@ -201,10 +201,10 @@ async def test_an_unknown_identifier_answers_and_locks_exactly_like_a_known_one(
         for password in steps:
             for typed in (known, unknown):
                 iid = (await platform.start("personal_login"))["id"]
-                await platform.captcha(iid)
+                captcha = await platform.captcha(iid)
                 answers[typed].append(await platform.answer(
                     iid, "submit", {"identifier": typed, "password": password,
-                                    "captcha": "ABCD"}, placeholders=mask))
+                                    "captcha": captcha}, placeholders=mask))
         assert answers[known] == answers[unknown], known
         assert [a.error_ids[0] for a in answers[known]] \
             == ["login_failed"] * MAX_FAILURES + ["login_locked"] * 2
