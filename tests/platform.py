@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import date
 from typing import Any
 
@@ -105,6 +106,15 @@ class Answer:
 class Platform:
     client: TestClient
     app: web.Application
+
+    @contextlib.asynccontextmanager
+    async def another_browser(self) -> AsyncIterator[TestClient]:
+        """A second client of the same server, with cookies (so a device) of its own."""
+        client = TestClient(self.client.server)
+        try:
+            yield client
+        finally:
+            await client.session.close()  # not client.close(): that stops the server
 
     async def start(self, flow: str, **kw: Any) -> dict[str, Any]:
         resp = await self.client.post(f"/api/flows/{flow}", **kw)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
+from engine import FrozenClock
 from flows.identity import mask_mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.platform import (
@@ -529,3 +531,24 @@ async def test_sms_limits_hold_across_procedures(platform: Platform) -> None:
     assert 1 <= body["retry_after"] <= 60
     other = new_mobile()
     assert (await platform.step(again, "send_code", {"mobile": other}))[0] == 200
+
+
+async def test_the_browser_that_passed_skips_the_face_step_for_a_day_and_nobody_else(
+        platform: Platform, clock: FrozenClock) -> None:
+    """SPEC 1.2 with its safety: an earlier pass skips the face step only for the device
+    (the browser's cookie) that passed it, and only within the policy's day."""
+    basic = {"name": "赵六", "id_number": new_id_number(), "agree": True}
+    first = (await platform.start("personal_registration"))["id"]
+    await platform.ok(first, "submit", basic)
+    await platform.face(first, "pass")
+    await platform.wait_for(first, "account_info")
+    again = (await platform.start("personal_registration"))["id"]
+    assert (await platform.ok(again, "submit", basic))["state"] == "account_info"
+    async with platform.another_browser() as stranger:
+        resp = await stranger.post("/api/flows/personal_registration")
+        theirs = (await resp.json())["id"]
+        resp = await stranger.post(f"/api/flows/{theirs}/events/submit", json=basic)
+        assert (resp.status, (await resp.json())["state"]) == (200, "real_name")
+    clock.advance(timedelta(days=1, seconds=1))
+    later = (await platform.start("personal_registration"))["id"]
+    assert (await platform.ok(later, "submit", basic))["state"] == "real_name"

@@ -39,8 +39,7 @@ async def test_a_browser_gets_its_session_as_a_cookie_and_never_in_the_body(
 async def test_a_client_that_asks_gets_a_token_in_the_body_and_no_cookie(
         platform: Platform) -> None:
     person = await register(platform)
-    app_client = TestClient(platform.client.server)
-    try:
+    async with platform.another_browser() as app_client:
         resp, view = await sign_in(platform, app_client, person["login"],
                                    Prefer="session-token")
         assert resp.headers["Preference-Applied"] == "session-token"
@@ -50,14 +49,11 @@ async def test_a_client_that_asks_gets_a_token_in_the_body_and_no_cookie(
         me = await app_client.get("/api/session", headers=bearer)
         assert me.status == 200
         assert (await me.json())["kind"] == "personal"
-    finally:
-        await app_client.close()
 
 
 async def test_logout_ends_a_bearer_session(platform: Platform) -> None:
     person = await register(platform)
-    app_client = TestClient(platform.client.server)
-    try:
+    async with platform.another_browser() as app_client:
         _, view = await sign_in(platform, app_client, person["login"], Prefer="session-token")
         bearer = {"Authorization": f"Bearer {view['reply']['session']}"}
         assert (await app_client.get("/api/session", headers=bearer)).status == 200
@@ -67,8 +63,6 @@ async def test_logout_ends_a_bearer_session(platform: Platform) -> None:
         after = await app_client.get("/api/session", headers=bearer)
         assert after.status == 401
         assert (await after.json())["error_id"] == "not_signed_in"
-    finally:
-        await app_client.close()
 
 
 async def test_logout_from_another_site_is_refused_and_the_session_lives_on(
