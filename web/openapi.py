@@ -295,10 +295,13 @@ def document(flows: FlowSet | None = None,
                                _IDEMPOTENCY,
                                {"name": "If-Match", "in": "header", "required": False,
                                 "schema": {"type": "string"},
-                                "description": "The version from the instance's ETag"}],
+                                "description": "The version from the instance's ETag"},
+                               _PREFER],
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": step_body}}},
-                "responses": {"200": {"description": "The step was taken (or replayed)",
+                "responses": {"200": {"description": "The step was taken and recorded (or "
+                                                     "replayed as it was); `errors` says "
+                                                     "when its outcome is a failure",
                                       **_INSTANCE}, **_ERRORS}}},
             "/api/flows/{id}/history": {"get": {
                 "operationId": "history", "tags": ["instances"],
@@ -425,8 +428,31 @@ def document(flows: FlowSet | None = None,
                                  "summary": "Prometheus metrics",
                                  "responses": {"200": {"description": "text exposition"}}}},
         },
-        "components": {"schemas": {**_SCHEMAS, **flow_schemas}},
+        "components": {"schemas": {**_SCHEMAS, **flow_schemas},
+                       "securitySchemes": _SECURITY},
+        # Who may do what: an instance answers only its owner (the device that started a
+        # flow open to anyone, or the signed-in account).
+        "security": [{"device": []}, {"session": []}, {"bearer": []}, {}],
     }
+
+
+_SECURITY: Mapping[str, Any] = {
+    "device": {"type": "apiKey", "in": "cookie", "name": "device",
+               "description": "HttpOnly; handed out by the first start and renewed by every "
+                              "start. A flow open to anyone belongs to the device that "
+                              "started it: only it may read or step the instance. Unsafe "
+                              "requests it authenticates must come from this site's pages "
+                              "(Origin), or they get 403 cross_site_request."},
+    "session": {"type": "apiKey", "in": "cookie", "name": "session",
+                "description": "HttpOnly; set by a sign-in flow's last step."},
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "The session token of a client that asked for it with "
+                              "`Prefer: session-token` on the sign-in step."},
+}
+_PREFER = {"name": "Prefer", "in": "header", "required": False,
+           "schema": {"type": "string", "enum": ["session-token"]},
+           "description": "session-token: a client that keeps no cookies gets a sign-in's "
+                          "session token in reply.session (and no cookie)."}
 
 
 _LABEL = {"type": ["object", "null"], "properties": {"zh": {"type": "string"},
@@ -479,6 +505,11 @@ _SCHEMAS: Mapping[str, Any] = {
                      "deadline_at": {"type": ["string", "null"]},
                      "ui": {"$ref": "#/components/schemas/UI"}, "event": {"type": "object"},
                      "replayed": {"type": "boolean"},
+                     "errors": {"type": "array", "items": {
+                         "$ref": "#/components/schemas/FieldError"},
+                         "description": "The step was taken and its outcome is an error the "
+                                        "user must see; the same objects a 422 refusal "
+                                        "carries"},
                      "reply": {"type": "object",
                                "description": "What this answer alone carries (a one-time "
                                               "password); never stored"}}},
