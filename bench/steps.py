@@ -80,20 +80,27 @@ from engine import (
 )
 from engine.canonical import canonical_json
 from engine.loader import FlowSet
+from engine.runtime import scoped_key
 from storage import PgStore, create_pool
 from storage.pg import COMMIT_SQL, LOAD_SQL
 from storage.scratch import create_database, drop_database
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.sessions import device_actor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Idempotency keys: 19 decimal digits, what pgbench's random() can make too.
 KEY_LO, KEY_HI = 10**18, 9 * 10**18
-# The pgbench variables that change from step to step, by parameter number.
-LOAD_VARS = {1: "iid", 2: "key"}
-COMMIT_VARS = {1: "iid", 2: "l_version", 5: "v_next", 17: "l_last_hash", 18: "key"}
+# The instances belong to one device (a client without a session), as they would over
+# HTTP; the HTTP load sends its cookie. Idempotency keys are stored bound to their sender.
+BENCH_DEVICE = "bench-" + "0" * 37
+BENCH_ACTOR = device_actor(BENCH_DEVICE)
+# What the pgbench script puts for each parameter that changes from step to step.
+_SCOPED_KEY = "(:actor::text || ' ' || :key::text)"
+LOAD_VARS = {1: ":iid", 2: _SCOPED_KEY}
+COMMIT_VARS = {1: ":iid", 2: ":l_version", 5: ":v_next", 17: ":l_last_hash", 18: _SCOPED_KEY}
 
 
 def log(message: str) -> None:
@@ -407,7 +414,7 @@ async def capture_step(pool: asyncpg.Pool, registry: Registry, flows: FlowSet,
     async with pool.acquire() as conn:
         before = await conn.fetchrow(
             "SELECT version, last_hash FROM flow_instances WHERE id = $1", uuid.UUID(iid))
-    await runtime.advance(iid, TRIGGER, STEP_INPUT, idempotency_key=key)
+    await runtime.advance(iid, TRIGGER, STEP_INPUT, idempotency_key=key, actor=BENCH_ACTOR)
     sqls = [c.sql for c in recorder.calls]
     if sqls != [LOAD_SQL, COMMIT_SQL]:
         raise RuntimeError("one engine step no longer issues exactly storage.pg.LOAD_SQL then "
@@ -415,9 +422,11 @@ async def capture_step(pool: asyncpg.Pool, registry: Registry, flows: FlowSet,
                            "script must be brought up to date with the store")
     load, commit = recorder.calls
     captured = CapturedStep(load, commit, iid, key, before["version"], before["last_hash"])
-    expect_load = {1: uuid.UUID(iid), 2: key}
+    stored_key = scoped_key(BENCH_ACTOR, key)
+    expect_load = {1: uuid.UUID(iid), 2: stored_key}
     expect_commit = {1: uuid.UUID(iid), 2: captured.loaded_version,
-                     5: captured.loaded_version + 1, 17: captured.loaded_last_hash, 18: key}
+                     5: captured.loaded_version + 1, 17: captured.loaded_last_hash,
+                     18: stored_key}
     for name, rec, expect in (("LOAD_SQL", load, expect_load),
                               ("COMMIT_SQL", commit, expect_commit)):
         for i, value in expect.items():
@@ -464,7 +473,7 @@ def _rewrite(sql: str, args: Sequence[Any], types: Sequence[str], variables: dic
     def sub(m: re.Match[str]) -> str:
         i = int(m.group(1))
         if i in variables:
-            return f":{variables[i]}"
+            return variables[i]
         value = args[i - 1]
         if value is None:
             return f"NULL::{types[i - 1]}"
@@ -486,7 +495,7 @@ async def pgbench_script(pool: asyncpg.Pool, captured: CapturedStep,
     async with pool.acquire() as conn:
         load_types = await param_types(conn, LOAD_SQL)
         commit_types = await param_types(conn, COMMIT_SQL)
-    defines: dict[str, str] = {}
+    defines: dict[str, str] = {"actor": BENCH_ACTOR}
     load = _rewrite(captured.load.sql, captured.load.args, load_types, LOAD_VARS, "q", defines)
     commit = _rewrite(captured.commit.sql, captured.commit.args, commit_types, COMMIT_VARS,
                       "c", defines)
@@ -642,7 +651,7 @@ def engine_worker(runtime: Runtime, lo: int, hi: int) -> Worker:
         while not stop.is_set():
             try:
                 await runtime.advance(pick(rng), TRIGGER, STEP_INPUT,
-                                      idempotency_key=step_key(rng))
+                                      idempotency_key=step_key(rng), actor=BENCH_ACTOR)
                 counts.ok += 1
             except ConcurrencyConflict:
                 counts.conflicts += 1
@@ -712,7 +721,8 @@ def http_worker(base_url: str, lo: int, hi: int) -> Worker:
                     if conn is None:
                         conn = await KeepAlive.open(host, int(port))
                     status, text = await conn.post(
-                        path, body, f"Idempotency-Key: {step_key(rng)}\r\n")
+                        path, body, f"Idempotency-Key: {step_key(rng)}\r\n"
+                        f"Cookie: device={BENCH_DEVICE}\r\n")
                     if status == 200:
                         counts.ok += 1
                     elif status == 409 and b'"version_conflict"' in text:
@@ -922,7 +932,7 @@ async def run_async(opts: Options) -> dict[str, Any]:
         aux = await create_pool(dsn, min_size=1, max_size=2)
         runtime = Runtime(PgStore(aux), SystemClock(), registry, flows)
         await runtime.publish()
-        proto = (await runtime.start(FLOW)).instance
+        proto = (await runtime.start(FLOW, actor=BENCH_ACTOR)).instance
         seeded = await seed_instances(aux, proto, 0, base_hi)  # 0: the recorded step's
         log(f"{opts.base_instances} instances in {seeded:.1f}s")
 

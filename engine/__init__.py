@@ -1,5 +1,6 @@
 """The flow engine: definitions, the step, timers and replay. Pure: no I/O of its own."""
 
+from engine.canonical import instance_ref
 from engine.durations import format_duration, parse_duration
 from engine.errors import (
     ConcurrencyConflict,
@@ -78,6 +79,7 @@ __all__ = [
     "check_text",
     "export_lines",
     "format_duration",
+    "instance_ref",
     "load_file",
     "load_text",
     "parse_duration",

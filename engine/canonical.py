@@ -23,6 +23,12 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def instance_ref(instance_id: str) -> str:
+    """How logs name a flow instance: not its id, which (with the owner's cookie) opens
+    it; an operator who has the id finds its lines with ``flowctl ref ID``."""
+    return sha256_hex("instance:" + instance_id)[:16]
+
+
 def content_hash(value: Any) -> str:
     return sha256_hex(canonical_json(value))
 

@@ -13,14 +13,15 @@ import attrs
 
 @attrs.frozen
 class FieldError:
-    """One field's problem, as shown under that field."""
+    """One field's problem, as shown under that field; ``field`` None: the step's own
+    (shown above the form), never one field's."""
 
-    field: str
+    field: str | None
     error_id: str
     zh: str
     en: str
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str | None]:
         return {"field": self.field, "error_id": self.error_id, "zh": self.zh, "en": self.en}
 
 

@@ -111,6 +111,47 @@ def _short(tag: str) -> str:
     return "!!" + tag[len(_STD):] if tag.startswith(_STD) else tag
 
 
+# ``!agreed`` meant as a negated guard: in a flow list YAML reads on into the tag
+# (``!agreed]``, ``!agreed,``), because those characters may stand in a tag.
+_GUARD_TAG = re.compile(r"^(![a-z][a-z0-9_]*)[\],}]*$")
+
+
+def _negated_guard(tag: str) -> str | None:
+    """The negated guard an analyst meant by a YAML tag such as ``!agreed]``, if any."""
+    found = _GUARD_TAG.match(tag)
+    return found.group(1) if found else None
+
+
+def _bare_guard(text: str, filename: str, exc: yaml.MarkedYAMLError) -> Diagnostic | None:
+    """Name the unquoted ``!guard`` behind a YAML syntax error, where there is one.
+
+    ``guards: [!agreed]`` stops the parser at the end of the document (the tag ate the
+    ``]``) or at the ``}`` after it: far from the cause. The tag is the place to fix.
+    """
+    where: yaml.Mark | None = None
+    guard: str | None = None
+    if exc.context == "while scanning a tag" and exc.context_mark is not None:
+        where = exc.context_mark
+        found = re.match(r"![a-z][a-z0-9_]*", str(where.buffer or "")[where.pointer:])
+        guard = found.group(0) if found else None
+    else:
+        try:
+            for token in yaml.scan(text, Loader=yaml.SafeLoader):
+                if isinstance(token, yaml.TagToken) and token.value[0] == "!":
+                    written = "!" + token.value[1]
+                    meant = _negated_guard(written)
+                    # Only a tag that swallowed a flow list's punctuation breaks the parse.
+                    if meant and meant != written:
+                        where, guard = token.start_mark, meant
+        except yaml.YAMLError:
+            pass  # the scan stops at the same error: the tags before it are what count
+    if where is None or guard is None:
+        return None
+    return Diagnostic(filename, where.line + 1, where.column + 1,
+                      f"unknown YAML tag '{guard}': to name a negated guard, quote it: "
+                      f"\"{guard}\"")
+
+
 class _TooLarge(Exception):
     """The document expands (through aliases) past ``_MAX_NODES`` values."""
 
@@ -181,9 +222,8 @@ class _Reader:
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
         if not node.tag.startswith(_STD):
-            hint = ""
-            if node.tag.startswith("!") and not node.value:
-                hint = f": to name a negated guard, quote it: \"{node.tag}\""
+            guard = _negated_guard(node.tag)
+            hint = f": to name a negated guard, quote it: \"{guard}\"" if guard else ""
             self.err(node, f"unknown YAML tag '{node.tag}'{hint}")
             # Keep the text so the checks that follow see what the analyst meant.
             return f"{node.tag} {node.value}".strip()
@@ -529,6 +569,13 @@ class _Checker:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             self.err((*path, "max_length"), "max_length must be a positive whole number")
             max_length = 1024
+        secret = self.boolean(body.get("secret"), (*path, "secret"), "secret")
+        sensitive = self.sensitive(body, path)
+        if fmt is not None and self.registry is not None and fmt in self.registry.personal \
+                and not secret and not sensitive:
+            self.err((*path, "format"), f"format '{fmt}' carries personal data: mark the "
+                     "field 'sensitive: true' (recorded sealed, shown masked) or "
+                     "'secret: true' (never recorded)")
         return {
             "name": name,
             "type": ftype if ftype in FIELD_TYPES else "string",
@@ -538,12 +585,12 @@ class _Checker:
                                required=False),
             "required": self.boolean(body.get("required"), (*path, "required"), "required"),
             "format": fmt,
-            "secret": self.boolean(body.get("secret"), (*path, "secret"), "secret"),
+            "secret": secret,
             "locked": locked,
             "choices": choices or [],
             "choices_from": choices_from,
             "value_from": value_from,
-            "sensitive": self.sensitive(body, path),
+            "sensitive": sensitive,
             "widget": widget,
             "max_length": max_length,
         }
@@ -876,6 +923,9 @@ def check_text(text: str, filename: str = "flows.yaml",
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
+        bare = _bare_guard(text, filename, exc)
+        if bare is not None:
+            return {}, [bare]
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"

@@ -32,6 +32,9 @@ class Registry:
         # Validators that need the date (a birth date "not after today"): they are called
         # with now=<the engine clock's time>, never read the system clock themselves.
         self.dated: set[str] = set()
+        # Formats whose values are personal data (an ID or a phone number): lint refuses
+        # a field of such a format unless it is sensitive (sealed) or secret (dropped).
+        self.personal: set[str] = set()
         self.senders: dict[str, SenderFn] = {}
         self.policies: dict[str, Callable[[Any], Any]] = {}
 
@@ -43,11 +46,14 @@ class Registry:
         """Register an async action; what it returns is recorded as a fact."""
         return self._adder(self.actions, name)
 
-    def validator(self, name: str | None = None, *, dated: bool = False) -> Callable[[F], F]:
+    def validator(self, name: str | None = None, *, dated: bool = False,
+                  personal: bool = False) -> Callable[[F], F]:
         """Register a field format: returns the normalised value or raises Invalid.
 
         ``dated``: the validator takes ``now=`` (an aware datetime from the engine's
-        clock) besides the value.
+        clock) besides the value. ``personal``: its values are personal data (an ID
+        number, a phone number, or what may be one): a field of this format must be
+        ``sensitive`` or ``secret``, never recorded in clear.
         """
         add = self._adder(self.validators, name)
 
@@ -55,6 +61,8 @@ class Registry:
             add(fn)
             if dated:
                 self.dated.add(name or fn.__name__)
+            if personal:
+                self.personal.add(name or fn.__name__)
             return fn
 
         return register

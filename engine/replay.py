@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -27,6 +28,8 @@ class ReplayResult:
     status: str
     events: int
     last_hash: str
+    # The pending timeout after the last event, as the live step armed it.
+    deadline_at: datetime | None = None
 
 
 def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
@@ -37,6 +40,7 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
     context: dict[str, Any] = {}
     count = 0
     instance_id: str | None = None
+    deadline: datetime | None = None
     for expected_seq, ev in enumerate(events, start=1):
         count = expected_seq
         if ev.seq != expected_seq:
@@ -73,13 +77,18 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
             context = next_context(context, from_state=state, to_state=ev.to_state,
                                    input=ev.input, facts=ev.facts, effects=ev.effects,
                                    transition=taken)
+        # Entering a state arms its timeout; so does its own timeout looping back to it.
+        if ev.seq == 1 or ev.to_state != ev.from_state or (
+                ev.actor == "timer" and "timer" in ev.facts):
+            timeout = flow.states[ev.to_state].timeout
+            deadline = datetime.fromisoformat(ev.at) + timeout.after if timeout else None
         state = ev.to_state
         prev = ev.hash
     if state is None:
         raise ReplayDivergence(1, "history", "at least one event", "none")
     return ReplayResult(state=state, context=context,
                         status="finished" if flow.states[state].final else "active",
-                        events=count, last_hash=prev)
+                        events=count, last_hash=prev, deadline_at=deadline)
 
 
 def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],

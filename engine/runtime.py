@@ -1,6 +1,6 @@
 """The step: load, validate, gather facts, decide, commit.
 
-See DESIGN.md, "What one step is". Everything external the engine needs comes through
+See docs/design.md, "What one step is". Everything external the engine needs comes through
 the ports in :mod:`engine.ports`; time comes only from the injected clock.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import structlog
 
-from engine.canonical import GENESIS, canonical_json, sha256_hex
+from engine.canonical import GENESIS, canonical_json, instance_ref, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
     DefinitionError,
@@ -53,6 +53,7 @@ from engine.ports import (
     Timer,
 )
 from engine.registry import Registry
+from engine.replay import replay
 from engine.steps import ActionInput, Event, GuardInput, Instance
 
 log = structlog.get_logger("engine.runtime")
@@ -64,6 +65,14 @@ PROVIDER_PREFIX = "provider:"
 
 def iso(t: datetime) -> str:
     return t.isoformat(timespec="microseconds")
+
+
+def scoped_key(actor: str, key: str | None) -> str | None:
+    """An Idempotency-Key as stored: bound to whoever sent it.
+
+    Keys are visible ASCII without spaces, so the space keeps every (actor, key) apart.
+    """
+    return None if key is None else f"{actor} {key}"
 
 
 @attrs.frozen
@@ -165,12 +174,14 @@ class Runtime:
         flow = self.current(name)
         self._check_access(flow, actor)
         values = self._check_prefill(flow, prefill or {})
+        # A key is the sender's own: another sender's same key is a new request.
+        start_key = scoped_key(actor, idempotency_key)
         if flow.start_limits:
             # A start sent again with its key is the first one's answer, not a new start.
-            if idempotency_key is not None and (await self.store.instance_by_start_key(
-                    idempotency_key)) is not None:
-                return await self._replayed_start(name, idempotency_key)
-            await self._hit_limits(flow.start_limits, {"client": client, "actor": actor,
+            if start_key is not None and (await self.store.instance_by_start_key(
+                    start_key)) is not None:
+                return await self._replayed_start(name, start_key)
+            await self.hit_limits(flow.start_limits, {"client": client, "actor": actor,
                                                        "flow": flow.name}, {})
         now = self.clock.now()
         instance_id = str(uuid.uuid4())
@@ -193,21 +204,22 @@ class Runtime:
             created_at=now, updated_at=now, expires_at=now + flow.expires_in,
             last_hash=event.hash, deadline_at=timer.due_at if timer else None, owner=actor)
         try:
-            await self.store.create(instance, event, timer, tuple(ai.outbox), idempotency_key,
+            await self.store.create(instance, event, timer, tuple(ai.outbox), start_key,
                                     tuple(ai.writes))
         except DuplicateKey:
-            assert idempotency_key is not None
-            return await self._replayed_start(name, idempotency_key)
+            assert start_key is not None
+            return await self._replayed_start(name, start_key)
         self.on_commit()
-        log.info("flow_started", flow=flow.name, instance_id=instance_id, state=flow.initial)
+        log.info("flow_started", flow=flow.name, instance=instance_ref(instance_id),
+                 state=flow.initial)
         return StepOutcome(instance, event, replies=dict(ai.replies))
 
-    async def _replayed_start(self, name: str, key: str) -> StepOutcome:
-        existing = await self.store.instance_by_start_key(key)
+    async def _replayed_start(self, name: str, start_key: str) -> StepOutcome:
+        existing = await self.store.instance_by_start_key(start_key)
         if existing is None or existing.flow != name:
             raise IdempotencyKeyReused()
         first = (await self.store.events(existing.id))[0]
-        return StepOutcome(existing, first, replayed=True)
+        return StepOutcome(await self._as_it_was(existing, first), first, replayed=True)
 
     @staticmethod
     def _check_access(flow: Flow, actor: str) -> None:
@@ -217,11 +229,19 @@ class Runtime:
         raise Forbidden(f"flow {flow.name!r} needs a signed-in {flow.access}")
 
     @staticmethod
-    def check_owner(flow: Flow, instance: Instance, actor: str) -> None:
-        """Only whoever started a flow that is not open to anyone may see or step it."""
-        if flow.access != "anyone" and actor not in (instance.owner, TIMER_ACTOR) \
-                and not actor.startswith(PROVIDER_PREFIX):
-            raise Forbidden("this flow belongs to someone else")
+    def check_owner(instance: Instance, actor: str, also: Sequence[str] = ()) -> str:
+        """Only whoever started a flow may see or step it; also a flow open to anyone.
+
+        ``also``: other identities the same caller holds (a signed-in browser is also its
+        device). Return the identity that acts: the owner, or the clock or a provider's
+        signed callback, which step a flow on the owner's behalf.
+        """
+        if actor == TIMER_ACTOR or actor.startswith(PROVIDER_PREFIX):
+            return actor
+        for identity in (actor, *also):
+            if identity == instance.owner:
+                return identity
+        raise Forbidden("this flow belongs to someone else")
 
     def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
         fields = flow.all_fields()
@@ -263,10 +283,10 @@ class Runtime:
         instance, _ = await self.store.load(instance.id)
         return instance
 
-    async def view(self, instance: Instance) -> dict[str, Any]:
-        """The instance as a client sees it, with the current step's UI description."""
+    async def view(self, instance: Instance, *, now: datetime | None = None) -> dict[str, Any]:
+        """The instance as a client sees it (at ``now``), with the step's UI description."""
         compiled = await self.compiled(instance.definition_hash)
-        now = self.clock.now()
+        now = now or self.clock.now()
         status = "expired" if instance.expired(now) else instance.status
         return {
             "id": instance.id,
@@ -280,6 +300,10 @@ class Runtime:
             "expires_at": iso(instance.expires_at),
             "deadline_at": iso(instance.deadline_at) if instance.deadline_at else None,
             "ui": describe(compiled.flow, instance.state, instance.context, self.registry),
+            # The one shape of every error, refused (422 problem+json) or recorded (here,
+            # after a step taken with an `error:`): {field (null: the step's), error_id,
+            # zh, en}. A recorded error stays until the next step.
+            "errors": [instance.context["error"]] if instance.context.get("error") else [],
         }
 
     async def history(self, instance_id: str) -> list[Event]:
@@ -292,24 +316,35 @@ class Runtime:
     async def advance(self, instance_id: str, trigger: str, raw_input: Mapping[str, Any], *,
                       idempotency_key: str | None = None, expected_version: int | None = None,
                       actor: str = "anonymous", client: str | None = None,
+                      also: Sequence[str] = (),
                       fired_timer: Timer | None = None) -> StepOutcome:
-        """Take one step; see DESIGN.md. Raises an EngineError for every refusal."""
+        """Take one step; see docs/design.md. Raises an EngineError for every refusal.
+
+        ``also``: other identities of the caller (see ``check_owner``); the step is
+        taken, and its key scoped, as whichever of them owns the instance.
+        """
         started = time.perf_counter()
         flow_name = "?"
         # Metric labels come from the definition, never from what a client typed.
         trigger_label = "unknown"
         outcome = "error"
+        key = scoped_key(actor, idempotency_key)
         try:
-            instance, prior = await self.store.load(instance_id, idempotency_key)
+            instance, prior = await self.store.load(instance_id, key)
             flow_name = instance.flow
             if trigger in self._known_triggers(instance.definition_hash):
                 trigger_label = trigger
+            # Who may act comes before any shortcut: a replay answers the owner only.
+            acting = self.check_owner(instance, actor, also)
+            if acting != actor:
+                actor, key = acting, scoped_key(acting, idempotency_key)
+                instance, prior = await self.store.load(instance_id, key)
             if prior is not None:
                 outcome = "replayed"
                 return await self._replay_outcome(instance, prior, trigger)
             if fired_timer is None and instance.deadline_at is not None:
                 instance = await self._catch_up(instance)
-            result = await self._step(instance, trigger, raw_input, idempotency_key,
+            result = await self._step(instance, trigger, raw_input, key,
                                       expected_version, actor, client, fired_timer)
             outcome = "replayed" if result.replayed else "applied"
             return result
@@ -330,7 +365,20 @@ class Runtime:
         if prior.trigger != trigger:
             raise IdempotencyKeyReused(
                 f"the key was used for trigger {prior.trigger!r}, not {trigger!r}")
-        return StepOutcome(instance, prior, replayed=True)
+        return StepOutcome(await self._as_it_was(instance, prior), prior, replayed=True)
+
+    async def _as_it_was(self, instance: Instance, event: Event) -> Instance:
+        """The instance as the step that recorded ``event`` left it: a replayed request
+        gets the answer it got the first time, not today's state."""
+        if event.seq == instance.version:
+            return instance
+        compiled = await self.compiled(instance.definition_hash)
+        events = [e for e in await self.store.events(instance.id) if e.seq <= event.seq]
+        then = replay(compiled, events)
+        return attrs.evolve(instance, state=then.state, context=then.context,
+                            version=event.seq, status=then.status, last_hash=then.last_hash,
+                            updated_at=datetime.fromisoformat(event.at),
+                            deadline_at=then.deadline_at)
 
     async def _step(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
                     idempotency_key: str | None, expected_version: int | None, actor: str,
@@ -340,7 +388,6 @@ class Runtime:
         compiled = self._compiled.get(instance.definition_hash) or \
             await self.compiled(instance.definition_hash)
         flow = compiled.flow
-        self.check_owner(flow, instance, actor)
         if instance.expired(now):
             raise FlowExpired(restart=self.restart_hint(instance))
         if instance.status != "active":
@@ -425,7 +472,7 @@ class Runtime:
             raise ConcurrencyConflict() from None
         if ai.outbox:
             self.on_commit()
-        log.info("step_committed", flow=flow.name, instance_id=instance.id,
+        log.info("step_committed", flow=flow.name, instance=instance_ref(instance.id),
                  state=instance.state, trigger=trigger, to=dest.name, seq=seq)
         return StepOutcome(after, event, replies=dict(ai.replies))
 
@@ -438,10 +485,10 @@ class Runtime:
         for t in candidates:
             for lim in t.limits:
                 limits.setdefault(lim.name, lim)  # a name counts once a step
-        await self._hit_limits(limits.values(), {"instance": instance.id, "client": client,
+        await self.hit_limits(limits.values(), {"instance": instance.id, "client": client,
                                                  "actor": actor, "flow": flow.name}, clean)
 
-    async def _hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
+    async def hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
                           clean: Mapping[str, Any]) -> None:
         """Count one hit against each limit; raise RateLimited at the first one over."""
         for limit in limits:
@@ -510,7 +557,7 @@ class Runtime:
             return None  # a user step won the race; the timer is still there if still due
         except (TriggerNotAllowed, FlowFinished, FlowExpired, TransitionRefused,
                 InstanceNotFound, ValidationFailed) as exc:
-            log.warning("timer_dropped", timer_id=timer.id, instance_id=timer.instance_id,
-                        reason=exc.error_id)
+            log.warning("timer_dropped", timer_id=timer.id,
+                        instance=instance_ref(timer.instance_id), reason=exc.error_id)
             await self.store.drop_timer(timer.id)
             return None

@@ -83,6 +83,12 @@ class ActionInput:
             return self.sealer.open(name, found)
         return found
 
+    def fact(self, name: str, default: Any = None) -> Any:
+        """This step's fact by action name, else the latest recorded one."""
+        if name in self.facts:
+            return self.facts[name]
+        return self.context.get("facts", {}).get(name, default)
+
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue a message, sent after the step commits."""
         self.outbox.append((topic, payload))

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import structlog
 
+from engine.canonical import instance_ref
 from engine.ports import Clock, Store
 from engine.registry import Registry
 from engine.runtime import Runtime
@@ -62,12 +63,13 @@ class TimerWorker:
                 raise
             except Exception:
                 # Its lease runs out and it is tried again later, by whichever process.
-                log.exception("timer_failed", timer_id=timer.id, instance_id=timer.instance_id)
+                log.exception("timer_failed", timer_id=timer.id,
+                              instance=instance_ref(timer.instance_id))
                 continue
             if outcome is not None and not outcome.replayed:
                 self.fired += 1
-                log.info("timer_fired", timer_id=timer.id, instance_id=timer.instance_id,
-                         trigger=timer.trigger)
+                log.info("timer_fired", timer_id=timer.id,
+                         instance=instance_ref(timer.instance_id), trigger=timer.trigger)
         return len(timers)
 
     async def run(self) -> None:

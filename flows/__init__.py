@@ -9,6 +9,7 @@ from flows import (
     backoffice,
     captcha,
     common,
+    face,
     identity,
     legal,
     passwords,
@@ -21,8 +22,8 @@ from flows import (
 
 
 def register(registry: Registry) -> None:
-    for module in (common, identity, passwords, policies, captcha, sms, signin, personal,
-                   legal, verification, backoffice):
+    for module in (common, identity, passwords, policies, captcha, sms, signin, face,
+                   personal, legal, verification, backoffice):
         module.register(registry)
 
 

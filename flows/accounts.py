@@ -6,7 +6,7 @@ that created it committed. Unique keys (an ID number or credit code registered t
 a login name taken) surface as ``engine.DuplicateKey`` with ``extra["constraint"]``.
 
 The records are Protocols too: storage returns its own frozen values of this shape,
-so neither layer imports the other (DESIGN.md).
+so neither layer imports the other (docs/design.md).
 """
 
 from __future__ import annotations
@@ -92,7 +92,10 @@ class Accounts(Protocol):
         """Organisation accounts where this phone belongs to an agent."""
         ...
 
-    async def face_passed(self, person_index: bytes) -> bool: ...
+    async def face_passed(self, person_index: bytes, *, owner: str,
+                          since: datetime) -> bool:
+        """This owner recorded a face pass for this person at ``since`` or later."""
+        ...
 
     async def instance_for(self, provider: str, ref: str) -> str | None:
         """The flow instance a provider's session or deposit belongs to."""
@@ -118,7 +121,7 @@ class Accounts(Protocol):
     def mark_verified(self, organisation_id: str, *, by: str, note: str | None,
                       now: datetime) -> Write: ...
 
-    def record_face_pass(self, person_index: bytes, instance_id: str,
+    def record_face_pass(self, person_index: bytes, owner: str, instance_id: str,
                          now: datetime) -> Write: ...
 
     def link_provider_ref(self, provider: str, ref: str, instance_id: str,

@@ -20,8 +20,8 @@ import structlog
 from engine import ActionInput, FieldError, Forbidden, Registry, ValidationFailed
 from flows.identity import mask_mobile, mobile
 from flows.passwords import check
-from flows.personal import DUPLICATES, refusing_duplicates
 from flows.pii import MOBILE
+from flows.registration import DUPLICATES, refusing_duplicates
 from flows.signin import check_credentials
 from flows.support import password_policy, refuse, services
 
@@ -81,9 +81,8 @@ def _reason(a: ActionInput) -> str:
 
 async def authenticate_admin(a: ActionInput) -> dict[str, Any]:
     """Action: an administrator's login name and password, with captcha and lockout."""
-    login_name = str(a.input.get("login_name") or "")
-    found = await services(a).accounts.by_login_name(login_name)
-    account = await check_credentials(a, found, identifier=login_name, kinds=("admin",))
+    account = await check_credentials(a, str(a.input.get("login_name") or ""),
+                                      kinds=("admin",))
     return {"account_id": account.id, "kind": account.kind,
             "login_name": account.login_name, "must_change": account.must_change_password}
 

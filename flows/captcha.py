@@ -9,6 +9,10 @@ answer means a new image, which is what makes guessing cost a render and a round
 The answer is compared ignoring case and surrounding whitespace, and full-width letters
 and digits typed with a Chinese input method count as their ASCII forms.
 
+In development (never in production: the composition root gives it no ``answers``)
+each answer is also written to ``CaptchaAnswers``, which the sandbox pages show, as the
+SMS inbox shows codes: so black-box and browser tests pass captchas as a client would.
+
 The action ``check_captcha`` refuses the step with a field error on ``captcha`` when
 the answer is wrong or there is no captcha (expired, never fetched, already used, or
 fetched for another instance); it records nothing when the answer is right.
@@ -19,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 from concurrent.futures import Executor
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from captcha.image import ImageCaptcha
 
-from engine import ActionInput, FieldError, Registry, ValidationFailed
+from engine import ActionInput, Clock, FieldError, Registry, ValidationFailed
 from flows.ports import Ephemeral
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "CAPTCHA_EXPIRED",
     "CAPTCHA_WRONG",
     "MESSAGES",
+    "CaptchaAnswers",
     "Captchas",
     "field_error",
     "register",
@@ -100,11 +107,46 @@ def field_error(error_id: str, field: str = "captcha") -> FieldError:
     return FieldError(field, error_id, zh, en)
 
 
+class CaptchaAnswers:
+    """Development only: each captcha's answer, newest first, for the sandbox pages.
+
+    Kept as long as the captcha itself: a list per instance, and one of the newest
+    across instances for the page.
+    """
+
+    RECENT = 100
+    PER_INSTANCE = 10
+
+    def __init__(self, ephemeral: Ephemeral, clock: Clock,
+                 ttl: timedelta = timedelta(minutes=2)) -> None:
+        self._ephemeral = ephemeral
+        self._clock = clock
+        self.ttl = ttl
+
+    async def record(self, instance_id: str, answer: str) -> None:
+        now = self._clock.now()
+        entry = json.dumps({"instance_id": instance_id, "answer": answer,
+                            "at": now.isoformat(),
+                            "expires_at": (now + self.ttl).isoformat()}).encode()
+        await self._ephemeral.push(f"sandbox:captchas:{instance_id}", entry,
+                                   keep=self.PER_INSTANCE, ttl=self.ttl)
+        await self._ephemeral.push("sandbox:captchas", entry, keep=self.RECENT, ttl=self.ttl)
+
+    async def recent(self, instance_id: str | None = None,
+                     limit: int = 20) -> list[dict[str, Any]]:
+        """Answers not yet expired, newest first: one instance's, or every instance's."""
+        key = f"sandbox:captchas:{instance_id}" if instance_id else "sandbox:captchas"
+        now = self._clock.now()
+        entries = [json.loads(raw) for raw in await self._ephemeral.items(key, self.RECENT)]
+        return [e for e in entries if datetime.fromisoformat(e["expires_at"]) > now][:limit]
+
+
 class Captchas:
     """Issue and check image captchas bound to flow instances."""
 
     def __init__(self, ephemeral: Ephemeral, *, ttl: timedelta = timedelta(minutes=2),
-                 length: int = 4, executor: Executor | None = None) -> None:
+                 length: int = 4, executor: Executor | None = None,
+                 answers: CaptchaAnswers | None = None) -> None:
         if isinstance(length, bool) or not isinstance(length, int) \
                 or not _MIN_LENGTH <= length <= _MAX_LENGTH:
             raise ValueError(f"captcha length must be {_MIN_LENGTH}-{_MAX_LENGTH}, "
@@ -115,6 +157,7 @@ class Captchas:
         self.ttl = ttl
         self.length = length
         self._executor = executor
+        self.answers = answers
 
     def __repr__(self) -> str:
         return f"<Captchas length={self.length} ttl={self.ttl}>"
@@ -130,6 +173,8 @@ class Captchas:
         loop = asyncio.get_running_loop()
         png = await loop.run_in_executor(self._executor, _render, text)
         await self._ephemeral.put(_key(instance_id), _digest(instance_id, text), self.ttl)
+        if self.answers is not None:
+            await self.answers.record(instance_id, text)
         return png
 
     async def check(self, instance_id: str, answer: str) -> str | None:

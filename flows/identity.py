@@ -7,9 +7,12 @@ reaches a page or a log line.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
+
+from stdnum import numdb
 
 from engine import Invalid, Registry
 
@@ -23,6 +26,14 @@ _LEGACY_ID = re.compile(r"[0-9]{15}")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _EARLIEST_BIRTH = date(1900, 1, 1)
+
+# Region codes (GB/T 2260) that python-stdnum's list lacks. 830000: Taiwan residents'
+# residence permits (Hong Kong's 810000 and Macao's 820000 are in the list; GB/T 2260
+# itself gives Taiwan 71). The others are codes of GB/T 2260 revisions that python-stdnum
+# 1.20 listed (from the GB2260 revision files) and its later, Wikipedia-based list lacks.
+_EXTRA_REGIONS = frozenset({
+    "830000", "370903", "460321", "460322", "460323", "469034", "469035", "469036",
+    "469037", "469038", "469039", "620201"})
 
 _CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CREDIT_VALUE = {ch: i for i, ch in enumerate(_CREDIT_ALPHABET)}
@@ -54,6 +65,32 @@ def _id_check_char(body: str) -> str:
     return _ID_CHECK[total % 11]
 
 
+@functools.lru_cache(maxsize=8192)
+def _known_region(code: str) -> bool:
+    """Tell whether six digits are a county, city or province code of GB/T 2260, past or present.
+
+    An ID number keeps the code of the place that issued it, also after that place was
+    merged or renamed: a code valid in any revision since 1980 stays valid. The codes
+    come from python-stdnum (LGPL-2.1+), whose list is kept from the Wikipedia tables
+    of every revision, each code with the years it was in use (ignored here).
+    """
+    if code in _EXTRA_REGIONS:
+        return True
+    return any("county" in props for _, props in numdb.get("cn/loc").info(code))
+
+
+def _real_region(number: str) -> bool:
+    """The region part of an 18-character ID number names a real place.
+
+    Foreigners' permanent residence ID cards (2023 format) start with 9, then the
+    issuing province's two digits and a three-digit nationality code; only the
+    province is checked there.
+    """
+    if number.startswith("9"):
+        return _known_region(number[1:3] + "0000")
+    return _known_region(number[:6])
+
+
 def resident_id(value: object, today: date | None = None, *,
                 now: datetime | None = None) -> str:
     """Check an 18-character citizen ID (also residence permits) and return it normalised."""
@@ -67,6 +104,11 @@ def resident_id(value: object, today: date | None = None, *,
         raise Invalid("resident_id_format",
                       "身份证号码应为18位：17位数字加1位数字或X",
                       "An ID number has 18 characters: 17 digits, then a digit or X")
+    if not _real_region(number):
+        raise Invalid("resident_id_region",
+                      "身份证号码前6位（地区码）不是有效的行政区划代码，请核对是否输错",
+                      "The first six digits of the ID number (the region code) are not a "
+                      "real administrative division code: please check for a typo")
     try:
         born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
@@ -148,6 +190,45 @@ def bank_account(value: object) -> str:
     return number
 
 
+# -- what a person types to sign in ------------------------------------------------
+
+MOBILE_KIND = "mobile"
+RESIDENT_ID_KIND = "resident_id"
+LOGIN_NAME_KIND = "login_name"
+
+
+def identifier(value: object) -> str:
+    """Normalise what a person types to sign in: a mobile number, an ID number or a login name.
+
+    Every spelling of one identifier comes out the same: full-width characters and
+    spaces as anywhere, a mobile number as its 11 digits (without +86, 0086 or
+    hyphens), an ID number upper-cased, anything else lower-cased as login names are
+    compared (``accounts.login_key``). Nothing well-typed is refused: text that names no
+    account simply finds none, and answers as any unknown identifier does.
+    """
+    if not isinstance(value, str):
+        raise Invalid("identifier_invalid", "请填写身份证号码、手机号码或登录名",
+                      "Enter an ID number, a mobile number or a login name")
+    text = _compact(value)
+    digits = _mobile_digits(text)
+    if _MOBILE.fullmatch(digits):
+        return digits
+    upper = text.upper()
+    if _RESIDENT_ID.fullmatch(upper):
+        return upper
+    return text.lower()
+
+
+def identifier_kind(normalised: str) -> str:
+    """Say what a normalised identifier can only be: a mobile number, an ID number or a
+    login name (login names start with a letter, so the three never overlap)."""
+    if _MOBILE.fullmatch(normalised):
+        return MOBILE_KIND
+    if _RESIDENT_ID.fullmatch(normalised):
+        return RESIDENT_ID_KIND
+    return LOGIN_NAME_KIND
+
+
 # -- money --------------------------------------------------------------------------
 
 
@@ -212,6 +293,7 @@ def amount_fen(value: object) -> int:
 _DIGITS = frozenset("0123456789")
 _ID_CHARS = _DIGITS | {"X"}
 _CREDIT_CHARS = frozenset(_CREDIT_ALPHABET)
+_LOGIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def _mask(text: str, head: int, tail: int, shortest: int, alphabet: frozenset[str]) -> str:
@@ -265,10 +347,31 @@ def mask_credit_code(value: object) -> str:
     return _masked(value, lambda text: _mask(_compact(text).upper(), 2, 4, 18, _CREDIT_CHARS))
 
 
+def mask_identifier(value: object) -> str:
+    """Mask a sign-in identifier as what it is: 138****5678, 360***********0071, or a
+    login name's first character (u*********): none of them is ever shown whole."""
+
+    def mask(text: str) -> str:
+        normal = identifier(text)
+        kind = identifier_kind(normal)
+        if kind == MOBILE_KIND:
+            return _mask(normal, 3, 4, 11, _DIGITS)
+        if kind == RESIDENT_ID_KIND:
+            return _mask(normal, 3, 4, 15, _ID_CHARS)
+        return _mask(normal, 1, 0, 4, _LOGIN_CHARS)
+
+    return _masked(value, mask)
+
+
 def register(registry: Registry) -> None:
-    """Register the validators under the format names flows.yaml uses."""
-    registry.validator("resident_id", dated=True)(resident_id)
+    """Register the validators under the format names flows.yaml uses.
+
+    ``personal``: their values are ID or phone numbers, or may be; lint makes every
+    field of those formats sensitive or secret.
+    """
+    registry.validator("resident_id", dated=True, personal=True)(resident_id)
     registry.validator("credit_code")(credit_code)
-    registry.validator("mobile")(mobile)
-    registry.validator("bank_account")(bank_account)
+    registry.validator("mobile", personal=True)(mobile)
+    registry.validator("bank_account", personal=True)(bank_account)
+    registry.validator("identifier", personal=True)(identifier)
     registry.validator("amount_fen")(amount_fen)

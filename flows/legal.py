@@ -17,10 +17,10 @@ import structlog
 from engine import ActionInput, FieldError, GuardInput, Registry, ValidationFailed
 from flows.accounts import Account, Agent
 from flows.identity import mask_credit_code, mask_mobile, mobile
-from flows.personal import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.pii import MOBILE, RESIDENT_ID
+from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
 from flows.signin import check_credentials
-from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms
+from flows.sms import SMS_CODE_DEAD, SMS_CODE_WRONG, codes_for, queue_sms, send_code_unrevealing
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
@@ -58,12 +58,15 @@ def _applicant(a: ActionInput) -> tuple[str, str]:
 
 
 async def check_new_organisation(a: ActionInput) -> dict[str, Any]:
-    """Action: login name free, credit code still free, passwords equal and within policy."""
+    """Action: passwords equal and within policy, then the SMS code, then login name free
+    and credit code still free (flows.registration says why in this order)."""
     s = services(a)
-    errors: list[FieldError] = []
-    if await s.accounts.credit_code_registered(str(a.value("credit_code"))):
-        errors.append(DUPLICATES["organisations_credit_code_key"])
-    return await check_account_fields(a, errors)
+
+    async def registered() -> list[FieldError]:
+        taken = await s.accounts.credit_code_registered(str(a.value("credit_code")))
+        return [DUPLICATES["organisations_credit_code_key"]] if taken else []
+
+    return await check_account_fields(a, registered)
 
 
 async def create_organisation_account(a: ActionInput) -> dict[str, Any]:
@@ -102,9 +105,8 @@ def _agent_label(a: ActionInput, agent: Agent) -> str:
 async def authenticate_organisation(a: ActionInput) -> dict[str, Any]:
     """Action: login name, password and captcha; the agents to choose from, phones masked."""
     s = services(a)
-    login_name = str(a.input.get("login_name") or "")
-    account = await check_credentials(a, await s.accounts.by_login_name(login_name),
-                                      identifier=login_name, kinds=("organisation",))
+    account = await check_credentials(a, str(a.input.get("login_name") or ""),
+                                      kinds=("organisation",))
     agents = await s.accounts.agents(account.id)
     if not agents:
         refuse(None, "organisation_without_agent", "该单位没有经办人，请联系服务台",
@@ -161,18 +163,16 @@ async def _agent_organisations(a: ActionInput, phone: str) -> list[Account]:
 
 
 async def send_legal_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: a code goes only to an agent's phone; the answer is the same either way."""
-    s = services(a)
+    """Action: a code goes only to an agent's phone, a decoy to any other; the work and
+    the answer are the same either way."""
     phone = mobile(a.input.get("mobile"))
-    if await _agent_organisations(a, phone) and \
-            not await codes_for(a).exhausted(a.instance_id, a.state, phone):
-        code = await codes_for(a).issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
-    return {"sent_to": mask_mobile(phone)}
+    return await send_code_unrevealing(a, services(a).vault, phone,
+                                       registered=bool(await _agent_organisations(a, phone)))
 
 
 async def check_legal_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: the code sent to this phone; only an agent's phone ever got one."""
+    """Action: the code sent to this phone; only an agent's phone ever got one that can
+    be right."""
     phone = mobile(a.input.get("mobile"))
     error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
                                         str(a.input.get("sms_code") or ""))

@@ -7,137 +7,48 @@ from typing import Any
 
 import structlog
 
-from engine import ActionInput, DuplicateKey, FieldError, GuardInput, Registry, ValidationFailed
-from engine.steps import Write
+from engine import ActionInput, FieldError, Registry, ValidationFailed
+from flows.face import passed_before
 from flows.identity import mask_mobile, mask_resident_id, mobile
 from flows.pii import MOBILE, RESIDENT_ID
-from flows.policies import AttemptsPolicy
-from flows.sms import codes_for, queue_sms
+from flows.registration import DUPLICATES, check_account_fields, refusing_duplicates
+from flows.sms import codes_for, send_code_unrevealing
 from flows.sms import field_error as sms_field_error
 from flows.support import check_new_password, refuse, services
 
 log = structlog.get_logger("flows.personal")
 
-# Which unique key a duplicate hit, and what to tell the user about it.
-DUPLICATES: dict[str, FieldError] = {
-    "accounts_login_key_key": FieldError("login_name", "login_name_taken", "该登录名已被使用",
-                                         "This login name is taken"),
-    "accounts_personal_id": FieldError(
-        "id_number", "resident_id_registered", "该身份证号码已注册",
-        "This ID number is already registered"),
-    "accounts_personal_phone": FieldError("mobile", "mobile_registered", "该手机号码已注册",
-                                          "This mobile number is already registered"),
-    "organisations_credit_code_key": FieldError(
-        "credit_code", "credit_code_registered", "该统一社会信用代码已注册",
-        "This unified social credit code is already registered"),
-}
-
-
-def refusing_duplicates(write: Write) -> Write:
-    """Turn a unique key hit inside the step's transaction into a field error."""
-
-    async def guarded(tx: Any) -> None:
-        try:
-            await write(tx)
-        except DuplicateKey as exc:
-            error = DUPLICATES.get(str(exc.extra.get("constraint")))
-            if error is None:
-                raise
-            raise ValidationFailed([error]) from None
-
-    return guarded
-
-
-def person_index(a: ActionInput, name: str, id_number: str) -> bytes:
-    return services(a).vault.index("face_person", f"{name.strip()}\x00{id_number}")
-
 
 # -- registration: basic info and the real-name registry -----------------------------
 
 async def verify_real_name(a: ActionInput) -> dict[str, Any]:
-    """Action: ID not yet registered, and the registry says name and ID belong together."""
+    """Action: the registry says name and ID belong together; only then, whether the ID is
+    registered, and whether this owner passed face verification for them lately."""
     s = services(a)
     name, id_number = str(a.value("name")), str(a.value("id_number"))
-    if await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number)) is not None:
-        raise ValidationFailed([DUPLICATES["accounts_personal_id"]])
+    # The registry first: "this ID is registered" is for whoever knows the name with it.
     if not await s.providers.realname.check(name, id_number,
                                             idempotency_key=a.idempotency_key):
         refuse("name", "realname_mismatch", "姓名与身份证号码不匹配",
                "This name does not belong to this ID number")
-    passed = await s.accounts.face_passed(person_index(a, name, id_number))
-    return {"match": True, "face_passed_before": passed}
-
-
-def face_passed_before(g: GuardInput) -> bool:
-    """This name and ID number passed face verification in an earlier registration."""
-    fact = g.fact("verify_real_name") or {}
-    return bool(fact.get("face_passed_before"))
-
-
-# -- face verification ---------------------------------------------------------------
-
-async def start_face_session(a: ActionInput) -> dict[str, Any]:
-    """On entering face verification: open a provider session, remember whose it is."""
-    s = services(a)
-    name = str(a.value("legal_rep_name") if a.flow == "organisation_verification"
-               else a.value("name"))
-    id_number = str(a.value("legal_rep_id") if a.flow == "organisation_verification"
-                    else a.value("id_number"))
-    before = a.context.get("facts", {}).get("start_face_session") or {}
-    session = await s.providers.face.create_session(
-        name, id_number, callback_url=f"{s.public_url}/api/callbacks/face",
-        idempotency_key=a.idempotency_key)
-    a.write(s.accounts.link_provider_ref("face", session.session_id, a.instance_id, a.now))
-    return {"session_id": session.session_id, "qr_url": session.qr_url,
-            "n": int(before.get("n", 0)) + 1}
-
-
-async def record_face_result(a: ActionInput) -> dict[str, Any]:
-    """Action (provider callback): a pass is remembered for later registrations."""
-    passed = a.input.get("result") == "pass"
-    if passed and a.flow == "personal_registration":
-        s = services(a)
-        index = person_index(a, str(a.value("name")), str(a.value("id_number")))
-        a.write(s.accounts.record_face_pass(index, a.instance_id, a.now))
-    return {"passed": passed}
-
-
-def face_passed(g: GuardInput) -> bool:
-    return g.input.get("result") == "pass"
-
-
-def face_sessions_left(g: GuardInput) -> bool:
-    """Fewer face sessions opened in this flow than the policy allows."""
-    opened = int((g.fact("start_face_session") or {}).get("n", 0))
-    return opened < AttemptsPolicy.from_mapping(g.policies.get("attempts")).face_sessions
+    if await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number)) is not None:
+        raise ValidationFailed([DUPLICATES["accounts_personal_id"]])
+    return {"match": True, "face_passed_before": await passed_before(a, name, id_number)}
 
 
 # -- registration: account info --------------------------------------------------------
 
-async def check_account_fields(a: ActionInput, errors: list[FieldError]) -> dict[str, Any]:
-    """Login name free and passwords within policy, with any errors found before; all of
-    them at once, so the user fixes everything in one go."""
-    s = services(a)
-    login_name = str(a.input.get("login_name") or "")
-    if await s.accounts.by_login_name(login_name) is not None:
-        errors.insert(0, DUPLICATES["accounts_login_key_key"])
-    try:
-        check_new_password(a, login_name=login_name)
-    except ValidationFailed as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise ValidationFailed(errors)
-    return {"login_name": login_name}
-
-
 async def check_new_account(a: ActionInput) -> dict[str, Any]:
-    """Action: login name free, mobile not registered, passwords equal and within policy."""
+    """Action: passwords equal and within policy, then the SMS code, then login name free
+    and mobile not registered (flows.registration says why in this order)."""
     s = services(a)
-    errors: list[FieldError] = []
-    phone = mobile(a.input.get("mobile"))
-    if await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None:
-        errors.append(DUPLICATES["accounts_personal_phone"])
-    return await check_account_fields(a, errors)
+
+    async def registered() -> list[FieldError]:
+        phone = mobile(a.input.get("mobile"))
+        taken = await s.accounts.by_phone_index(s.vault.index(MOBILE, phone)) is not None
+        return [DUPLICATES["accounts_personal_phone"]] if taken else []
+
+    return await check_account_fields(a, registered)
 
 
 async def create_personal_account(a: ActionInput) -> dict[str, Any]:
@@ -163,18 +74,17 @@ async def create_personal_account(a: ActionInput) -> dict[str, Any]:
 # -- password reset --------------------------------------------------------------------
 
 async def send_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: a code goes only to a registered number; the answer is the same either way."""
+    """Action: a code goes only to a registered number, a decoy to any other; the work
+    and the answer are the same either way."""
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     account = await s.accounts.by_phone_index(s.vault.index(MOBILE, phone))
-    if account is not None and not await codes_for(a).exhausted(a.instance_id, a.state, phone):
-        code = await codes_for(a).issue(a.instance_id, a.state, phone)
-        queue_sms(a, s.vault, phone, codes_for(a).policy.text(code))
-    return {"sent_to": mask_mobile(phone)}
+    return await send_code_unrevealing(a, s.vault, phone, registered=account is not None)
 
 
 async def check_reset_code(a: ActionInput) -> dict[str, Any]:
-    """Action: the code sent to this number; only a registered number ever got one."""
+    """Action: the code sent to this number; only a registered number ever got one that
+    can be right (any other has a decoy, counted and refused alike)."""
     s = services(a)
     phone = mobile(a.input.get("mobile"))
     error_id = await codes_for(a).verify(a.instance_id, a.state, phone,
@@ -202,8 +112,6 @@ async def reset_password(a: ActionInput) -> dict[str, Any]:
 
 
 def register(registry: Registry) -> None:
-    for fn in (verify_real_name, start_face_session, record_face_result, check_new_account,
-               create_personal_account, send_reset_code, check_reset_code, reset_password):
+    for fn in (verify_real_name, check_new_account, create_personal_account,
+               send_reset_code, check_reset_code, reset_password):
         registry.action(fn.__name__)(fn)
-    for guard in (face_passed_before, face_passed, face_sessions_left):
-        registry.guard(guard.__name__)(guard)

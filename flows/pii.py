@@ -42,6 +42,7 @@ __all__ = [
     "VaultError",
     "VaultOpenError",
     "generate_keys",
+    "is_development_key",
     "normalise",
 ]
 
@@ -87,6 +88,21 @@ class _Key:
 def _key_id(key: bytes) -> bytes:
     # A one-way tag of the key: stable across rotations, reveals nothing about the key.
     return hmac.new(key, b"identity-flows pii key id", hashlib.sha256).digest()[:_KEY_ID_BYTES]
+
+
+_DEV_KEYS = (hashlib.sha256(_DEV_ENC_LABEL).digest(), hashlib.sha256(_DEV_INDEX_LABEL).digest())
+
+
+def _is_dev(raw: bytes) -> bool:
+    return any(hmac.compare_digest(raw, dev) for dev in _DEV_KEYS)
+
+
+def is_development_key(key_b64: str) -> bool:
+    """Tell whether a configured key is one of the public development keys.
+
+    Raise VaultConfigError if it is not a key at all (not base64 of 32 bytes).
+    """
+    return _is_dev(_decode_key(key_b64, "the key"))
 
 
 def _decode_key(b64: object, name: str) -> bytes:
@@ -164,13 +180,14 @@ class Vault:
         is as good as plain text. Production must configure real keys (``from_config``
         with keys from ``generate_keys``); ``is_development`` lets the caller refuse it.
         """
-        enc = hashlib.sha256(_DEV_ENC_LABEL).digest()
-        index = hashlib.sha256(_DEV_INDEX_LABEL).digest()
+        enc, index = _DEV_KEYS
         return cls._build(enc, index, [], development=True)
 
     @classmethod
     def _build(cls, current: bytes, index_key: bytes, previous: list[bytes], *,
                development: bool) -> Vault:
+        # Development keys given explicitly are development keys all the same.
+        development = development or any(_is_dev(k) for k in (current, index_key, *previous))
         if hmac.compare_digest(current, index_key):
             raise VaultConfigError("the encryption key and the index key must be different")
         keys: dict[bytes, _Key] = {}

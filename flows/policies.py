@@ -32,7 +32,8 @@ def _count(value: Any, what: str) -> int:
 
 @attrs.frozen
 class LockoutPolicy:
-    """Repeated failed sign-ins lock the identifier for a while (SPEC: 5 in 15 min -> 15 min)."""
+    """Repeated failed sign-ins lock the account for a while (SPEC: 5 in 15 min -> 15 min),
+    whatever identifier and spelling they used (flows/signin.py)."""
 
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)
@@ -65,8 +66,64 @@ class AttemptsPolicy:
                                         "deposit_tries"))
 
 
+def _duration(m: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
+    return parse_duration(m[key]) if key in m else default
+
+
+@attrs.frozen
+class FaceSkipPolicy:
+    """How long an earlier face pass lets the same owner skip the face step (SPEC 1.2)."""
+
+    within: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSkipPolicy:
+        m = _known(mapping, {"within"}, "face_skip")
+        return cls(within=_duration(m, "within", cls().within))
+
+
+@attrs.frozen
+class FaceSessionsPolicy:
+    """How many face sessions one person may have opened in a window, in all procedures."""
+
+    per_person: int = 5
+    within: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSessionsPolicy:
+        m = _known(mapping, {"per_person", "within"}, "face_sessions")
+        default = cls()
+        return cls(per_person=_count(m.get("per_person", default.per_person), "per_person"),
+                   within=_duration(m, "within", default.within))
+
+
+@attrs.frozen
+class CaptchaPolicy:
+    """How many captcha images one flow instance, and one client, may fetch in a window.
+
+    Every image costs a render and answers one guess; without a cap a solver fetches
+    as many as it likes.
+    """
+
+    per_instance: int = 20
+    per_client: int = 600
+    window: timedelta = timedelta(minutes=10)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CaptchaPolicy:
+        m = _known(mapping, {"per_instance", "per_client", "window"}, "captcha")
+        default = cls()
+        return cls(per_instance=_count(m.get("per_instance", default.per_instance),
+                                       "per_instance"),
+                   per_client=_count(m.get("per_client", default.per_client), "per_client"),
+                   window=_duration(m, "window", default.window))
+
+
 def register(registry: Registry) -> None:
     registry.policy("password")(PasswordPolicy.from_mapping)
     registry.policy("sms")(SmsPolicy.from_mapping)
     registry.policy("login_lockout")(LockoutPolicy.from_mapping)
     registry.policy("attempts")(AttemptsPolicy.from_mapping)
+    registry.policy("captcha")(CaptchaPolicy.from_mapping)
+    registry.policy("face_skip")(FaceSkipPolicy.from_mapping)
+    registry.policy("face_sessions")(FaceSessionsPolicy.from_mapping)

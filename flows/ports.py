@@ -30,6 +30,15 @@ class Ephemeral(Protocol):
         """Add one; the key expires ttl after its first increment (a fixed window)."""
         ...
 
+    async def count_once(self, key: str, token: str, ttl: timedelta) -> int:
+        """Add one to the counter ``key`` unless ``token`` was counted on it already.
+
+        Return the count as of the token's first counting: asking again with a token
+        (a retried step) gives the same number and adds nothing. The counter's window
+        starts at its first increment, like ``incr``'s; the token is remembered as long.
+        """
+        ...
+
     async def ttl(self, key: str) -> timedelta | None:
         """Time left before the key expires; None if it does not exist."""
         ...

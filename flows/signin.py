@@ -1,23 +1,36 @@
 """Signing in: one generic answer for any wrong part, lockouts, sessions.
 
-Shared by personal and legal-entity log-in. A failed attempt never tells which part was
-wrong (captcha, account or password); failures are counted per identifier whether or
-not an account has it, so neither the answer nor the lockout reveals who is registered.
+Shared by personal, legal-entity and back-office log-in. A failed attempt never tells
+which part was wrong (captcha, account or password).
+
+Failures count against the *account*, whatever was typed to name it: the identifier is
+normalised first (``flows.identity.identifier``: +86, spaces, full-width digits, case),
+then resolved, so an ID number, a mobile number and a login name of one person share one
+count and one lock. An identifier that names no account of the kinds this sign-in
+accepts is counted under its normalised form instead, by the same rules, so answers and
+lockouts never tell who is registered.
+
+An attempt is *reserved* before its password is checked: the count goes up first, and an
+attempt past ``max_failures`` in the window is refused without checking. However many
+requests race, at most ``max_failures`` passwords are checked against one account per
+window. A right password gives its reservation back (the count is cleared). The failure
+that reaches ``max_failures`` locks for ``lock``; where the policy's ``window`` is longer
+than that, attempts stay refused until the window ends too.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+from datetime import timedelta
+from typing import Any, NoReturn
 
 import structlog
 
-from engine import ActionInput, GuardInput, Invalid, Registry
+from engine import ActionInput, GuardInput, Registry
 from flows.accounts import Account
-from flows.identity import mobile, resident_id
+from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier, identifier_kind
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import LockoutPolicy
-from flows.support import check_new_password, refuse, services
+from flows.support import Services, check_new_password, refuse, services
 
 log = structlog.get_logger("flows.signin")
 
@@ -26,68 +39,84 @@ AUTHENTICATED = ("authenticate_person", "authenticate_organisation", "authentica
 
 LOGIN_FAILED = ("login_failed", "账号、密码或验证码错误",
                 "The account, password or captcha is wrong")
+# The vault purpose whose keyed hash names an unknown identifier's counter: a plain
+# hash of a phone number is no secret (there are only so many phone numbers).
+_SUBJECT_PURPOSE = "login_subject"
 
 
-def _subject(identifier: str) -> str:
-    return hashlib.sha256(identifier.strip().lower().encode()).hexdigest()[:32]
+async def find_account(s: Services, normalised: str, *,
+                       kinds: tuple[str, ...]) -> Account | None:
+    """The account of one of ``kinds`` that a normalised identifier names, if any.
 
-
-async def find_person(a: ActionInput, identifier: str) -> Account | None:
-    """A personal (or supervisor) account by ID number, mobile number or login name."""
-    s = services(a)
-    try:
-        id_number = resident_id(identifier)
-    except Invalid:
-        pass
+    ID and mobile numbers name personal accounts (a supervisor's too, by mobile);
+    anything else is a login name, of any kind of account.
+    """
+    kind = identifier_kind(normalised)
+    found: Account | None
+    if kind == RESIDENT_ID_KIND:
+        found = await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, normalised))
+    elif kind == MOBILE_KIND:
+        found = await s.accounts.by_phone_index(s.vault.index(MOBILE, normalised))
     else:
-        return await s.accounts.by_id_index(s.vault.index(RESIDENT_ID, id_number))
-    try:
-        phone = mobile(identifier)
-    except Invalid:
-        pass
-    else:
-        return await s.accounts.by_phone_index(s.vault.index(MOBILE, phone))
-    found = await s.accounts.by_login_name(identifier)
-    return found if found is not None and found.kind in ("personal", "supervisor") else None
+        found = await s.accounts.by_login_name(normalised)
+    return found if found is not None and found.kind in kinds else None
 
 
-async def check_credentials(a: ActionInput, account: Account | None, *, identifier: str,
-                            kinds: tuple[str, ...]) -> Account:
-    """Captcha, lockout, password: the account, or the one generic refusal."""
+def _subject(s: Services, account: Account | None, normalised: str) -> str:
+    """Whom the failures count against: the account, else the normalised identifier."""
+    if account is not None:
+        return f"account:{account.id}"
+    return "unknown:" + s.vault.index(_SUBJECT_PURPOSE, normalised).hex()[:32]
+
+
+def _refuse_locked(left: timedelta) -> NoReturn:
+    minutes = max(1, int(left.total_seconds() // 60) + 1)
+    refuse(None, "login_locked", f"登录失败次数过多，请{minutes}分钟后再试",
+           f"Too many failed sign-ins; try again in {minutes} minute(s)")
+
+
+async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...]) -> Account:
+    """Captcha, lockout, password: the account, or the one generic refusal.
+
+    ``typed``: the identifier as the field gave it (any spelling); ``kinds``: the
+    kinds of account this sign-in is for.
+    """
     s = services(a)
     policy = LockoutPolicy.from_mapping(a.policies.get("login_lockout"))
-    subject = _subject(identifier)
-    lock_key = f"login_lock:{subject}"
+    normalised = identifier(typed)
+    account = await find_account(s, normalised, kinds=kinds)
+    subject = _subject(s, account, normalised)
+    lock_key, fail_key = f"login_lock:{subject}", f"login_fail:{subject}"
     left = await s.ephemeral.ttl(lock_key)
     if left is not None:
-        minutes = max(1, int(left.total_seconds() // 60) + 1)
-        refuse(None, "login_locked", f"登录失败次数过多，请{minutes}分钟后再试",
-               f"Too many failed sign-ins; try again in {minutes} minute(s)")
-    captcha_error = await s.captchas.check(a.instance_id, str(a.input.get("captcha") or ""))
-    if account is not None and account.kind not in kinds:
-        account = None
+        _refuse_locked(left)
     password = str(a.input.get("password") or "")
+    if await s.captchas.check(a.instance_id, str(a.input.get("captcha") or "")) is not None:
+        # Only failures past the captcha count: nobody locks an account for free. The
+        # check costs what a password check costs, against no account.
+        await s.hasher.verify_dummy(password)
+        refuse(None, *LOGIN_FAILED)
+    # Reserve the attempt before checking: parallel guesses each take a number, and
+    # those past the limit are refused unchecked.
+    failures = await s.ephemeral.incr(fail_key, policy.window)
+    if failures > policy.max_failures:
+        _refuse_locked(await s.ephemeral.ttl(lock_key)
+                       or await s.ephemeral.ttl(fail_key) or policy.lock)
     if account is None:
-        ok = await s.hasher.verify_dummy(password)  # the same cost as a real check
-    else:
-        ok = await s.hasher.verify(account.password_hash, password)
-    if captcha_error is None and ok and account is not None:
-        await s.ephemeral.delete(f"login_fail:{subject}")
+        await s.hasher.verify_dummy(password)  # the same cost as a real check
+    elif await s.hasher.verify(account.password_hash, password):
+        await s.ephemeral.delete(fail_key)
         return account
-    if captcha_error is None:
-        # Only failures past the captcha count: nobody locks an account for free.
-        failures = await s.ephemeral.incr(f"login_fail:{subject}", policy.window)
-        if failures >= policy.max_failures:
-            await s.ephemeral.put(lock_key, b"1", policy.lock)
-            log.info("login_locked", subject=subject)
+    if failures == policy.max_failures:
+        await s.ephemeral.put(lock_key, b"1", policy.lock)
+        log.info("login_locked", subject=subject)
     return refuse(None, *LOGIN_FAILED)
 
 
 async def authenticate_person(a: ActionInput) -> dict[str, Any]:
     """Action: sign a person in by ID number, mobile number or login name."""
-    identifier = str(a.input.get("identifier") or "")
-    account = await check_credentials(a, await find_person(a, identifier),
-                                      identifier=identifier, kinds=("personal", "supervisor"))
+    account = await check_credentials(a, str(a.input.get("identifier") or ""),
+                                      kinds=("personal", "supervisor"))
     return {"account_id": account.id, "kind": account.kind,
             "login_name": account.login_name,
             "must_change": account.must_change_password}

@@ -20,10 +20,23 @@ at most about 50 guesses of a million a day, however often an attacker restarts 
 and a day outlives the instances of the procedures that send codes, so within one
 instance a dead binding stays dead (keep ``tries_ttl`` >= a flow's ``expires_in``).
 
+A number that must not learn whether it is registered (a password reset for a phone
+no account has) gets a *decoy*: ``issue(..., deliverable=False)`` stores, under the same
+key and for the same time, a random value that no code hashes to. It is counted, dies
+and expires exactly like a real code, so every answer is the same, but no guess can
+ever be right; its message is queued like any other, sealed, and dropped unsent by
+``deliver``.
+
 A right code is taken (used up) and clears the count. Verification takes the stored
 hash before comparing and puts it back only after a wrong try is counted, so parallel
 guesses cannot compare more than once per stored code (the others see no code) and the
 number of comparisons per binding never exceeds ``max_tries``.
+
+A step may check a code and still be refused by what it checks next (registration:
+the login name is taken). ``prove`` remembers a right code for ``ttl``: the binding's
+phone is proven, and a step of the same binding passes again without a new code, so
+the user fixes the login name and submits again. ``check_sms_code`` proves this way;
+the memo is bound to instance, purpose and phone like the code was.
 
 The message goes out through the engine's outbox (topic ``sms``): phone and text are
 sealed with the vault, so the code is never at rest in clear in the outbox table, and
@@ -74,6 +87,7 @@ __all__ = [
     "field_error",
     "queue_sms",
     "register",
+    "send_code_unrevealing",
     "sender",
 ]
 
@@ -229,16 +243,23 @@ class SmsCodes:
         ok = len(text) == self.policy.length and text.isascii() and text.isdigit()
         return text if ok else None
 
-    async def issue(self, instance_id: str, purpose: str, phone: str) -> str:
+    async def issue(self, instance_id: str, purpose: str, phone: str, *,
+                    deliverable: bool = True) -> str:
         """Make a new code for the binding, replacing the previous one; return it.
 
-        Its wrong-try count is kept. Raises ``engine.Invalid`` if ``phone`` is not a
-        mainland mobile number.
+        Its wrong-try count is kept. ``deliverable=False`` stores a decoy instead (see
+        the module docstring): the code returned is never right, and the same work is
+        done either way. Raises ``engine.Invalid`` if ``phone`` is not a mainland
+        mobile number.
         """
         key, _ = self._binding(instance_id, purpose, phone)
         n = self.policy.length
         code = f"{secrets.randbelow(10**n):0{n}d}"
-        await self._ephemeral.put(key, self._hash(key, code), self.policy.ttl)
+        digest = self._hash(key, code)
+        if not deliverable:
+            # Random bytes the size of an HMAC: no code's hash is ever equal to them.
+            digest = secrets.token_bytes(len(digest))
+        await self._ephemeral.put(key, digest, self.policy.ttl)
         return code
 
     async def exhausted(self, instance_id: str, purpose: str, phone: str) -> bool:
@@ -282,6 +303,22 @@ class SmsCodes:
         await self._ephemeral.put(key, stored, min(left, self.policy.ttl), only_new=True)
         return SMS_CODE_WRONG
 
+    async def prove(self, instance_id: str, purpose: str, phone: str,
+                    code: str) -> str | None:
+        """Check a code like ``verify``, unless the binding's phone is proven already.
+
+        A right code proves the phone for ``ttl``: until then the binding passes whatever
+        code comes with it. Return None if proven, else ``verify``'s error id.
+        """
+        key, _ = self._binding(instance_id, purpose, phone)
+        proven = key + ":proven"
+        if await self._ephemeral.get(proven) is not None:
+            return None
+        error_id = await self.verify(instance_id, purpose, phone, code)
+        if error_id is None:
+            await self._ephemeral.put(proven, b"1", self.policy.ttl)
+        return error_id
+
 
 # -- sending ------------------------------------------------------------------------
 
@@ -301,15 +338,23 @@ class SmsPayloadError(ValueError):
     """An ``sms`` outbox message that does not open (the message says why, never what)."""
 
 
-def queue_sms(a: ActionInput, vault: Vault, phone: str, text: str) -> None:
-    """Queue ``text`` for ``phone`` in the step's outbox, sealed: sent after the commit."""
-    sealed = vault.seal(OUTBOX_PURPOSE, json.dumps({"phone": phone, "text": text},
-                                                   ensure_ascii=False))
+def queue_sms(a: ActionInput, vault: Vault, phone: str, text: str, *,
+              send: bool = True) -> None:
+    """Queue ``text`` for ``phone`` in the step's outbox, sealed: sent after the commit.
+
+    ``send=False`` queues a decoy, the same row to anyone who reads the outbox table,
+    which ``deliver`` drops unsent: a step that must not tell whether a number is
+    registered does the same work either way.
+    """
+    body: dict[str, Any] = {"phone": phone, "text": text}
+    if not send:
+        body["send"] = False
+    sealed = vault.seal(OUTBOX_PURPOSE, json.dumps(body, ensure_ascii=False))
     a.emit(SMS_TOPIC, {"v": _OUTBOX_FORMAT, "to": mask_mobile(phone),
                        "sealed": base64.b64encode(sealed).decode("ascii")})
 
 
-def _open(message: OutboxMessage, vault: Vault) -> tuple[str, str]:
+def _open(message: OutboxMessage, vault: Vault) -> tuple[str, str, bool]:
     payload = message.payload
     if not isinstance(payload, Mapping) or payload.get("v") != _OUTBOX_FORMAT \
             or not isinstance(payload.get("sealed"), str):
@@ -320,12 +365,16 @@ def _open(message: OutboxMessage, vault: Vault) -> tuple[str, str]:
     except (binascii.Error, ValueError):
         raise SmsPayloadError(f"outbox message {message.id}: sealed is not base64") from None
     body = json.loads(vault.open(OUTBOX_PURPOSE, blob))
-    return str(body["phone"]), str(body["text"])
+    return str(body["phone"]), str(body["text"]), body.get("send", True) is not False
 
 
 async def deliver(message: OutboxMessage, vault: Vault, gateway: SmsGateway) -> None:
-    """Open a queued SMS and hand it to the gateway, keyed by the message's idempotency key."""
-    phone, text = _open(message, vault)
+    """Open a queued SMS and hand it to the gateway, keyed by the message's idempotency key;
+    a decoy is dropped."""
+    phone, text, send = _open(message, vault)
+    if not send:
+        log.debug("sms_decoy_dropped", message_id=message.id)
+        return
     await gateway.send(phone, text, idempotency_key=message.idempotency_key)
     log.info("sms_delivered", message_id=message.id, to=mask_mobile(phone))
 
@@ -370,11 +419,24 @@ async def send_sms_code(a: ActionInput) -> dict[str, Any]:
     return {"sent_to": mask_mobile(phone)}
 
 
+async def send_code_unrevealing(a: ActionInput, vault: Vault, phone: str, *,
+                                registered: bool) -> dict[str, Any]:
+    """Send a code to a registered number and a decoy to any other (SPEC 3, 7): the same
+    work, the same fact and the same answer either way. A dead binding gets neither,
+    silently; the check then answers ``sms_code_dead`` either way."""
+    codes = codes_for(a)
+    if not await codes.exhausted(a.instance_id, a.state, phone):
+        code = await codes.issue(a.instance_id, a.state, phone, deliverable=registered)
+        queue_sms(a, vault, phone, codes.policy.text(code), send=registered)
+    return {"sent_to": mask_mobile(phone)}
+
+
 async def check_sms_code(a: ActionInput) -> dict[str, Any]:
-    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here."""
+    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here
+    (or was, in a step of this state refused after the code was checked)."""
     codes = codes_for(a)
     phone = _phone(a)
-    error_id = await codes.verify(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
+    error_id = await codes.prove(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
     if error_id is not None:
         log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
         raise ValidationFailed([field_error(error_id)])

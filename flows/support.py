@@ -11,7 +11,13 @@ import attrs
 from engine import ActionInput, FieldError, Invalid, ValidationFailed
 from flows.accounts import Accounts
 from flows.captcha import Captchas
-from flows.identity import mask_bank_account, mask_credit_code, mask_mobile, mask_resident_id
+from flows.identity import (
+    mask_bank_account,
+    mask_credit_code,
+    mask_identifier,
+    mask_mobile,
+    mask_resident_id,
+)
 from flows.passwords import Hasher, PasswordPolicy, check
 from flows.pii import Vault
 from flows.ports import Ephemeral
@@ -47,7 +53,7 @@ def services(a: ActionInput) -> Services:
 
 def refuse(field: str | None, error_id: str, zh: str, en: str) -> NoReturn:
     """Refuse the step with one field's error: nothing is stored, the step stays."""
-    raise ValidationFailed([FieldError(field or "", error_id, zh, en)])
+    raise ValidationFailed([FieldError(field, error_id, zh, en)])
 
 
 def refuse_invalid(field: str, exc: Invalid) -> NoReturn:
@@ -76,7 +82,8 @@ def check_new_password(a: ActionInput, *, login_name: str | None,
 
 
 _MASKS = {"resident_id": mask_resident_id, "mobile": mask_mobile,
-          "bank_account": mask_bank_account, "credit_code": mask_credit_code}
+          "bank_account": mask_bank_account, "credit_code": mask_credit_code,
+          "identifier": mask_identifier}
 
 
 def mask(kind: str, value: str) -> str:

@@ -16,12 +16,11 @@ state's 72-hour timeout ends the attempt whether or not anybody visits the flow.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import structlog
 
-from engine import ActionInput, EngineError, GuardInput, Registry
+from engine import ActionInput, EngineError, GuardInput, Registry, instance_ref
 from flows.identity import bank_account, mask_bank_account
 from flows.pii import RESIDENT_ID
 from flows.policies import AttemptsPolicy
@@ -47,14 +46,6 @@ class OrganisationAlreadyVerified(EngineError, ValueError):
     error_id: ClassVar[str] = "organisation_already_verified"
     zh: ClassVar[str] = "该企业已完成实名认证"
     en: ClassVar[str] = "This organisation is already verified"
-
-
-def _fact(a: ActionInput, name: str) -> Mapping[str, Any]:
-    """This step's fact by action name, else the latest recorded one (or empty)."""
-    found = a.facts.get(name)
-    if found is None:
-        found = a.context.get("facts", {}).get(name)
-    return found if isinstance(found, Mapping) else {}
 
 
 # -- start: who may verify, and whose face --------------------------------------------
@@ -113,9 +104,10 @@ async def send_verification_deposit(a: ActionInput) -> dict[str, Any]:
         account_number, branch_code, callback_url=f"{s.public_url}/api/callbacks/payment",
         idempotency_key=a.idempotency_key)
     a.write(s.accounts.link_provider_ref("payment", deposit_id, a.instance_id, a.now))
-    branch = _fact(a, "check_branch")
-    before = int(_fact(a, "send_verification_deposit").get("n", 0))
-    log.info("verification_deposit_sent", instance_id=a.instance_id, deposit_id=deposit_id)
+    branch = a.fact("check_branch", {})
+    before = int(a.fact("send_verification_deposit", {}).get("n", 0))
+    log.info("verification_deposit_sent", instance=instance_ref(a.instance_id),
+             deposit_id=deposit_id)
     return {"deposit_id": deposit_id, "account_number": mask_bank_account(account_number),
             "branch_code": branch_code, "branch_name": branch.get("branch_name"),
             "sent_at": a.now.isoformat(), "n": before + 1}
@@ -133,7 +125,7 @@ async def deposit_credit(a: ActionInput) -> dict[str, Any]:
     On the provider's ``deposit_credited`` callback: credited, with the amount's digest.
     A callback about an earlier deposit of this flow is refused and changes nothing.
     """
-    deposit_id = str(_fact(a, "send_verification_deposit").get("deposit_id"))
+    deposit_id = str(a.fact("send_verification_deposit", {}).get("deposit_id"))
     if a.trigger != "deposit_credited":
         return {"deposit_id": deposit_id, "credited": False}
     if a.input.get("deposit_id") != deposit_id:
@@ -149,14 +141,14 @@ async def deposit_credit(a: ActionInput) -> dict[str, Any]:
 
 async def check_deposit_amount(a: ActionInput) -> dict[str, Any]:
     """Action: the amount the user read on the statement against the credited one."""
-    deposit_id = str(_fact(a, "send_verification_deposit").get("deposit_id"))
-    credit = _fact(a, "deposit_credit")
+    deposit_id = str(a.fact("send_verification_deposit", {}).get("deposit_id"))
+    credit = a.fact("deposit_credit", {})
     if credit.get("deposit_id") != deposit_id or not credit.get("credited"):
         refuse("amount", "deposit_not_credited", "打款尚未到账，请稍后再试",
                "The deposit has not arrived yet; try again in a moment")
     right = hmac.compare_digest(_amount_digest(a, deposit_id, int(a.input["amount"])),
                                 str(credit.get("amount_digest")))
-    before = _fact(a, "check_deposit_amount")
+    before = a.fact("check_deposit_amount", {})
     wrong = int(before.get("wrong", 0)) if before.get("deposit_id") == deposit_id else 0
     return {"deposit_id": deposit_id, "right": right, "wrong": wrong + (0 if right else 1)}
 
@@ -176,7 +168,7 @@ def deposit_tries_left(g: GuardInput) -> bool:
 async def mark_organisation_verified(a: ActionInput) -> dict[str, Any]:
     """On entering verified: the organisation is verified, in the step's transaction."""
     s = services(a)
-    organisation_id = str(_fact(a, "load_organisation").get("organisation_id"))
+    organisation_id = str(a.fact("load_organisation", {}).get("organisation_id"))
     method = "face" if a.trigger == "face_result" else "deposit"
     organisation = await s.accounts.organisation(organisation_id)
     if organisation is None:

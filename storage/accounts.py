@@ -151,11 +151,12 @@ class PgAccounts:
                 " WHERE g.phone_index = $1 ORDER BY a.login_key", phone_index)
         return [row for r in rows if (row := _account(r)) is not None]
 
-    async def face_passed(self, person_index: bytes) -> bool:
+    async def face_passed(self, person_index: bytes, *, owner: str,
+                          since: datetime) -> bool:
         async with self.pool.acquire() as conn:
             return bool(await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM face_passes WHERE person_index = $1)",
-                person_index))
+                "SELECT EXISTS (SELECT 1 FROM face_passes WHERE person_index = $1"
+                " AND owner = $2 AND passed_at >= $3)", person_index, owner, since))
 
     async def instance_for(self, provider: str, ref: str) -> str | None:
         async with self.pool.acquire() as conn:
@@ -229,13 +230,16 @@ class PgAccounts:
                 uuid.UUID(organisation_id), now, by, note)
         return write
 
-    def record_face_pass(self, person_index: bytes, instance_id: str,
+    def record_face_pass(self, person_index: bytes, owner: str, instance_id: str,
                          now: datetime) -> Write:
         async def write(conn: asyncpg.Connection) -> None:
+            # The latest pass counts: the window runs from it.
             await conn.execute(
-                "INSERT INTO face_passes (person_index, passed_at, instance_id)"
-                " VALUES ($1, $2, $3) ON CONFLICT (person_index) DO NOTHING",
-                person_index, now, uuid.UUID(instance_id))
+                "INSERT INTO face_passes (person_index, owner, passed_at, instance_id)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (person_index, owner) DO UPDATE"
+                " SET passed_at = excluded.passed_at, instance_id = excluded.instance_id"
+                " WHERE face_passes.passed_at < excluded.passed_at",
+                person_index, owner, now, uuid.UUID(instance_id))
         return write
 
     def link_provider_ref(self, provider: str, ref: str, instance_id: str,

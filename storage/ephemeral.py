@@ -16,6 +16,17 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
+# Count once per token: the token's key remembers the count it got, so asking again
+# answers the same. Both keys share a hash tag ({...}): one Redis Cluster slot.
+_COUNT_ONCE = """
+local seen = redis.call('GET', KEYS[2])
+if seen then return tonumber(seen) end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('SET', KEYS[2], n, 'PX', ARGV[1])
+return n
+"""
+
 
 def create_redis(url: str, *, timeout: float | None = None) -> aioredis.Redis:
     """A client that answers or fails within ``timeout`` seconds (None: no bound).
@@ -44,6 +55,7 @@ class RedisEphemeral:
         self.redis = redis
         self.prefix = prefix
         self._incr = redis.register_script(_INCR)
+        self._count_once = redis.register_script(_COUNT_ONCE)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -65,6 +77,11 @@ class RedisEphemeral:
 
     async def incr(self, key: str, ttl: timedelta) -> int:
         return int(await self._incr(keys=[self._k(key)], args=[_ms(ttl)]))
+
+    async def count_once(self, key: str, token: str, ttl: timedelta) -> int:
+        tagged = self._k("{" + key + "}")
+        return int(await self._count_once(keys=[tagged, f"{tagged}:once:{token}"],
+                                          args=[_ms(ttl)]))
 
     async def ttl(self, key: str) -> timedelta | None:
         ms = int(await self.redis.pttl(self._k(key)))

@@ -7,6 +7,7 @@ Tests talk to the real servers (DATABASE_URL / REDIS_URL, else the local ones on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,19 +18,80 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
 from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database
+from tests import leaks
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.app import create_app
+from web.logs import configure_logging
 from web.settings import Settings
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL") or os.environ.get(
     "DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get(
     "REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+# -- logs, and the leak scan that runs after everything -----------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log as production does (JSON), at every level, and search every line rendered for
+    the ID and phone numbers the tests use (tests/leaks.py)."""
+    configure_logging("json", "debug")
+    structlog.configure(processors=[*structlog.get_config()["processors"], leaks.tee],
+                        # Loggers read the configuration each time: a test that changes
+                        # it (the CLI, a benchmark) changes it for itself only.
+                        cache_logger_on_first_use=False)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_configured() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked ``after_everything`` last, when every other test has left its
+    data and log lines behind."""
+    last = [item for item in items if item.get_closest_marker("after_everything")]
+    items[:] = [item for item in items if item not in last] + last
+    leaks.SEARCHED["platform tests collected"] = sum(
+        "platform" in getattr(item, "fixturenames", ()) for item in items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Search what each test wrote to the captured stdout and stderr (log lines of any
+    format, from any logger), once all of its phases are over."""
+    if report.when == "teardown":
+        text = "\n".join(content for name, content in report.sections
+                         if name.startswith("Captured "))
+        leaks.search(f"the output of {report.nodeid}", text, "tests' captured output")
+
+
+async def _search_redis(client: aioredis.Redis, prefix: str) -> None:
+    """Search every value a platform test left in Redis but the sandbox's own (its SMS
+    inbox, face sessions and real-name pairs show phone and ID numbers by design)."""
+    async for raw_key in client.scan_iter(match=f"{prefix}*"):
+        key = raw_key.decode("utf-8", "replace")
+        if key.removeprefix(prefix).startswith("sandbox:"):
+            continue
+        kind = (await client.type(raw_key)).decode()
+        if kind == "string":
+            values = [await client.get(raw_key)]
+        elif kind == "list":
+            values = await client.lrange(raw_key, 0, -1)
+        elif kind == "hash":
+            values = [v for pair in (await client.hgetall(raw_key)).items() for v in pair]
+        else:
+            values = list(await client.smembers(raw_key)) if kind == "set" else []
+        text = key + "\n" + "\n".join(v.decode("latin-1") for v in values if v is not None)
+        leaks.search(f"redis key {key.removeprefix(prefix)}", text, "redis keys")
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +117,14 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -95,9 +165,36 @@ def settings(database_url: str, redis_prefix: str, flows_file: Path) -> Settings
                     workers=False, log_format="console", pool_max=60)
 
 
+def watch_problem_types(app: web.Application) -> list[str]:
+    """Note every problem answer whose type, or a field error's id, has no page."""
+    from web import keys
+    from web.catalogue import catalogue
+
+    unknown: list[str] = []
+
+    async def check(request: web.Request, response: web.StreamResponse) -> None:
+        if response.content_type != "application/problem+json" or \
+                not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+            return
+        body = json.loads(response.body)
+        ids = [body["error_id"], *(e["error_id"] for e in body.get("errors", []))]
+        runtime = request.app.get(keys.RUNTIME)
+        known = catalogue(runtime.flows if runtime else None,
+                          request.app[keys.SETTINGS].flow_modules)
+        if body.get("type") != f"/problems/{body['error_id']}":
+            unknown.append(f"type {body.get('type')!r} of {body['error_id']}")
+        unknown.extend(i for i in ids if i not in known)
+
+    app.on_response_prepare.append(check)
+    return unknown
+
+
 @pytest.fixture
-def app(settings: Settings, clock: FrozenClock) -> web.Application:
-    return create_app(settings, clock=clock)
+def app(settings: Settings, clock: FrozenClock) -> Iterator[web.Application]:
+    app = create_app(settings, clock=clock)
+    unknown = watch_problem_types(app)
+    yield app
+    assert unknown == [], f"problem answers with no page under /problems/: {unknown}"
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +207,6 @@ async def platform(database_url: str, redis_prefix: str,
     from aiohttp.test_utils import TestClient, TestServer, unused_port
 
     from tests.platform import Platform
-    from web import keys
 
     port = unused_port()
     prefix = f"{redis_prefix}{uuid.uuid4().hex[:6]}:"
@@ -120,17 +216,17 @@ async def platform(database_url: str, redis_prefix: str,
                         public_url=f"http://127.0.0.1:{port}",
                         argon2_memory_kib=1024, argon2_time_cost=1)
     app = create_app(settings, clock=clock)
+    unknown = watch_problem_types(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=port))
     await client.start_server()
-    platform = Platform(client, app)
-    captchas = app[keys.SERVICES].captchas
-    captchas._text = lambda: platform.captcha_text  # type: ignore[method-assign]
     try:
-        yield platform
+        yield Platform(client, app)
     finally:
         await client.close()
         cleaner = aioredis.from_url(REDIS_URL)
+        await _search_redis(cleaner, prefix)
         stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
         if stale:
             await cleaner.delete(*stale)
         await cleaner.aclose()
+    assert unknown == [], f"problem answers with no page under /problems/: {unknown}"

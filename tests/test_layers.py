@@ -1,4 +1,4 @@
-"""The layers import one way only (DESIGN.md); the contracts live in pyproject.toml."""
+"""The layers import one way only (docs/design.md); the contracts live in pyproject.toml."""
 
 from __future__ import annotations
 

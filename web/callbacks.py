@@ -12,26 +12,32 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine import EngineError
+from engine import EngineError, Runtime, instance_ref
 from web.keys import RUNTIME, SERVICES, SETTINGS
 from web.problems import HttpProblem, json_response
 
 log = structlog.get_logger("web.callbacks")
 callback_routes = web.RouteTableDef()
 
-# provider -> (the callback's reference field, the trigger it fires, its input)
+# provider -> (the callback's reference field, the trigger it fires)
 _KINDS: dict[str, tuple[str, str]] = {
     "face": ("session_id", "face_result"),
     "payment": ("deposit_id", "deposit_credited"),
 }
 
 
-def _input(provider: str, body: dict[str, Any]) -> dict[str, Any]:
-    if provider == "face":
-        return {"result": body.get("result")}
-    # The deposit id too: a flow that sent several deposits tells a late one apart.
-    return {"deposit_id": body.get("deposit_id"), "amount_fen": body.get("amount_fen"),
-            "status": body.get("status")}
+async def _input(runtime: Runtime, instance_id: str, trigger: str,
+                 body: dict[str, Any]) -> dict[str, Any]:
+    """What the provider sent that the trigger takes in the instance's version.
+
+    The trigger's fields in flows.yaml decide: the session or deposit id among them, a
+    flow tells a late callback of an earlier session or deposit apart; a version from
+    before it took the id gets the callback it expects.
+    """
+    instance, _ = await runtime.store.load(instance_id)
+    flow = (await runtime.compiled(instance.definition_hash)).flow
+    return {f.name: body[f.name] for f in flow.fields_for(instance.state, trigger)
+            if f.name in body}
 
 
 @callback_routes.post("/api/callbacks/{provider}")
@@ -59,8 +65,9 @@ async def callback(request: web.Request) -> web.Response:
             raise HttpProblem(503, "callback_not_ready", "回调暂时无法处理，请稍后重试",
                               f"No flow is waiting for this {ref_field} yet; retry later",
                               field=ref_field)
-        outcome = await request.app[RUNTIME].advance(
-            instance_id, trigger, _input(provider, body),
+        runtime = request.app[RUNTIME]
+        outcome = await runtime.advance(
+            instance_id, trigger, await _input(runtime, instance_id, trigger, body),
             idempotency_key=f"{provider}:{event_id}", actor=f"provider:{provider}")
     except EngineError:
         raise  # a clear refusal (flow finished, bad input): the provider need not resend
@@ -68,7 +75,7 @@ async def callback(request: web.Request) -> web.Response:
         # Our fault: let the provider deliver the same event again later.
         await verifier.forget(event_id)
         raise
-    log.info("callback_applied", provider=provider, instance_id=instance_id,
+    log.info("callback_applied", provider=provider, instance=instance_ref(instance_id),
              to=outcome.instance.state)
     return json_response({"ok": True, "state": outcome.instance.state,
                               "replayed": outcome.replayed})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import os
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from engine import (
     SystemClock,
     check_text,
     export_lines,
+    instance_ref,
     load_file,
     replay_export,
 )
@@ -40,17 +43,34 @@ from flows.passwords import Hasher, PasswordPolicy, check
 from storage import PgAccounts, PgStore, create_pool, create_redis, migrate_database
 from web.logs import configure_logging
 from web.outages import describe
-from web.settings import Settings
+from web.settings import Settings, SettingsError, is_loopback
 
 
 def _registry(settings: Settings, extra: list[str] | None) -> Registry:
     return Registry().load_modules((*settings.flow_modules, *(extra or [])))
 
 
-def _need(value: str | None, name: str) -> str:
-    if not value:
-        raise SystemExit(f"{name} is not set")
-    return value
+@contextlib.contextmanager
+def _database(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
+    """DATABASE_URL, else the embedded PostgreSQL under DATA_DIR, as `flowctl serve` uses.
+
+    While `make run` serves from that folder this connects to its server; otherwise the
+    server starts for this command and stops after it. Like `serve`, it is migrated first
+    (unless ``migrate`` is False: `flowctl migrate` reports what it applies).
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from web.devservers import EmbeddedServers
+
+    servers = EmbeddedServers(settings.data_dir)
+    try:
+        dsn = servers.database_url()
+        if migrate:
+            asyncio.run(migrate_database(dsn))
+        yield dsn
+    finally:
+        servers.stop()
 
 
 # -- lint and graph -------------------------------------------------------------------
@@ -150,7 +170,8 @@ def _dry_run_one(path: str, args: argparse.Namespace, flows: FlowSet,
 # -- database commands ------------------------------------------------------------------
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = asyncio.run(migrate_database(_need(settings.database_url, "DATABASE_URL")))
+    with _database(settings, migrate=False) as dsn:
+        applied = asyncio.run(migrate_database(dsn))
     print(f"applied: {', '.join(applied)}" if applied else "up to date")
     return 0
 
@@ -174,8 +195,8 @@ async def _export(dsn: str, instance_id: str) -> list[str]:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from engine import EngineError
     try:
-        lines = asyncio.run(_export(_need(settings.database_url, "DATABASE_URL"),
-                                    args.instance_id))
+        with _database(settings) as dsn:
+            lines = asyncio.run(_export(dsn, args.instance_id))
     except EngineError as exc:
         print(f"{args.instance_id}: {exc.en}", file=sys.stderr)
         return 1
@@ -195,8 +216,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from engine import EngineError
         try:
-            data = ("\n".join(asyncio.run(_export(
-                _need(settings.database_url, "DATABASE_URL"), args.source))) + "\n").encode()
+            with _database(settings) as dsn:
+                data = ("\n".join(asyncio.run(_export(dsn, args.source))) + "\n").encode()
         except EngineError as exc:
             print(f"{args.source}: not a file, and {exc.en}", file=sys.stderr)
             return 2
@@ -258,8 +279,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    summary = asyncio.run(_audit(_need(settings.database_url, "DATABASE_URL"),
-                                 _registry(settings, args.module), args, since, until))
+    with _database(settings) as dsn:
+        summary = asyncio.run(_audit(dsn, _registry(settings, args.module), args, since,
+                                     until))
     if args.json:
         print(json.dumps({"kind": "summary", **summary.as_dict()}))
     else:
@@ -345,9 +367,9 @@ async def _check_pinned(dsn: str, registry: Registry) -> list[PinnedProblem]:
 
 
 def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
-    dsn = _need(settings.database_url, "DATABASE_URL")
     if args.check:
-        problems = asyncio.run(_check_pinned(dsn, _registry(settings, args.module)))
+        with _database(settings) as dsn:
+            problems = asyncio.run(_check_pinned(dsn, _registry(settings, args.module)))
         for p in problems:
             if args.flow in (None, p.flow):
                 print(f"{p.flow}\t{p.version}\t{p.active_instances} active\t{p.problem}")
@@ -356,20 +378,41 @@ def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
               if broken else "every version with active instances runs with this code",
               file=sys.stderr)
         return 1 if broken else 0
-    for row in asyncio.run(_versions(dsn, args.flow)):
+    with _database(settings) as dsn:
+        rows = asyncio.run(_versions(dsn, args.flow))
+    for row in rows:
         print(f"{row['flow']}\t{row['version']}\t{row['first_seen'].isoformat()}")
     return 0
 
 
 # -- administrators -----------------------------------------------------------------------
 
-def _read_password(args: argparse.Namespace) -> str:
-    """From stdin (--password-stdin: the first line), else asked twice at the terminal."""
+def _read_password(args: argparse.Namespace) -> str | None:
+    """From stdin (--password-stdin: the first line), else asked twice at the terminal.
+
+    None, having said why, when there is no password to read.
+    """
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat the password: ") != first:
-        raise SystemExit("the two passwords differ")
+        line = sys.stdin.readline()
+        if not line.strip("\r\n"):
+            print("--password-stdin: the first line of stdin is empty; give the password "
+                  "there, e.g. printf '%s\\n' \"$PASSWORD\" | flowctl admin create NAME "
+                  "--password-stdin", file=sys.stderr)
+            return None
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        print("admin create: no terminal to ask the password at; pipe it in with "
+              "--password-stdin (the first line of stdin is the password)", file=sys.stderr)
+        return None
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Repeat the password: ")
+    except (EOFError, KeyboardInterrupt):
+        print("\nadmin create: no password given; nothing created", file=sys.stderr)
+        return None
+    if again != first:
+        print("admin create: the two passwords differ; nothing created", file=sys.stderr)
+        return None
     return first
 
 
@@ -383,10 +426,9 @@ def _password_policy(settings: Settings, extra: list[str] | None) -> PasswordPol
     return PasswordPolicy.from_mapping(first.policies.get("password") if first else None)
 
 
-async def _create_admin(settings: Settings, login_name: str, display_name: str,
+async def _create_admin(dsn: str, settings: Settings, login_name: str, display_name: str,
                         password: str, reason: str) -> str:
-    pool = await create_pool(_need(settings.database_url, "DATABASE_URL"),
-                             min_size=1, max_size=1)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
         accounts = PgAccounts(pool)
         hasher = Hasher(memory_cost=settings.argon2_memory_kib,
@@ -427,13 +469,16 @@ def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"login name: {exc.en}", file=sys.stderr)
         return 1
     password = _read_password(args)
+    if password is None:
+        return 2
     try:
         check(_password_policy(settings, args.module), password, login_name=login_name)
     except Invalid as exc:
         print(f"password: {exc.en}", file=sys.stderr)
         return 1
-    account_id = asyncio.run(_create_admin(settings, login_name, args.name or login_name,
-                                           password, args.reason))
+    with _database(settings) as dsn:
+        account_id = asyncio.run(_create_admin(dsn, settings, login_name,
+                                               args.name or login_name, password, args.reason))
     print(f"administrator {login_name} created: {account_id}")
     return 0
 
@@ -448,10 +493,25 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ref(args: argparse.Namespace, settings: Settings) -> int:
+    """Print how log lines name these instances (their ids never appear in logs)."""
+    for instance_id in args.instance_ids:
+        print(f"{instance_id} {instance_ref(instance_id)}")
+    return 0
+
+
 # -- serve ------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from web.serve import serve, serve_worker
+    host = args.host or settings.host
+    if settings.environment == "development" and not is_loopback(host):
+        # The sandbox pages show every SMS code and captcha answer to whoever asks.
+        print(f"refusing to serve on {host}: in development (ENVIRONMENT unset or "
+              "development) the sandbox pages show SMS codes and captcha answers to anyone "
+              "who can connect. Bind to loopback (HOST=127.0.0.1, ::1 or localhost) or set "
+              "ENVIRONMENT=production", file=sys.stderr)
+        return 2
     if args.worker:
         return serve_worker(settings, host=args.host or settings.host,
                             port=args.port or settings.port)
@@ -524,8 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("reload", help="lint flows.yaml, then tell running servers to reload")
     p.set_defaults(fn=cmd_reload)
 
+    p = sub.add_parser("ref", help="how log lines name an instance (they never show its id)")
+    p.add_argument("instance_ids", nargs="+", metavar="INSTANCE_ID")
+    p.set_defaults(fn=cmd_ref)
+
     p = sub.add_parser("keys", help="print a new pair of personal-data keys for production")
-    p.set_defaults(fn=cmd_keys)
+    # Needs no settings: it is how a configuration refused for its keys gets new ones.
+    p.set_defaults(fn=cmd_keys, settings=False)
 
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")
@@ -546,7 +611,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_admin_create)
 
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    if not getattr(args, "settings", True):
+        return int(args.fn(args, Settings()))
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"flowctl: {problem}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
     code: int = args.fn(args, settings)
     return code

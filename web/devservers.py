@@ -36,9 +36,13 @@ class EmbeddedServers:
         folder = self.data_dir / "postgres"
         folder.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(folder)
+        # pgserver attaches to the server already running on this folder (`make run`'s),
+        # and stops it with the last process that uses it.
+        running = _postgres_running(folder)
         self._pg = get_server(str(folder), cleanup_mode="stop")
         uri: str = self._pg.get_uri()
-        log.info("embedded_postgres_started", data_dir=str(folder))
+        log.info("embedded_postgres_attached" if running else "embedded_postgres_started",
+                 data_dir=str(folder))
         return uri
 
     def redis_url(self) -> str:
@@ -66,7 +70,9 @@ class EmbeddedServers:
         if self._pg is not None:
             self._pg.cleanup()
             self._pg = None
-            log.info("embedded_postgres_stopped")
+            folder = self.data_dir / "postgres"
+            log.info("embedded_postgres_left_running" if _postgres_running(folder)
+                     else "embedded_postgres_stopped", data_dir=str(folder))
 
     @staticmethod
     def _stop_redis(client: Any, timeout: float = 10.0) -> None:
@@ -180,6 +186,14 @@ def _forget_dead_handles(pgdata: Path) -> None:
             log.info("embedded_postgres_handles_dropped",
                      pids=[p for p in pids if p not in alive])
             handles.write_text(json.dumps(alive))
+
+
+def _postgres_running(folder: Path) -> bool:
+    """Whether a PostgreSQL server runs on this data folder (its postmaster.pid is live)."""
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(folder)
+    return info is not None and info.is_running()
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -9,7 +9,7 @@ import structlog
 
 from engine import Clock, FlowSet, Registry
 from flows import sms
-from flows.captcha import Captchas
+from flows.captcha import CaptchaAnswers, Captchas
 from flows.passwords import Hasher
 from flows.pii import Vault
 from flows.providers import Providers, build_providers
@@ -30,8 +30,12 @@ def public_url(settings: Settings) -> str:
 def make_vault(settings: Settings) -> Vault:
     """The production keys, or in development only, the labelled development keys."""
     if settings.pii_enc_key and settings.pii_index_key:
-        return Vault.from_config(settings.pii_enc_key, settings.pii_index_key,
-                                 previous_enc_keys=settings.pii_previous_keys)
+        vault = Vault.from_config(settings.pii_enc_key, settings.pii_index_key,
+                                  previous_enc_keys=settings.pii_previous_keys)
+        if vault.is_development and settings.environment != "development":
+            raise ValueError("PII_ENC_KEY, PII_INDEX_KEY or PII_PREVIOUS_KEYS is a "
+                             "development key: set keys of your own (flowctl keys)")
+        return vault
     if settings.environment != "development":
         raise ValueError("PII_ENC_KEY and PII_INDEX_KEY must be set outside development "
                          "(flowctl keys prints a new pair)")
@@ -57,7 +61,9 @@ def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEp
                       time_cost=settings.argon2_time_cost),
         sessions=Sessions(ephemeral, ttl=timedelta(hours=settings.session_hours)),
         sms_codes=SmsCodes(ephemeral, vault, policy=SmsPolicy.from_mapping(policies.get("sms"))),
-        captchas=Captchas(ephemeral),
+        # Only development keeps captcha answers, for the sandbox pages to show.
+        captchas=Captchas(ephemeral, answers=CaptchaAnswers(ephemeral, clock)
+                          if settings.environment == "development" else None),
         providers=providers,
         ephemeral=ephemeral,
         public_url=public_url(settings),

@@ -1,8 +1,8 @@
-"""The HTTP API: start, read, step, history, verify; health, readiness, metrics."""
+"""The HTTP API: start, read, step, history, verify; health, readiness."""
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
 from typing import Any
 
@@ -17,16 +17,23 @@ from engine import (
     jsonio,
     replay,
 )
+from engine.model import Error, Limit
 from engine.replay import compare_live
-from web.keys import METRICS, POOL, REDIS, RUNTIME, SERVICES, SETTINGS
-from web.openapi import document
+from flows.policies import CaptchaPolicy
+from web.clients import IPNetwork, client_of, limit_key, parse_networks
+from web.keys import POOL, REDIS, RUNTIME, SERVICES, SETTINGS
 from web.problems import HttpProblem, json_response
 from web.sessions import (
-    COOKIE,
+    TOKEN_PREFERENCE,
     actor_of,
     clear_session_cookie,
+    device_cookie,
+    identities_of,
     session_of,
+    session_token,
     set_session_cookie,
+    starter_of,
+    wants_token,
 )
 
 routes = web.RouteTableDef()
@@ -89,26 +96,18 @@ async def _json_object(request: web.Request, *, optional: bool = False) -> dict[
     return value
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(cidrs)
+
+
 def client_address(request: web.Request) -> str | None:
-    """The client's address: the peer, or a trusted proxy's header when configured."""
+    """Who per-client limits count: the peer, or what a trusted proxy says; IPv6 by /64."""
     settings = request.app[SETTINGS]
-    peer = request.remote
     header = settings.trusted_proxy_header
-    if not header or peer is None or header not in request.headers:
-        return peer
-    try:
-        trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
-        if not any(ipaddress.ip_address(peer) in n for n in trusted):
-            return peer
-        # X-Forwarded-For grows to the right: the last hop not ours is the client.
-        hops = [h.strip() for h in request.headers[header].split(",") if h.strip()]
-        for hop in reversed(hops):
-            address = ipaddress.ip_address(hop)
-            if not any(address in n for n in trusted):
-                return str(address)
-        return str(ipaddress.ip_address(hops[0])) if hops else peer
-    except ValueError:
-        return peer
+    values = request.headers.getall(header, []) if header else []
+    address = client_of(request.remote, header, values, _networks(settings.trusted_proxies))
+    return limit_key(address)
 
 
 def _event_summary(ev: Event) -> dict[str, Any]:
@@ -119,21 +118,32 @@ def _event_summary(ev: Event) -> dict[str, Any]:
 async def _instance_response(request: web.Request, instance: Instance, *, status: int = 200,
                              outcome: StepOutcome | None = None) -> web.Response:
     runtime = request.app[RUNTIME]
-    body = await runtime.view(instance)
+    # A replayed request gets the answer it got then, expiry included.
+    replayed = outcome is not None and outcome.replayed
+    body = await runtime.view(instance, now=instance.updated_at if replayed else None)
     headers = {"ETag": f'"{instance.version}"'}
     if outcome is not None:
         body["event"] = _event_summary(outcome.event)
         body["replayed"] = outcome.replayed
-        if outcome.replies:
-            body["reply"] = dict(outcome.replies)
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
     if status == 201:
         headers["Location"] = f"/api/flows/{instance.id}"
+    replies = dict(outcome.replies) if outcome is not None else {}
+    token = replies.get("session")
+    in_body = wants_token(request)
+    if isinstance(token, str):
+        # One credential, where the client keeps it: a cookie for a browser (out of
+        # reach of scripts), the body only for a client that asked for it.
+        if in_body:
+            headers["Preference-Applied"] = TOKEN_PREFERENCE
+        else:
+            del replies["session"]
+    if replies:
+        body["reply"] = replies
     response = json_response(body, status=status, headers=headers)
-    replies = outcome.replies if outcome is not None else {}
-    if isinstance(replies.get("session"), str):
-        set_session_cookie(request, response, replies["session"])
+    if isinstance(token, str) and not in_body:
+        set_session_cookie(request, response, token)
     if replies.get("end_session"):
         clear_session_cookie(response)
     return response
@@ -161,21 +171,25 @@ async def start_flow(request: web.Request) -> web.Response:
     if not isinstance(prefill, dict):
         raise HttpProblem(422, "prefill_not_object", "prefill 应为对象",
                           "prefill must be an object of field values", field="prefill")
-    outcome = await request.app[RUNTIME].start(request.match_info["name"], prefill,
-                                                idempotency_key=key, actor=actor_of(request),
-                                                client=client_address(request))
-    return await _instance_response(request, outcome.instance,
-                                    status=200 if outcome.replayed else 201, outcome=outcome)
+    runtime = request.app[RUNTIME]
+    flow = runtime.current(request.match_info["name"])
+    outcome = await runtime.start(flow.name, prefill, idempotency_key=key,
+                                  actor=starter_of(request, flow.access),
+                                  client=client_address(request))
+    response = await _instance_response(request, outcome.instance,
+                                        status=200 if outcome.replayed else 201,
+                                        outcome=outcome)
+    device_cookie(request, response)
+    return response
 
 
 async def _readable(request: web.Request) -> Instance:
     """The instance, if whoever asks may see it (its owner, or an administrator)."""
     runtime = request.app[RUNTIME]
     instance = await runtime.get(request.match_info["id"])
-    compiled = await runtime.compiled(instance.definition_hash)
-    actor = actor_of(request)
-    if not actor.startswith("admin:"):
-        runtime.check_owner(compiled.flow, instance, actor)
+    if not actor_of(request).startswith("admin:"):
+        mine = identities_of(request)
+        runtime.check_owner(instance, mine[0], mine[1:])
     return instance
 
 
@@ -184,12 +198,29 @@ async def get_flow(request: web.Request) -> web.Response:
     return await _instance_response(request, await _readable(request))
 
 
+_CAPTCHA_ERROR = Error("captcha_images_limit", "获取验证码图片过于频繁，请稍后再试",
+                       "Too many captcha images were fetched; try again later")
+
+
+@functools.lru_cache(maxsize=16)
+def _captcha_limits(policy: CaptchaPolicy) -> tuple[Limit, ...]:
+    return (Limit("captcha_images_instance", ("instance",), policy.per_instance, policy.window,
+                  _CAPTCHA_ERROR),
+            Limit("captcha_images_client", ("client",), policy.per_client, policy.window,
+                  _CAPTCHA_ERROR))
+
+
 @routes.get("/api/flows/{id}/captcha")
 async def captcha(request: web.Request) -> web.Response:
     """A new captcha image for this flow instance; the previous one stops working."""
     instance = await _readable(request)
     if instance.status != "active":
         raise HttpProblem(409, "flow_finished", "流程已结束", "The flow has already finished")
+    runtime = request.app[RUNTIME]
+    policy = CaptchaPolicy.from_mapping(
+        (await runtime.compiled(instance.definition_hash)).flow.policies.get("captcha"))
+    await runtime.hit_limits(_captcha_limits(policy), {"instance": instance.id,
+                                                       "client": client_address(request)}, {})
     png = await request.app[SERVICES].captchas.new(instance.id)
     return web.Response(body=png, content_type="image/png",
                         headers={"Cache-Control": "no-store"})
@@ -208,7 +239,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 @routes.post("/api/session/logout")
 async def logout(request: web.Request) -> web.Response:
-    token = request.cookies.get(COOKIE)
+    token = session_token(request)
     if token:
         await request.app[SERVICES].sessions.end(token)
     response = json_response({"ok": True})
@@ -218,13 +249,14 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.post("/api/flows/{id}/events/{trigger}")
 async def submit(request: web.Request) -> web.Response:
+    mine = identities_of(request)
     key = _idempotency_key(request)
     expected = _if_match(request)
     body = await _json_object(request, optional=True)
     outcome = await request.app[RUNTIME].advance(
         request.match_info["id"], request.match_info["trigger"], body,
         idempotency_key=key, expected_version=expected, client=client_address(request),
-        actor=actor_of(request))
+        actor=mine[0], also=mine[1:])
     return await _instance_response(request, outcome.instance, outcome=outcome)
 
 
@@ -256,11 +288,6 @@ async def verify(request: web.Request) -> web.Response:
     return json_response(report)
 
 
-@routes.get("/api/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(document())
-
-
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
@@ -284,8 +311,3 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
                              status=200 if ready else 503)
 
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

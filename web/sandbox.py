@@ -1,10 +1,11 @@
 """The sandbox pages (development only) and the branch search the real UI uses.
 
 ``setup_sandbox(app, providers)`` mounts ``/sandbox/...``: the pages where a developer
-plays the outside world (SMS inbox, the face "phone", bank statements, the real-name
-registry's answers, provider outages) and ``/sandbox/api/...``, the providers' wire
-protocol served by the sandbox, so the HTTP implementations can be pointed at it.
-Mount it only when a setting allows: the inbox shows phone numbers and codes in full.
+plays the outside world (SMS inbox, captcha answers, the face "phone", bank statements,
+the real-name registry's answers, provider outages) and ``/sandbox/api/...``, the
+providers' wire protocol served by the sandbox, so the HTTP implementations can be
+pointed at it. Mount it only when a setting allows: the inbox shows phone numbers and
+codes in full, the captcha page every answer.
 
 ``setup_branches(app, directory)`` mounts ``/api/branches``: always.
 """
@@ -12,12 +13,14 @@ Mount it only when a setting allows: the inbox shows phone numbers and codes in 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from flows.captcha import CaptchaAnswers
 from flows.identity import mask_resident_id
 from flows.providers import BranchDirectory, Providers
 from flows.providers.sandbox import SWITCHABLE, SandboxBadRequest, SandboxNotFound
@@ -25,6 +28,8 @@ from web.problems import HttpProblem, json_response
 
 PROVIDERS: web.AppKey[Providers] = web.AppKey("sandbox_providers")
 BRANCHES: web.AppKey[BranchDirectory] = web.AppKey("branch_directory")
+# Set only where answers are kept (development): the captcha pages need it.
+CAPTCHA_ANSWERS: web.AppKey[CaptchaAnswers] = web.AppKey("sandbox_captcha_answers")
 
 _sandbox = web.RouteTableDef()
 _branches = web.RouteTableDef()
@@ -52,9 +57,12 @@ code{background:#f4f4f4;padding:0 .25rem}
 e = html.escape
 
 
-def setup_sandbox(app: web.Application, providers: Providers) -> None:
+def setup_sandbox(app: web.Application, providers: Providers,
+                  captcha_answers: CaptchaAnswers | None = None) -> None:
     """Mount the sandbox pages and API; their data comes from ``providers.sandbox``."""
     app[PROVIDERS] = providers
+    if captcha_answers is not None:
+        app[CAPTCHA_ANSWERS] = captcha_answers
     app.add_routes(sandbox_routes())
 
 
@@ -79,6 +87,7 @@ def branch_routes() -> web.RouteTableDef:
 
 def _page(title: str, body: str, *, status: int = 200) -> web.Response:
     nav = ('<nav><a href="/sandbox/">沙箱首页 Sandbox</a><a href="/sandbox/sms">短信 SMS</a>'
+           '<a href="/sandbox/captchas">图形验证码 Captchas</a>'
            '<a href="/sandbox/registry">实名库 Registry</a>'
            '<a href="/sandbox/bank">银行流水 Bank</a></nav>')
     text = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
@@ -171,6 +180,8 @@ async def index(request: web.Request) -> web.Response:
         "<th>沙箱状态 Sandbox state</th><th></th></tr>" + _rows(rows) + "</table>"
         "<ul><li><a href=\"/sandbox/sms\">短信收件箱 SMS inbox</a> "
         "(<a href=\"/sandbox/sms.json\">JSON</a>)</li>"
+        "<li><a href=\"/sandbox/captchas\">图形验证码答案 Captcha answers</a> "
+        "(<a href=\"/sandbox/captchas.json\">JSON</a>)</li>"
         "<li><a href=\"/sandbox/registry\">实名登记库 Real-name registry answers</a></li>"
         "<li><a href=\"/sandbox/bank\">银行流水 Bank statements</a></li>"
         "<li>人脸核验 Face: open the session's QR link, <code>/sandbox/face/&lt;id&gt;</code></li>"
@@ -217,6 +228,47 @@ async def sms_inbox(request: web.Request) -> web.Response:
 async def sms_inbox_json(request: web.Request) -> web.Response:
     phone = request.query.get("phone", "").strip()
     return _json({"messages": await _providers(request).sandbox.sms.inbox(phone or None)})
+
+
+# -- captchas ---------------------------------------------------------------------------
+
+_INSTANCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+async def _captchas(request: web.Request) -> tuple[str, list[dict[str, Any]]]:
+    answers = request.app.get(CAPTCHA_ANSWERS)
+    if answers is None:
+        raise SandboxNotFound("this server keeps no captcha answers")
+    instance = request.query.get("instance", "").strip()
+    if instance and not _INSTANCE.match(instance):
+        raise HttpProblem(400, "instance_invalid", "instance 应为流程实例编号",
+                          "instance must be a flow instance id", field="instance")
+    return instance, await answers.recent(instance or None, _limit(request))
+
+
+@_sandbox.get("/sandbox/captchas")
+async def captcha_answers(request: web.Request) -> web.Response:
+    instance, found = await _captchas(request)
+    rows = [(e(str(c.get("at", ""))),
+             f'<a href="/sandbox/captchas?instance={quote(str(c.get("instance_id", "")))}">'
+             f'<code>{e(str(c.get("instance_id", "")))}</code></a>',
+             f'<strong><code>{e(str(c.get("answer", "")))}</code></strong>') for c in found]
+    body = (f'<form method="get"><label>流程实例 Flow instance <input name="instance" '
+            f'value="{e(instance)}"></label> <button>筛选 Filter</button> '
+            f'<a href="/sandbox/captchas">全部 All</a></form>'
+            + ("<table><tr><th>时间 Time</th><th>流程实例 Instance</th><th>答案 Answer</th>"
+               "</tr>" + _rows(rows) + "</table>" if rows
+               else '<p class="muted">没有未过期的图形验证码。No captchas that have not '
+                    "expired.</p>")
+            + '<p class="muted">每个实例只有最新的图片有效，且只能用一次。Only the newest '
+              "image of an instance works, and once.</p><p><a href=\"\">刷新 Refresh</a></p>")
+    return _page("图形验证码答案 Captcha answers", body)
+
+
+@_sandbox.get("/sandbox/captchas.json")
+async def captcha_answers_json(request: web.Request) -> web.Response:
+    _, found = await _captchas(request)
+    return _json({"captchas": found})
 
 
 # -- face verification -----------------------------------------------------------------
@@ -510,6 +562,7 @@ async def api_branch_get(request: web.Request) -> web.Response:
 
 __all__ = [
     "BRANCHES",
+    "CAPTCHA_ANSWERS",
     "PROVIDERS",
     "branch_routes",
     "sandbox_routes",

@@ -22,7 +22,7 @@ from aiohttp import web
 from engine import DefinitionError, load_file
 from storage import PgStore, create_pool, migrate_database
 from web import keys
-from web.app import build_registry, create_app
+from web.app import build_registry, create_app, metrics_app
 from web.devservers import resolve
 from web.settings import Settings
 
@@ -54,6 +54,9 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
     _watch_supervisor(loop, stop)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # /metrics on a port of its own (METRICS_PORT), for the scraper alone.
+    scraper = (web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
+               if settings.metrics_port is not None else None)
     try:
         await runner.setup()  # starts the pool, Redis and the workers: cleaned up below
     except BaseException:
@@ -62,12 +65,17 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
     try:
         # Workers of one `serve --workers N` share the port; the kernel spreads
         # connections between them (SO_REUSEPORT).
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-        try:
-            await site.start()
-        except OSError as exc:  # the port is taken, or the host is not ours
-            log.error("listen_failed", url=f"http://{host}:{port}", error=str(exc))
-            return False
+        sites = [web.TCPSite(runner, host, port, reuse_port=reuse_port or None)]
+        if scraper is not None:
+            await scraper.setup()
+            sites.append(web.TCPSite(scraper, settings.metrics_host, settings.metrics_port,
+                                     reuse_port=reuse_port or None))
+        for site in sites:
+            try:
+                await site.start()
+            except OSError as exc:  # the port is taken, or the host is not ours
+                log.error("listen_failed", url=site.name, error=str(exc))
+                return False
         reloads: set[asyncio.Task[bool]] = set()  # the loop keeps only weak references
 
         def hup() -> None:
@@ -81,6 +89,8 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
         return True
     finally:
         log.info("stopping")
+        if scraper is not None:
+            await scraper.cleanup()
         await runner.cleanup()
 
 

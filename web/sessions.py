@@ -1,31 +1,74 @@
-"""Who is asking: the session from the cookie or a bearer token, and its cookie."""
+"""Who is asking: a signed-in session, or a device; their cookies; cross-site refusals.
+
+A signed-in user is their session (cookie or bearer token). Anyone else who starts a
+flow gets a **device**: 256 random bits in an HttpOnly cookie, the same across flow
+instances; the instances it starts belong to ``device:<hash>`` and nobody else can see
+or step them, whoever learns their ids. A request with neither owns nothing.
+
+Cookies are sent by the browser whichever page makes the request, so every unsafe
+request that a cookie authenticates must come from our own pages: a foreign
+``Origin`` (or ``Referer``), or a browser saying the request is cross-site, is refused.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from engine import Forbidden
 from flows.sessions import Session
 from web.keys import SERVICES, SESSION, SESSION_UNKNOWN, SETTINGS
 from web.outages import dependency_of, unavailable
+from web.problems import HttpProblem
 
 log = structlog.get_logger("web.sessions")
 
 COOKIE = "session"
+DEVICE_COOKIE = "device"
+# Long enough to outlive every anonymous procedure and the face-verification window.
+DEVICE_DAYS = 30
+# What secrets.token_urlsafe(32) makes; anything else is no device at all.
+_DEVICE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_NEW_DEVICE = web.RequestKey("new_device", str)
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# `Prefer: session-token`: a client that keeps no cookies gets the token in the body.
+TOKEN_PREFERENCE = "session-token"  # noqa: S105 - a preference name, not a secret
 
 
-def _token(request: web.Request) -> str | None:
+def _bearer(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    return request.cookies.get(COOKIE) or None
+    return None
+
+
+def session_token(request: web.Request) -> str | None:
+    """The session token the request carries: a bearer token first, else the cookie."""
+    return _bearer(request) or request.cookies.get(COOKIE) or None
+
+
+def _device_token(request: web.Request) -> str | None:
+    token = request.get(_NEW_DEVICE) or request.cookies.get(DEVICE_COOKIE)
+    return token if token and _DEVICE_TOKEN.match(token) else None
+
+
+def device_actor(token: str) -> str:
+    """How histories and instance owners name a device: never the token itself."""
+    return "device:" + hashlib.sha256(token.encode("ascii")).hexdigest()[:32]
 
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the signed-in session, if any; an unknown token is simply no session."""
-    token = _token(request)
+    """Refuse cross-site requests that cookies would authenticate; attach the session."""
+    if request.method in _UNSAFE and _cookie_authenticated(request):
+        _same_origin_only(request)
+    token = session_token(request)
     if token and SERVICES in request.app:
         await _look_up(request, token)
     return await handler(request)
@@ -51,6 +94,45 @@ async def _look_up(request: web.Request, token: str) -> None:
         request[SESSION] = session
 
 
+def _cookie_authenticated(request: web.Request) -> bool:
+    """Would a cookie say who this is? (A bearer token is never sent by a browser on its
+    own, so a request carrying one is not a forgery.)"""
+    if _bearer(request):
+        return False
+    return bool(request.cookies.get(COOKIE) or request.cookies.get(DEVICE_COOKIE))
+
+
+def _origin(value: str) -> str | None:
+    parts = urlsplit(value)
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def _same_origin_only(request: web.Request) -> None:
+    """Refuse a cookie-authenticated request that another site's page could have sent."""
+    ours = {request.host.lower()}
+    public = request.app[SETTINGS].public_url
+    if public:
+        ours.add(_origin(public) or "")
+    origin = request.headers.get("Origin")
+    if origin is None and "Referer" in request.headers:
+        origin = request.headers["Referer"]
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if origin is None:
+        # No Origin and no Referer: not a browser's cross-site request, unless the
+        # browser says so itself.
+        if fetch_site in ("cross-site", "same-site"):
+            raise _cross_site()
+        return
+    if _origin(origin) not in ours:  # "null" (a sandboxed frame, a data: page) too
+        raise _cross_site()
+
+
+def _cross_site() -> HttpProblem:
+    return HttpProblem(403, "cross_site_request", "拒绝来自其他网站的请求",
+                       "This request came from another site's page and is refused",
+                       field="Origin")
+
+
 def session_of(request: web.Request) -> Session | None:
     """The caller's session; a 503 if there is a token whose session could not be read."""
     unknown = request.get(SESSION_UNKNOWN)
@@ -60,15 +142,73 @@ def session_of(request: web.Request) -> Session | None:
 
 
 def actor_of(request: web.Request) -> str:
+    """Who the request is: a signed-in account, a device, or ``anonymous`` (nobody)."""
     session = session_of(request)
-    return session.actor if session is not None else "anonymous"
+    if session is not None:
+        return session.actor
+    token = _device_token(request)
+    return device_actor(token) if token else "anonymous"
+
+
+def identities_of(request: web.Request) -> tuple[str, ...]:
+    """Every identity the request holds, the signed-in account first, then its device:
+    a flow instance is theirs if it belongs to either."""
+    found = []
+    session = session_of(request)
+    if session is not None:
+        found.append(session.actor)
+    token = _device_token(request)
+    if token:
+        found.append(device_actor(token))
+    if not found:
+        # An instance id alone opens nothing: without a session or a device there is
+        # nobody it could belong to.
+        raise Forbidden("no session and no device: this flow belongs to someone else")
+    return tuple(found)
+
+
+def starter_of(request: web.Request, access: str) -> str:
+    """Who a new flow instance will belong to.
+
+    A flow for the signed in belongs to their account. A flow open to anyone belongs to
+    the device, also when someone is signed in: signing in, out or being signed out by a
+    password reset in the middle of it must not take it away. A client without a device
+    gets one now (its cookie goes out with the answer: ``device_cookie``).
+    """
+    session = session_of(request)
+    if access != "anyone" and session is not None:
+        return session.actor
+    token = _device_token(request)
+    if token is None:
+        token = request[_NEW_DEVICE] = secrets.token_urlsafe(32)
+    return device_actor(token)
+
+
+def wants_token(request: web.Request) -> bool:
+    """Did the client ask for its session token in the body (it keeps no cookies)?"""
+    prefer = ",".join(request.headers.getall("Prefer", []))
+    return any(p.split(";", 1)[0].strip().lower() == TOKEN_PREFERENCE
+               for p in prefer.split(","))
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
+                max_age: int) -> None:
+    settings = request.app[SETTINGS]
+    response.set_cookie(name, value, httponly=True, samesite="Lax",
+                        secure=settings.cookie_secure, path="/", max_age=max_age)
+
+
+def device_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the device cookie (again) when the request's owner is a device: each new
+    flow renews it, so it does not expire in the middle of one."""
+    token = _device_token(request)
+    if token is not None:
+        _set_cookie(request, response, DEVICE_COOKIE, token, DEVICE_DAYS * 86400)
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    settings = request.app[SETTINGS]
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax",
-                        secure=settings.cookie_secure, path="/",
-                        max_age=int(settings.session_hours * 3600))
+    _set_cookie(request, response, COOKIE, token,
+                int(request.app[SETTINGS].session_hours * 3600))
 
 
 def clear_session_cookie(response: web.StreamResponse) -> None:

@@ -24,8 +24,10 @@ configuration:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 import structlog
@@ -67,6 +69,8 @@ from flows.providers.signing import (
 )
 
 log = structlog.get_logger("flows.providers")
+
+T = TypeVar("T")
 
 # Signs the sandbox's callbacks when nothing real is configured: development only.
 DEV_CALLBACK_SECRET = "sandbox-callback-secret-for-development-only"  # noqa: S105
@@ -113,7 +117,7 @@ def _seconds(config: Mapping[str, str], key: str, default: float) -> float:
     except ValueError:
         raise ValueError(f"{key} must be a number of seconds, not {text!r}") from None
     if not 0 <= value < 86400 * 7:
-        raise ValueError(f"{key} is out of range: {value}")
+        raise ValueError(f"{key} must be from 0 to {86400 * 7} seconds, not {text!r}")
     return value
 
 
@@ -145,6 +149,40 @@ def _secrets(config: Mapping[str, str], modes: Mapping[str, str]) -> tuple[str, 
     if real and len(secret) < 16:
         raise ValueError("CALLBACK_SECRET must have at least 16 characters")
     return secret, previous
+
+
+def config_problems(config: Mapping[str, str]) -> list[str]:
+    """Check the configuration ``build_providers`` takes: one line per mistake, naming it.
+
+    Run at start, so a bad value is refused before anything is built or connected.
+    """
+    problems: list[str] = []
+
+    def attempt(check: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return check(*args)
+        except ValueError as exc:
+            problems.append(str(exc))
+            return None
+
+    modes = {s: attempt(_mode, config, s) for s in SERVICES}
+    for service, mode in modes.items():
+        if mode == "http":
+            attempt(_endpoint, config, service)
+    # Unset and not needed, the development secret is used (and logged): nothing to check.
+    if "http" in (modes["face"], modes["payment"]) or (config.get("CALLBACK_SECRET") or "").strip():
+        attempt(_secrets, config, {s: m or "" for s, m in modes.items()})
+    for key, default in (("CALLBACK_TOLERANCE", 300.0), ("PAYMENT_SANDBOX_DELAY", 0.0)):
+        attempt(_seconds, config, key, default)
+    try:
+        parse_pairs(config.get("REALNAME_SANDBOX_MISMATCH") or "")
+    except ValueError as exc:
+        problems.append(f"REALNAME_SANDBOX_MISMATCH must be name:id pairs, comma-separated "
+                        f"({exc})")
+    branches = (config.get("BRANCHES_FILE") or "").strip()
+    if branches and not Path(branches).is_file():
+        problems.append(f"BRANCHES_FILE must be a readable CSV file; {branches!r} is not one")
+    return problems
 
 
 def build_providers(config: Mapping[str, str], *, ephemeral: Ephemeral,
@@ -215,4 +253,5 @@ __all__ = [
     "Sandbox",
     "SmsGateway",
     "build_providers",
+    "config_problems",
 ]

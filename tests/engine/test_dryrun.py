@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from engine import CompiledFlow, Invalid, Registry, load_text
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
@@ -123,14 +122,6 @@ def test_an_unknown_expected_state_or_prefill_field_is_refused_before_running() 
         run("steps:\n  - {trigger: submit, expect: nowhere}")
     with pytest.raises(ScriptError, match="no field"):
         run("prefill: {nick: x}\nsteps:\n  - {trigger: submit}")
-
-
-@pytest.fixture
-def keep_logging() -> Any:
-    """flowctl configures structlog on capsys' stderr: put the suite's configuration back."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.mark.usefixtures("keep_logging")

@@ -220,6 +220,46 @@ def test_unquoted_negated_guard_is_a_diagnostic_with_a_hint_not_a_crash() -> Non
 
 
 @pytest.mark.parametrize(
+    "written",
+    [
+        "guards: [!code_ok]",            # the tag eats the ']': the parse fails at the end
+        "guards: [too_many, !code_ok]",
+        "guards: [!code_ok ]",
+        "guards: [!code_ok, too_many]",  # the tag eats the ',': no syntax error at all
+    ],
+)
+def test_unquoted_negated_guard_in_a_flow_list_says_quote_it_at_the_guard(
+        written: str) -> None:
+    text = edit('guards: ["!code_ok"]', written)
+
+    d = only(lint(text), "unknown YAML tag '!code_ok")
+
+    assert d.message.endswith('to name a negated guard, quote it: "!code_ok"')
+    assert "YAML syntax" not in d.message
+    assert at(d) == spot(text, written, "!code_ok")
+
+
+def test_unquoted_negated_guard_in_a_flow_mapping_says_quote_it_at_the_guard() -> None:
+    # Inside { } the '}' after the tag is a scanner error, reported past the tag.
+    text = edit('guards: ["!code_ok"]', "{guards: [!code_ok], label: {zh: 否, en: No}}"
+                ).replace("        {guards:", "        x-flow: {guards:")
+
+    d = only(lint(text), "quote it")
+
+    assert d.message == "unknown YAML tag '!code_ok': to name a negated guard, quote it: " \
+        '"!code_ok"'
+    assert at(d) == spot(text, "{guards: [!code_ok]", "!code_ok")
+
+
+def test_a_syntax_error_without_a_bare_guard_keeps_the_parsers_message() -> None:
+    text = edit('guards: ["!code_ok"]', 'guards: ["!code_ok"')
+
+    d = only(lint(text), "YAML syntax")
+
+    assert "quote it" not in d.message
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [
         ("!!int abc", "'abc' is not a valid '!!int' value"),
@@ -356,6 +396,49 @@ def test_unknown_validator_is_reported_at_the_format() -> None:
 
 
 # -- fields -------------------------------------------------------------------------
+
+
+def personal(*formats: str) -> Registry:
+    """REGISTRY's names, with the given formats registered as carrying personal data."""
+    registry = Registry()
+    registry.guards.update(REGISTRY.guards)
+    registry.actions.update(REGISTRY.actions)
+    for name, fn in REGISTRY.validators.items():
+        registry.validator(name, personal=name in formats)(fn)
+    return registry
+
+
+def test_a_field_of_a_personal_format_in_clear_is_reported_at_the_format() -> None:
+    d = only(lint(VALID, personal("phone")), "personal data")
+
+    assert d.message == ("format 'phone' carries personal data: mark the field "
+                         "'sensitive: true' (recorded sealed, shown masked) or "
+                         "'secret: true' (never recorded)")
+    assert at(d) == spot(VALID, "format: phone", "phone")
+    assert lint(VALID, personal()) == []
+
+
+@pytest.mark.parametrize("flag", ["sensitive: true", "secret: true"])
+def test_a_field_of_a_personal_format_may_be_sensitive_or_secret(flag: str) -> None:
+    text = edit("            format: phone\n",
+                f"            format: phone\n            {flag}\n")
+
+    assert lint(text, personal("phone")) == []
+
+
+def test_every_personal_field_in_clear_is_reported_with_the_files_other_problems() -> None:
+    text = edit("            secret: true\n            locked: too_many\n",
+                "            format: phone\n            sensitive: false\n"
+                "            locked: too_many\n")
+    text = edit("on_enter: [send_code]", "on_enter: [send_cod]", text)
+
+    diags = lint(text, personal("phone"))
+
+    assert [(at(d), "personal data" in d.message) for d in diags] == [
+        (spot(text, "on_enter: [send_cod]", "send_cod"), False),
+        (spot(VALID, "format: phone", "phone"), True),
+        (spot(text, "format: phone\n            sensitive: false", "phone"), True),
+    ]
 
 
 def test_transition_naming_a_field_its_state_lacks_is_reported_at_that_name() -> None:

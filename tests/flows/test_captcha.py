@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from engine import ActionInput, FrozenClock, Registry, ValidationFailed
 from flows import captcha
-from flows.captcha import ALPHABET, CAPTCHA_EXPIRED, CAPTCHA_WRONG, Captchas
+from flows.captcha import ALPHABET, CAPTCHA_EXPIRED, CAPTCHA_WRONG, CaptchaAnswers, Captchas
 from storage.ephemeral import RedisEphemeral
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -241,3 +241,36 @@ async def test_action_refuses_a_wrong_or_missing_captcha_on_its_field(
     assert error.zh
     assert error.en
     assert info.value.problem()["errors"][0]["error_id"] == error_id
+
+
+async def test_answers_are_kept_newest_first_per_instance_until_they_expire(
+        eph: RedisEphemeral, drawn: Drawn, clock: FrozenClock) -> None:
+    answers = CaptchaAnswers(eph, clock)
+    captchas = Captchas(eph, answers=answers)
+    await captchas.new(INSTANCE)
+    first = drawn.last
+    clock.advance(timedelta(seconds=30))
+    await captchas.new(OTHER)
+    await captchas.new(INSTANCE)
+    assert [a["answer"] for a in await answers.recent(INSTANCE)] == [drawn.last, first]
+    assert [a["instance_id"] for a in await answers.recent()] == [INSTANCE, OTHER, INSTANCE]
+    newest = (await answers.recent(INSTANCE))[0]
+    assert newest == {"instance_id": INSTANCE, "answer": drawn.last,
+                      "at": clock.now().isoformat(),
+                      "expires_at": (clock.now() + timedelta(minutes=2)).isoformat()}
+    assert await captchas.check(INSTANCE, newest["answer"]) is None
+    clock.advance(timedelta(seconds=100))  # the first has expired, the later two not yet
+    assert [a["answer"] for a in await answers.recent(INSTANCE)] == [drawn.last]
+    assert await eph.ttl(f"sandbox:captchas:{INSTANCE}") <= timedelta(minutes=2)
+
+
+async def test_without_an_answer_log_only_the_hash_is_kept(
+        eph: RedisEphemeral, redis_client: aioredis.Redis, redis_prefix: str,
+        drawn: Drawn) -> None:
+    await Captchas(eph).new(INSTANCE)
+    keys = [k.decode() async for k in redis_client.scan_iter(match=f"{redis_prefix}*")]
+    assert keys == [f"{redis_prefix}captcha:{INSTANCE}"]
+    stored = await eph.get(f"captcha:{INSTANCE}")
+    assert stored is not None
+    assert drawn.last.encode() not in stored
+    assert drawn.last.lower().encode() not in stored

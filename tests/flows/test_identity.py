@@ -8,27 +8,34 @@ weighted sum comes out right), not from the weight tables the module uses.
 from __future__ import annotations
 
 import re
+import textwrap
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from stdnum import numdb
 
-from engine import Invalid, Registry
+import flows
+from engine import Invalid, Registry, check_text
 from flows import identity
 from flows.identity import (
     CHINA,
     amount_fen,
     bank_account,
     credit_code,
+    identifier,
+    identifier_kind,
     mask_bank_account,
     mask_credit_code,
+    mask_identifier,
     mask_mobile,
     mask_resident_id,
     mobile,
     resident_id,
 )
+from tests.platform import REGION_CODES, new_id_number
 
 TODAY = date(2024, 6, 15)
 CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -212,11 +219,16 @@ def test_impossible_birth_dates_are_refused(date_part: str) -> None:
 
 
 _birth_dates = st.dates(min_value=date(1900, 1, 1), max_value=TODAY)
+_PROVINCES = sorted({code[:2] for code in REGION_CODES})
+_real_regions = st.one_of(
+    st.sampled_from(REGION_CODES),
+    # A foreigner's permanent residence ID: 9, a province, any nationality code.
+    st.builds(lambda province, nation: f"9{province}{nation}", st.sampled_from(_PROVINCES),
+              st.from_regex(r"[0-9]{3}", fullmatch=True)),
+)
 _id_bodies = st.builds(
     lambda region, born, seq: f"{region}{born:%Y%m%d}{seq}",
-    st.one_of(st.from_regex(r"[0-9]{6}", fullmatch=True),
-              st.sampled_from(["810000", "820000", "830000"]),
-              st.from_regex(r"9[0-9]{5}", fullmatch=True)),
+    _real_regions,
     _birth_dates,
     st.from_regex(r"[0-9]{3}", fullmatch=True),
 )
@@ -230,6 +242,50 @@ def test_any_id_body_with_its_check_character_is_valid_and_with_another_is_not(
     assert resident_id(body + right.lower(), today=TODAY) == body + right
     for wrong in ID_CHECK_CHARS.replace(right, ""):
         assert error_id(resident_id, body + wrong, today=TODAY) == "resident_id_check"
+
+
+@pytest.mark.parametrize("region", ["000000", "999999", "110199", "119999", "123456",
+                                    "660000", "840000", "900000", "999000", "991234"])
+def test_an_id_number_whose_region_is_no_real_place_is_refused(region: str) -> None:
+    number = with_id_check(f"{region}19910101007")
+    assert error_id(resident_id, number, today=TODAY) == "resident_id_region"
+
+
+@pytest.mark.parametrize("region", [
+    "110103",  # 崇文区, merged into 东城区 in 2010: its people keep their numbers
+    "310103",  # 卢湾区, until 2011
+    "440524",  # 潮阳县, 1983-1993
+    "500221",  # 长寿县, 1997-2001
+    "469034",  # 陵水, a code of the 2000s that the package's list lacks
+    "110000", "650102", "710000",
+])
+def test_codes_of_places_that_existed_once_stay_valid(region: str) -> None:
+    number = with_id_check(f"{region}19910101007")
+    assert resident_id(number, today=TODAY) == number
+
+
+def test_the_region_is_checked_before_the_date_and_the_check_character() -> None:
+    assert error_id(resident_id, "000000199113010079", today=TODAY) == "resident_id_region"
+    assert error_id(resident_id, "00000019910101007X", today=TODAY) == "resident_id_region"
+
+
+@given(st.from_regex(r"[0-8][0-9]{5}", fullmatch=True), _birth_dates,
+       st.from_regex(r"[0-9]{3}", fullmatch=True))
+def test_any_region_the_division_codes_know_is_accepted_and_any_other_refused_for_it(
+        region: str, born: date, seq: str) -> None:
+    number = with_id_check(f"{region}{born:%Y%m%d}{seq}")
+    try:
+        outcome = "valid" if resident_id(number, today=TODAY) == number else "changed"
+    except Invalid as exc:
+        outcome = exc.error_id
+    known = any("county" in props for _, props in numdb.get("cn/loc").info(region))
+    assert outcome == "valid" if known else outcome in ("valid", "resident_id_region")
+
+
+def test_the_test_platform_makes_id_numbers_of_real_regions() -> None:
+    for region in REGION_CODES:
+        assert resident_id(with_id_check(f"{region}19910101007"), today=TODAY)
+    assert len({new_id_number()[:6] for _ in range(400)}) > len(REGION_CODES) // 2
 
 
 # -- unified social credit code -------------------------------------------------------
@@ -428,6 +484,49 @@ def test_any_fen_written_as_yuan_parses_back(case: tuple[int, str]) -> None:
     assert amount_fen(text) == fen
 
 
+# -- sign-in identifiers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "clean", "kind"), [
+    ("13812345678", "13812345678", "mobile"),
+    ("+86 138-1234-5678", "13812345678", "mobile"),
+    ("008613812345678", "13812345678", "mobile"),
+    ("8613812345678", "13812345678", "mobile"),
+    ("＋８６ １３８１２３４５６７８", "13812345678", "mobile"),
+    ("44011320141005001x", "44011320141005001X", "resident_id"),
+    ("４４０１１３ ２０１４１００５ ００１ｘ", "44011320141005001X", "resident_id"),
+    ("Wang.Xiao-Ming", "wang.xiao-ming", "login_name"),
+    ("ＷＡＮＧ_１", "wang_1", "login_name"),
+    (" wang 1 ", "wang1", "login_name"),
+    # Neither a mainland mobile number nor an ID number: kept as typed, found nowhere.
+    ("12812345678", "12812345678", "login_name"),
+    ("36042619910101007", "36042619910101007", "login_name"),
+])
+def test_an_identifier_is_normalised_as_what_it_is(raw: str, clean: str, kind: str) -> None:
+    assert identifier(raw) == clean
+    assert identifier_kind(clean) == kind
+    assert identifier(clean) == clean
+
+
+def test_an_identifier_that_is_not_text_is_refused() -> None:
+    assert error_id(identifier, 13812345678) == "identifier_invalid"
+
+
+_phones = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
+_FULL = {ord(c): ord(c) + 0xFEE0 for c in "0123456789+X"}
+
+
+@given(_phones, st.sampled_from(["{}", "+86{}", "+86 {}", "0086{}", "86{}", "{0} {1} {2}",
+                                 "{0}-{1}-{2}", "\u3000{}\u3000"]), st.booleans())
+def test_every_spelling_of_a_mobile_number_is_one_identifier(
+        phone: str, spelling: str, full_width: bool) -> None:
+    typed = spelling.format(phone[:3], phone[3:7], phone[7:]) if "{0}" in spelling \
+        else spelling.format(phone)
+    if full_width:
+        typed = typed.translate(_FULL)
+    assert identifier(typed) == phone
+
+
 # -- masks -------------------------------------------------------------------------------
 
 
@@ -449,6 +548,26 @@ def test_masks_of_malformed_input_do_not_raise_or_show_a_fragment(mask: Any,
     out = mask(value)
     assert isinstance(out, str)
     assert set(out) <= {"*"}
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("+86 138-1234-5678", "138****5678"),
+    ("44011320141005001x", "440***********001X"),
+    ("Wang.Xiao", "w********"),
+    ("ＷＡＮＧ", "w***"),
+    ("abc", "***"),
+])
+def test_an_identifier_is_masked_as_what_it_is(raw: str, shown: str) -> None:
+    assert mask_identifier(raw) == shown
+
+
+@given(st.one_of(_phones, _id_bodies.map(with_id_check), st.text(max_size=70)))
+def test_a_masked_identifier_never_shows_a_phone_or_id_number_whole(value: str) -> None:
+    out = mask_identifier(value)
+    assert len([ch for ch in out if ch != "*"]) <= 7
+    normal = identifier(value)
+    if normal.strip("*"):
+        assert out != normal
 
 
 def test_masks_accept_integers() -> None:
@@ -484,9 +603,35 @@ def test_register_names_every_validator() -> None:
     registry = Registry()
     identity.register(registry)
     assert set(registry.validators) == {"resident_id", "credit_code", "mobile",
-                                        "bank_account", "amount_fen"}
+                                        "bank_account", "amount_fen", "identifier"}
+    assert registry.personal == {"resident_id", "mobile", "bank_account", "identifier"}
     assert registry.validators["resident_id"]("44011320141005001x") == "44011320141005001X"
     assert registry.validators["credit_code"]("91110000600037341l") == "91110000600037341L"
     assert registry.validators["mobile"]("+8613812345678") == "13812345678"
     assert registry.validators["bank_account"]("1234 5678") == "12345678"
     assert registry.validators["amount_fen"]("0.35") == 35
+    assert registry.validators["identifier"]("＋86 138-1234-5678") == "13812345678"
+
+
+def test_lint_refuses_a_field_of_the_platforms_personal_formats_in_clear() -> None:
+    registry = Registry()
+    flows.register(registry)
+    for fmt in ("resident_id", "mobile", "identifier", "bank_account"):
+        text = textwrap.dedent(f"""\
+            flows:
+              f:
+                title: {{zh: 甲, en: F}}
+                initial: a
+                states:
+                  a:
+                    fields:
+                      x: {{format: {fmt}, label: {{zh: 甲, en: X}}}}
+                  b: {{final: true}}
+                transitions:
+                  - {{trigger: go, source: a, dest: b}}
+            """)
+        diags = check_text(text, "flows.yaml", registry)[1]
+        assert [(d.line, d.col) for d in diags] == [(8, 23)], (fmt, diags)
+        assert "carries personal data" in diags[0].message
+    assert {"resident_id", "mobile", "identifier", "bank_account"} <= registry.personal
+    assert not {"credit_code", "text", "login_name", "amount_fen"} & registry.personal

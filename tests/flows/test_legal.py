@@ -13,6 +13,7 @@ import pytest
 
 from tests.platform import (
     PASSWORD,
+    WRONG_CAPTCHA,
     Platform,
     new_credit_code,
     new_id_number,
@@ -33,7 +34,7 @@ def masked_id(id_number: str) -> str:
     return id_number[:3] + "*" * 11 + id_number[-4:]
 
 
-def errors_of(answer: dict[str, Any]) -> dict[str, str]:
+def errors_of(answer: dict[str, Any]) -> dict[str, str | None]:
     """Error id by field of a 422 answer."""
     return {e["error_id"]: e["field"] for e in answer.get("errors", [])}
 
@@ -264,12 +265,12 @@ async def test_basic_info_errors_leave_the_step_unchanged(platform: Platform) ->
     assert errors_of(answer) == {"captcha_expired": "captcha"}
     # A wrong answer uses the image up.
     await platform.captcha(iid)
-    status, answer = await platform.step(iid, "submit", {**good, "captcha": "WXYZ"})
+    status, answer = await platform.step(iid, "submit", {**good, "captcha": WRONG_CAPTCHA})
     assert errors_of(answer) == {"captcha_wrong": "captcha"}
     status, answer = await platform.step(iid, "submit", good)
     assert errors_of(answer) == {"captcha_expired": "captcha"}
     # A credit code already registered, with a right captcha.
-    await platform.captcha(iid)
+    good["captcha"] = await platform.captcha(iid)
     status, answer = await platform.step(iid, "submit", {
         **good, "credit_code": taken["credit_code"].lower()})
     assert status == 422
@@ -283,7 +284,7 @@ async def test_basic_info_errors_leave_the_step_unchanged(platform: Platform) ->
     view = await platform.get(iid)
     assert (view["state"], view["version"]) == ("basic_info", 1)
     # The code, a fresh image: on.
-    await platform.captcha(iid)
+    good["captcha"] = await platform.captcha(iid)
     assert (await platform.ok(iid, "submit", good))["state"] == "applicant"
 
 
@@ -393,8 +394,39 @@ async def test_account_info_refuses_taken_login_names_and_weak_passwords(
         status, answer = await platform.step(reg["id"], "submit", body)
         assert status == 422
         assert errors_of(answer) == expected
-    # None of that used the code up.
+    # The taken name was told once the code proved the phone; fixed, it needs no new code.
     assert (await platform.ok(reg["id"], "submit", base))["state"] == "done"
+
+
+async def test_account_info_tells_nothing_taken_without_a_right_code(
+        platform: Platform) -> None:
+    first = await register_org(platform)
+    reg = await to_account_info(platform)
+    phone = new_mobile()
+    await platform.ok(reg["id"], "send_code", {"mobile": phone})
+    code = await platform.sms_code(phone)
+    wrong = next(c for c in ("123456", "654321") if c != code)
+    taken = final_body(reg, phone=phone, code=wrong, login=first["login"])
+    status, answer = await platform.step(reg["id"], "submit", taken)
+    assert (status, errors_of(answer)) == (422, {"sms_code_wrong": "sms_code"})
+    # Registered meanwhile by somebody else: told with the name, once the phone is proven.
+    await register_org(platform, credit_code=reg["credit_code"])
+    status, answer = await platform.step(reg["id"], "submit", {**taken, "sms_code": code})
+    assert (status, errors_of(answer)) == (422, {"login_name_taken": "login_name",
+                                                 "credit_code_registered": "credit_code"})
+
+
+async def test_credit_code_look_ups_are_limited_per_client_despite_captchas(
+        platform: Platform) -> None:
+    iid = (await platform.start("legal_registration"))["id"]
+    body = {"org_name": "示例科技有限公司", "legal_rep_name": REP_NAME,
+            "legal_rep_id": new_id_number(), "captcha": "WRONG", "agree": True}
+    answers = [await platform.step(iid, "submit", {**body, "credit_code": new_credit_code()})
+               for _ in range(31)]
+    assert {status for status, _ in answers[:30]} == {422}
+    status, answer = answers[30]
+    assert (status, answer["error_id"], answer["limit"]) == (
+        429, "too_many_registration_checks", "registration_checks_client")
 
 
 # -- sign-in ---------------------------------------------------------------------------
@@ -446,25 +478,25 @@ async def test_login_gives_one_generic_error(platform: Platform) -> None:
 
     org = await register_org(platform)
     person = await register_person(platform)
-    attempts = [
-        {"login_name": org["login"], "password": "Wrong-Pass-1", "captcha": "ABCD"},
-        {"login_name": org["login"], "password": PASSWORD, "captcha": "WXYZ"},
-        {"login_name": "nobody" + new_login_name(), "password": PASSWORD, "captcha": "ABCD"},
+    attempts = [  # the right captcha unless one is given
+        {"login_name": org["login"], "password": "Wrong-Pass-1"},
+        {"login_name": org["login"], "password": PASSWORD, "captcha": WRONG_CAPTCHA},
+        {"login_name": "nobody" + new_login_name(), "password": PASSWORD},
         # A personal account does not sign in as an organisation.
-        {"login_name": person["login"], "password": PASSWORD, "captcha": "ABCD"},
+        {"login_name": person["login"], "password": PASSWORD},
     ]
     answers = []
     for body in attempts:
         iid = (await platform.start("legal_login"))["id"]
-        await platform.captcha(iid)
-        status, answer = await platform.step(iid, "submit", body)
+        captcha = await platform.captcha(iid)
+        status, answer = await platform.step(iid, "submit", {"captcha": captcha, **body})
         assert status == 422
         answers.append((answer["error_id"], answer["errors"]))
         assert (await platform.get(iid))["state"] == "credentials"
         text, _ = await history_text(platform, iid)
         assert "Wrong-Pass-1" not in text
     assert len({json.dumps(a) for a in answers}) == 1
-    assert answers[0][1] == [{"field": "", "error_id": "login_failed",
+    assert answers[0][1] == [{"field": None, "error_id": "login_failed",
                               "zh": "账号、密码或验证码错误",
                               "en": "The account, password or captcha is wrong"}]
     # No captcha fetched at all: the same answer.
@@ -504,6 +536,16 @@ async def test_a_one_time_password_is_changed_after_the_agent_check(
 
 
 # -- password reset -------------------------------------------------------------------
+
+
+async def test_password_reset_answers_an_agents_and_any_other_number_alike(
+        platform: Platform) -> None:
+    from tests.flows.test_personal import assert_resets_answer_alike
+    from tests.flows.test_verification import new_organisation
+
+    org = await new_organisation(platform)
+    assert org.phone is not None
+    await assert_resets_answer_alike(platform, "legal_password_reset", org.phone)
 
 
 async def test_password_reset_by_an_agents_phone(platform: Platform,
@@ -548,7 +590,7 @@ async def test_password_reset_by_an_agents_phone(platform: Platform,
     assert await platform.sms_code(unknown) is None
     status, answer = await platform.step(nobody, "submit", {"mobile": unknown,
                                                            "sms_code": "123456"})
-    assert errors_of(answer) == {"sms_code_expired": "sms_code"}
+    assert errors_of(answer) == {"sms_code_wrong": "sms_code"}
 
     code = await platform.sms_code(phone)
     status, answer = await platform.step(iid, "submit", {"mobile": new_mobile(),
@@ -589,9 +631,9 @@ async def test_password_reset_by_an_agents_phone(platform: Platform,
     again = await sign_in(platform, second["login"], password=new, send=False)
     assert again["view"]["state"] == "agent_check"
     login = (await platform.start("legal_login"))["id"]
-    await platform.captcha(login)
+    captcha = await platform.captcha(login)
     status, answer = await platform.step(login, "submit", {
-        "login_name": second["login"], "password": PASSWORD, "captcha": "ABCD"})
-    assert errors_of(answer) == {"login_failed": ""}
+        "login_name": second["login"], "password": PASSWORD, "captcha": captcha})
+    assert errors_of(answer) == {"login_failed": None}
     assert (await sign_in(platform, first["login"], send=False))["view"]["state"] \
         == "agent_check"

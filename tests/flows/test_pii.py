@@ -12,12 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flows.pii import (
+    _DEV_KEYS,
     MOBILE,
     RESIDENT_ID,
     Vault,
     VaultConfigError,
     VaultOpenError,
     generate_keys,
+    is_development_key,
 )
 
 ID_NUMBER = "45010219900307123X"
@@ -253,3 +255,17 @@ def test_development_vault_is_fixed_and_says_so() -> None:
     assert a.key_id == b.key_id
     assert b.open(MOBILE, a.seal(MOBILE, PHONE)) == PHONE
     assert a.index(MOBILE, PHONE) == b.index(MOBILE, PHONE)
+
+
+def test_development_keys_given_as_configuration_are_still_development_keys() -> None:
+    dev_enc, dev_index = (base64.b64encode(k).decode() for k in _DEV_KEYS)
+    own = generate_keys()
+    assert is_development_key(dev_enc)
+    assert is_development_key(dev_index)
+    assert not is_development_key(own["enc_key_b64"])
+    with pytest.raises(VaultConfigError):
+        is_development_key("not a key")
+    assert Vault.from_config(dev_enc, dev_index).is_development
+    assert Vault.from_config(own["enc_key_b64"], dev_index).is_development
+    assert Vault.from_config(**own, previous_enc_keys=[dev_enc]).is_development
+    assert not Vault.from_config(**own).is_development

@@ -286,6 +286,54 @@ async def test_hashes_depend_on_the_vault_key(eph: RedisEphemeral,
     assert await a.verify(INSTANCE, PURPOSE, PHONE, code) is None
 
 
+# -- decoys: codes for numbers that must not learn whether they are registered ---------
+
+
+async def test_a_decoy_is_never_right_and_dies_like_a_real_code(codes: SmsCodes) -> None:
+    code = await codes.issue(INSTANCE, PURPOSE, PHONE, deliverable=False)
+    real = await codes.issue(OTHER_INSTANCE, PURPOSE, PHONE)
+    # Not even the code issue() returned, nor the real code of another binding.
+    decoy_answers = [await codes.verify(INSTANCE, PURPOSE, PHONE, guess)
+                     for guess in (code, real, other(code), code, code, code)]
+    real_answers = [await codes.verify(OTHER_INSTANCE, PURPOSE, PHONE, other(real))
+                    for _ in range(6)]
+    assert decoy_answers == real_answers == [SMS_CODE_WRONG] * 4 + [SMS_CODE_DEAD] * 2
+    assert await codes.exhausted(INSTANCE, PURPOSE, PHONE)
+
+
+async def test_a_decoy_is_stored_like_a_real_code(codes: SmsCodes, eph: RedisEphemeral,
+                                                  redis_client: aioredis.Redis,
+                                                  redis_prefix: str) -> None:
+    await codes.issue(INSTANCE, PURPOSE, PHONE, deliverable=False)
+    await codes.issue(OTHER_INSTANCE, PURPOSE, PHONE)
+    stored = await stored_keys(redis_client, redis_prefix)
+    assert len(stored) == 2
+    decoy, real = (next(v for k, v in stored.items() if i.encode() in k)
+                   for i in (INSTANCE, OTHER_INSTANCE))
+    assert len(decoy) == len(real) == 32
+    ttls = [await eph.ttl(k.decode().removeprefix(redis_prefix)) for k in stored]
+    assert all(t is not None and t > timedelta(minutes=4) for t in ttls)
+
+
+async def test_a_decoy_message_is_queued_alike_and_never_sent(vault: Vault,
+                                                            clock: FrozenClock) -> None:
+    real, decoy = action_input(clock, {}), action_input(clock, {})
+    queue_sms(real, vault, PHONE, "【统一身份认证】您的验证码为123456，5分钟内有效。请勿泄露。")
+    queue_sms(decoy, vault, PHONE, "【统一身份认证】您的验证码为654321，5分钟内有效。请勿泄露。",
+              send=False)
+    [(_, shown_real)], [(_, shown_decoy)] = real.outbox, decoy.outbox
+    assert shown_real.keys() == shown_decoy.keys()
+    assert shown_real["to"] == shown_decoy["to"]
+    assert abs(len(shown_real["sealed"]) - len(shown_decoy["sealed"])) <= 24
+    gateway = Gateway()
+    with capture_logs() as logs:
+        await deliver(as_message(decoy), vault, gateway)
+    assert gateway.sent == []
+    assert [e["event"] for e in logs] == ["sms_decoy_dropped"]
+    await deliver(as_message(real), vault, gateway)
+    assert len(gateway.sent) == 1
+
+
 # -- the outbox -----------------------------------------------------------------------
 
 
@@ -461,15 +509,34 @@ async def test_check_action_refuses_on_the_sms_code_field(clock: FrozenClock,
     assert info.value.errors[0].error_id == SMS_CODE_DEAD
 
 
-async def test_check_action_refuses_a_used_code_as_expired(clock: FrozenClock,
-                                                           services: dict[str, Any],
-                                                           vault: Vault) -> None:
+async def test_check_action_passes_again_while_the_phone_is_proven_and_nowhere_else(
+        clock: FrozenClock, services: dict[str, Any], vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
-    await check(clock, services, code)
-    with pytest.raises(ValidationFailed) as info:
-        await check(clock, services, code)
-    assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
-        "sms_code", SMS_CODE_EXPIRED)
+    assert await check(clock, services, code) == {"verified": "138****8000"}
+    # A step refused after the check (a login name taken) passes again, code used or not.
+    assert await check(clock, services, code) == {"verified": "138****8000"}
+    assert await check(clock, services, other(code)) == {"verified": "138****8000"}
+    # The code itself is used up: another purpose or instance does not take it.
+    for kw in ({"state": "other_purpose"}, {"instance_id": OTHER_INSTANCE}):
+        with pytest.raises(ValidationFailed) as info:
+            await check(clock, services, code, **kw)
+        assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
+            "sms_code", SMS_CODE_EXPIRED)
+    assert await services["sms_codes"].verify(INSTANCE, PURPOSE, PHONE, code) == \
+        SMS_CODE_EXPIRED
+
+
+async def test_a_proof_lasts_as_long_as_a_code(codes: SmsCodes, eph: RedisEphemeral,
+                                               redis_client: aioredis.Redis) -> None:
+    code = await codes.issue(INSTANCE, PURPOSE, PHONE)
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, other(code)) == SMS_CODE_WRONG
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, code) is None
+    [key] = [k async for k in redis_client.scan_iter(match=f"{eph.prefix}sms:*:proven")]
+    left = await redis_client.pttl(key)
+    assert 0 < left <= codes.policy.ttl.total_seconds() * 1000
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, "") is None
+    await redis_client.delete(key)  # as when it expires
+    assert await codes.prove(INSTANCE, PURPOSE, PHONE, code) == SMS_CODE_EXPIRED
 
 
 async def test_send_action_refuses_a_dead_binding(clock: FrozenClock,

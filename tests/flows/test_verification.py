@@ -42,6 +42,7 @@ class Who:
     token: str
     credit_code: str | None = None
     rep_id: str | None = None
+    phone: str | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -82,7 +83,7 @@ async def new_organisation(p: Platform, *, verified: bool = False) -> Who:
         writes.append(s.accounts.mark_verified(account_id, by="deposit", note=None, now=now))
     await _write(p, *writes)
     token = await _session(p, account_id, "organisation", "测试科技有限公司", agent_id)
-    return Who(account_id, login, token, credit, rep_id)
+    return Who(account_id, login, token, credit, rep_id, phone)
 
 
 async def new_person(p: Platform, *, kind: str = "personal") -> Who:
@@ -97,7 +98,7 @@ async def new_person(p: Platform, *, kind: str = "personal") -> Who:
         id_number_index=s.vault.index(RESIDENT_ID, id_number) if id_number else None,
         phone_sealed=s.vault.seal(MOBILE, phone), phone_index=s.vault.index(MOBILE, phone),
         must_change_password=False, now=p.app[keys.CLOCK].now()))
-    return Who(account_id, login, await _session(p, account_id, kind, "李四"))
+    return Who(account_id, login, await _session(p, account_id, kind, "李四"), phone=phone)
 
 
 def sign_in(p: Platform, who: Who) -> None:
@@ -498,3 +499,53 @@ async def test_only_an_unverified_organisation_may_start_and_only_it_may_see_its
             assert resp.status == 403, (method, path)
     view = await platform.get(iid)
     assert (view["state"], view["version"]) == ("choose_method", 1)
+
+
+async def test_a_late_callback_of_an_earlier_face_session_is_refused(
+        platform: Platform, clock: FrozenClock) -> None:
+    org = await new_organisation(platform)
+    iid = await start(platform, org)
+    await platform.ok(iid, "choose", {"method": "face"})
+    first = await _face_session(platform, iid)
+    await platform.ok(iid, "back")
+    await platform.ok(iid, "choose", {"method": "face"})
+    second = await _face_session(platform, iid)
+    assert second != first
+    version = (await platform.get(iid))["version"]
+    late = {"event_id": "evt_" + uuid.uuid4().hex, "session_id": first, "result": "pass"}
+    status, answer = await _callback(platform, clock, "face", late)
+    assert status == 422
+    assert answer["errors"][0]["error_id"] == "face_session_not_current"
+    assert answer["errors"][0]["field"] == "session_id"
+    view = await platform.get(iid)
+    assert (view["state"], view["version"]) == ("face_scan", version)
+    assert not (await organisation_row(platform, org.account_id))["verified"]
+    current = {"event_id": "evt_" + uuid.uuid4().hex, "session_id": second, "result": "pass"}
+    status, answer = await _callback(platform, clock, "face", current)
+    assert (status, answer["state"]) == (200, "verified")
+
+
+async def test_the_legal_representative_has_the_face_sessions_of_one_person(
+        platform: Platform) -> None:
+    org = await new_organisation(platform)
+    assert org.rep_id is not None
+    # Three of the person's five a day, spent registering in person.
+    for _ in range(3):
+        reg = (await platform.start("personal_registration"))["id"]
+        view = await platform.ok(reg, "submit", {"name": REP_NAME, "id_number": org.rep_id,
+                                                 "agree": True})
+        assert view["state"] == "real_name"
+    sign_in(platform, org)
+    iid = await start(platform, org)
+    for _ in range(2):
+        assert (await platform.ok(iid, "choose", {"method": "face"}))["state"] == "face_scan"
+        await platform.ok(iid, "back")
+    view = await platform.ok(iid, "choose", {"method": "face"})
+    assert view["state"] == "choose_method"
+    assert view["ui"]["fields"][0]["error"]["error_id"] == "face_sessions_used_up"
+    # A new instance of the verification buys none either; the deposit is still there.
+    iid = await start(platform, org)
+    view = await platform.ok(iid, "choose", {"method": "face"})
+    assert view["ui"]["fields"][0]["error"]["error_id"] == "face_sessions_used_up"
+    assert (await platform.ok(iid, "choose", {"method": "deposit"}))["state"] == \
+        "account_details"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import redis.asyncio as aioredis
@@ -38,3 +39,20 @@ async def test_lists_keep_the_newest(redis_client: aioredis.Redis, redis_prefix:
     for i in range(5):
         await eph.push("inbox", str(i).encode(), keep=3, ttl=timedelta(minutes=1))
     assert await eph.items("inbox") == [b"4", b"3", b"2"]
+
+
+async def test_count_once_counts_each_token_once_even_when_asked_at_once(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    window = timedelta(seconds=60)
+    counts = await asyncio.gather(*(eph.count_once("c", f"t{i % 10}", window)
+                                    for i in range(40)))
+    assert sorted(set(counts)) == list(range(1, 11))
+    for i in range(10):  # every token keeps the number it got first
+        assert counts.count(counts[i]) == 4
+        assert await eph.count_once("c", f"t{i}", window) == counts[i]
+    assert await eph.count_once("c", "new", window) == 11
+    assert await eph.count_once("other", "t0", window) == 1
+    left = await eph.ttl("{c}")
+    assert left is not None
+    assert left <= window

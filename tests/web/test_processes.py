@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +124,19 @@ def flowctl(env: dict[str, str], *args: str,
                           text=True, timeout=timeout, check=False)
 
 
+# One client for every server of a test: the device cookie a start hands out is what
+# lets the same client step the instance on another server process.
+_COOKIES = CookieJar()
+_CLIENT = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(_COOKIES))
+
+
 def http(method: str, url: str, body: Any = None,
          timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - our server
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with _CLIENT.open(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")

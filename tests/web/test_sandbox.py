@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -32,9 +33,13 @@ from flows.providers.http import (
     HttpSms,
 )
 from storage.ephemeral import RedisEphemeral
+from tests.conftest import ROOT
+from tests.platform import PASSWORD, Platform
+from web.app import create_app
 from web.httpclient import AiohttpClient
 from web.middleware import problems
 from web.sandbox import setup_branches, setup_sandbox
+from web.settings import Settings
 
 ID_A = "11010519491231002X"
 ACCOUNT = "6222020200001234"
@@ -378,3 +383,62 @@ async def test_the_sandbox_api_refuses_bad_requests_as_problems(client: TestClie
     assert resp.status == 400
     body = json.loads(await resp.text())
     assert re.match(r"sandbox_", body["error_id"])
+
+
+# -- captcha answers ---------------------------------------------------------------------
+
+
+async def captcha_image(client: TestClient, iid: str) -> None:
+    resp = await client.get(f"/api/flows/{iid}/captcha")
+    assert resp.status == 200
+    assert (await resp.read()).startswith(b"\x89PNG")
+
+
+async def test_the_sandbox_shows_each_captcha_answer_and_the_newest_passes(
+        platform: Platform) -> None:
+    from tests.flows.test_personal import register
+
+    person = await register(platform)
+    login = (await platform.start("personal_login"))["id"]
+    other = (await platform.start("personal_login"))["id"]
+    for iid in (login, other, login):
+        await captcha_image(platform.client, iid)
+    resp = await platform.client.get("/sandbox/captchas.json", params={"instance": login})
+    assert resp.status == 200
+    shown = (await resp.json())["captchas"]
+    assert [c["instance_id"] for c in shown] == [login, login]  # newest first
+    assert all(re.fullmatch(r"[A-Z0-9]{4}", c["answer"]) for c in shown)
+    everyone = (await (await platform.client.get("/sandbox/captchas.json")).json())["captchas"]
+    assert [c["instance_id"] for c in everyone] == [login, other, login]
+    page = await (await platform.client.get("/sandbox/captchas",
+                                            params={"instance": login})).text()
+    assert shown[0]["answer"] in page
+    # The answer shown passes the captcha: the sign-in goes through.
+    view = await platform.ok(login, "submit", {"identifier": person["login"],
+                                               "password": PASSWORD,
+                                               "captcha": shown[0]["answer"]})
+    assert view["state"] == "signed_in"
+    resp = await platform.client.get("/sandbox/captchas.json", params={"instance": "../x"})
+    assert resp.status == 400
+    assert (await resp.json())["error_id"] == "instance_invalid"
+
+
+async def test_production_keeps_no_captcha_answer_and_shows_none(
+        aiohttp_client: Any, settings: Settings, clock: FrozenClock,
+        redis_client: aioredis.Redis) -> None:
+    from tests.web.test_app import https_client, production
+
+    real_flows = attrs.evolve(settings, flows_file=str(ROOT / "flows.yaml"),
+                              flow_modules=("flows",))
+    client = await https_client(aiohttp_client, create_app(production(real_flows),
+                                                           clock=clock))
+    resp = await client.post("/api/flows/personal_login")
+    assert resp.status == 201
+    iid = (await resp.json())["id"]
+    await captcha_image(client, iid)
+    await captcha_image(client, iid)
+    keys = [k.decode() async for k in redis_client.scan_iter(match=f"{settings.redis_prefix}*")]
+    assert f"{settings.redis_prefix}captcha:{iid}" in keys
+    assert not [k for k in keys if "sandbox" in k or "captchas" in k], keys
+    for path in ("/sandbox/captchas.json", "/sandbox/captchas"):
+        assert (await client.get(path, params={"instance": iid})).status == 404
