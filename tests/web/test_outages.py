@@ -210,6 +210,12 @@ def start_at_code(server: Server) -> str:
     return iid
 
 
+def starts_again(server: Server, what: str) -> None:
+    """Wait until a flow starts again (which needs the database and Redis)."""
+    wait_for(f"{what} to serve again",
+             lambda: call(server, "POST", "/api/flows/signup")[0] == 201)
+
+
 def outage_lines(server: Server) -> dict[tuple[str, str], int]:
     """How many lines each (event, dependency) got; fails on any traceback."""
     counts: dict[tuple[str, str], int] = {}
@@ -250,8 +256,7 @@ def test_a_dead_database_or_redis_answers_503_logs_little_and_the_server_recover
                  <= set(outage_lines(server)))
     finally:
         postgres.start()
-    wait_for("the database to serve again",
-             lambda: call(server, "POST", "/api/flows/signup")[0] == 201)
+    starts_again(server, "the database")
 
     # Redis gone (SIGKILL): starting (its limit) and whoever shows a session cookie get
     # 503; a step without a cookie and the list of flows need no Redis.
@@ -272,8 +277,7 @@ def test_a_dead_database_or_redis_answers_503_logs_little_and_the_server_recover
                  lambda: ("reload_listener_lost_redis", "cache") in outage_lines(server))
     finally:
         cache.start()
-    wait_for("Redis to serve again",
-             lambda: call(server, "POST", "/api/flows/signup")[0] == 201)
+    starts_again(server, "Redis")
 
     # Each kind of failure was a line or so, however many requests and rounds failed.
     lines = outage_lines(server)
@@ -336,8 +340,7 @@ def test_a_frozen_database_or_redis_answers_503_within_the_bounds(
         assert (status, body["state"]) == (200, "code")
     finally:
         cache.thaw()
-    wait_for("Redis to serve again",
-             lambda: call(server, "POST", "/api/flows/signup")[0] == 201)
+    starts_again(server, "Redis")
 
     # Stopped while the database is frozen: it stops, cleanly, all the same.
     postgres.freeze()
