@@ -131,7 +131,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
         headers["Location"] = f"/api/flows/{instance.id}"
     replies = dict(outcome.replies) if outcome is not None else {}
     token = replies.get("session")
-    in_body = wants_token(request)
+    in_body = isinstance(token, str) and wants_token(request)
     if isinstance(token, str):
         # One credential, where the client keeps it: a cookie for a browser (out of
         # reach of scripts), the body only for a client that asked for it.
