@@ -105,8 +105,11 @@ def client_address(request: web.Request) -> str | None:
     """Who per-client limits count: the peer, or what a trusted proxy says; IPv6 by /64."""
     settings = request.app[SETTINGS]
     header = settings.trusted_proxy_header
+    peer = request.remote
+    if not header and peer and ":" not in peer:
+        return peer  # the common case: an IPv4 peer and no proxy to believe
     values = request.headers.getall(header, []) if header else []
-    address = client_of(request.remote, header, values, _networks(settings.trusted_proxies))
+    address = client_of(peer, header, values, _networks(settings.trusted_proxies))
     return limit_key(address)
 
 

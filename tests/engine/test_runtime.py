@@ -474,3 +474,24 @@ async def test_a_step_carries_over_every_field_it_does_not_change(runtime: Runti
         if field.name not in changed:
             assert getattr(after, field.name) == getattr(before, field.name), field.name
     assert before.owner == "account:someone"
+
+
+async def test_a_replay_whose_history_does_not_replay_answers_as_it_is_now(
+        runtime: Runtime, pool: asyncpg.Pool) -> None:
+    """A resent step's answer is rebuilt from the history; should the history not replay
+    (an auditor's finding, here an instance row copied without its events), the client
+    still gets an answer, never a 500."""
+    first = (await runtime.start("signup")).instance
+    copy = "0f0f0f0f-0000-4000-8000-000000000001"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO flow_instances (id, flow, definition_version, state, context,"
+            " version, status, created_at, updated_at, expires_at, deadline_at, last_hash,"
+            " owner) SELECT $2, flow, definition_version, state, context, version, status,"
+            " created_at, updated_at, expires_at, deadline_at, last_hash, owner"
+            " FROM flow_instances WHERE id = $1", first.id, copy)
+    await runtime.advance(copy, "submit", DETAILS, idempotency_key="k")
+    await runtime.advance(copy, "back", {})
+    again = await runtime.advance(copy, "submit", DETAILS, idempotency_key="k")
+    assert again.replayed
+    assert (again.instance.version, again.instance.state) == (3, "details")
