@@ -23,6 +23,7 @@ from engine import (
     load_file,
 )
 from engine.loader import flows_from_contents
+from flows.pii import Vault
 from flows.support import VaultSealer
 from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool, create_redis
 from web import keys
@@ -236,6 +237,14 @@ async def _report_pinned(runtime: Runtime, metrics: Metrics) -> None:
                   active_instances=problem.active_instances, problem=problem.problem)
 
 
+def _limit_digest(vault: Vault) -> Callable[[str], str]:
+    """Limit counters keyed by an HMAC under the vault's index key, never a plain hash of
+    the phone numbers and ID numbers they count."""
+    def digest(text: str) -> str:
+        return vault.index("limit_key", text).hex()
+    return digest
+
+
 def _runtime(loaded: FlowSet | DefinitionError,
              ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -263,6 +272,7 @@ def _runtime(loaded: FlowSet | DefinitionError,
                               observer=app[keys.METRICS], on_commit=outbox.notify,
                               limiter=RedisLimiter(ephemeral),
                               sealer=VaultSealer(services.vault),
+                              key_digest=_limit_digest(services.vault),
                               services={**services.as_mapping(), "all": services})
             await runtime.publish()
             await store.record_served(flows.flows.values())

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from engine import FrozenClock
+from engine.canonical import canonical_json, sha256_hex
 from flows.identity import mask_mobile
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.platform import (
@@ -552,3 +553,21 @@ async def test_the_browser_that_passed_skips_the_face_step_for_a_day_and_nobody_
     clock.advance(timedelta(days=1, seconds=1))
     later = (await platform.start("personal_registration"))["id"]
     assert (await platform.ok(later, "submit", basic))["state"] == "real_name"
+
+
+async def test_limit_counters_are_keyed_by_a_keyed_hash_of_the_number(
+        platform: Platform) -> None:
+    """A plain hash of an 11-digit number is undone by trying them all: the counters of
+    limits by phone number are keyed by an HMAC under the vault's index key."""
+    phone = new_mobile()
+    iid = (await platform.start("personal_password_reset"))["id"]
+    await platform.ok(iid, "send_code", {"mobile": phone})
+    redis = platform.app[keys.REDIS]
+    prefix = platform.app[keys.SETTINGS].redis_prefix
+    found = {k.decode().removeprefix(prefix) async for k in redis.scan_iter(
+        match=f"{prefix}limit:sms_daily:*")}
+    plain = sha256_hex(canonical_json([phone]))[:32]
+    keyed = platform.app[keys.SERVICES].vault.index("limit_key",
+                                                    canonical_json([phone])).hex()[:32]
+    assert f"limit:sms_daily:{keyed}" in found
+    assert f"limit:sms_daily:{plain}" not in found
