@@ -19,26 +19,47 @@ sent, no registry asked): the script gives it as ``facts`` (a trigger's actions)
 ``effects`` (``on_enter`` actions of the state entered). Timeouts and callbacks may be
 fired like any trigger. Limits are not counted.
 
+An action can also refuse, as a live one does when, say, the SMS code is wrong:
+``refuse: {check_sms_code: sms_code_wrong}`` (or ``{error: ..., field: ...}``) refuses
+the step with that error, like a 422 with nothing stored (``expect: invalid``).
+
 A step that is refused stops the run, unless the script expected it (``expect:
 invalid``, ``refused`` or ``unavailable``); then the state stays and the run goes on.
+Every step is decided by the live step's own functions (engine.step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 import yaml
 
-from engine.errors import ValidationFailed
-from engine.forms import redact, validate_input
-from engine.machine import CompiledFlow, initial_context, next_context
-from engine.steps import GuardInput
+from engine.errors import (
+    FieldError,
+    FlowFinished,
+    TransitionRefused,
+    TriggerNotAllowed,
+    ValidationFailed,
+)
+from engine.machine import CompiledFlow
+from engine.model import Transition
+from engine.step import (
+    PROVIDER_PREFIX,
+    TIMER_ACTOR,
+    actions_for,
+    admit,
+    begin,
+    choose,
+    read_input,
+    settle,
+)
+from engine.steps import GuardInput, Instance
 
 OUTCOMES = frozenset({"invalid", "refused", "unavailable"})
-_STEP_KEYS = frozenset({"trigger", "input", "facts", "effects", "expect", "note"})
+_STEP_KEYS = frozenset({"trigger", "input", "facts", "effects", "refuse", "expect", "note"})
 
 
 class ScriptError(ValueError):
@@ -113,7 +134,7 @@ def parse_script(text: str, source: str = "<script>") -> dict[str, Any]:
             raise ScriptError(f"{where}: unknown key(s): {', '.join(unknown)}")
         if not isinstance(step.get("trigger"), str):
             raise ScriptError(f"{where}: 'trigger' is required")
-        for key in ("input", "facts", "effects"):
+        for key in ("input", "facts", "effects", "refuse"):
             if not isinstance(step.get(key, {}), dict):
                 raise ScriptError(f"{where}: '{key}' must be a mapping")
         if "expect" in step and not isinstance(step["expect"], str):
@@ -129,87 +150,126 @@ def _dry_seal(kind: str, value: str) -> dict[str, str]:
     return {"sealed": "dry-run", "masked": shown}
 
 
+DRY_RUN_ACTOR = "dry-run"
+
+
+def _refusal(action: str, given: Any) -> FieldError:
+    """What a script says an action refuses with: ``error_id``, or ``{error, field}``."""
+    if isinstance(given, Mapping):
+        return FieldError(given.get("field"), str(given.get("error")),
+                          str(given.get("zh", "")), str(given.get("en", f"{action} refused")))
+    return FieldError(None, str(given), "", f"{action} refused")
+
+
 def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
             now: datetime | None = None) -> DryRun:
     """Walk ``compiled`` through a parsed script (see :func:`parse_script`).
 
+    Each step goes through the live step's own decisions (engine.step): admit, read the
+    input, choose, settle; only the actions' results come from the script.
+
     ``now`` is the time dated validators see (a birth date "not after today"): the
     script's ``now`` if it has one, else this argument (the CLI passes the current time).
     """
-    now = script.get("now") or now
+    now = script.get("now") or now or datetime.now(UTC)
     flow = compiled.flow
-    registry = compiled.registry
     for n, step in enumerate(script["steps"], start=1):
         expect = step.get("expect")
         if expect is not None and expect not in OUTCOMES and expect not in flow.states:
             raise ScriptError(f"step {n}: expect {expect!r} is neither a state of "
                               f"{flow.name!r} nor one of {', '.join(sorted(OUTCOMES))}")
-    state = flow.initial
     prefill = dict(script.get("prefill") or {})
     unknown = sorted(k for k in prefill if k not in flow.all_fields())
     if unknown:
         raise ScriptError(f"prefill: no field(s) {', '.join(unknown)} in {flow.name!r}")
-    context = initial_context(prefill, {})
+    instance = begin(flow, "dry-run", prefill, {}, actor=DRY_RUN_ACTOR, now=now).instance
     done: list[DryStep] = []
     for n, step in enumerate(script["steps"], start=1):
-        trigger, expect = step["trigger"], step.get("expect")
-        facts = dict(step.get("facts") or {})
-        effects_given = dict(step.get("effects") or {})
-
-        def record(outcome: str, to: str, *, n: int = n, trigger: str = trigger,
-                   here: str = state, expect: str | None = expect,
-                   **detail: Any) -> DryStep:
-            ok = (outcome in ("moved", "stayed") and expect in (None, to)) or expect == outcome
-            return DryStep(n, trigger, here, to, outcome, expect, ok, detail)
-
-        if flow.states[state].final or trigger not in flow.triggers_from(state):
-            reason = "final" if flow.states[state].final else "not_from_here"
-            result = record("unavailable", state, reason=reason,
-                            available=list(flow.triggers_from(state)))
-        else:
-            timeout = flow.states[state].timeout
-            try:
-                # A timeout is the clock's step: like a live one, it carries no input.
-                clean = {} if timeout and trigger == timeout.trigger and not step.get(
-                    "input") else validate_input(flow, state, trigger,
-                                                 step.get("input") or {}, context, registry,
-                                                 now)
-            except ValidationFailed as exc:
-                result = record("invalid", state, errors=[e.as_dict() for e in exc.errors])
-            else:
-                recorded = redact(flow, state, clean, _dry_seal)
-                candidates = flow.transitions_from(state, trigger)
-                actions = list(dict.fromkeys(a for t in candidates for a in t.actions))
-                gi = GuardInput(state, trigger, context, recorded, facts, flow.policies)
-                taken = compiled.decide(gi)
-                not_given = [a for a in actions if a not in facts]
-                if taken is None:
-                    failed = [str(g) for t in candidates for g in t.guards
-                              if not compiled.guard_holds(g.name, g.negated, gi)]
-                    result = record("refused", state, failed_guards=list(dict.fromkeys(failed)),
-                                    actions_without_facts=not_given)
-                else:
-                    dest = flow.states[taken.dest]
-                    moved = taken.dest != state
-                    effects = {k: v for k, v in effects_given.items()
-                               if moved and k in dest.on_enter}
-                    context = next_context(context, from_state=state, to_state=dest.name,
-                                           input=recorded, facts=facts, effects=effects,
-                                           transition=taken)
-                    detail: dict[str, Any] = {"guards": [str(g) for g in taken.guards]}
-                    if not_given:
-                        detail["actions_without_facts"] = not_given
-                    if moved and dest.on_enter:
-                        detail["on_enter"] = list(dest.on_enter)
-                    if taken.error:
-                        detail["error"] = taken.error.as_dict()
-                    result = record("moved" if moved else "stayed", dest.name, **detail)
-                    state = dest.name
+        result, instance = _dry_step(compiled, instance, n, step, now)
         done.append(result)
         if not result.ok:
             break
-    return DryRun(flow.name, flow.version, tuple(done), state, flow.states[state].final,
-                  context)
+    return DryRun(flow.name, flow.version, tuple(done), instance.state,
+                  flow.states[instance.state].final, instance.context)
+
+
+@attrs.frozen
+class _Taken:
+    transition: Transition
+    after: Instance
+    entering: tuple[str, ...]
+
+
+def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
+          now: datetime, actions: list[str]) -> _Taken:
+    """One scripted step through admit, read_input, choose and settle; their refusals
+    propagate. ``actions``: the trigger's actions, whose results the script gives."""
+    flow, here, trigger = compiled.flow, instance.state, step["trigger"]
+    timeout = flow.states[here].timeout
+    by_clock = bool(timeout and trigger == timeout.trigger)
+    # Callbacks are fired like any trigger: as the provider would.
+    actor = (TIMER_ACTOR if by_clock else f"{PROVIDER_PREFIX}dry-run"
+             if trigger in flow.callback_triggers(here) else DRY_RUN_ACTOR)
+    admit(flow, instance, trigger, now=now, actor=actor, by_clock=by_clock)
+    if by_clock and step.get("input"):
+        raise ScriptError(f"step {n}: {trigger!r} is the clock's: it takes no input")
+    _, recorded = read_input(flow, here, trigger, step.get("input") or {}, instance.context,
+                             compiled.registry, now, _dry_seal, by_clock=by_clock)
+    refusals = dict(step.get("refuse") or {})
+    _refuse_if_scripted(actions, refusals)
+    facts = dict(step.get("facts") or {})
+    taken = choose(compiled, GuardInput(here, trigger, instance.context, recorded, facts,
+                                        flow.policies))
+    entering = flow.states[taken.dest].on_enter if taken.dest != here else ()
+    _refuse_if_scripted(entering, refusals)
+    effects = {k: v for k, v in (step.get("effects") or {}).items() if k in entering}
+    after = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded,
+                   facts=facts, effects=effects, actor=actor, now=now,
+                   by_clock=by_clock).instance
+    return _Taken(taken, after, tuple(entering))
+
+
+def _refuse_if_scripted(actions: Sequence[str], refusals: Mapping[str, Any]) -> None:
+    """The first of these actions the script says refuses, refuses the step (a 422)."""
+    refusing = next((a for a in actions if a in refusals), None)
+    if refusing is not None:
+        raise ValidationFailed([_refusal(refusing, refusals[refusing])])
+
+
+def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
+              now: datetime) -> tuple[DryStep, Instance]:
+    """One step of a script: what happened, and the instance after it."""
+    flow, here, trigger = compiled.flow, instance.state, step["trigger"]
+    expect = step.get("expect")
+
+    def record(outcome: str, to: str, **detail: Any) -> DryStep:
+        ok = (outcome in ("moved", "stayed") and expect in (None, to)) or expect == outcome
+        return DryStep(n, trigger, here, to, outcome, expect, ok, detail)
+
+    actions = actions_for(flow, here, trigger) if trigger in flow.triggers_from(here) else []
+    not_given = [a for a in actions if a not in (step.get("facts") or {})]
+    try:
+        taken = _take(compiled, instance, n, step, now, actions)
+    except (FlowFinished, TriggerNotAllowed) as exc:
+        return record("unavailable", here,
+                      available=exc.extra.get("available", list(flow.triggers_from(here))),
+                      reason="final" if isinstance(exc, FlowFinished) else "not_from_here"), \
+            instance
+    except ValidationFailed as exc:
+        return record("invalid", here, errors=[e.as_dict() for e in exc.errors]), instance
+    except TransitionRefused as exc:
+        return record("refused", here, failed_guards=list(exc.extra["failed"]),
+                      actions_without_facts=not_given), instance
+    t = taken.transition
+    detail: dict[str, Any] = {"guards": [str(g) for g in t.guards]}
+    if not_given:
+        detail["actions_without_facts"] = not_given
+    if taken.entering:
+        detail["on_enter"] = list(taken.entering)
+    if t.error:
+        detail["error"] = t.error.as_dict()
+    moved = t.dest != here
+    return record("moved" if moved else "stayed", t.dest, **detail), taken.after
 
 
 def describe_step(s: DryStep) -> str:

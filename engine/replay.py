@@ -16,8 +16,9 @@ import attrs
 from engine.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from engine.errors import ReplayDivergence
 from engine.loader import build_flow
-from engine.machine import CompiledFlow, initial_context, next_context
+from engine.machine import CompiledFlow
 from engine.registry import Registry
+from engine.step import TIMER_ACTOR, begin, settle
 from engine.steps import EVENT_KEYS, Event, GuardInput, Instance
 
 
@@ -30,25 +31,27 @@ class ReplayResult:
     last_hash: str
     # The pending timeout after the last event, as the live step armed it.
     deadline_at: datetime | None = None
+    # The instance as the last event left it, every field as the live step stored it.
+    instance: Instance | None = None
 
 
 def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
-    """Check the chain and re-derive every state; raise ReplayDivergence at the first gap."""
+    """Check the chain and re-derive every state; raise ReplayDivergence at the first gap.
+
+    A fold of the live step's own decisions (engine.step): each recorded event is
+    decided again from its recorded input and facts, settled with its recorded effects,
+    actor and time, and must come out as the very event that was stored.
+    """
     flow = compiled.flow
-    prev = GENESIS
-    state: str | None = None
-    context: dict[str, Any] = {}
+    instance: Instance | None = None
     count = 0
-    instance_id: str | None = None
-    deadline: datetime | None = None
     for expected_seq, ev in enumerate(events, start=1):
         count = expected_seq
         if ev.seq != expected_seq:
             raise ReplayDivergence(expected_seq, "seq", expected_seq, ev.seq)
-        if instance_id is None:
-            instance_id = ev.instance_id
-        elif ev.instance_id != instance_id:
-            raise ReplayDivergence(ev.seq, "instance_id", instance_id, ev.instance_id)
+        if instance is not None and ev.instance_id != instance.id:
+            raise ReplayDivergence(ev.seq, "instance_id", instance.id, ev.instance_id)
+        prev = instance.last_hash if instance is not None else GENESIS
         if ev.prev_hash != prev:
             raise ReplayDivergence(ev.seq, "prev_hash", prev, ev.prev_hash)
         recomputed = chain_hash(prev, ev.body())
@@ -56,39 +59,39 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
             raise ReplayDivergence(ev.seq, "hash", recomputed, ev.hash)
         if ev.definition_hash != flow.version:
             raise ReplayDivergence(ev.seq, "definition_hash", flow.version, ev.definition_hash)
-        if ev.seq == 1:
+        try:
+            at = datetime.fromisoformat(ev.at)
+        except (TypeError, ValueError):
+            raise ReplayDivergence(ev.seq, "at", "an ISO date and time", ev.at) from None
+        if instance is None:
             if ev.trigger != "start" or ev.from_state is not None:
                 raise ReplayDivergence(1, "start", "trigger 'start' from nothing",
                                        f"trigger {ev.trigger!r} from {ev.from_state!r}")
             if ev.to_state != flow.initial:
                 raise ReplayDivergence(1, "to", flow.initial, ev.to_state)
-            context = initial_context(ev.input, ev.effects)
+            done = begin(flow, ev.instance_id, ev.input, ev.effects, actor=ev.actor, now=at,
+                         at=ev.at)
         else:
-            assert state is not None
-            if ev.from_state != state:
-                raise ReplayDivergence(ev.seq, "from", state, ev.from_state)
-            if flow.states[state].final:
+            if ev.from_state != instance.state:
+                raise ReplayDivergence(ev.seq, "from", instance.state, ev.from_state)
+            if flow.states[instance.state].final:
                 raise ReplayDivergence(ev.seq, "to", "no step after a final state", ev.to_state)
-            taken = compiled.decide(GuardInput(state, ev.trigger, context, ev.input, ev.facts,
-                                               flow.policies))
+            taken = compiled.decide(GuardInput(instance.state, ev.trigger, instance.context,
+                                               ev.input, ev.facts, flow.policies))
             found = taken.dest if taken else None
-            if found != ev.to_state:
+            if taken is None or found != ev.to_state:
                 raise ReplayDivergence(ev.seq, "to", found, ev.to_state)
-            context = next_context(context, from_state=state, to_state=ev.to_state,
-                                   input=ev.input, facts=ev.facts, effects=ev.effects,
-                                   transition=taken)
-        # Entering a state arms its timeout; so does its own timeout looping back to it.
-        if ev.seq == 1 or ev.to_state != ev.from_state or (
-                ev.actor == "timer" and "timer" in ev.facts):
-            timeout = flow.states[ev.to_state].timeout
-            deadline = datetime.fromisoformat(ev.at) + timeout.after if timeout else None
-        state = ev.to_state
-        prev = ev.hash
-    if state is None:
+            done = settle(flow, instance, taken, trigger=ev.trigger, recorded_input=ev.input,
+                          facts=ev.facts, effects=ev.effects, actor=ev.actor, now=at,
+                          by_clock=ev.actor == TIMER_ACTOR and "timer" in ev.facts, at=ev.at)
+        if done.event.hash != ev.hash:
+            raise ReplayDivergence(ev.seq, "event", done.event.as_dict(), ev.as_dict())
+        instance = done.instance
+    if instance is None:
         raise ReplayDivergence(1, "history", "at least one event", "none")
-    return ReplayResult(state=state, context=context,
-                        status="finished" if flow.states[state].final else "active",
-                        events=count, last_hash=prev, deadline_at=deadline)
+    return ReplayResult(state=instance.state, context=instance.context,
+                        status=instance.status, events=count, last_hash=instance.last_hash,
+                        deadline_at=instance.deadline_at, instance=instance)
 
 
 def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],

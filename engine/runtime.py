@@ -16,34 +16,30 @@ from typing import Any
 import attrs
 import structlog
 
-from engine.canonical import GENESIS, canonical_json, instance_ref, sha256_hex
+from engine.canonical import canonical_json, instance_ref, sha256_hex
 from engine.errors import (
     ConcurrencyConflict,
     DefinitionError,
     DuplicateKey,
     EngineError,
-    FieldError,
     FlowExpired,
     FlowFinished,
     FlowNotFound,
-    Forbidden,
     IdempotencyKeyReused,
     InstanceNotFound,
-    PreconditionFailed,
     RateLimited,
     ReplayDivergence,
     TransitionRefused,
     TriggerNotAllowed,
     ValidationFailed,
 )
-from engine.forms import describe, redact, validate_input
+from engine.forms import describe
 from engine.loader import FlowSet, build_flow
-from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Flow, Limit, Transition
+from engine.machine import CompiledFlow, initial_context
+from engine.model import Flow, Limit
 from engine.ports import (
     Clock,
     Limiter,
-    NewTimer,
     NoLimits,
     NoSealer,
     NullObserver,
@@ -55,17 +51,26 @@ from engine.ports import (
 )
 from engine.registry import Registry
 from engine.replay import replay
+from engine.step import (
+    PROVIDER_PREFIX,
+    TIMER_ACTOR,
+    acting,
+    actions_for,
+    admit,
+    begin,
+    check_access,
+    check_prefill,
+    choose,
+    iso,
+    limits_for,
+    read_input,
+    restart_hint,
+    settle,
+)
 from engine.steps import ActionInput, Event, GuardInput, Instance
 
 log = structlog.get_logger("engine.runtime")
 
-TIMER_ACTOR = "timer"
-# Actors of signed provider callbacks: "provider:face", "provider:payment", ...
-PROVIDER_PREFIX = "provider:"
-
-
-def iso(t: datetime) -> str:
-    return t.isoformat(timespec="microseconds")
 
 
 def scoped_key(actor: str, key: str | None) -> str | None:
@@ -99,7 +104,7 @@ class Runtime:
     """Runs flow instances: one object per process, shared by all requests."""
 
     def __init__(self, store: Store, clock: Clock, registry: Registry, flows: FlowSet,
-                 *, services: Mapping[str, Any] | None = None,
+                 *, services: Mapping[type, Any] | None = None,
                  observer: Observer | None = None,
                  limiter: Limiter | None = None,
                  sealer: Sealer | None = None,
@@ -108,7 +113,7 @@ class Runtime:
         self.store = store
         self.clock = clock
         self.registry = registry
-        self.services: Mapping[str, Any] = services or {}
+        self.services: Mapping[type, Any] = services or {}
         self.observer = observer or NullObserver()
         self.limiter: Limiter = limiter or NoLimits()
         self.sealer: Sealer = sealer or NoSealer()
@@ -177,8 +182,8 @@ class Runtime:
                     actor: str = "anonymous", idempotency_key: str | None = None,
                     client: str | None = None) -> StepOutcome:
         flow = self.current(name)
-        self._check_access(flow, actor)
-        values = self._check_prefill(flow, prefill or {})
+        check_access(flow, actor)
+        values = check_prefill(flow, prefill or {}, self.registry, self.clock.now())
         # A key is the sender's own: another sender's same key is a new request.
         start_key = scoped_key(actor, idempotency_key)
         if flow.start_limits:
@@ -196,21 +201,11 @@ class Runtime:
                          now=now, services=self.services, actor=actor, client=client,
                          owner=actor, policies=flow.policies, sealer=self.sealer)
         effects = await self._run_actions(state.on_enter, ai)
-        context = initial_context(values, effects)
-        event = Event.sealed(
-            instance_id=instance_id, seq=1, trigger="start", from_state=None,
-            to_state=flow.initial, input=values, facts={}, effects=effects, actor=actor,
-            at=iso(now), definition_hash=flow.version, prev_hash=GENESIS)
-        timer = (NewTimer(flow.initial, state.timeout.trigger, now + state.timeout.after)
-                 if state.timeout else None)
-        instance = Instance(
-            id=instance_id, flow=flow.name, definition_hash=flow.version, state=flow.initial,
-            context=context, version=1, status="finished" if state.final else "active",
-            created_at=now, updated_at=now, expires_at=now + flow.expires_in,
-            last_hash=event.hash, deadline_at=timer.due_at if timer else None, owner=actor)
+        first = begin(flow, instance_id, values, effects, actor=actor, now=now)
+        instance, event = first.instance, first.event
         try:
-            await self.store.create(instance, event, timer, tuple(ai.outbox), start_key,
-                                    tuple(ai.writes))
+            await self.store.create(instance, event, first.new_timer, tuple(ai.outbox),
+                                    start_key, tuple(ai.writes))
         except DuplicateKey:
             assert start_key is not None
             return await self._replayed_start(name, start_key)
@@ -226,51 +221,8 @@ class Runtime:
         first = (await self.store.events(existing.id))[0]
         return StepOutcome(await self._as_it_was(existing, first), first, replayed=True)
 
-    @staticmethod
-    def _check_access(flow: Flow, actor: str) -> None:
-        """Flows not open to anyone need a signed-in account or an administrator."""
-        if flow.access == "anyone" or actor.startswith(f"{flow.access}:"):
-            return
-        raise Forbidden(f"flow {flow.name!r} needs a signed-in {flow.access}")
-
-    @staticmethod
-    def check_owner(instance: Instance, actor: str, also: Sequence[str] = ()) -> str:
-        """Only whoever started a flow may see or step it; also a flow open to anyone.
-
-        ``also``: other identities the same caller holds (a signed-in browser is also its
-        device). Return the identity that acts: the owner, or the clock or a provider's
-        signed callback, which step a flow on the owner's behalf.
-        """
-        if actor == TIMER_ACTOR or actor.startswith(PROVIDER_PREFIX):
-            return actor
-        for identity in (actor, *also):
-            if identity == instance.owner:
-                return identity
-        raise Forbidden("this flow belongs to someone else")
-
-    def _check_prefill(self, flow: Flow, prefill: Mapping[str, Any]) -> dict[str, Any]:
-        fields = flow.all_fields()
-        # Locked and derived values come from the flow itself, never from a client.
-        allowed = {k for k, f in fields.items() if not f.secret and not f.sensitive
-                   and f.locked is False and f.value_from is None}
-        errors = [FieldError(k, "unknown_field", "不接受此字段",
-                             "This field cannot be prefilled") for k in prefill
-                  if k not in allowed]
-        if errors:
-            raise ValidationFailed(errors)
-        out: dict[str, Any] = {}
-        for state in flow.states.values():
-            names = {f.name for f in state.fields} & set(prefill) - set(out)
-            if not names:
-                continue
-            # Prefill is checked like a submission of those fields, none of them required.
-            sub = attrs.evolve(flow, states={state.name: attrs.evolve(
-                state, fields=tuple(attrs.evolve(f, required=False, locked=False)
-                                    for f in state.fields if f.name in names))},
-                transitions=())
-            out.update(validate_input(sub, state.name, "", {k: prefill[k] for k in names},
-                                      {}, self.registry, self.clock.now()))
-        return out
+    # The owner check, for the web layer's reads (the step calls it itself).
+    check_owner = staticmethod(acting)
 
     # -- reading -----------------------------------------------------------------
     async def get(self, instance_id: str) -> Instance:
@@ -340,9 +292,9 @@ class Runtime:
             if trigger in self._known_triggers(instance.definition_hash):
                 trigger_label = trigger
             # Who may act comes before any shortcut: a replay answers the owner only.
-            acting = self.check_owner(instance, actor, also)
-            if acting != actor:
-                actor, key = acting, scoped_key(acting, idempotency_key)
+            who = acting(instance, actor, also)
+            if who != actor:
+                actor, key = who, scoped_key(who, idempotency_key)
                 instance, prior = await self.store.load(instance_id, key)
             if prior is not None:
                 outcome = "replayed"
@@ -387,91 +339,50 @@ class Runtime:
             log.error("replayed_answer_not_rebuilt", instance=instance_ref(instance.id),
                       seq=event.seq, diverged_at=exc.seq, what=exc.what)
             return instance
-        return attrs.evolve(instance, state=then.state, context=then.context,
-                            version=event.seq, status=then.status, last_hash=then.last_hash,
-                            updated_at=datetime.fromisoformat(event.at),
-                            deadline_at=then.deadline_at)
+        return then.instance or instance
 
     async def _step(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
                     idempotency_key: str | None, expected_version: int | None, actor: str,
                     client: str | None, fired_timer: Timer | None) -> StepOutcome:
+        """The step's I/O around the pure decisions of engine.step."""
         now = self.clock.now()
         # The version is almost always compiled already: no coroutine for the common case.
         compiled = self._compiled.get(instance.definition_hash) or \
             await self.compiled(instance.definition_hash)
         flow = compiled.flow
-        if instance.expired(now):
-            raise FlowExpired(restart=self.restart_hint(instance))
-        if instance.status != "active":
-            raise FlowFinished()
-        if expected_version is not None and expected_version != instance.version:
-            raise PreconditionFailed(current_version=instance.version)
-        timeout = flow.states[instance.state].timeout
-        clock_only = timeout.trigger if timeout else None
-        callbacks = flow.callback_triggers(instance.state)
-        by_provider = actor.startswith(PROVIDER_PREFIX)
-        if trigger not in flow.triggers_from(instance.state) or (
-                trigger == clock_only and fired_timer is None) or (
-                (trigger in callbacks) != by_provider and trigger != clock_only):
-            raise TriggerNotAllowed(
-                f"trigger {trigger!r} is not available in state {instance.state!r}",
-                available=[t for t in flow.triggers_from(instance.state)
-                           if t != clock_only and t not in callbacks])
-        # A timeout is the clock's step: it carries no input, so there is no form to check.
-        clean = {} if fired_timer is not None else validate_input(
-            flow, instance.state, trigger, raw_input, instance.context, self.registry, now)
-        recorded_input = redact(flow, instance.state, clean, self.sealer.seal)
-        candidates = flow.transitions_from(instance.state, trigger)
-        if fired_timer is None and not by_provider:
+        by_clock = fired_timer is not None
+        admit(flow, instance, trigger, now=now, actor=actor, by_clock=by_clock,
+              expected_version=expected_version, current=self.flows.get(instance.flow))
+        clean, recorded_input = read_input(flow, instance.state, trigger, raw_input,
+                                           instance.context, self.registry, now,
+                                           self.sealer.seal, by_clock=by_clock)
+        if not by_clock and not actor.startswith(PROVIDER_PREFIX):
             # Limits are for people: the clock and providers' callbacks are never throttled.
-            await self._enforce_limits(flow, candidates, instance, clean, actor, client)
-        seq = instance.version + 1
-        ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=seq,
+            await self.hit_limits(limits_for(flow, instance.state, trigger),
+                                  {"instance": instance.id, "client": client, "actor": actor,
+                                   "flow": flow.name}, clean)
+        ai = ActionInput(instance_id=instance.id, flow=flow.name, seq=instance.version + 1,
                          state=instance.state, trigger=trigger, context=instance.context,
                          input=clean, now=now, services=self.services, actor=actor,
                          client=client, owner=instance.owner, policies=flow.policies,
                          sealer=self.sealer)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
-        names = list(dict.fromkeys(a for t in candidates for a in t.actions))
-        facts = {**ai.facts, **await self._run_actions(names, ai)}
-        taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
-                                           recorded_input, facts, flow.policies))
-        if taken is None:
-            raise TransitionRefused(
-                f"no transition for {trigger!r} from {instance.state!r} allows this",
-                failed=self._failed_guards(compiled, instance, trigger, recorded_input, facts))
+        facts = {**ai.facts, **await self._run_actions(
+            actions_for(flow, instance.state, trigger), ai)}
+        taken = choose(compiled, GuardInput(instance.state, trigger, instance.context,
+                                            recorded_input, facts, flow.policies))
         dest = flow.states[taken.dest]
-        moved = taken.dest != instance.state
         effects: dict[str, Any] = {}
-        if moved and dest.on_enter:
+        if taken.dest != instance.state and dest.on_enter:
             ai.state = dest.name
             effects = await self._run_actions(dest.on_enter, ai)
-        context = next_context(instance.context, from_state=instance.state, to_state=dest.name,
-                               input=recorded_input, facts=facts, effects=effects,
-                               transition=taken)
-        event = Event.sealed(
-            instance_id=instance.id, seq=seq, trigger=trigger, from_state=instance.state,
-            to_state=dest.name, input=recorded_input, facts=facts, effects=effects,
-            actor=actor, at=iso(now), definition_hash=flow.version,
-            prev_hash=instance.last_hash)
-        new_timer = None
-        deadline = instance.deadline_at
-        # Entering a state arms its timeout; so does its own timeout looping back to it.
-        if moved or fired_timer is not None:
-            deadline = None
-            if dest.timeout:
-                new_timer = NewTimer(dest.name, dest.timeout.trigger, now + dest.timeout.after)
-                deadline = new_timer.due_at
-        after = Instance(
-            id=instance.id, flow=instance.flow, definition_hash=instance.definition_hash,
-            state=dest.name, context=context, version=seq,
-            status="finished" if dest.final else "active", created_at=instance.created_at,
-            updated_at=now, expires_at=instance.expires_at, last_hash=event.hash,
-            deadline_at=deadline, owner=instance.owner)
+        done = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded_input,
+                      facts=facts, effects=effects, actor=actor, now=now, by_clock=by_clock)
+        after, event = done.instance, done.event
         step = StepCommit(instance=after, expected_version=instance.version, event=event,
-                          idempotency_key=idempotency_key, cancel_timers=moved,
-                          new_timer=new_timer,
+                          idempotency_key=idempotency_key, cancel_timers=done.cancel_timers,
+                          new_timer=done.new_timer,
                           fired_timer_id=fired_timer.id if fired_timer else None,
                           outbox=tuple(ai.outbox), writes=tuple(ai.writes))
         try:
@@ -485,20 +396,8 @@ class Runtime:
         if ai.outbox:
             self.on_commit()
         log.info("step_committed", flow=flow.name, instance=instance_ref(instance.id),
-                 state=instance.state, trigger=trigger, to=dest.name, seq=seq)
+                 state=instance.state, trigger=trigger, to=dest.name, seq=event.seq)
         return StepOutcome(after, event, replies=dict(ai.replies))
-
-    async def _enforce_limits(self, flow: Flow, candidates: Sequence[Transition],
-                              instance: Instance,
-                              clean: Mapping[str, Any], actor: str,
-                              client: str | None) -> None:
-        """Count this step against every limit its trigger declares; refuse when over."""
-        limits: dict[str, Limit] = {}
-        for t in candidates:
-            for lim in t.limits:
-                limits.setdefault(lim.name, lim)  # a name counts once a step
-        await self.hit_limits(limits.values(), {"instance": instance.id, "client": client,
-                                                 "actor": actor, "flow": flow.name}, clean)
 
     async def hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
                           clean: Mapping[str, Any]) -> None:
@@ -522,18 +421,6 @@ class Runtime:
                     **({"error_id": error.error_id,
                         "message": {"zh": error.zh, "en": error.en}} if error else {}))
 
-    def _failed_guards(self, compiled: CompiledFlow, instance: Instance, trigger: str,
-                       recorded_input: Mapping[str, Any],
-                       facts: Mapping[str, Any]) -> list[str]:
-        gi = GuardInput(instance.state, trigger, instance.context, recorded_input, dict(facts),
-                        compiled.flow.policies)
-        failed: list[str] = []
-        for t in compiled.flow.transitions_from(instance.state, trigger):
-            for g in t.guards:
-                if not compiled.guard_holds(g.name, g.negated, gi) and str(g) not in failed:
-                    failed.append(str(g))
-        return failed
-
     async def _run_actions(self, names: tuple[str, ...] | list[str],
                            ai: ActionInput) -> dict[str, Any]:
         """Run actions in order; return what each returned, by name (None: nothing)."""
@@ -549,14 +436,7 @@ class Runtime:
 
     def restart_hint(self, instance: Instance) -> dict[str, Any]:
         """What a client needs to start over, prefilled with the non-secret input."""
-        flow = self.flows.get(instance.flow)
-        fields = flow.all_fields() if flow else {}
-        # Secrets never, and a required tick box (an agreement) is ticked afresh.
-        values = {k: v for k, v in instance.context.get("values", {}).items()
-                  if k in fields and not fields[k].secret and not fields[k].sensitive
-                  and not (fields[k].type == "boolean" and fields[k].required)}
-        return {"flow": instance.flow, "method": "POST", "href": f"/api/flows/{instance.flow}",
-                "body": {"prefill": values}}
+        return restart_hint(self.flows.get(instance.flow), instance)
 
     # -- time --------------------------------------------------------------------
     async def fire_timer(self, timer: Timer) -> StepOutcome | None:

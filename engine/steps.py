@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from engine.canonical import chain_hash
+
+T = TypeVar("T")
 
 # A write receives the store's transaction handle (for PostgreSQL: the connection).
 Write = Callable[[Any], Awaitable[None]]
@@ -55,7 +57,8 @@ class ActionInput:
     context: Mapping[str, Any]
     input: Mapping[str, Any]
     now: datetime
-    services: Mapping[str, Any]
+    # By type, read with ``service(SomeType)``: the engine knows none of them.
+    services: Mapping[type, Any]
     actor: str = "anonymous"
     client: str | None = None
     # Who started the instance (account:<id>, admin:<id>, device:<hash>): the same on
@@ -88,6 +91,13 @@ class ActionInput:
         if name in self.facts:
             return self.facts[name]
         return self.context.get("facts", {}).get(name, default)
+
+    def service(self, kind: type[T]) -> T:
+        """The service of this type that the composition root handed the engine."""
+        found = self.services.get(kind)
+        if not isinstance(found, kind):
+            raise RuntimeError(f"no {kind.__name__} is configured for actions")
+        return found
 
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue a message, sent after the step commits."""

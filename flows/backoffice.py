@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -63,13 +62,6 @@ def _admin(a: ActionInput) -> str:
     return a.actor
 
 
-def _fact(a: ActionInput, name: str) -> Mapping[str, Any]:
-    found = a.facts.get(name)
-    if found is None:
-        found = a.context.get("facts", {}).get(name)
-    return found if isinstance(found, Mapping) else {}
-
-
 def _reason(a: ActionInput) -> str:
     reason = str(a.value("reason") or "").strip()
     if not reason:
@@ -104,7 +96,7 @@ async def reset_account_password(a: ActionInput) -> dict[str, Any]:
     """On entering done: a one-time password, must be changed, audited; shown once."""
     s = services(a)
     actor = _admin(a)
-    target = _fact(a, "find_reset_target")
+    target = a.fact("find_reset_target", {})
     account = await s.accounts.by_id(str(target.get("account_id")))
     if account is None:
         refuse("login_name", "account_not_found", "没有使用该登录名的账号",
@@ -147,7 +139,7 @@ async def verify_organisation_by_admin(a: ActionInput) -> dict[str, Any]:
     """On entering done: verified by this administrator, with the reason; audited."""
     s = services(a)
     actor = _admin(a)
-    target = _fact(a, "find_organisation_to_verify")
+    target = a.fact("find_organisation_to_verify", {})
     organisation_id = str(target.get("organisation_id"))
     reason = _reason(a)
     a.write(s.accounts.mark_verified(organisation_id, by=actor, note=reason, now=a.now))

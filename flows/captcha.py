@@ -196,7 +196,7 @@ class Captchas:
 
 async def check_captcha(a: ActionInput) -> None:
     """Action: refuse the step unless ``captcha`` answers this instance's image."""
-    captchas: Captchas = a.services["captchas"]
+    captchas = a.service(Captchas)
     error_id = await captchas.check(a.instance_id, a.input.get("captcha", ""))
     if error_id is not None:
         log.info("captcha_refused", reason=error_id)

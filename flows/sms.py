@@ -393,7 +393,7 @@ def sender(vault: Vault, gateway: SmsGateway) -> Callable[[OutboxMessage], Await
 
 def codes_for(a: ActionInput) -> SmsCodes:
     """The SMS codes under the policy pinned with the flow's definition version."""
-    codes: SmsCodes = a.services["sms_codes"]
+    codes = a.service(SmsCodes)
     pinned = a.policies.get("sms")
     return codes.with_policy(SmsPolicy.from_mapping(pinned)) if pinned is not None else codes
 
@@ -408,7 +408,7 @@ def _phone(a: ActionInput) -> str:
 async def send_sms_code(a: ActionInput) -> dict[str, Any]:
     """Action: send a code to ``mobile`` for the current state; the fact names the phone masked."""
     codes = codes_for(a)
-    vault: Vault = a.services["vault"]
+    vault = a.service(Vault)
     phone = _phone(a)
     if await codes.exhausted(a.instance_id, a.state, phone):
         log.info("sms_code_refused", reason=SMS_CODE_DEAD, to=mask_mobile(phone))

@@ -40,15 +40,16 @@ class Services:
     ephemeral: Ephemeral
     public_url: str
 
-    def as_mapping(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in attrs.fields(Services)}
+    def by_type(self) -> dict[type, Any]:
+        """What the engine hands actions, read with ``ActionInput.service(type)``: the
+        building blocks that cannot import this module ask for theirs by type."""
+        return {Services: self, Vault: self.vault, SmsCodes: self.sms_codes,
+                Captchas: self.captchas}
 
 
 def services(a: ActionInput) -> Services:
-    s = a.services.get("all")
-    if not isinstance(s, Services):
-        raise RuntimeError("the platform's services are not configured")
-    return s
+    """The platform's services, typed."""
+    return a.service(Services)
 
 
 def refuse(field: str | None, error_id: str, zh: str, en: str) -> NoReturn:

@@ -273,7 +273,7 @@ def _runtime(loaded: FlowSet | DefinitionError,
                               limiter=RedisLimiter(ephemeral),
                               sealer=VaultSealer(services.vault),
                               key_digest=_limit_digest(services.vault),
-                              services={**services.as_mapping(), "all": services})
+                              services=services.by_type())
             await runtime.publish()
             await store.record_served(flows.flows.values())
             app[keys.RUNTIME] = runtime

@@ -204,3 +204,32 @@ def test_the_guide_shows_the_example_as_it_is() -> None:
     script = "".join(line for line in example.read_text(encoding="utf-8").splitlines(True)
                      if not line.startswith("#"))
     assert shown == script
+
+
+def test_a_script_can_say_that_an_action_refuses() -> None:
+    """Every path, not only the happy one: an action's refusal is a 422, nothing stored."""
+    result = run("""
+steps:
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
+  - {trigger: confirm, input: {code: "1"},
+     refuse: {check_code: {error: code_expired, field: code}}, expect: invalid}
+  - {trigger: confirm, input: {code: "123456"}, facts: {check_code: {ok: true}},
+     expect: done}
+""")
+    assert result.ok
+    refused = result.steps[1]
+    assert (refused.outcome, refused.to_state) == ("invalid", "code")
+    assert refused.detail["errors"][0]["error_id"] == "code_expired"
+    assert refused.detail["errors"][0]["field"] == "code"
+    assert "invalid input (code: code_expired)" in describe_step(refused)
+    # The refused step counted no attempt: the next one is the first.
+    assert result.context["attempts"] == 0
+
+
+def test_the_clocks_trigger_takes_no_input_in_a_script() -> None:
+    with pytest.raises(ScriptError, match="the clock's"):
+        run("""
+steps:
+  - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
+  - {trigger: expire, input: {code: "1"}}
+""")

@@ -208,7 +208,7 @@ async def test_non_text_or_huge_answers_are_wrong(captchas: Captchas, drawn: Dra
 def action_input(captchas: Captchas, clock: FrozenClock, answer: str) -> ActionInput:
     return ActionInput(instance_id=INSTANCE, flow="personal_login", seq=2, state="login",
                        trigger="submit", context={}, input={"captcha": answer},
-                       now=clock.now(), services={"captchas": captchas},
+                       now=clock.now(), services={Captchas: captchas},
                        action="check_captcha")
 
 

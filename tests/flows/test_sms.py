@@ -345,7 +345,7 @@ class Gateway:
         self.sent.append((phone, text, idempotency_key))
 
 
-def action_input(clock: FrozenClock, services: dict[str, Any], *, state: str = PURPOSE,
+def action_input(clock: FrozenClock, services: dict[type, Any], *, state: str = PURPOSE,
                  instance_id: str = INSTANCE, action: str = "send_sms_code",
                  **fields: Any) -> ActionInput:
     return ActionInput(instance_id=instance_id, flow="personal_password_reset", seq=3,
@@ -428,11 +428,11 @@ def registered() -> Registry:
 
 
 @pytest.fixture
-def services(codes: SmsCodes, vault: Vault) -> dict[str, Any]:
-    return {"sms_codes": codes, "vault": vault}
+def services(codes: SmsCodes, vault: Vault) -> dict[type, Any]:
+    return {SmsCodes: codes, Vault: vault}
 
 
-async def send(clock: FrozenClock, services: dict[str, Any], vault: Vault,
+async def send(clock: FrozenClock, services: dict[type, Any], vault: Vault,
                **kw: Any) -> tuple[ActionInput, Any, str]:
     """Run send_sms_code; return its input, its fact and the code (read from the outbox)."""
     ai = action_input(clock, services, mobile=PHONE, **kw)
@@ -444,14 +444,14 @@ async def send(clock: FrozenClock, services: dict[str, Any], vault: Vault,
     return ai, fact, code
 
 
-async def check(clock: FrozenClock, services: dict[str, Any], code: str, **kw: Any) -> Any:
+async def check(clock: FrozenClock, services: dict[type, Any], code: str, **kw: Any) -> Any:
     ai = action_input(clock, services, action="check_sms_code", mobile=PHONE, sms_code=code,
                       **kw)
     return await registered().actions["check_sms_code"](ai)
 
 
 async def test_send_action_queues_a_sealed_message_and_records_the_masked_phone(
-        clock: FrozenClock, services: dict[str, Any], vault: Vault) -> None:
+        clock: FrozenClock, services: dict[type, Any], vault: Vault) -> None:
     with capture_logs() as logs:
         ai, fact, code = await send(clock, services, vault)
     assert fact == {"sent_to": "138****8000"}
@@ -469,7 +469,7 @@ async def test_send_action_queues_a_sealed_message_and_records_the_masked_phone(
 
 
 async def test_check_action_passes_the_right_code(clock: FrozenClock,
-                                                  services: dict[str, Any],
+                                                  services: dict[type, Any],
                                                   vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
     with capture_logs() as logs:
@@ -479,7 +479,7 @@ async def test_check_action_passes_the_right_code(clock: FrozenClock,
 
 
 async def test_the_code_is_bound_to_the_state_it_was_sent_in(clock: FrozenClock,
-                                                             services: dict[str, Any],
+                                                             services: dict[type, Any],
                                                              vault: Vault) -> None:
     _, _, code = await send(clock, services, vault, state="verify_old_phone")
     with pytest.raises(ValidationFailed) as info:
@@ -489,7 +489,7 @@ async def test_the_code_is_bound_to_the_state_it_was_sent_in(clock: FrozenClock,
 
 
 async def test_check_action_refuses_on_the_sms_code_field(clock: FrozenClock,
-                                                          services: dict[str, Any],
+                                                          services: dict[type, Any],
                                                           vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
     seen = []
@@ -510,7 +510,7 @@ async def test_check_action_refuses_on_the_sms_code_field(clock: FrozenClock,
 
 
 async def test_check_action_passes_again_while_the_phone_is_proven_and_nowhere_else(
-        clock: FrozenClock, services: dict[str, Any], vault: Vault) -> None:
+        clock: FrozenClock, services: dict[type, Any], vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
     assert await check(clock, services, code) == {"verified": "138****8000"}
     # A step refused after the check (a login name taken) passes again, code used or not.
@@ -522,7 +522,7 @@ async def test_check_action_passes_again_while_the_phone_is_proven_and_nowhere_e
             await check(clock, services, code, **kw)
         assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
             "sms_code", SMS_CODE_EXPIRED)
-    assert await services["sms_codes"].verify(INSTANCE, PURPOSE, PHONE, code) == \
+    assert await services[SmsCodes].verify(INSTANCE, PURPOSE, PHONE, code) == \
         SMS_CODE_EXPIRED
 
 
@@ -540,7 +540,7 @@ async def test_a_proof_lasts_as_long_as_a_code(codes: SmsCodes, eph: RedisEpheme
 
 
 async def test_send_action_refuses_a_dead_binding(clock: FrozenClock,
-                                                  services: dict[str, Any],
+                                                  services: dict[type, Any],
                                                   vault: Vault) -> None:
     _, _, code = await send(clock, services, vault)
     for _ in range(5):
@@ -555,7 +555,7 @@ async def test_send_action_refuses_a_dead_binding(clock: FrozenClock,
 
 
 async def test_send_action_refuses_a_bad_phone_on_the_mobile_field(
-        clock: FrozenClock, services: dict[str, Any]) -> None:
+        clock: FrozenClock, services: dict[type, Any]) -> None:
     ai = action_input(clock, services, mobile="12345")
     with pytest.raises(ValidationFailed) as info:
         await registered().actions["send_sms_code"](ai)
