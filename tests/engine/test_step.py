@@ -9,7 +9,6 @@ import pytest
 from engine import (
     CompiledFlow,
     FlowExpired,
-    FlowFinished,
     Forbidden,
     PreconditionFailed,
     TransitionRefused,
