@@ -505,8 +505,10 @@ async def test_messages_are_queued_with_a_key_per_instance_step_and_place(
         harness: Harness) -> None:
     store = harness.store
     instance = await create(store, outbox=(("sms", {"to": "a"}), ("mail", {"to": "b"})))
+    payload: dict[str, Any] = {"to": "c", "n": (1, 2)}
     await store.commit(step(instance, at=T0 + timedelta(minutes=5),
-                            outbox=(("sms", {"to": "c", "n": [1, 2]}),)))
+                            outbox=(("sms", payload),)))
+    payload["to"] = "changed after commit"
     claimed = await store.claim_outbox(T0 + timedelta(minutes=5), LEASE, 10)
     assert [(m.instance_id, m.seq, m.topic, m.payload, m.idempotency_key, m.attempts)
             for m in claimed] == [
