@@ -25,6 +25,7 @@ from engine.errors import (
 from engine.forms import Invalid
 from engine.loader import Diagnostic, FlowSet, check_text, load_file, load_text
 from engine.machine import CompiledFlow
+from engine.memory import MemoryStore, MemoryTransaction
 from engine.model import Flow
 from engine.ports import Clock, FrozenClock, NewTimer, StepCommit, Store, SystemClock, Timer
 from engine.registry import Registry
@@ -56,6 +57,8 @@ __all__ = [
     "Instance",
     "InstanceNotFound",
     "Invalid",
+    "MemoryStore",
+    "MemoryTransaction",
     "NewTimer",
     "OutboxDispatcher",
     "OutboxMessage",

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from engine import jsonio
-from engine.errors import ConcurrencyConflict, DuplicateKey, InstanceNotFound
+from engine.errors import ConcurrencyConflict, DuplicateKey, FlowNotFound, InstanceNotFound
 from engine.model import Flow
 from engine.ports import NewTimer, StepCommit, Timer
 from engine.steps import Event, Instance, OutboxMessage, Write
@@ -241,6 +241,9 @@ class PgStore:
                     instance.deadline_at, instance.last_hash, start_key, instance.owner)
             except asyncpg.UniqueViolationError:
                 raise DuplicateKey("start key already used") from None
+            except asyncpg.ForeignKeyViolationError:
+                raise FlowNotFound(f"definition version {instance.definition_hash}"
+                                   " is not stored") from None
             await conn.execute(
                 "INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state,"
                 " input, facts, effects, actor, at, definition_version, prev_hash, hash)"
@@ -257,7 +260,9 @@ class PgStore:
                 await conn.execute(
                     "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
                     " created_at, next_attempt_at)"
-                    " SELECT $1, 1, m.topic, m.payload, $1::text || ':1:' || m.n::text, $2, $2"
+                    # $1 typed once: as uuid here and text there, PostgreSQL refuses it.
+                    " SELECT $1::uuid, 1, m.topic, m.payload,"
+                    " $1::uuid::text || ':1:' || m.n::text, $2, $2"
                     " FROM unnest($3::text[], $4::json[]) WITH ORDINALITY AS m(topic, payload, n)",
                     uuid.UUID(instance.id), instance.created_at, topics, payloads)
             for write in writes:
@@ -380,7 +385,9 @@ class PgStore:
                 " AND (leased_until IS NULL OR leased_until <= $1)"
                 " ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
                 " RETURNING id, instance_id, trigger, due_at", now, now + lease, limit)
-        return [Timer(r["id"], str(r["instance_id"]), r["trigger"], r["due_at"]) for r in rows]
+        # RETURNING comes in no particular order: the worker fires them earliest first.
+        return [Timer(r["id"], str(r["instance_id"]), r["trigger"], r["due_at"])
+                for r in sorted(rows, key=lambda r: (r["due_at"], r["id"]))]
 
     async def drop_timer(self, timer_id: int) -> None:
         async with self.pool.acquire() as conn:
