@@ -179,20 +179,20 @@ def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
             else:
                 recorded = redact(flow, state, clean, _dry_seal)
                 candidates = flow.transitions_from(state, trigger)
-                actions = list(dict.fromkeys(a for t in candidates for a in t.actions))
+                actions = list(dict.fromkeys(a.fact for t in candidates for a in t.actions))
                 gi = GuardInput(state, trigger, context, recorded, facts, flow.policies)
                 taken = compiled.decide(gi)
                 not_given = [a for a in actions if a not in facts]
                 if taken is None:
                     failed = [str(g) for t in candidates for g in t.guards
-                              if not compiled.guard_holds(g.name, g.negated, gi)]
+                              if not compiled.holds(g, gi)]
                     result = record("refused", state, failed_guards=list(dict.fromkeys(failed)),
                                     actions_without_facts=not_given)
                 else:
-                    dest = flow.states[taken.dest]
-                    moved = taken.dest != state
+                    dest = flow.states[taken.target(state)]
+                    moved = dest.name != state
                     effects = {k: v for k, v in effects_given.items()
-                               if moved and k in dest.on_enter}
+                               if moved and k in {a.fact for a in dest.on_enter}}
                     context = next_context(context, from_state=state, to_state=dest.name,
                                            input=recorded, facts=facts, effects=effects,
                                            transition=taken)
@@ -200,7 +200,7 @@ def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
                     if not_given:
                         detail["actions_without_facts"] = not_given
                     if moved and dest.on_enter:
-                        detail["on_enter"] = list(dest.on_enter)
+                        detail["on_enter"] = [a.fact for a in dest.on_enter]
                     if taken.error:
                         detail["error"] = taken.error.as_dict()
                     result = record("moved" if moved else "stayed", dest.name, **detail)

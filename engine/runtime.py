@@ -39,7 +39,7 @@ from engine.errors import (
 from engine.forms import describe, redact, validate_input
 from engine.loader import FlowSet, build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Flow, Limit, Transition
+from engine.model import ActionRef, Flow, Limit, Transition
 from engine.ports import (
     Clock,
     Limiter,
@@ -433,16 +433,16 @@ class Runtime:
                          sealer=self.sealer)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
-        names = list(dict.fromkeys(a for t in candidates for a in t.actions))
-        facts = {**ai.facts, **await self._run_actions(names, ai)}
+        calls = list(dict.fromkeys(a for t in candidates for a in t.actions))
+        facts = {**ai.facts, **await self._run_actions(calls, ai)}
         taken = compiled.decide(GuardInput(instance.state, trigger, instance.context,
                                            recorded_input, facts, flow.policies))
         if taken is None:
             raise TransitionRefused(
                 f"no transition for {trigger!r} from {instance.state!r} allows this",
                 failed=self._failed_guards(compiled, instance, trigger, recorded_input, facts))
-        dest = flow.states[taken.dest]
-        moved = taken.dest != instance.state
+        dest = flow.states[taken.target(instance.state)]
+        moved = dest.name != instance.state
         effects: dict[str, Any] = {}
         if moved and dest.on_enter:
             ai.state = dest.name
@@ -530,21 +530,22 @@ class Runtime:
         failed: list[str] = []
         for t in compiled.flow.transitions_from(instance.state, trigger):
             for g in t.guards:
-                if not compiled.guard_holds(g.name, g.negated, gi) and str(g) not in failed:
+                if not compiled.holds(g, gi) and str(g) not in failed:
                     failed.append(str(g))
         return failed
 
-    async def _run_actions(self, names: tuple[str, ...] | list[str],
+    async def _run_actions(self, calls: Sequence[ActionRef],
                            ai: ActionInput) -> dict[str, Any]:
-        """Run actions in order; return what each returned, by name (None: nothing)."""
+        """Run actions in order, each with its parameters; return what each returned, by
+        fact name (None: nothing)."""
         results: dict[str, Any] = {}
-        for name in names:
-            ai.action = name
-            result = await self.registry.actions[name](ai)
+        for call in calls:
+            ai.action, ai.params = call.fact, call.param_map
+            result = await self.registry.actions[call.name](ai)
             if result is not None:
-                results[name] = result
-                ai.facts[name] = result
-        ai.action = ""
+                results[call.fact] = result
+                ai.facts[call.fact] = result
+        ai.action, ai.params = "", {}
         return results
 
     def restart_hint(self, instance: Instance) -> dict[str, Any]:
