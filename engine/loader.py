@@ -500,7 +500,7 @@ class _Checker:
                 self.err(epath, f"error id '{eid}' must be lower_snake_case", key=True)
                 continue
             body = self.mapping(body, epath, f"error '{eid}'")
-            self.unknown_keys(body, _SHARED_ERROR_KEYS, epath, f"error '{eid}'")
+            self.unknown_keys(body, _SHARED_ERROR_KEYS, epath, f"shared error '{eid}'")
             texts = {lang: body.get(lang) for lang in ("zh", "en")}
             for lang, text in texts.items():
                 if not isinstance(text, str) or not text:
@@ -918,9 +918,12 @@ class _Checker:
             guard = Guard.parse(written)
             name = guard.name if kind == "guard" else written
             self.registered(f"{kind}s", name, ipath, kind)
-            call = _Call(kind, name, ipath, params,
-                         {k: (*ppath, k) for k in params}, fact or (
-                             name if kind == "action" else None))
+            named: str | None = name
+            if kind == "guard":
+                named = None
+            elif isinstance(item, dict) and AS in item:
+                named = fact  # None for a bad `as` (reported): no check beats a false one
+            call = _Call(kind, name, ipath, params, {k: (*ppath, k) for k in params}, named)
             self.check_params(call, ppath)
             entry: str | dict[str, Any] = str(guard) if kind == "guard" else name
             if params or fact:
