@@ -82,6 +82,8 @@ def problems(flow: Flow, registry: Registry) -> list[str]:
         refs += [("guard", f.locked.name, f.locked.param_map, f.locked.written)
                  for f in s.fields if isinstance(f.locked, Guard)]
     for kind, name, params, written in refs:
+        if name not in (registry.actions if kind == "action" else registry.guards):
+            continue  # the name itself is missing: CompiledFlow says so
         spec = registry.spec(kind, name)
         for key in written:
             if spec.param(key) is None:

@@ -340,3 +340,17 @@ def test_a_dry_run_takes_facts_by_the_name_as_gives() -> None:
          "expect": "a"}]})
     assert run.ok
     assert run.steps[0].detail["actions_without_facts"] == ["second"]
+
+
+def test_stored_flows_get_their_defaults_from_the_registry_they_are_served_with() -> None:
+    from engine.loader import flows_from_contents
+
+    content, _ = check_text(FLOW, "f.yaml", REGISTRY)
+    served = flows_from_contents(content.values(), REGISTRY).flows["f"]
+    assert served.transitions[0].actions[0].param_map["phone"] == "mobile"
+    assert served == load_text(FLOW, registry=REGISTRY).flows["f"]
+    # Without a registry, what the file wrote; compiling fills in the rest.
+    bare = flows_from_contents(content.values()).flows["f"]
+    assert bare.transitions[0].actions[0].params == ()
+    assert CompiledFlow(bare, REGISTRY).flow.transitions[0].actions[0] == \
+        served.transitions[0].actions[0]
