@@ -7,6 +7,9 @@ from typing import Any
 import asyncpg
 import attrs
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import (
     ActionInput,
@@ -354,3 +357,43 @@ def test_stored_flows_get_their_defaults_from_the_registry_they_are_served_with(
     assert bare.transitions[0].actions[0].params == ()
     assert CompiledFlow(bare, REGISTRY).flow.transitions[0].actions[0] == \
         served.transitions[0].actions[0]
+
+
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.sampled_from(["send", "!under", "as", "mobile", "tries.max", "codes", "timer"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=6) | st.sampled_from(["as", "send", "phone", "!under"]),
+                      inner, max_size=3), max_leaves=8)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_value_in_actions_guards_or_limits_gives_diagnostics_never_an_exception(
+        data: st.DataObject) -> None:
+    doc = yaml.safe_load(FLOW.replace("flows:\n", "limit_sets:\n  codes: [{name: c, by: "
+                                      "client, max: 1, per: 1m}]\nflows:\n"))
+    where = data.draw(st.sampled_from(_paths(doc)[1:]))
+    parent = doc
+    for part in where[:-1]:
+        parent = parent[part]
+    parent[where[-1]] = data.draw(JUNK)
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    content, diags = check_text(text, "f.yaml", REGISTRY)
+    for d in diags:
+        assert 1 <= d.line <= text.count("\n") + 1
+    if not diags:
+        load_text(text, registry=REGISTRY)  # what lints clean loads and compiles
+        for flow in load_text(text, registry=REGISTRY).flows.values():
+            CompiledFlow(flow, REGISTRY)
