@@ -1118,11 +1118,10 @@ class _Checker:
                          f"{flow['expires_in']} (raise 'expires_in')")
             self.ambiguity(sname, outgoing, where)
             self.callers(sname, outgoing, where)
-        all_fields = {f["name"] for st in flow["states"] for f in st["fields"]}
         for calls in self.enter_calls.values():
             for call in calls:
                 # What enters a state is any state's step: its field must be in the flow.
-                self.field_params(call, None, all_fields, all_fields, "")
+                self.field_params(call, None, self.flow_fields, self.flow_fields, "")
         self.reachability(flow, states, path)
         facts = self.facts([c for w in where for c in w.calls]
                            + [c for calls in self.enter_calls.values() for c in calls])
@@ -1186,7 +1185,8 @@ class _Checker:
     def context_refs(self, flow: dict[str, Any], path: Path, facts: dict[str, str]) -> None:
         """`show`, `value_from` and `choices_from` read what this flow can record."""
         fields = self.flow_fields
-        # Facts are what actions return (a trigger's, and on_enter's), and the fired timer.
+        # ``facts``: each fact name (a trigger's or on_enter's action) and its action; the
+        # fired timer's fact, ``timer``, is always there.
 
         def check(ref: str, where: Path) -> None:
             kind, name, *below = ref.split(".")
