@@ -28,7 +28,7 @@ from engine.machine import CompiledFlow
 from engine.memory import MemoryStore, MemoryTransaction
 from engine.model import Flow
 from engine.ports import Clock, FrozenClock, NewTimer, StepCommit, Store, SystemClock, Timer
-from engine.registry import Registry
+from engine.registry import Param, Refusal, Registry
 from engine.replay import ReplayReport, ReplayResult, export_lines, replay, replay_export
 from engine.runtime import Runtime, StepOutcome
 from engine.steps import ActionInput, Event, GuardInput, Instance, OutboxMessage
@@ -62,8 +62,10 @@ __all__ = [
     "NewTimer",
     "OutboxDispatcher",
     "OutboxMessage",
+    "Param",
     "PreconditionFailed",
     "RateLimited",
+    "Refusal",
     "Registry",
     "ReplayDivergence",
     "ReplayReport",

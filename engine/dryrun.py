@@ -220,7 +220,9 @@ def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str,
     facts = dict(step.get("facts") or {})
     taken = choose(compiled, GuardInput(here, trigger, instance.context, recorded, facts,
                                         flow.policies))
-    entering = flow.states[taken.dest].on_enter if taken.dest != here else ()
+    dest = taken.target(here)
+    # Scripts give what actions return (and refuse) by fact name: the action's, or its as:.
+    entering = [a.fact for a in flow.states[dest].on_enter] if dest != here else []
     _refuse_if_scripted(entering, refusals)
     effects = {k: v for k, v in (step.get("effects") or {}).items() if k in entering}
     after = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded,
@@ -246,7 +248,8 @@ def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[
         ok = (outcome in ("moved", "stayed") and expect in (None, to)) or expect == outcome
         return DryStep(n, trigger, here, to, outcome, expect, ok, detail)
 
-    actions = actions_for(flow, here, trigger) if trigger in flow.triggers_from(here) else []
+    actions = [a.fact for a in actions_for(flow, here, trigger)] \
+        if trigger in flow.triggers_from(here) else []
     not_given = [a for a in actions if a not in (step.get("facts") or {})]
     try:
         taken = _take(compiled, instance, n, step, now, actions)
@@ -268,8 +271,8 @@ def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[
         detail["on_enter"] = list(taken.entering)
     if t.error:
         detail["error"] = t.error.as_dict()
-    moved = t.dest != here
-    return record("moved" if moved else "stayed", t.dest, **detail), taken.after
+    dest = t.target(here)
+    return record("moved" if dest != here else "stayed", dest, **detail), taken.after
 
 
 def describe_step(s: DryStep) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from engine.errors import FieldError, ValidationFailed
 from engine.model import Field, Flow, Guard
 from engine.registry import Registry
@@ -43,6 +45,8 @@ def is_locked(field: Field, registry: Registry, guard_input: GuardInput) -> bool
     if isinstance(field.locked, bool):
         return field.locked
     g: Guard = field.locked
+    if g.params:
+        guard_input = attrs.evolve(guard_input, params=g.param_map)
     return bool(registry.guards[g.name](guard_input)) != g.negated
 
 

@@ -73,7 +73,8 @@ def _edges(flow: Flow) -> list[_Edge]:
                     and state.timeout.trigger == t.trigger:
                 timeout = _duration(state.timeout.after)
             limits = tuple(_limit_text(lim) for lim in t.limits)
-            edges.append(_Edge(source, t.dest, t.trigger, tuple(str(g) for g in t.guards),
+            edges.append(_Edge(source, t.target(source), t.trigger,
+                               tuple(str(g) for g in t.guards),
                                timeout, t.via == "callback", limits))
     return edges
 
@@ -216,6 +217,7 @@ def _ranks(flow: Flow) -> dict[str, int]:
         while todo:
             s = todo.popleft()
             for t in flow.transitions:
+                # A stay adds no rank: it leads nowhere new.
                 if s in t.sources and t.dest in flow.states and t.dest not in rank:
                     rank[t.dest] = rank[s] + 1
                     todo.append(t.dest)

@@ -8,9 +8,10 @@ content, so comments, key order and spelling of equal durations do not change it
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.durations import format_duration, parse_duration
 from engine.errors import DefinitionError
 from engine.model import (
     FIELD_TYPES,
+    ActionRef,
     Error,
     Field,
     Flow,
@@ -32,6 +34,7 @@ from engine.model import (
     Timeout,
     Transition,
 )
+from engine.params import with_defaults
 from engine.registry import Registry
 
 Path = tuple[Any, ...]
@@ -39,16 +42,90 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_LIFETIME = timedelta(hours=24)
 RESERVED_TRIGGERS = {"start"}
 
-_FLOW_KEYS = {"title", "initial", "states", "transitions", "expires_in", "description",
-              "start_limits",
-              "access"}
-_STATE_KEYS = {"final", "label", "fields", "on_enter", "timeout", "description", "show"}
-_FIELD_KEYS = {"type", "label", "required", "format", "secret", "locked", "choices",
-               "max_length", "help", "description", "choices_from", "widget", "value_from",
-               "sensitive"}
-_TRANSITION_KEYS = {"trigger", "source", "dest", "guards", "actions", "fields", "error",
-                    "label", "description", "limits", "via"}
-_LIMIT_KEYS = {"name", "by", "max", "per", "error"}
+# Every keyword the language knows, where it stands, with what it means: lint refuses any
+# other key (``x-`` keys excepted), and ``flowctl schema`` writes the JSON Schema from these.
+_TOP_KEYS = {
+    "flows": "The procedures: a mapping of flow names to flows.",
+    "policies": "Named blocks of settings that Python code reads (password rules, lockout, "
+                "...); part of every flow's version.",
+    "limit_sets": "Named lists of limits that transitions' `limits` and flows' "
+                  "`start_limits` name instead of repeating them.",
+    "errors": "Shared error messages by error id: a transition's or a limit's `error` may "
+              "give just the id.",
+}
+_FLOW_KEYS = {
+    "title": "Label {zh, en} shown in the list of flows and on the diagram.",
+    "initial": "The state a new instance starts in.",
+    "states": "Mapping of state names to states.",
+    "transitions": "List of transitions.",
+    "expires_in": "The instance's lifetime from its start (default 24h).",
+    "description": "Free text, ignored (not part of the version).",
+    "start_limits": "Limits on starting an instance (by client, actor or flow): limits, or "
+                    "names of limit sets.",
+    "access": "Who may start it: anyone (default), account, admin.",
+}
+_STATE_KEYS = {
+    "final": "Reaching it finishes the instance.",
+    "label": "Label {zh, en}: the step's title.",
+    "fields": "The step's form: mapping of field names to fields.",
+    "on_enter": "Actions run when an instance enters this state; their results are effects.",
+    "timeout": "{after, trigger}: the clock fires the trigger after that long here.",
+    "description": "Free text, ignored (not part of the version).",
+    "show": "Mapping of names to context paths (values.<field>, facts.<fact>[.<key>...]) "
+            "sent to the client as the step's data.",
+}
+_FIELD_KEYS = {
+    "type": "string (default), integer, boolean or choice.",
+    "label": "Label {zh, en} (required).",
+    "required": "Must be present and non-empty (a boolean: ticked).",
+    "format": "A registered validator.",
+    "secret": "Never recorded, never shown back, never seen by guards.",
+    "locked": "true, or a guard: not editable (while the guard holds).",
+    "choices": "The values of a choice field.",
+    "max_length": "Longest text accepted (default 1024).",
+    "help": "Label {zh, en}: help text under the field.",
+    "description": "Free text, ignored (not part of the version).",
+    "choices_from": "A context path listing a choice field's values now.",
+    "widget": "A drawing hint for clients (captcha, textarea, ...).",
+    "value_from": "A context path: the field's value until one is recorded.",
+    "sensitive": "Personal data: recorded sealed, shown masked.",
+}
+_TRANSITION_KEYS = {
+    "trigger": "The trigger's name (lower_snake_case; start is reserved).",
+    "source": "The state(s) it leaves from: a name or a list of names.",
+    "dest": "The state it leads to.",
+    "stay": "true instead of dest: it stays in whichever source it fires from.",
+    "guards": "Guards that must all hold: names, \"!name\" negated, or {name: {parameters}}.",
+    "actions": "Actions run when the trigger is submitted: names, or {name: {parameters}} "
+               "with an optional `as` naming the fact.",
+    "fields": "The source state's fields this trigger takes (absent: all; []: none).",
+    "error": "{id, field, zh, en} shown after it is taken, or an id from `errors`.",
+    "label": "Label {zh, en}: the button text.",
+    "description": "Free text, ignored (not part of the version).",
+    "limits": "Limits on this trigger: limits, or names of limit sets.",
+    "via": "user (default) or callback: who fires it.",
+}
+_LIMIT_KEYS = {
+    "name": "The counter's name (lower_snake_case): the same name counts together.",
+    "by": "What is counted apart: instance, client, actor, flow, field:<name>.",
+    "max": "Steps allowed per window.",
+    "per": "The window: a duration.",
+    "error": "{id, zh, en}, or an id from `errors`: the refusal (default rate_limited).",
+}
+_TIMEOUT_KEYS = {
+    "after": "How long after entering the state: a duration.",
+    "trigger": "The trigger the clock fires.",
+}
+_ERROR_KEYS = {
+    "id": "A stable lower_snake_case error id.",
+    "field": "The field it is shown under (of the state where it shows).",
+    "zh": "The message in Chinese.",
+    "en": "The message in English.",
+}
+_LIMIT_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k != "field"}
+_SHARED_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k in ("zh", "en")}
+# Besides its name, the mapping that gives an action parameters may name its fact.
+AS = "as"
 _LIMIT_PARTS = ("instance", "client", "actor", "flow")
 # Starting a flow has no instance yet and no form: it is counted by who starts it.
 _START_LIMIT_PARTS = ("client", "actor", "flow")
@@ -113,7 +190,8 @@ def _short(tag: str) -> str:
 
 # ``!agreed`` meant as a negated guard: in a flow list YAML reads on into the tag
 # (``!agreed]``, ``!agreed,``), because those characters may stand in a tag.
-_GUARD_TAG = re.compile(r"^(![a-z][a-z0-9_]*)[\],}]*$")
+# ``- !agreed: {...}`` (a negated guard with parameters) ends the tag with the colon.
+_GUARD_TAG = re.compile(r"^(![a-z][a-z0-9_]*)[\],}:]*$")
 
 
 def _negated_guard(tag: str) -> str | None:
@@ -191,7 +269,12 @@ class _Reader:
                                          "an alias refers to a value that contains it"))
             return None
         plain_tag = _STD + ("map" if isinstance(node, yaml.MappingNode) else "seq")
-        if node.tag != plain_tag:
+        guard = _negated_guard(node.tag)
+        if guard is not None:
+            # ``- !agreed: {...}``: the tag took the guard's name, the mapping its parameters.
+            self.err(node, f"unknown YAML tag '{node.tag}': to name a negated guard, quote "
+                     f"it: \"{guard}\"")
+        elif node.tag != plain_tag:
             self.err(node, f"unsupported YAML tag '{_short(node.tag)}': a plain mapping or list "
                      "is expected")
         self.active.add(id(node))
@@ -236,6 +319,31 @@ class _Reader:
             return None
 
 
+@attrs.frozen
+class _LimitPart:
+    """A limit's ``by`` part, where it is written, and the limit set it came through."""
+
+    path: Path
+    part: str
+    via_set: str | None = None
+
+
+@attrs.frozen
+class _Call:
+    """An action or a guard as one transition or state uses it, for the whole-flow checks."""
+
+    kind: str  # action | guard
+    name: str
+    path: Path
+    params: dict[str, Any] = attrs.field(eq=False)
+    param_paths: dict[str, Path] = attrs.field(eq=False)
+    fact: str | None = None  # actions: the name its result is recorded under
+
+    def value_at(self, name: str) -> Path:
+        """Where a parameter is written, else where the action or guard is."""
+        return self.param_paths.get(name, self.path)
+
+
 @attrs.define
 class _Where:
     """Where one transition's parts stand, for the whole-flow checks' diagnostics."""
@@ -243,7 +351,8 @@ class _Where:
     path: Path
     fields: list[Path]
     error_field: Path
-    limit_fields: list[tuple[Path, str]] = attrs.field(factory=list)
+    limit_fields: list[_LimitPart] = attrs.field(factory=list)
+    calls: list[_Call] = attrs.field(factory=list)
 
 
 class _Checker:
@@ -261,7 +370,15 @@ class _Checker:
         self.timeout_after: dict[Path, str] = {}
         self.lifetime_known = True
         self.policies = {}
-        self.limit_fields: list[tuple[Path, str]] = []
+        self.limit_fields: list[_LimitPart] = []
+        # The file's named errors and limit sets, and which of them something names.
+        self.shared_errors: dict[str, dict[str, str]] = {}
+        self.errors_used: set[str] = set()
+        self.sets: dict[str, tuple[list[dict[str, Any]], list[_LimitPart]]] = {}
+        self.sets_used: set[str] = set()
+        # The on_enter actions of the flow being checked, by state name.
+        self.enter_calls: dict[str, list[_Call]] = {}
+        self.flow_fields: set[str] = set()
 
     def err(self, path: Path, message: str, *, key: bool = False) -> None:
         line, col = self.pos.at(path, key=key)
@@ -319,7 +436,7 @@ class _Checker:
                 self.err((*path, k), f"{what}: unknown label language '{k}'", key=True)
         return out if len(out) == 2 else None
 
-    def unknown_keys(self, value: dict[str, Any], allowed: set[str], path: Path,
+    def unknown_keys(self, value: dict[str, Any], allowed: Collection[str], path: Path,
                      what: str) -> None:
         for k in value:
             if k not in allowed and not str(k).startswith("x-"):
@@ -348,8 +465,10 @@ class _Checker:
         if not isinstance(doc, dict):
             self.err((), "the file must be a mapping with 'flows'")
             return {}
-        self.unknown_keys(doc, {"flows", "policies"}, (), "the file")
+        self.unknown_keys(doc, _TOP_KEYS, (), "the file")
         self.policies = self.policy_section(doc.get("policies"), ("policies",))
+        self.error_section(doc.get("errors"), ("errors",))
+        self.limit_sets(doc.get("limit_sets"), ("limit_sets",))
         flows = doc.get("flows")
         if not isinstance(flows, dict) or not flows:
             self.err(("flows",) if "flows" in doc else (),
@@ -363,7 +482,57 @@ class _Checker:
             canon = self.flow(str(name), body, path)
             if canon is not None:
                 out[str(name)] = canon
+        for name in self.shared_errors:
+            if name not in self.errors_used:
+                self.err(("errors", name), f"error '{name}' is declared in 'errors' and no "
+                         "transition or limit uses it", key=True)
+        for name in self.sets:
+            if name not in self.sets_used:
+                self.err(("limit_sets", name), f"limit set '{name}' is declared and no "
+                         "transition or flow uses it", key=True)
         return out
+
+    def error_section(self, value: Any, path: Path) -> None:
+        """Errors shared by id: ``{id: {zh, en}}``, for ``error: id`` wherever one goes."""
+        for eid, body in self.mapping(value, path, "errors").items():
+            epath = (*path, eid)
+            if not NAME.match(str(eid)):
+                self.err(epath, f"error id '{eid}' must be lower_snake_case", key=True)
+                continue
+            body = self.mapping(body, epath, f"error '{eid}'")
+            self.unknown_keys(body, _SHARED_ERROR_KEYS, epath, f"shared error '{eid}'")
+            texts = {lang: body.get(lang) for lang in ("zh", "en")}
+            for lang, text in texts.items():
+                if not isinstance(text, str) or not text:
+                    self.err((*epath, lang) if lang in body else epath,
+                             f"error '{eid}' needs a '{lang}' message")
+            zh, en = texts["zh"], texts["en"]
+            if isinstance(zh, str) and zh and isinstance(en, str) and en:
+                self.shared_errors[str(eid)] = {"zh": zh, "en": en}
+            else:
+                self.errors_used.add(str(eid))  # reported already; not "unused" too
+
+    def shared_error(self, eid: Any, path: Path) -> dict[str, str] | None:
+        """The messages of an error declared in ``errors``; a diagnostic if there is none."""
+        if isinstance(eid, str) and eid in self.shared_errors:
+            self.errors_used.add(eid)
+            return self.shared_errors[eid]
+        if isinstance(eid, str) and NAME.match(eid):
+            self.err(path, f"unknown error '{eid}': declare it in 'errors', or give its "
+                     "'zh' and 'en' here")
+        return None
+
+    def limit_sets(self, value: Any, path: Path) -> None:
+        """Named lists of limits, checked once here and named wherever limits go."""
+        for name, body in self.mapping(value, path, "limit_sets").items():
+            spath = (*path, name)
+            if not NAME.match(str(name)):
+                self.err(spath, f"limit set name '{name}' must be lower_snake_case", key=True)
+                continue
+            self.limit_fields = []
+            limits = self.limits(body, spath, in_set=True)
+            self.sets[str(name)] = (limits, self.limit_fields)
+        self.limit_fields = []
 
     def policy_section(self, value: Any, path: Path) -> dict[str, Any]:
         """Policies (password rules, lockouts, ...) checked by their registered parsers."""
@@ -392,12 +561,14 @@ class _Checker:
             self.err((*path, "states") if "states" in body else path,
                      f"flow '{name}' has no states", key=True)
         states: list[dict[str, Any]] = []
+        self.enter_calls = {}
         for sname, sbody in states_raw.items():
             spath = (*path, "states", sname)
             if not NAME.match(str(sname)):
                 self.err(spath, f"state name '{sname}' must be lower_snake_case", key=True)
             states.append(self.state(str(sname), sbody, spath))
         state_names = {s["name"] for s in states}
+        self.flow_fields = {f["name"] for s in states for f in s["fields"]}
 
         initial = body.get("initial")
         if not isinstance(initial, str):
@@ -433,10 +604,15 @@ class _Checker:
                 where.append(checked[1])
         self.limit_fields = []
         start_limits = self.limits(body.get("start_limits"), (*path, "start_limits"))
-        for bpath, part in self.limit_fields:
-            if part not in _START_LIMIT_PARTS:
-                self.err(bpath, f"starting a flow is counted by "
-                         f"{', '.join(_START_LIMIT_PARTS)}, not '{part}'")
+        for lp in self.limit_fields:
+            if lp.part in _START_LIMIT_PARTS:
+                continue
+            if lp.via_set:
+                self.err(lp.path, f"limit set '{lp.via_set}' counts by '{lp.part}': starting "
+                         f"a flow is counted by {', '.join(_START_LIMIT_PARTS)}")
+            else:
+                self.err(lp.path, f"starting a flow is counted by "
+                         f"{', '.join(_START_LIMIT_PARTS)}, not '{lp.part}'")
         self.limit_fields = []
         canon = {
             "name": name,
@@ -467,13 +643,12 @@ class _Checker:
                 fields.append(self.field(str(fname), fbody, (*path, "fields", fname)))
         elif fields_raw is not None:
             self.err((*path, "fields"), "fields must be a mapping of field names to fields")
-        on_enter = self.names(body.get("on_enter"), (*path, "on_enter"), "on_enter")
-        for apath, a in on_enter:
-            self.registered("actions", a, apath, "action")
+        on_enter = self.calls(body.get("on_enter"), (*path, "on_enter"), "action", "on_enter")
+        self.enter_calls[name] = [c for c, _ in on_enter]
         timeout = None
         if body.get("timeout") is not None:
             tb = self.mapping(body["timeout"], (*path, "timeout"), "timeout")
-            self.unknown_keys(tb, {"after", "trigger"}, (*path, "timeout"), "timeout")
+            self.unknown_keys(tb, _TIMEOUT_KEYS, (*path, "timeout"), "timeout")
             after = self.duration(tb.get("after"), (*path, "timeout", "after"))
             trig = tb.get("trigger")
             if not isinstance(trig, str) or not NAME.match(trig):
@@ -503,7 +678,7 @@ class _Checker:
             "label": self.label(body.get("label"), (*path, "label"), f"state '{name}'",
                                 required=False),
             "fields": fields,
-            "on_enter": [a for _, a in on_enter],
+            "on_enter": [entry for _, entry in on_enter],
             "timeout": timeout,
         }
 
@@ -629,40 +804,27 @@ class _Checker:
                 self.err(spath, f"transition '{trigger}' from undefined state '{s}'")
         if not sources:
             self.err(path, f"transition '{trigger}' needs 'source'", key=True)
+        stay = self.boolean(body.get("stay"), (*path, "stay"), "stay")
         dest = body.get("dest")
-        if not isinstance(dest, str):
+        if stay:
+            if "dest" in body:
+                self.err((*path, "dest"), f"transition '{trigger}' has 'dest' and 'stay: "
+                         "true': it leads to 'dest' or stays where it is, not both")
+            dest = None
+        elif not isinstance(dest, str):
             self.err((*path, "dest") if "dest" in body else path,
-                     f"transition '{trigger}' needs 'dest'")
+                     f"transition '{trigger}' needs 'dest' (or 'stay: true' to stay where "
+                     "it is)")
             dest = ""
         elif dest not in states:
             self.err((*path, "dest"), f"transition '{trigger}' to undefined state '{dest}'")
-        guards = self.names(body.get("guards"), (*path, "guards"), "guards")
-        for gpath, g in guards:
-            self.registered("guards", Guard.parse(g).name, gpath, "guard")
-        actions = self.names(body.get("actions"), (*path, "actions"), "actions")
-        for apath, a in actions:
-            self.registered("actions", a, apath, "action")
+        guards = self.calls(body.get("guards"), (*path, "guards"), "guard", "guards")
+        actions = self.calls(body.get("actions"), (*path, "actions"), "action", "actions")
         fields = None
         if "fields" in body:
             fields = self.names(body.get("fields"), (*path, "fields"), "fields")
-        error = None
         epath = (*path, "error")
-        if body.get("error") is not None:
-            eb = self.mapping(body["error"], epath, "error")
-            self.unknown_keys(eb, {"id", "field", "zh", "en"}, epath, "error")
-            eid = eb.get("id")
-            if not isinstance(eid, str) or not NAME.match(eid):
-                self.err((*epath, "id") if "id" in eb else epath,
-                         "error needs 'id': a stable lower_snake_case id")
-            for lang in ("zh", "en"):
-                if not isinstance(eb.get(lang), str) or not eb.get(lang):
-                    self.err((*epath, lang) if lang in eb else epath,
-                             f"error needs a '{lang}' message")
-            efield = eb.get("field")
-            if efield is not None and not isinstance(efield, str):
-                self.err((*epath, "field"), "error's 'field' must be a field name")
-                efield = None
-            error = {"id": eid, "field": efield, "zh": eb.get("zh"), "en": eb.get("en")}
+        error = self.transition_error(body.get("error"), epath)
         self.limit_fields = []
         limits = self.limits(body.get("limits"), (*path, "limits"))
         via = body.get("via", "user")
@@ -673,8 +835,8 @@ class _Checker:
             "trigger": trigger,
             "source": sources,
             "dest": dest,
-            "guards": [str(Guard.parse(g)) for _, g in guards],
-            "actions": [a for _, a in actions],
+            "guards": [entry for _, entry in guards],
+            "actions": [entry for _, entry in actions],
             "fields": [f for _, f in fields] if fields is not None else None,
             "error": error,
             "label": self.label(body.get("label"), (*path, "label"), f"transition '{trigger}'",
@@ -683,18 +845,163 @@ class _Checker:
             "via": via,
         }
         where = _Where(path, [p for p, _ in fields or []], (*epath, "field"),
-                       list(self.limit_fields))
+                       list(self.limit_fields), [c for c, _ in (*guards, *actions)])
         return content, where
 
-    def limits(self, value: Any, path: Path) -> list[dict[str, Any]]:
+    def transition_error(self, value: Any, epath: Path) -> dict[str, Any] | None:
+        """``{id, field, zh, en}``, ``{id, field}`` of a shared error, or a shared error's id."""
+        if value is None:
+            return None
+        if isinstance(value, str) and NAME.match(value):
+            shared = self.shared_error(value, epath)
+            return {"id": value, "field": None, **shared} if shared else None
+        eb = self.mapping(value, epath, "error")
+        self.unknown_keys(eb, _ERROR_KEYS, epath, "error")
+        eid = eb.get("id")
+        texts: dict[str, Any] = {"zh": eb.get("zh"), "en": eb.get("en")}
+        if not isinstance(eid, str) or not NAME.match(eid):
+            self.err((*epath, "id") if "id" in eb else epath,
+                     "error needs 'id': a stable lower_snake_case id")
+        elif "zh" not in eb and "en" not in eb:
+            texts = dict(self.shared_error(eid, (*epath, "id")) or texts)
+        else:
+            for lang in ("zh", "en"):
+                if not isinstance(eb.get(lang), str) or not eb.get(lang):
+                    self.err((*epath, lang) if lang in eb else epath,
+                             f"error needs a '{lang}' message")
+        efield = eb.get("field")
+        if efield is not None and not isinstance(efield, str):
+            self.err((*epath, "field"), "error's 'field' must be a field name")
+            efield = None
+        return {"id": eid, "field": efield, **texts}
+
+    def calls(self, value: Any, path: Path, kind: str,
+              what: str) -> list[tuple[_Call, str | dict[str, Any]]]:
+        """Read actions or guards, each with its canonical entry.
+
+        Each is a name (a guard's negated as ``"!name"``) or a mapping of the name to its
+        parameters, ``{send_sms_code: {phone: new_mobile}}``, where an action may also
+        name its fact: ``as: new_code``. A single one may be written without brackets.
+        """
         if value is None:
             return []
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        out: list[tuple[_Call, str | dict[str, Any]]] = []
+        for i, item in items:
+            ipath = path if i is None else (*path, i)
+            params: dict[str, Any] = {}
+            ppath = ipath
+            fact = None
+            if isinstance(item, str) and item.strip():
+                written = item.strip()
+            elif isinstance(item, dict):
+                keys = [k for k in item if k != AS]
+                if len(keys) != 1:
+                    self.err(ipath, f"{'an action' if kind == 'action' else 'a guard'} with "
+                             "parameters is a mapping of its one name to them: "
+                             "{name: {parameter: value}}")
+                    continue
+                written = str(keys[0]).strip()
+                ppath = (*ipath, keys[0])
+                raw = item[keys[0]]
+                if isinstance(raw, dict):
+                    params = raw
+                elif raw is not None:
+                    self.err(ppath, f"the parameters of {kind} '{written}' are a mapping: "
+                             "{parameter: value}")
+                if AS in item:
+                    fact = self.fact_name(item[AS], (*ipath, AS), kind)
+            else:
+                self.err(ipath, f"{what} must be a name or a list of names (or of "
+                         "{name: {parameters}})")
+                continue
+            guard = Guard.parse(written)
+            name = guard.name if kind == "guard" else written
+            self.registered(f"{kind}s", name, ipath, kind)
+            named: str | None = name
+            if kind == "guard":
+                named = None
+            elif isinstance(item, dict) and AS in item:
+                named = fact  # None for a bad `as` (reported): no check beats a false one
+            call = _Call(kind, name, ipath, params, {k: (*ppath, k) for k in params}, named)
+            self.check_params(call, ppath)
+            entry: str | dict[str, Any] = str(guard) if kind == "guard" else name
+            if params or fact:
+                entry = {"name": entry, "params": dict(sorted(params.items()))}
+                if fact:
+                    entry["as"] = fact
+            out.append((call, entry))
+        return out
+
+    def fact_name(self, value: Any, path: Path, kind: str) -> str | None:
+        if kind != "action":
+            self.err(path, "'as' names the fact an action records; a guard records none",
+                     key=True)
+        elif not isinstance(value, str) or not NAME.match(value):
+            self.err(path, "'as' names the action's fact: a lower_snake_case name")
+        elif value == "timer":
+            self.err(path, "'timer' is the fact of the clock's step: name the action's fact "
+                     "otherwise")
+        else:
+            return value
+        return None
+
+    def check_params(self, call: _Call, ppath: Path) -> None:
+        """The parameters given are the ones declared, each of its kind; none is missing."""
+        registry = self.registry
+        if registry is None:
+            return  # structure only
+        if call.name not in (registry.actions if call.kind == "action" else registry.guards):
+            return  # reported already
+        spec = registry.spec(call.kind, call.name)
+        what = f"{call.kind} '{call.name}'"
+        for key, value in call.params.items():
+            declared = spec.param(str(key))
+            if declared is None:
+                known = ", ".join(p.name for p in spec.params)
+                self.err((*ppath, key), f"unknown parameter '{key}' of {what} "
+                         f"({'known: ' + known if known else 'it takes none'})", key=True)
+                continue
+            problem = declared.problem(value)
+            if problem is None and declared.kind == "policy":
+                problem = self.policy_problem(value)
+            if problem is not None:
+                self.err((*ppath, key), f"parameter '{key}' of {what}: {problem}")
+        for declared in spec.params:
+            if declared.required and declared.name not in call.params:
+                self.err(call.path, f"{what} needs parameter '{declared.name}'")
+
+    def policy_problem(self, ref: str) -> str | None:
+        """Whether ``section`` or ``section.key`` names a policy this code knows."""
+        assert self.registry is not None
+        section, _, key = ref.partition(".")
+        if section not in self.registry.policies:
+            known = ", ".join(sorted(self.registry.policies)) or "none registered"
+            return f"unknown policy '{section}' (known: {known})"
+        keys = self.registry.policy_keys(section)
+        if key and keys is not None and key not in keys:
+            return f"policy '{section}' has no key '{key}' (known: {', '.join(keys)})"
+        return None
+
+    def limits(self, value: Any, path: Path, *, in_set: bool = False) -> list[dict[str, Any]]:
+        """Limits, and (outside a set) names of limit sets, expanded in order."""
+        if value is None:
+            return []
+        if isinstance(value, str) and not in_set:
+            value = [value]
         if not isinstance(value, list):
             self.err(path, "limits must be a list")
             return []
         out = []
         for i, body in enumerate(value):
             lpath = (*path, i)
+            if isinstance(body, str) and not in_set:
+                # A single name without brackets has no item position: at() finds the key's.
+                out.extend(self.limit_set(body, lpath))
+                continue
+            if isinstance(body, str):
+                self.err(lpath, "a limit set lists limits, not other limit sets")
+                continue
             if not isinstance(body, dict):
                 self.err(lpath, "a limit is a mapping with name, by, max and per")
                 continue
@@ -708,7 +1015,7 @@ class _Checker:
             for bpath, part in self.names(body.get("by", "instance"), (*lpath, "by"), "by"):
                 if part in _LIMIT_PARTS or (part.startswith("field:") and NAME.match(part[6:])):
                     by.append(part)
-                    self.limit_fields.append((bpath, part))
+                    self.limit_fields.append(_LimitPart(bpath, part))
                 else:
                     self.err(bpath, f"limit counts by {', '.join(_LIMIT_PARTS)} or "
                              f"field:<name>, not '{part}'")
@@ -718,15 +1025,7 @@ class _Checker:
                          "a limit needs 'max': a positive whole number")
                 most = 1
             per = self.duration(body.get("per"), (*lpath, "per"))
-            error = None
-            if body.get("error") is not None:
-                eb = self.mapping(body["error"], (*lpath, "error"), "error")
-                self.unknown_keys(eb, {"id", "zh", "en"}, (*lpath, "error"), "error")
-                if not isinstance(eb.get("id"), str) or not NAME.match(eb["id"]) or \
-                        not all(isinstance(eb.get(k), str) and eb.get(k) for k in ("zh", "en")):
-                    self.err((*lpath, "error"), "a limit's error needs 'id', 'zh' and 'en'")
-                else:
-                    error = {"id": eb["id"], "zh": eb["zh"], "en": eb["en"]}
+            error = self.limit_error(body.get("error"), (*lpath, "error"))
             if name and per:
                 out.append({"name": name, "by": by, "max": most, "per": per, "error": error})
         names = [lim["name"] for lim in out]
@@ -734,6 +1033,37 @@ class _Checker:
             if lim["name"] in names[:i]:
                 self.err(path, f"limit '{lim['name']}' is declared twice")
         return out
+
+    def limit_set(self, name: str, path: Path) -> list[dict[str, Any]]:
+        """The limits of a named set, its ``by`` parts counted as written at ``path``."""
+        found = self.sets.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.sets)) or "none declared"
+            self.err(path, f"unknown limit set '{name}' (known: {known})")
+            return []
+        self.sets_used.add(name)
+        limits, parts = found
+        self.limit_fields.extend(_LimitPart(path, lp.part, name) for lp in parts)
+        return copy.deepcopy(limits)
+
+    def limit_error(self, value: Any, epath: Path) -> dict[str, Any] | None:
+        """``{id, zh, en}``, ``{id}`` of a shared error, or a shared error's id."""
+        if value is None:
+            return None
+        if isinstance(value, str) and NAME.match(value):
+            shared = self.shared_error(value, epath)
+            return {"id": value, **shared} if shared else None
+        eb = self.mapping(value, epath, "error")
+        self.unknown_keys(eb, _LIMIT_ERROR_KEYS, epath, "error")
+        eid = eb.get("id")
+        if isinstance(eid, str) and NAME.match(eid) and "zh" not in eb and "en" not in eb:
+            shared = self.shared_error(eid, (*epath, "id"))
+            return {"id": eid, **shared} if shared else None
+        if not isinstance(eid, str) or not NAME.match(eid) or \
+                not all(isinstance(eb.get(k), str) and eb.get(k) for k in ("zh", "en")):
+            self.err(epath, "a limit's error needs 'id', 'zh' and 'en'")
+            return None
+        return {"id": eid, "zh": eb["zh"], "en": eb["en"]}
 
     # -- whole-flow checks ---------------------------------------------------
     def semantics(self, flow: dict[str, Any], where: list[_Where], path: Path) -> None:
@@ -752,6 +1082,9 @@ class _Checker:
                              f"transitions (trigger '{t['trigger']}')")
             elif not outgoing:
                 self.err(spath, f"state '{sname}' is not final and has no way out", key=True)
+            elif all(t["dest"] in (None, sname) for _, t in outgoing):
+                self.err(spath, f"state '{sname}' is not final and every transition from it "
+                         "stays in it", key=True)
             trig = self.timeout_triggers.get(spath)
             if trig and not any(t["trigger"] == trig for _, t in outgoing):
                 self.err((*spath, "timeout", "trigger"),
@@ -763,21 +1096,20 @@ class _Checker:
                         self.err(fpath, f"unknown field '{fname}': state '{sname}' "
                                  "has no such field")
                 taken = field_names if t["fields"] is None else set(t["fields"])
-                for lpath, part in where[k].limit_fields:
-                    if part.startswith("field:") and part[6:] not in field_names:
-                        self.err(lpath, f"unknown field '{part[6:]}' in limit: state "
-                                 f"'{sname}' has no such field")
-                    elif part.startswith("field:") and part[6:] not in taken:
-                        self.err(lpath, f"limit counts by field '{part[6:]}', which trigger "
-                                 f"'{t['trigger']}' does not take (add it to 'fields')")
+                self.limit_parts(where[k].limit_fields, sname, field_names, taken,
+                                 t["trigger"])
+                for call in where[k].calls:
+                    self.field_params(call, sname, field_names, taken, t["trigger"])
                 err = t["error"]
-                dest = states.get(t["dest"])
+                # A stay leads back to each source: the error shows in the state it fired from.
+                shown_in = sname if t["dest"] is None else t["dest"]
+                dest = states.get(shown_in)
                 # The error shows under a field of the step the transition leads to.
                 if err and err["field"] and dest is not None and \
                         err["field"] not in {f["name"] for f in dest["fields"]}:
                     self.err(where[k].error_field,
                              f"unknown field '{err['field']}' in error: state "
-                             f"'{t['dest']}', where it would show, has no such field")
+                             f"'{shown_in}', where it would show, has no such field")
             after = self.timeout_after.get(spath)
             if after and self.lifetime_known and \
                     parse_duration(after) >= parse_duration(flow["expires_in"]):
@@ -786,25 +1118,91 @@ class _Checker:
                          f"{flow['expires_in']} (raise 'expires_in')")
             self.ambiguity(sname, outgoing, where)
             self.callers(sname, outgoing, where)
+        for calls in self.enter_calls.values():
+            for call in calls:
+                # What enters a state is any state's step: its field must be in the flow.
+                self.field_params(call, None, self.flow_fields, self.flow_fields, "")
         self.reachability(flow, states, path)
-        self.context_refs(flow, path)
+        facts = self.facts([c for w in where for c in w.calls]
+                           + [c for calls in self.enter_calls.values() for c in calls])
+        self.context_refs(flow, path, facts)
 
-    def context_refs(self, flow: dict[str, Any], path: Path) -> None:
+    def limit_parts(self, parts: list[_LimitPart], state: str, field_names: set[str],
+                    taken: set[str], trigger: str) -> None:
+        """A limit counts by fields of the state its trigger leaves, that the trigger takes."""
+        for lp in parts:
+            if not lp.part.startswith("field:"):
+                continue
+            fname = lp.part[6:]
+            counted = f"limit set '{lp.via_set}' counts" if lp.via_set else "limit counts"
+            if fname not in field_names and lp.via_set:
+                self.err(lp.path, f"{counted} by field '{fname}': state '{state}' has no "
+                         "such field")
+            elif fname not in field_names:
+                self.err(lp.path, f"unknown field '{fname}' in limit: state "
+                         f"'{state}' has no such field")
+            elif fname not in taken:
+                self.err(lp.path, f"{counted} by field '{fname}', which trigger "
+                         f"'{trigger}' does not take (add it to 'fields')")
+
+    def field_params(self, call: _Call, state: str | None, field_names: set[str],
+                     taken: set[str], trigger: str) -> None:
+        """Each field parameter (given, or by default) names a field that is there.
+
+        ``state`` None: an on_enter action, whose input is whichever step entered.
+        """
+        if self.registry is None:
+            return
+        for p in self.registry.spec(call.kind, call.name).params:
+            value = call.params.get(p.name, None if p.required else p.default)
+            if p.kind != "field" or not isinstance(value, str):
+                continue
+            what = f"{call.kind} '{call.name}' reads field '{value}' (parameter '{p.name}')"
+            where = call.value_at(p.name)
+            if state is None or p.scope == "flow":
+                if value not in self.flow_fields:
+                    self.err(where, f"{what}, which no state of this flow has")
+            elif value not in field_names:
+                self.err(where, f"{what}: state '{state}' has no such field")
+            elif value not in taken:
+                self.err(where, f"{what}, which trigger '{trigger}' does not take (add it "
+                         "to 'fields')")
+
+    def facts(self, calls: list[_Call]) -> dict[str, str]:
+        """The action behind each fact name; one fact name is one action and parameters."""
+        seen: dict[str, tuple[str, dict[str, Any]]] = {}
+        for call in sorted((c for c in calls if c.fact), key=lambda c: self.pos.at(c.path)):
+            assert call.fact is not None
+            spec = self.registry.spec("action", call.name) if self.registry else None
+            params = spec.resolve(call.params) | call.params if spec else call.params
+            first = seen.setdefault(call.fact, (call.name, params))
+            if first != (call.name, params):
+                self.err(call.path, f"fact '{call.fact}' would be recorded by two different "
+                         "actions, or one with other parameters: name one of them with "
+                         "'as: <fact>'")
+        return {fact: name for fact, (name, _) in seen.items()}
+
+    def context_refs(self, flow: dict[str, Any], path: Path, facts: dict[str, str]) -> None:
         """`show`, `value_from` and `choices_from` read what this flow can record."""
-        fields = {f["name"] for st in flow["states"] for f in st["fields"]}
-        # Facts are what actions return (a trigger's, and on_enter's), and the fired timer.
-        actions = {a for t in flow["transitions"] for a in t["actions"]}
-        actions |= {a for st in flow["states"] for a in st["on_enter"]}
-        actions.add("timer")
+        fields = self.flow_fields
+        # ``facts``: each fact name (a trigger's or on_enter's action) and its action; the
+        # fired timer's fact, ``timer``, is always there.
 
         def check(ref: str, where: Path) -> None:
-            kind, name = ref.split(".")[:2]
+            kind, name, *below = ref.split(".")
             if kind == "values" and name not in fields:
                 self.err(where, f"'{ref}' reads field '{name}', which no state of this "
                          "flow has")
-            elif kind == "facts" and name not in actions:
+            elif kind == "facts" and name not in facts and name != "timer":
                 self.err(where, f"'{ref}' reads what '{name}' returned, but no transition "
                          "or on_enter of this flow runs it")
+            elif kind == "facts" and below and name in facts and self.registry is not None:
+                action = facts[name]
+                results = self.registry.spec("action", action).results
+                if results is not None and below[0] not in results:
+                    returns = ", ".join(sorted(results)) or "nothing"
+                    self.err(where, f"'{ref}' reads '{below[0]}', which action '{action}' "
+                             f"does not return (it returns: {returns})")
 
         for st in flow["states"]:
             spath = (*path, "states", st["name"])
@@ -837,13 +1235,22 @@ class _Checker:
                 j, t2 = outgoing[b]
                 if t1["trigger"] != t2["trigger"] or not t1["trigger"]:
                     continue
-                g1 = {Guard.parse(g) for g in t1["guards"]}
-                g2 = {Guard.parse(g) for g in t2["guards"]}
-                if not any(Guard(g.name, not g.negated) in g2 for g in g1):
+                g1 = {self.guard_meaning(g) for g in t1["guards"]}
+                g2 = {self.guard_meaning(g) for g in t2["guards"]}
+                if not any((name, not negated, params) in g2 for name, negated, params in g1):
                     self.err(where[j].path,
                              f"transitions {number(i)} and {number(j)} both take trigger "
                              f"'{t1['trigger']}' from state '{state}' and no guard separates "
                              "them (give one 'g' and the other '!g')")
+
+    def guard_meaning(self, entry: str | dict[str, Any]) -> tuple[str, bool, str]:
+        """A guard as it decides: name, negation, and parameters with the defaults (so
+        ``g`` and ``"!g": {p: <its default>}`` separate two transitions)."""
+        g = Guard.from_content(entry)
+        params = g.param_map
+        if self.registry is not None:
+            params = self.registry.spec("guard", g.name).resolve(params) | params
+        return g.name, g.negated, repr(sorted(params.items()))
 
     def reachability(self, flow: dict[str, Any], states: dict[str, Any], path: Path) -> None:
         initial = flow["initial"]
@@ -885,12 +1292,14 @@ def build_flow(content: dict[str, Any]) -> Flow:
         timeout = (Timeout(parse_duration(s["timeout"]["after"]), s["timeout"]["trigger"])
                    if s["timeout"] else None)
         states[s["name"]] = State(name=s["name"], final=s["final"], label=label(s["label"]),
-                                  fields=fields, on_enter=tuple(s["on_enter"]), timeout=timeout,
-                                  show=tuple(s["show"].items()))
+                                  fields=fields,
+                                  on_enter=tuple(ActionRef.from_content(a) for a in s["on_enter"]),
+                                  timeout=timeout, show=tuple(s["show"].items()))
     transitions = tuple(
         Transition(
             trigger=t["trigger"], sources=tuple(t["source"]), dest=t["dest"],
-            guards=tuple(Guard.parse(g) for g in t["guards"]), actions=tuple(t["actions"]),
+            guards=tuple(Guard.from_content(g) for g in t["guards"]),
+            actions=tuple(ActionRef.from_content(a) for a in t["actions"]),
             fields=tuple(t["fields"]) if t["fields"] is not None else None,
             error=Error(t["error"]["id"], t["error"]["zh"], t["error"]["en"],
                         t["error"]["field"]) if t["error"] else None,
@@ -953,7 +1362,12 @@ def load_text(text: str, filename: str = "flows.yaml",
     content, diags = check_text(text, filename, registry)
     if diags:
         raise DefinitionError(diags)
-    return FlowSet({name: build_flow(c) for name, c in content.items()}, source=filename)
+    return FlowSet({name: _resolved(build_flow(c), registry) for name, c in content.items()},
+                   source=filename)
+
+
+def _resolved(flow: Flow, registry: Registry | None) -> Flow:
+    return flow if registry is None else with_defaults(flow, registry)
 
 
 def load_file(path: str, registry: Registry | None = None) -> FlowSet:
@@ -965,5 +1379,7 @@ def load_file(path: str, registry: Registry | None = None) -> FlowSet:
     return load_text(text, path, registry)
 
 
-def flows_from_contents(contents: Iterable[dict[str, Any]]) -> FlowSet:
-    return FlowSet({c["name"]: build_flow(c) for c in contents})
+def flows_from_contents(contents: Iterable[dict[str, Any]],
+                        registry: Registry | None = None) -> FlowSet:
+    """Build stored flows; with a registry, their parameters' defaults filled in."""
+    return FlowSet({c["name"]: _resolved(build_flow(c), registry) for c in contents})

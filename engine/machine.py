@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from transitions import Machine
 
 from engine.errors import DefinitionError
 from engine.loader import Diagnostic
-from engine.model import Flow, Transition
+from engine.model import Flow, Guard, Transition
+from engine.params import problems as param_problems
+from engine.params import with_defaults
 from engine.registry import GuardFn, Registry
 from engine.steps import GuardInput
 
@@ -28,25 +31,30 @@ class _Probe:
 
 
 class CompiledFlow:
-    """A flow version with its guards bound, ready to decide and to fold context."""
+    """A flow version with its guards bound, ready to decide and to fold context.
+
+    ``flow`` is the version with its parameters' defaults filled in from ``registry``.
+    """
 
     def __init__(self, flow: Flow, registry: Registry) -> None:
-        self.flow = flow
         self.registry = registry
         # Every name the version uses must be registered now: a version stored long ago
         # may name something the code no longer has, and must say so before a step.
         fields = [f for s in flow.states.values() for f in s.fields]
         guards = {g.name for t in flow.transitions for g in t.guards}
         guards |= {f.locked.name for f in fields if not isinstance(f.locked, bool)}
-        actions = {a for t in flow.transitions for a in t.actions}
-        actions |= {a for s in flow.states.values() for a in s.on_enter}
+        actions = {a.name for t in flow.transitions for a in t.actions}
+        actions |= {a.name for s in flow.states.values() for a in s.on_enter}
         validators = {f.format for f in fields if f.format}
         missing = [f"unknown {kind} '{name}'" for kind, names, known in (
             ("guard", guards, registry.guards), ("action", actions, registry.actions),
             ("validator", validators, registry.validators))
             for name in sorted(names) if name not in known]
+        # ... and so must every parameter it gives, or the code now requires.
+        missing += param_problems(flow, registry)
         if missing:
             raise DefinitionError([Diagnostic(flow.name, 1, 1, m) for m in missing])
+        self.flow = flow = with_defaults(flow, registry)
         self.triggers = frozenset(t.trigger for t in flow.transitions)
         self._probe = _Probe()
         self._machine = Machine(
@@ -59,19 +67,25 @@ class CompiledFlow:
         )
         for spec in flow.transitions:
             for source in spec.sources:
+                # A stay is decided as the self-loop it is from this source: whoever reads
+                # the decision gets a transition with its destination.
+                taken = spec if spec.dest is not None else attrs.evolve(spec, dest=source)
                 self._machine.add_transition(
-                    spec.trigger, source, spec.dest,
-                    conditions=[self._bind(registry.guards[g.name]) for g in spec.guards
+                    spec.trigger, source, taken.dest,
+                    conditions=[self._bind(registry.guards[g.name], g) for g in spec.guards
                                 if not g.negated],
-                    unless=[self._bind(registry.guards[g.name]) for g in spec.guards
+                    unless=[self._bind(registry.guards[g.name], g) for g in spec.guards
                             if g.negated],
-                    before=[self._tagger(spec)],
+                    before=[self._tagger(taken)],
                 )
 
     @staticmethod
-    def _bind(fn: GuardFn) -> Any:
+    def _bind(fn: GuardFn, guard: Guard) -> Any:
+        params = guard.param_map
+
         def condition(event: Any) -> bool:
-            return bool(fn(event.kwargs["guard_input"]))
+            guard_input = event.kwargs["guard_input"]
+            return bool(fn(with_params(guard_input, params)))
         return condition
 
     @staticmethod
@@ -81,7 +95,11 @@ class CompiledFlow:
         return tag
 
     def decide(self, guard_input: GuardInput) -> Transition | None:
-        """Return the transition the guards allow for this trigger, or None."""
+        """Return the transition the guards allow for this trigger, or None.
+
+        A transition that stays (``stay: true``) comes back with ``dest`` set to the state
+        it fired from.
+        """
         probe = self._probe
         self._machine.set_state(guard_input.state, probe)
         probe.taken = None
@@ -93,8 +111,17 @@ class CompiledFlow:
         probe.taken = None
         return taken
 
-    def guard_holds(self, name: str, negated: bool, guard_input: GuardInput) -> bool:
-        return bool(self.registry.guards[name](guard_input)) != negated
+    def holds(self, guard: Guard, guard_input: GuardInput) -> bool:
+        """Whether one guard (negated or not, with its parameters) holds."""
+        fn = self.registry.guards[guard.name]
+        return bool(fn(with_params(guard_input, guard.param_map))) != guard.negated
+
+
+def with_params(guard_input: GuardInput, params: Mapping[str, Any]) -> GuardInput:
+    """The guard input one guard gets: the step's, with that guard's parameters."""
+    if not params and not guard_input.params:
+        return guard_input
+    return attrs.evolve(guard_input, params=params)
 
 
 def initial_context(values: Mapping[str, Any], effects: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -22,12 +22,33 @@ class Label:
         return {"zh": self.zh, "en": self.en}
 
 
+# Parameters as the model keeps them: (name, value) pairs sorted by name, so a reference
+# stays hashable and two equal references compare equal.
+Params = tuple[tuple[str, Any], ...]
+
+
+def params_of(mapping: Mapping[str, Any]) -> Params:
+    return tuple(sorted(mapping.items()))
+
+
+def _written(params: Params, written: tuple[str, ...]) -> str:
+    """The parameters the file gave, as it could have written them: ``{phone: new_mobile}``."""
+    given = [f"{k}: {v}" for k, v in params if k in written]
+    return f" {{{', '.join(given)}}}" if given else ""
+
+
 @attrs.frozen
 class Guard:
-    """A guard reference: a registered predicate, possibly negated (``!name``)."""
+    """A guard reference: a registered predicate, possibly negated (``!name``).
+
+    ``params``: every parameter it takes, defaults filled in when the flow was loaded
+    with a registry; ``written``: the names of those the file gave.
+    """
 
     name: str
     negated: bool = False
+    params: Params = ()
+    written: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> Guard:
@@ -36,8 +57,54 @@ class Guard:
             return cls(text[1:].strip(), True)
         return cls(text, False)
 
+    @classmethod
+    def from_content(cls, entry: str | Mapping[str, Any]) -> Guard:
+        """Build from canonical content: ``"!name"`` or ``{name, params}``."""
+        if isinstance(entry, str):
+            return cls.parse(entry)
+        bare = cls.parse(entry["name"])
+        params = params_of(entry.get("params") or {})
+        return cls(bare.name, bare.negated, params, tuple(k for k, _ in params))
+
+    @property
+    def param_map(self) -> dict[str, Any]:
+        return dict(self.params)
+
     def __str__(self) -> str:
-        return ("!" if self.negated else "") + self.name
+        return ("!" if self.negated else "") + self.name + _written(self.params, self.written)
+
+
+@attrs.frozen
+class ActionRef:
+    """An action as a transition or ``on_enter`` runs it: its name, its parameters, and
+    the name its result is recorded under (``fact``: ``as:`` in the file, else the name).
+    """
+
+    name: str
+    params: Params = ()
+    written: tuple[str, ...] = ()
+    fact: str = attrs.field()
+
+    @fact.default
+    def _fact_default(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_content(cls, entry: str | Mapping[str, Any]) -> ActionRef:
+        """Build from canonical content: ``"name"`` or ``{name, params[, as]}``."""
+        if isinstance(entry, str):
+            return cls(entry)
+        params = params_of(entry.get("params") or {})
+        return cls(entry["name"], params, tuple(k for k, _ in params),
+                   entry.get("as") or entry["name"])
+
+    @property
+    def param_map(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def __str__(self) -> str:
+        named = f" as {self.fact}" if self.fact != self.name else ""
+        return self.name + _written(self.params, self.written) + named
 
 
 @attrs.frozen
@@ -75,7 +142,7 @@ class State:
     final: bool = False
     label: Label | None = None
     fields: tuple[Field, ...] = ()
-    on_enter: tuple[str, ...] = ()
+    on_enter: tuple[ActionRef, ...] = ()
     timeout: Timeout | None = None
     # (name, context path) pairs shown to the client with this step.
     show: tuple[tuple[str, str], ...] = ()
@@ -115,15 +182,20 @@ class Limit:
 class Transition:
     trigger: str
     sources: tuple[str, ...]
-    dest: str
+    # None: the transition stays in whichever of its sources it fires from (``stay: true``).
+    dest: str | None
     guards: tuple[Guard, ...] = ()
-    actions: tuple[str, ...] = ()
+    actions: tuple[ActionRef, ...] = ()
     # The form fields this trigger takes; ``None``: all of the source state's fields.
     fields: tuple[str, ...] | None = None
     error: Error | None = None
     label: Label | None = None
     limits: tuple[Limit, ...] = ()
     via: str = "user"  # user | callback
+
+    def target(self, source: str) -> str:
+        """The state this transition leads to when it fires from ``source``."""
+        return source if self.dest is None else self.dest
 
 
 @attrs.frozen

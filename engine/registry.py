@@ -1,14 +1,25 @@
-"""Named guards, actions, validators and outbox senders.
+"""Named guards, actions, validators and outbox senders, and what they declare.
 
 ``flows.yaml`` only names them; Python modules register them here. A module that
 provides names exposes ``register(registry)``.
+
+An action or a guard may also *declare* what the file may say about it: its parameters
+(``Param``: which field holds the phone, the purpose of a code, which policy), the keys of
+the fact it returns (``results``: what ``show``, ``value_from`` and ``choices_from`` may
+read below its name) and the refusals it can give (``Refusal``). Lint checks every use in
+the file against these declarations; the loader fills in the defaults, so the code reads
+``a.params["phone"]`` and never guesses. A name registered without declarations takes no
+parameters, and nothing is checked below its fact.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import attrs
 
 if TYPE_CHECKING:
     from engine.steps import ActionInput, GuardInput, OutboxMessage
@@ -21,6 +32,131 @@ SenderFn = Callable[["OutboxMessage"], Awaitable[None]]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# What a parameter's value is: a field of the flow, a policy (``section`` or
+# ``section.key``), free text, one of a few words, or a number.
+PARAM_KINDS = ("field", "policy", "string", "enum", "number")
+# Where a field parameter's field must be: in the form of the state the action or guard
+# runs from (and taken by its trigger), or anywhere in the flow (a value recorded earlier).
+FIELD_SCOPES = ("input", "flow")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_POLICY_REF = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
+# Keys an action's or a guard's mapping in the file has besides its name.
+RESERVED_NAMES = frozenset({"as"})
+
+
+class _Required:
+    """The default of a parameter the file must give."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final[Any] = _Required()
+
+
+@attrs.frozen
+class Param:
+    """One parameter of an action or a guard, as flows.yaml may give it.
+
+    ``default``: the value when the file leaves it out (``REQUIRED``: the file must give
+    it; ``None``: the code has a documented meaning for "not given", e.g. the state's
+    name). ``choices``: the words an ``enum`` takes. ``scope``: for a ``field``, where
+    the field must be (``FIELD_SCOPES``). ``pattern``: for a ``string``, a regular
+    expression the whole text must match.
+    """
+
+    name: str
+    kind: str
+    description: str
+    default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
+    scope: str = "input"
+    pattern: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not _NAME.match(self.name) or self.name in RESERVED_NAMES:
+            raise ValueError(f"parameter name {self.name!r} must be lower_snake_case and "
+                             f"not {', '.join(sorted(RESERVED_NAMES))}")
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"parameter {self.name!r}: kind is one of "
+                             f"{', '.join(PARAM_KINDS)}, not {self.kind!r}")
+        if (self.kind == "enum") != bool(self.choices):
+            raise ValueError(f"parameter {self.name!r}: an enum, and only an enum, has "
+                             "choices")
+        if self.scope not in FIELD_SCOPES:
+            raise ValueError(f"parameter {self.name!r}: scope is one of "
+                             f"{', '.join(FIELD_SCOPES)}")
+        if self.pattern is not None and self.kind != "string":
+            raise ValueError(f"parameter {self.name!r}: only a string has a pattern")
+        if not self.required and self.default is not None:
+            problem = self.problem(self.default)
+            if problem:
+                raise ValueError(f"parameter {self.name!r}: default: {problem}")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this parameter's kind, or None.
+
+        Only the shape: whether a field or a policy exists is for lint, which knows the
+        flow and the registry.
+        """
+        if self.kind in ("field", "string", "enum", "policy") and not isinstance(value, str):
+            return f"a {_KIND_TEXT[self.kind]} is expected, not {value!r}"
+        if self.kind == "field" and not _NAME.match(value):
+            return f"a field name (lower_snake_case) is expected, not {value!r}"
+        if self.kind == "policy" and not _POLICY_REF.match(value):
+            return f"a policy ('section' or 'section.key') is expected, not {value!r}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"text matching {self.pattern} is expected, not {value!r}"
+        if self.kind == "enum" and value not in self.choices:
+            return f"one of {', '.join(self.choices)} is expected, not {value!r}"
+        if self.kind == "number" and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+            return f"a number is expected, not {value!r}"
+        return None
+
+
+_KIND_TEXT = {"field": "field name", "string": "text", "enum": "word",
+              "policy": "policy name"}
+
+
+@attrs.frozen
+class Refusal:
+    """A refusal an action can give: its error id, its messages, the field it goes under.
+
+    ``field``: a field of its own (``captcha``); ``param``: the field parameter whose
+    field it goes under (``phone``: under whichever field holds the phone); neither: the
+    whole step.
+    """
+
+    error_id: str
+    zh: str
+    en: str
+    field: str | None = None
+    param: str | None = None
+
+
+@attrs.frozen
+class Spec:
+    """What an action or a guard declares. ``results`` None: not declared (unchecked)."""
+
+    params: tuple[Param, ...] = ()
+    results: Mapping[str, str] | None = attrs.field(default=None, eq=False)
+    refusals: tuple[Refusal, ...] = ()
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def resolve(self, written: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter's value: as written, else its default (REQUIRED if missing)."""
+        return {p.name: written.get(p.name, p.default) for p in self.params}
+
+
+NO_SPEC = Spec()
+
 
 class Registry:
     """The names a flows file may use, and what they stand for."""
@@ -28,6 +164,9 @@ class Registry:
     def __init__(self) -> None:
         self.guards: dict[str, GuardFn] = {}
         self.actions: dict[str, ActionFn] = {}
+        # What each declares (parameters, results, refusals); absent: nothing declared.
+        self.guard_specs: dict[str, Spec] = {}
+        self.action_specs: dict[str, Spec] = {}
         self.validators: dict[str, ValidatorFn] = {}
         # Validators that need the date (a birth date "not after today"): they are called
         # with now=<the engine clock's time>, never read the system clock themselves.
@@ -38,13 +177,71 @@ class Registry:
         self.senders: dict[str, SenderFn] = {}
         self.policies: dict[str, Callable[[Any], Any]] = {}
 
-    def guard(self, name: str | None = None) -> Callable[[F], F]:
-        """Register a pure predicate of (context, redacted input, facts)."""
-        return self._adder(self.guards, name)
+    def guard(self, name: str | None = None, *,
+              params: Iterable[Param] = ()) -> Callable[[F], F]:
+        """Register a pure predicate of (context, redacted input, facts, its parameters).
 
-    def action(self, name: str | None = None) -> Callable[[F], F]:
-        """Register an async action; what it returns is recorded as a fact."""
-        return self._adder(self.actions, name)
+        ``params``: what flows.yaml may give it (``g.params``, defaults filled in).
+        """
+        return self._declaring(self.guards, self.guard_specs, name,
+                               Spec(tuple(params)))
+
+    def action(self, name: str | None = None, *, params: Iterable[Param] = (),
+               results: Mapping[str, str] | None = None,
+               refusals: Iterable[Refusal] = ()) -> Callable[[F], F]:
+        """Register an async action; what it returns is recorded as a fact.
+
+        ``params``: what flows.yaml may give it (``a.params``, defaults filled in);
+        ``results``: the keys of the fact it returns, each with what it holds (None: not
+        declared); ``refusals``: the errors it can refuse a step with.
+        """
+        spec = Spec(tuple(params), dict(results) if results is not None else None,
+                    tuple(refusals))
+        return self._declaring(self.actions, self.action_specs, name, spec)
+
+    def spec(self, kind: str, name: str) -> Spec:
+        """What the action or guard ``name`` declares (nothing, if it declares nothing)."""
+        table = self.action_specs if kind == "action" else self.guard_specs
+        return table.get(name, NO_SPEC)
+
+    def policy_keys(self, name: str) -> tuple[str, ...] | None:
+        """The keys a policy section has (from its parser's defaults), or None if unknown."""
+        parse = self.policies.get(name)
+        if parse is None:
+            return None
+        try:
+            parsed = parse({})
+        except (ValueError, TypeError):
+            return None
+        if attrs.has(type(parsed)):
+            return tuple(f.name for f in attrs.fields(type(parsed)))
+        if isinstance(parsed, Mapping):
+            return tuple(str(k) for k in parsed)
+        return None
+
+    def _declaring(self, table: dict[str, Any], specs: dict[str, Spec], name: str | None,
+                   spec: Spec) -> Callable[[F], F]:
+        names = [p.name for p in spec.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name!r} declares a parameter twice: {names}")
+        fields = {p.name for p in spec.params if p.kind == "field"}
+        for refusal in spec.refusals:
+            if refusal.param is not None and refusal.param not in fields:
+                raise ValueError(f"{name!r}: refusal {refusal.error_id!r} goes under "
+                                 f"parameter {refusal.param!r}, which is not a field "
+                                 "parameter it declares")
+        add = self._adder(table, name)
+
+        def register(fn: F) -> F:
+            add(fn)
+            key = name or fn.__name__
+            if key in RESERVED_NAMES:
+                raise ValueError(f"{key!r} is a keyword of flows.yaml, not a name")
+            if spec != NO_SPEC or spec.results is not None:
+                specs[key] = spec
+            return fn
+
+        return register
 
     def validator(self, name: str | None = None, *, dated: bool = False,
                   personal: bool = False) -> Callable[[F], F]:

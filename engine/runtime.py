@@ -36,7 +36,7 @@ from engine.errors import (
 from engine.forms import describe
 from engine.loader import FlowSet, build_flow
 from engine.machine import CompiledFlow, initial_context
-from engine.model import Flow, Limit
+from engine.model import ActionRef, Flow, Limit
 from engine.ports import (
     Clock,
     Limiter,
@@ -372,9 +372,9 @@ class Runtime:
             actions_for(flow, instance.state, trigger), ai)}
         taken = choose(compiled, GuardInput(instance.state, trigger, instance.context,
                                             recorded_input, facts, flow.policies))
-        dest = flow.states[taken.dest]
+        dest = flow.states[taken.target(instance.state)]
         effects: dict[str, Any] = {}
-        if taken.dest != instance.state and dest.on_enter:
+        if dest.name != instance.state and dest.on_enter:
             ai.state = dest.name
             effects = await self._run_actions(dest.on_enter, ai)
         done = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded_input,
@@ -421,17 +421,18 @@ class Runtime:
                     **({"error_id": error.error_id,
                         "message": {"zh": error.zh, "en": error.en}} if error else {}))
 
-    async def _run_actions(self, names: tuple[str, ...] | list[str],
+    async def _run_actions(self, calls: Sequence[ActionRef],
                            ai: ActionInput) -> dict[str, Any]:
-        """Run actions in order; return what each returned, by name (None: nothing)."""
+        """Run actions in order, each with its parameters; return what each returned, by
+        fact name (None: nothing)."""
         results: dict[str, Any] = {}
-        for name in names:
-            ai.action = name
-            result = await self.registry.actions[name](ai)
+        for call in calls:
+            ai.action, ai.params = call.fact, call.param_map
+            result = await self.registry.actions[call.name](ai)
             if result is not None:
-                results[name] = result
-                ai.facts[name] = result
-        ai.action = ""
+                results[call.fact] = result
+                ai.facts[call.fact] = result
+        ai.action, ai.params = "", {}
         return results
 
     def restart_hint(self, instance: Instance) -> dict[str, Any]:

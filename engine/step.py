@@ -37,7 +37,7 @@ from engine.errors import (
 )
 from engine.forms import redact, validate_input
 from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Flow, Limit, Transition
+from engine.model import ActionRef, Flow, Limit, Transition
 from engine.ports import NewTimer
 from engine.registry import Registry
 from engine.steps import Event, GuardInput, Instance
@@ -198,9 +198,10 @@ def limits_for(flow: Flow, state: str, trigger: str) -> list[Limit]:
     return list(limits.values())
 
 
-def actions_for(flow: Flow, state: str, trigger: str) -> list[str]:
+def actions_for(flow: Flow, state: str, trigger: str) -> list[ActionRef]:
     """The actions of every transition this trigger may take from the state, each once,
-    in the order first listed: they all run before any guard decides."""
+    in the order first listed: they all run before any guard decides. (One fact name is
+    one action with one set of parameters in a flow: lint sees to it.)"""
     return list(dict.fromkeys(a for t in flow.transitions_from(state, trigger)
                               for a in t.actions))
 
@@ -212,7 +213,7 @@ def failed_guards(compiled: CompiledFlow, gi: GuardInput) -> list[str]:
     failed: list[str] = []
     for t in compiled.flow.transitions_from(gi.state, gi.trigger):
         for g in t.guards:
-            if not compiled.guard_holds(g.name, g.negated, gi) and str(g) not in failed:
+            if not compiled.holds(g, gi) and str(g) not in failed:
                 failed.append(str(g))
     return failed
 
@@ -261,8 +262,8 @@ def settle(flow: Flow, instance: Instance, taken: Transition, *, trigger: str,
     ``effects`` are the destination's ``on_enter`` results (empty on a self-loop).
     ``at``: the time as recorded, when replaying (else ``iso(now)``).
     """
-    dest = flow.states[taken.dest]
-    moved = taken.dest != instance.state
+    dest = flow.states[taken.target(instance.state)]
+    moved = dest.name != instance.state
     seq = instance.version + 1
     context = next_context(instance.context, from_state=instance.state, to_state=dest.name,
                            input=recorded_input, facts=facts, effects=effects,

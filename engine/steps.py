@@ -27,6 +27,8 @@ class GuardInput:
     facts: Mapping[str, Any]
     # The policies of the definition version: pinned with it, so still pure.
     policies: Mapping[str, Any] = attrs.field(factory=dict)
+    # This guard's parameters from the file, defaults filled in (each guard gets its own).
+    params: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def values(self) -> Mapping[str, Any]:
@@ -71,7 +73,10 @@ class ActionInput:
     outbox: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     writes: list[Write] = attrs.field(factory=list)
     replies: dict[str, Any] = attrs.field(factory=dict)
+    # The running action's fact name (its name, or `as:` in the file) and its parameters
+    # from the file, defaults filled in: set by the runtime before each action runs.
     action: str = ""
+    params: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def idempotency_key(self) -> str:

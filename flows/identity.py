@@ -166,13 +166,16 @@ def _mobile_digits(value: str) -> str:
     return prefixed.group(1) if prefixed else number
 
 
+# (error id, zh, en): also what an action that reads a phone declares it may refuse with.
+MOBILE_INVALID = ("mobile_invalid", "请填写中国大陆手机号码：11位数字，以13-19开头",
+                  "Enter a mainland China mobile number: 11 digits starting with 13-19")
+
+
 def mobile(value: object) -> str:
     """Check a mainland China mobile number and return its 11 digits."""
     number = _mobile_digits(value) if isinstance(value, str) else ""
     if not _MOBILE.fullmatch(number):
-        raise Invalid("mobile_invalid",
-                      "请填写中国大陆手机号码：11位数字，以13-19开头",
-                      "Enter a mainland China mobile number: 11 digits starting with 13-19")
+        raise Invalid(*MOBILE_INVALID)
     return number
 
 

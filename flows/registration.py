@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import ActionInput, DuplicateKey, FieldError, ValidationFailed
 from engine.steps import Write
-from flows.sms import check_sms_code
+from flows.sms import prove_phone
 from flows.support import check_new_password, services
 
 # Which unique key a duplicate hit, and what to tell the user about it.
@@ -65,7 +65,7 @@ async def check_account_fields(a: ActionInput, registered: Registered) -> dict[s
     whatever ``registered`` finds; every error of a stage at once."""
     login_name = str(a.input.get("login_name") or "")
     check_new_password(a, login_name=login_name)
-    proven = await check_sms_code(a)
+    proven = await prove_phone(a)
     errors = await registered()
     if await services(a).accounts.by_login_name(login_name) is not None:
         errors.insert(0, DUPLICATES["accounts_login_key_key"])

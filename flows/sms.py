@@ -1,10 +1,12 @@
 """SMS verification codes (短信验证码): issue, verify, and send through the outbox.
 
-A code belongs to a *binding*: (flow instance, purpose, phone). The actions use the
-current state's name as the purpose, so a code sent for one step (verify the old phone)
-never passes another (verify the new phone), and the sending and the checking trigger
-must be in the same state (``send_sms_code`` on a self-loop or as the state's
-``on_enter``, ``check_sms_code`` on the trigger that leaves it). A code checked for
+A code belongs to a *binding*: (flow instance, purpose, phone). The actions take the
+purpose from flows.yaml (``purpose: new_phone``), by default the current state's name,
+so a code sent for one step (verify the old phone) never passes another (verify the new
+phone); with the default, the sending and the checking trigger must be in the same state
+(``send_sms_code`` on a self-loop or as the state's ``on_enter``, ``check_sms_code`` on
+the trigger that leaves it). Which fields hold the phone and the code are parameters
+too (``phone``, ``code``; by default ``mobile`` and ``sms_code``). A code checked for
 another binding is not found: ``sms_code_expired``, and no try is counted anywhere.
 
 Only an HMAC of the code is stored, for ``ttl`` (5 minutes), in the ephemeral store.
@@ -64,11 +66,13 @@ from engine import (
     FieldError,
     Invalid,
     OutboxMessage,
+    Param,
+    Refusal,
     Registry,
     ValidationFailed,
     parse_duration,
 )
-from flows.identity import mask_mobile, mobile
+from flows.identity import MOBILE_INVALID, mask_mobile, mobile
 from flows.pii import Vault
 from flows.ports import Ephemeral
 
@@ -85,6 +89,7 @@ __all__ = [
     "SmsPolicy",
     "deliver",
     "field_error",
+    "prove_phone",
     "queue_sms",
     "register",
     "send_code_unrevealing",
@@ -398,22 +403,47 @@ def codes_for(a: ActionInput) -> SmsCodes:
     return codes.with_policy(SmsPolicy.from_mapping(pinned)) if pinned is not None else codes
 
 
-def _phone(a: ActionInput) -> str:
+def _phone(a: ActionInput, field: str) -> str:
     try:
-        return mobile(a.input.get("mobile"))
+        return mobile(a.input.get(field))
     except Invalid as exc:
-        raise ValidationFailed([FieldError("mobile", exc.error_id, exc.zh, exc.en)]) from None
+        raise ValidationFailed([FieldError(field, exc.error_id, exc.zh, exc.en)]) from None
+
+
+# What flows.yaml may say about the two actions (docs/flows.md, "Parameters").
+PHONE = Param("phone", "field", "The field of this step's form that holds the mobile number.",
+              default="mobile")
+CODE = Param("code", "field", "The field of this step's form that holds the code typed.",
+             default="sms_code")
+PURPOSE = Param("purpose", "string", "What the code is for: a code sent for one purpose "
+                "never passes a check for another. Without it, the name of the state the "
+                "action runs in (send and check from the same state).", default=None,
+                pattern=r"[a-z][a-z0-9_]*")
+_BAD_PHONE = Refusal(*MOBILE_INVALID, param="phone")
+
+
+def _refusal(error_id: str, param: str) -> Refusal:
+    zh, en = MESSAGES[error_id]
+    return Refusal(error_id, zh, en, param=param)
+
+
+def _purpose(a: ActionInput) -> str:
+    purpose: str | None = a.params["purpose"]
+    return purpose or a.state
 
 
 async def send_sms_code(a: ActionInput) -> dict[str, Any]:
-    """Action: send a code to ``mobile`` for the current state; the fact names the phone masked."""
+    """Action: send a code to the phone (field ``phone``) for ``purpose``; the fact names
+    the phone masked."""
+    field = a.params["phone"]
     codes = codes_for(a)
     vault = a.service(Vault)
-    phone = _phone(a)
-    if await codes.exhausted(a.instance_id, a.state, phone):
+    phone = _phone(a, field)
+    purpose = _purpose(a)
+    if await codes.exhausted(a.instance_id, purpose, phone):
         log.info("sms_code_refused", reason=SMS_CODE_DEAD, to=mask_mobile(phone))
-        raise ValidationFailed([field_error(SMS_CODE_DEAD, "mobile")])
-    code = await codes.issue(a.instance_id, a.state, phone)
+        raise ValidationFailed([field_error(SMS_CODE_DEAD, field)])
+    code = await codes.issue(a.instance_id, purpose, phone)
     queue_sms(a, vault, phone, codes.policy.text(code))
     log.info("sms_code_issued", to=mask_mobile(phone))
     return {"sent_to": mask_mobile(phone)}
@@ -432,17 +462,33 @@ async def send_code_unrevealing(a: ActionInput, vault: Vault, phone: str, *,
 
 
 async def check_sms_code(a: ActionInput) -> dict[str, Any]:
-    """Action: refuse the step unless ``sms_code`` is the code sent to ``mobile`` here
-    (or was, in a step of this state refused after the code was checked)."""
+    """Action: refuse the step unless the code (field ``code``) is the one sent to the phone
+    (field ``phone``) for ``purpose`` (or was, in a step refused after the code was checked)."""
+    return await prove_phone(a, phone_field=a.params["phone"], code_field=a.params["code"],
+                             purpose=_purpose(a))
+
+
+async def prove_phone(a: ActionInput, *, phone_field: str = "mobile",
+                      code_field: str = "sms_code", purpose: str | None = None) -> dict[str, Any]:
+    """Refuse the step unless the code in ``code_field`` proves the phone in ``phone_field``
+    for ``purpose`` (default: the current state); return the fact ``check_sms_code`` gives."""
     codes = codes_for(a)
-    phone = _phone(a)
-    error_id = await codes.prove(a.instance_id, a.state, phone, a.input.get("sms_code", ""))
+    phone = _phone(a, phone_field)
+    error_id = await codes.prove(a.instance_id, purpose or a.state, phone,
+                                 a.input.get(code_field, ""))
     if error_id is not None:
         log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
-        raise ValidationFailed([field_error(error_id)])
+        raise ValidationFailed([field_error(error_id, code_field)])
     return {"verified": mask_mobile(phone)}
 
 
 def register(registry: Registry) -> None:
-    registry.action("send_sms_code")(send_sms_code)
-    registry.action("check_sms_code")(check_sms_code)
+    registry.action(
+        "send_sms_code", params=[PHONE, PURPOSE],
+        results={"sent_to": "The phone number the code went to, masked (138****8000)."},
+        refusals=[_BAD_PHONE, _refusal(SMS_CODE_DEAD, "phone")])(send_sms_code)
+    registry.action(
+        "check_sms_code", params=[PHONE, CODE, PURPOSE],
+        results={"verified": "The phone number the code proved, masked (138****8000)."},
+        refusals=[_BAD_PHONE, *(_refusal(e, "code") for e in (
+            SMS_CODE_WRONG, SMS_CODE_EXPIRED, SMS_CODE_DEAD))])(check_sms_code)

@@ -249,6 +249,22 @@ def test_the_names_table_lists_what_the_flows_package_registers() -> None:
             assert shown[key][1] == what, key
 
 
+def test_the_parameters_table_lists_every_declared_parameter() -> None:
+    guide = GUIDE.read_text(encoding="utf-8")
+    table = guide.split("<!-- params-table:start -->\n", 1)[1].split(
+        "<!-- params-table:end -->")[0]
+    shown = [line for line in table.splitlines() if line.startswith("| ")][2:]
+    expected = []
+    for kind, specs in (("action", REGISTRY.action_specs), ("guard", REGISTRY.guard_specs)):
+        for name, spec in specs.items():
+            for p in spec.params:
+                default = "*(required)*" if p.required else "*(not given)*" \
+                    if p.default is None else f"`{p.default}`"
+                expected.append(f"| {kind} | `{name}` | `{p.name}` | {p.kind} | {default} | "
+                                f"{p.description} |")
+    assert shown == expected, "the table should be:\n" + "\n".join(expected)
+
+
 # -- the lint table ------------------------------------------------------------------
 
 def _template(node: Any) -> str | None:
@@ -307,10 +323,11 @@ def test_every_lint_message_is_in_the_guides_table_as_the_loader_writes_it() -> 
 
 
 def test_the_known_names_the_lint_table_lists_are_the_current_ones() -> None:
-    keys = {"the file": {"flows", "policies"}, "flow": engine_loader._FLOW_KEYS,
+    keys = {"the file": engine_loader._TOP_KEYS, "flow": engine_loader._FLOW_KEYS,
             "state": engine_loader._STATE_KEYS, "field": engine_loader._FIELD_KEYS,
-            "transition": engine_loader._TRANSITION_KEYS, "timeout": {"after", "trigger"},
-            "limit": engine_loader._LIMIT_KEYS, "error": {"id", "field", "zh", "en"}}
+            "transition": engine_loader._TRANSITION_KEYS, "timeout": engine_loader._TIMEOUT_KEYS,
+            "limit": engine_loader._LIMIT_KEYS, "error": engine_loader._ERROR_KEYS,
+            "shared": engine_loader._SHARED_ERROR_KEYS}
     names = {"validator": REGISTRY.validators, "policy": REGISTRY.policies}
     checked = 0
     for message in table_messages():

@@ -214,7 +214,7 @@ async def _flows_to_serve(app: web.Application, loaded: FlowSet | DefinitionErro
     stored = await app[keys.STORE].served_definitions()
     if not stored:
         raise loaded
-    flows = flows_from_contents(stored)
+    flows = flows_from_contents(stored, app[keys.REGISTRY])
     app[keys.METRICS].flows_file_invalid.set(1)
     log.error("flows_file_invalid_serving_stored", file=app[keys.SETTINGS].flows_file,
               errors=[str(d) for d in loaded.diagnostics],

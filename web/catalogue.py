@@ -301,7 +301,8 @@ def flow_occurrences(flows: FlowSet) -> list[Occurrence]:
                 out.append(Occurrence(lim.error.error_id, "limit", 429, lim.error.zh,
                                       lim.error.en, f"{flow.name}: start limit {lim.name}"))
         for t in flow.transitions:
-            where = f"{flow.name}: {'/'.join(t.sources)} --{t.trigger}--> {t.dest}"
+            dest = t.dest if t.dest is not None else "(stays)"
+            where = f"{flow.name}: {'/'.join(t.sources)} --{t.trigger}--> {dest}"
             if t.error:
                 out.append(Occurrence(t.error.error_id, "step", 200, t.error.zh, t.error.en,
                                       where))

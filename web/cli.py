@@ -1,4 +1,5 @@
-"""flowctl: serve, migrate, lint, graph, dry-run, export, replay, audit, reload, versions, admin."""
+"""flowctl: serve, migrate, lint, graph, schema, dry-run, export, replay, audit, reload,
+versions, admin."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from engine.graph import to_mermaid, to_svg
 from engine.loader import build_flow
 from engine.replay import AuditFinding, AuditSummary, audit
 from engine.runtime import PinnedProblem
+from engine.schema import flows_schema
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
 from storage import PgAccounts, PgStore, create_pool, create_redis, migrate_database
@@ -108,6 +110,13 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
         Path(args.output).write_text(out, encoding="utf-8")
     else:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the JSON Schema of flows.yaml, with the names the loaded modules register."""
+    schema = flows_schema(_registry(settings, args.module))
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -552,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", help="flows file (default: FLOWS_FILE or flows.yaml)")
     p.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_graph)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of flows.yaml (for editors)")
+    p.set_defaults(fn=cmd_schema)
 
     p = sub.add_parser("dry-run", help="walk a flow through scripted steps; nothing stored")
     p.add_argument("scripts", nargs="+", metavar="SCRIPT",

@@ -162,12 +162,18 @@ def _step_schema(flow: Flow, state: str, trigger: str,
     description += f"; the button reads {_text(label)}." if label else "."
     if not fields:
         description += " It takes no fields: send `{}` or no body."
+    # Where the step can end, as the guards decide: a stay (or a self-loop) is this state.
+    leads = list(dict.fromkeys(t.target(state) for t in flow.transitions_from(state, trigger)))
+    moves = [f"`{s}`" for s in leads if s != state]
+    outcomes = ([f"leads to {' or '.join(moves)}"] if moves else []) + (
+        ["stays in this state"] if state in leads else [])
+    description += f" It {', or '.join(outcomes)}."
     schema: dict[str, Any] = {
         "title": where, "description": description, "type": "object",
         "additionalProperties": False,
         "properties": {f.name: _field_schema(f, registry, optional=f.name not in required)
                        for f in fields},
-        "x-flow": flow.name, "x-state": state, "x-trigger": trigger,
+        "x-flow": flow.name, "x-state": state, "x-trigger": trigger, "x-leads-to": leads,
     }
     if required:
         schema["required"] = required

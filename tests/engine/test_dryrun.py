@@ -233,3 +233,19 @@ steps:
   - {trigger: submit, input: {name: Ada, password: pw, agree: true}}
   - {trigger: expire, input: {code: "1"}}
 """)
+
+
+def test_a_stay_from_several_states_is_dry_run_as_a_step_that_stays() -> None:
+    from tests.engine.test_language_checks import STAY
+
+    registry = Registry()
+    registry.action("hello")(lambda a: None)
+    compiled = CompiledFlow(load_text(STAY, registry=registry).flows["f"], registry)
+    run = dry_run(compiled, {"steps": [
+        {"trigger": "send_code", "expect": "old"},
+        {"trigger": "next", "expect": "new"},
+        {"trigger": "send_code", "expect": "new"},
+        {"trigger": "next", "expect": "done"}]})
+    assert run.ok
+    assert [s.outcome for s in run.steps] == ["stayed", "moved", "stayed", "moved"]
+    assert run.steps[2].detail["error"]["error_id"] == "sent"

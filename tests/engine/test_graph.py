@@ -274,3 +274,18 @@ flows:
     flow = load_text(text, registry=Registry()).flows["f"]
     assert "    [*] --> a: (limit starts 600 per 10m)\n" in to_mermaid(flow)
     assert "<title>f  start (limit starts 600 per 10m)</title>" in to_svg(flow)
+
+
+def test_a_stay_is_drawn_as_a_self_loop_on_each_of_its_states() -> None:
+    from engine import Registry, load_text
+    from tests.engine.test_language_checks import STAY
+
+    registry = Registry()
+    registry.action("hello")(lambda a: None)
+    flow = load_text(STAY, registry=registry).flows["f"]
+    mermaid = to_mermaid(flow)
+    assert "    old --> old: send_code\n    new --> new: send_code\n" in mermaid
+    root = svg_root(flow)
+    loops = sorted(g.get("data-source") or "" for g in root.iter(f"{SVG}g")
+                   if g.get("class") == "edge" and g.get("data-source") == g.get("data-dest"))
+    assert loops == ["new", "old"]

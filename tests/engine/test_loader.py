@@ -852,7 +852,7 @@ def test_every_problem_is_reported_at_once_in_position_order() -> None:
         "flows.yaml:9:7: state 'middle' is not final and has no way out",
         "flows.yaml:9:7: state 'middle' is unreachable from 'start_here'",
         "flows.yaml:15:9: unknown key 'gaurds' in transition (known: actions, description, "
-        "dest, error, fields, guards, label, limits, source, trigger, via)",
+        "dest, error, fields, guards, label, limits, source, stay, trigger, via)",
         "flows.yaml:16:19: unknown action 'nope' (known: check_code, send_code)",
         "flows.yaml:17:9: transitions 0 and 1 both take trigger 'go' from state "
         "'start_here' and no guard separates them (give one 'g' and the other '!g')",

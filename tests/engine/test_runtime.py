@@ -495,3 +495,29 @@ async def test_a_replay_whose_history_does_not_replay_answers_as_it_is_now(
     again = await runtime.advance(copy, "submit", DETAILS, idempotency_key="k")
     assert again.replayed
     assert (again.instance.version, again.instance.state) == (3, "details")
+
+
+async def test_a_stay_from_several_states_stays_in_each_without_entering_it(
+        runtime: Runtime) -> None:
+    from tests.engine.test_language_checks import STAY
+
+    registry = Registry()
+    entered: list[str] = []
+
+    @registry.action("hello")
+    async def hello(a: Any) -> None:
+        entered.append(a.state)
+
+    rt = Runtime(runtime.store, runtime.clock, registry, load_text(STAY, registry=registry))
+    await rt.publish()
+    iid = (await rt.start("f")).instance.id
+    for state in ("old", "new"):
+        outcome = await rt.advance(iid, "send_code", {})
+        assert (outcome.event.from_state, outcome.instance.state) == (state, state)
+        assert outcome.instance.context["attempts"] == 1
+        assert outcome.instance.context["error"]["error_id"] == "sent"
+        await rt.advance(iid, "next", {})
+    assert entered == ["new"]  # entering `new` once; staying there enters nothing
+    flow = rt.current("f")
+    replayed = replay(await rt.compiled(flow.version), await rt.history(iid))
+    assert replayed.state == "done"

@@ -347,10 +347,15 @@ class Gateway:
 
 def action_input(clock: FrozenClock, services: dict[type, Any], *, state: str = PURPOSE,
                  instance_id: str = INSTANCE, action: str = "send_sms_code",
-                 **fields: Any) -> ActionInput:
+                 params: dict[str, Any] | None = None, **fields: Any) -> ActionInput:
+    """The input the runtime hands ``action``: its parameters as the file gives them (by
+    default none), with the declared defaults filled in as the loader does."""
+    declared = Registry()
+    sms.register(declared)
     return ActionInput(instance_id=instance_id, flow="personal_password_reset", seq=3,
                        state=state, trigger="send_code", context={}, input=fields,
-                       now=clock.now(), services=services, action=action)
+                       now=clock.now(), services=services, action=action,
+                       params=declared.spec("action", action).resolve(params or {}))
 
 
 def as_message(ai: ActionInput, n: int = 0) -> OutboxMessage:
@@ -552,6 +557,61 @@ async def test_send_action_refuses_a_dead_binding(clock: FrozenClock,
     assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
         "mobile", SMS_CODE_DEAD)
     assert ai.outbox == []
+
+
+async def test_the_actions_read_the_fields_and_the_purpose_the_file_gives(
+        clock: FrozenClock, services: dict[str, Any], vault: Vault) -> None:
+    sent = {"phone": "new_mobile", "purpose": "new_phone"}
+    ai = action_input(clock, services, state="verify_new", params=sent, new_mobile=PHONE,
+                      mobile="13900139000")
+    assert await registered().actions["send_sms_code"](ai) == {"sent_to": "138****8000"}
+    gateway = Gateway()
+    await deliver(as_message(ai), vault, gateway)
+    [(to, text, _)] = gateway.sent
+    assert to == PHONE
+    code = text.split("验证码为")[1][:6]
+    checked = {**sent, "code": "new_code"}
+    # The purpose, not the state, binds the code: any state checking that purpose may.
+    with pytest.raises(ValidationFailed) as info:
+        await registered().actions["check_sms_code"](action_input(
+            clock, services, action="check_sms_code", state="confirm", new_mobile=PHONE,
+            new_code=code, params={**checked, "purpose": "old_phone"}))
+    assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
+        "new_code", SMS_CODE_EXPIRED)
+    assert await registered().actions["check_sms_code"](action_input(
+        clock, services, action="check_sms_code", state="confirm", new_mobile=PHONE,
+        new_code=code, params=checked)) == {"verified": "138****8000"}
+
+
+async def test_the_actions_refuse_on_the_fields_the_file_names(
+        clock: FrozenClock, services: dict[str, Any]) -> None:
+    ai = action_input(clock, services, params={"phone": "new_mobile"}, new_mobile="12345")
+    with pytest.raises(ValidationFailed) as info:
+        await registered().actions["send_sms_code"](ai)
+    assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
+        "new_mobile", "mobile_invalid")
+    with pytest.raises(ValidationFailed) as info:
+        await registered().actions["check_sms_code"](action_input(
+            clock, services, action="check_sms_code", params={"code": "otp"}, mobile=PHONE,
+            otp="123456"))
+    assert (info.value.errors[0].field, info.value.errors[0].error_id) == (
+        "otp", SMS_CODE_EXPIRED)
+
+
+def test_the_sms_actions_declare_their_parameters_results_and_refusals() -> None:
+    registry = registered()
+    send_spec = registry.spec("action", "send_sms_code")
+    check_spec = registry.spec("action", "check_sms_code")
+    # The defaults are what the actions did before they took parameters.
+    assert send_spec.resolve({}) == {"phone": "mobile", "purpose": None}
+    assert check_spec.resolve({}) == {"phone": "mobile", "code": "sms_code", "purpose": None}
+    assert dict(send_spec.results or {}).keys() == {"sent_to"}
+    assert dict(check_spec.results or {}).keys() == {"verified"}
+    assert {(r.error_id, r.param) for r in check_spec.refusals} == {
+        ("mobile_invalid", "phone"), (SMS_CODE_WRONG, "code"), (SMS_CODE_EXPIRED, "code"),
+        (SMS_CODE_DEAD, "code")}
+    assert {(r.error_id, r.param) for r in send_spec.refusals} == {
+        ("mobile_invalid", "phone"), (SMS_CODE_DEAD, "phone")}
 
 
 async def test_send_action_refuses_a_bad_phone_on_the_mobile_field(

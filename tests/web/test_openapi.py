@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from engine import Registry, ValidationFailed, load_file
+from engine import Registry, ValidationFailed, load_file, load_text
 from engine.forms import validate_input
 from tests.platform import new_credit_code, new_id_number
 from tests.sample_flows import SAMPLE_YAML
@@ -209,3 +209,21 @@ async def test_the_document_follows_a_reload(aiohttp_client: Any, app: web.Appli
     assert nickname["maxLength"] == 12
     assert nickname["title"] == "昵称 / Nickname"
     validate(after)
+
+
+def test_a_step_schema_says_where_its_trigger_leads_a_stay_from_each_state_to_itself() -> None:
+    from tests.engine.test_language_checks import STAY
+
+    registry = Registry()
+    registry.action("hello")(lambda a: None)
+    doc = document(load_text(STAY, registry=registry), registry)
+    for state in ("old", "new"):
+        body = doc["components"]["schemas"][step_schema_name("f", state, "send_code")]
+        assert body["x-leads-to"] == [state]
+        assert body["description"].endswith(" It stays in this state.")
+        assert body["properties"] == {}
+    submit = schema(step_schema_name("personal_registration", "basic_info", "submit"))
+    assert submit["x-leads-to"] == ["real_name", "basic_info", "account_info"]
+    assert submit["description"].endswith(
+        " It leads to `real_name` or `account_info`, or stays in this state.")
+    validate(doc)
