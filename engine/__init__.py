@@ -31,7 +31,7 @@ from engine.ports import Clock, FrozenClock, NewTimer, StepCommit, Store, System
 from engine.registry import Param, Refusal, Registry
 from engine.replay import ReplayReport, ReplayResult, export_lines, replay, replay_export
 from engine.runtime import Runtime, StepOutcome
-from engine.steps import ActionInput, Event, GuardInput, Instance, OutboxMessage
+from engine.values import ActionInput, Event, GuardInput, Instance, OutboxMessage
 from engine.workers import OutboxDispatcher, TimerWorker
 
 __all__ = [

@@ -56,7 +56,7 @@ from engine.step import (
     read_input,
     settle,
 )
-from engine.steps import GuardInput, Instance
+from engine.values import GuardInput, Instance
 
 OUTCOMES = frozenset({"invalid", "refused", "unavailable"})
 _STEP_KEYS = frozenset({"trigger", "input", "facts", "effects", "refuse", "expect", "note"})

@@ -11,7 +11,7 @@ import attrs
 from engine.errors import FieldError, ValidationFailed
 from engine.model import Field, Flow, Guard
 from engine.registry import Registry
-from engine.steps import GuardInput
+from engine.values import GuardInput
 
 
 class Invalid(ValueError):

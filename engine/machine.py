@@ -20,7 +20,7 @@ from engine.model import Flow, Guard, Transition
 from engine.params import problems as param_problems
 from engine.params import with_defaults
 from engine.registry import GuardFn, Registry
-from engine.steps import GuardInput
+from engine.values import GuardInput
 
 
 class _Probe:

@@ -40,7 +40,7 @@ from engine import jsonio
 from engine.errors import ConcurrencyConflict, DuplicateKey, FlowNotFound, InstanceNotFound
 from engine.model import Flow
 from engine.ports import Clock, NewTimer, StepCommit, SystemClock, Timer
-from engine.steps import Event, Instance, OutboxMessage, Write
+from engine.values import Event, Instance, OutboxMessage, Write
 
 if TYPE_CHECKING:
     from engine.ports import Store

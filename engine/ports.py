@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import attrs
 
 from engine.model import Flow
-from engine.steps import Event, Instance, OutboxMessage, Write
+from engine.values import Event, Instance, OutboxMessage, Write
 
 
 class Clock(Protocol):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 if TYPE_CHECKING:
-    from engine.steps import ActionInput, GuardInput, OutboxMessage
+    from engine.values import ActionInput, GuardInput, OutboxMessage
 
 GuardFn = Callable[["GuardInput"], bool]
 ActionFn = Callable[["ActionInput"], Awaitable[Any]]

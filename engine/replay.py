@@ -19,7 +19,7 @@ from engine.loader import build_flow
 from engine.machine import CompiledFlow
 from engine.registry import Registry
 from engine.step import TIMER_ACTOR, begin, settle
-from engine.steps import EVENT_KEYS, Event, GuardInput, Instance
+from engine.values import EVENT_KEYS, Event, GuardInput, Instance
 
 
 @attrs.frozen

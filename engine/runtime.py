@@ -67,7 +67,7 @@ from engine.step import (
     restart_hint,
     settle,
 )
-from engine.steps import ActionInput, Event, GuardInput, Instance
+from engine.values import ActionInput, Event, GuardInput, Instance
 
 log = structlog.get_logger("engine.runtime")
 

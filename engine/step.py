@@ -40,7 +40,7 @@ from engine.machine import CompiledFlow, initial_context, next_context
 from engine.model import ActionRef, Flow, Limit, Transition
 from engine.ports import NewTimer
 from engine.registry import Registry
-from engine.steps import Event, GuardInput, Instance
+from engine.values import Event, GuardInput, Instance
 
 __all__ = [
     "PROVIDER_PREFIX",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.steps import Write
+from engine.values import Write
 
 
 class Account(Protocol):

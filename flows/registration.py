@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine import ActionInput, DuplicateKey, FieldError, ValidationFailed
-from engine.steps import Write
+from engine.values import Write
 from flows.sms import prove_phone
 from flows.support import check_new_password, services
 

@@ -13,7 +13,7 @@ import asyncpg
 import attrs
 
 from engine import DuplicateKey
-from engine.steps import Write
+from engine.values import Write
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from engine import jsonio
 from engine.errors import ConcurrencyConflict, DuplicateKey, FlowNotFound, InstanceNotFound
 from engine.model import Flow
 from engine.ports import NewTimer, StepCommit, Timer
-from engine.steps import Event, Instance, OutboxMessage, Write
+from engine.values import Event, Instance, OutboxMessage, Write
 
 # Compact, exact JSON; key order does not matter here (hashes are taken over the
 # canonical form of the values read back), so no sorting on the hot path. Written with

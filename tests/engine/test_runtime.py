@@ -26,7 +26,7 @@ from engine import (
     load_text,
     replay,
 )
-from engine.steps import Instance
+from engine.values import Instance
 from storage import PgStore, create_pool
 from tests.sample_flows import SAMPLE_YAML
 

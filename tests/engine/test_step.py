@@ -16,7 +16,7 @@ from engine import (
     load_text,
 )
 from engine.step import acting, admit, begin, choose, read_input, settle
-from engine.steps import GuardInput, Instance
+from engine.values import GuardInput, Instance
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -34,7 +34,7 @@ from engine import (
 )
 from engine.canonical import GENESIS
 from engine.memory import MemoryTransaction
-from engine.steps import Write
+from engine.values import Write
 from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database
 from tests.conftest import ADMIN_URL
