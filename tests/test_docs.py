@@ -14,7 +14,6 @@ first word):
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import shlex
@@ -29,6 +28,7 @@ import yaml
 from engine import Instance, Registry, Runtime, SystemClock, check_text, load_file
 from engine import loader as engine_loader
 from engine.model import FIELD_TYPES
+from engine.reference import entries, summary, to_markdown
 from web.cli import main as flowctl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,24 +205,6 @@ def test_the_restart_example_is_what_an_expired_instance_answers() -> None:
 
 # -- the table of registered names ---------------------------------------------------
 
-_PREFIX = re.compile(r"^(?:Action|Validator|Guard)(?: \((?P<note>[^)]*)\))?: (?P<rest>.*)$",
-                     re.S)
-
-
-def _summary(fn: Any) -> str | None:
-    """A registered name's docstring as the guide's table gives it: the first paragraph."""
-    owner = getattr(fn, "__self__", None)  # a policy parser: the policy class says it
-    doc = inspect.getdoc(owner if inspect.isclass(owner) else fn)
-    if not doc:
-        return None
-    text = " ".join(doc.split("\n\n", 1)[0].split())
-    found = _PREFIX.match(text)
-    if found:
-        rest = found["rest"]
-        text = rest[:1].upper() + rest[1:] + (f" ({found['note']})" if found["note"] else "")
-    return text.replace("``", "`")
-
-
 def test_the_names_table_lists_what_the_flows_package_registers() -> None:
     guide = GUIDE.read_text(encoding="utf-8")
     table = guide.split("<!-- names-table:start -->\n", 1)[1].split("<!-- names-table:end -->")[0]
@@ -236,7 +218,7 @@ def test_the_names_table_lists_what_the_flows_package_registers() -> None:
                         ("action", REGISTRY.actions), ("policy", REGISTRY.policies),
                         ("sender", REGISTRY.senders)):
         for name, fn in names.items():
-            expected[(kind, name)] = (fn.__module__, _summary(fn))
+            expected[(kind, name)] = (fn.__module__, summary(fn))
     lines = [f"| {k} | `{n}` | `{m}` | {w or '*(no docstring)*'} |"
              for (k, n), (m, w) in expected.items()]
     assert shown.keys() == expected.keys(), "the table should be:\n" + "\n".join(lines)
@@ -466,3 +448,11 @@ def test_the_readme_shows_every_flowctl_command() -> None:
         if words and words[0].endswith("flowctl"):
             shown.add(" ".join(words[1:3]) if words[1] == "admin" else words[1])
     assert commands == shown
+
+
+def test_the_reference_is_what_the_registry_declares() -> None:
+    """docs/reference.md is `flowctl actions --markdown`: a new or changed name, parameter,
+    result or refusal that is not in it fails here (regenerate it with that command)."""
+    committed = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    assert committed == to_markdown(entries(REGISTRY)), \
+        "docs/reference.md is stale: flowctl actions --markdown > docs/reference.md"

@@ -119,7 +119,7 @@ async def problem_types(request: web.Request) -> dict[str, ProblemType]:
     modules = app[SETTINGS].flow_modules
     # The first time, the code is read (some 0.4 s of parsing): not on the event loop.
     await asyncio.to_thread(code_occurrences, modules)
-    return catalogue(app[RUNTIME].flows, modules)
+    return catalogue(app[RUNTIME].flows, modules, app[REGISTRY])
 
 
 _CSS = """body{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;max-width:48rem;

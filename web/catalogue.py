@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from engine import EngineError, FlowSet
+from engine import EngineError, FlowSet, Registry
 
 __all__ = ["ADVICE", "KINDS", "Occurrence", "ProblemType", "catalogue", "code_occurrences",
            "flow_occurrences"]
@@ -313,11 +313,20 @@ def flow_occurrences(flows: FlowSet) -> list[Occurrence]:
     return out
 
 
-def catalogue(flows: FlowSet | None = None,
-              modules: tuple[str, ...] = ()) -> dict[str, ProblemType]:
-    """Every error id, by id: from the code (with ``modules``) and the given flows."""
+def registry_occurrences(registry: Registry) -> list[Occurrence]:
+    """The refusals actions declare (flowctl actions lists them too)."""
+    return [Occurrence(r.error_id, "field", 422, r.zh, r.en,
+                       f"action {name}" + (f", under {r.field}" if r.field else ""))
+            for name, spec in registry.action_specs.items() for r in spec.refusals]
+
+
+def catalogue(flows: FlowSet | None = None, modules: tuple[str, ...] = (),
+              registry: Registry | None = None) -> dict[str, ProblemType]:
+    """Every error id, by id: from the code (with ``modules``), the refusals the
+    ``registry``'s actions declare, and the given flows."""
     found: dict[str, list[Occurrence]] = {}
-    for o in (*code_occurrences(modules), *(flow_occurrences(flows) if flows else [])):
+    for o in (*code_occurrences(modules), *(flow_occurrences(flows) if flows else []),
+              *(registry_occurrences(registry) if registry else [])):
         found.setdefault(o.error_id, []).append(o)
     return {eid: ProblemType(eid, tuple(found[eid]), ADVICE.get(eid) or _generic(found[eid]))
             for eid in sorted(found)}

@@ -37,6 +37,7 @@ from engine import (
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from engine.graph import to_mermaid, to_svg
 from engine.loader import build_flow
+from engine.reference import KINDS, entries, to_markdown, to_text
 from engine.replay import AuditFinding, AuditSummary, audit
 from engine.runtime import PinnedProblem
 from engine.schema import flows_schema
@@ -117,6 +118,20 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     """Print the JSON Schema of flows.yaml, with the names the loaded modules register."""
     schema = flows_schema(_registry(settings, args.module))
     print(json.dumps(schema, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_actions(args: argparse.Namespace, settings: Settings) -> int:
+    """List every action, guard, validator, policy and sender, with what each declares."""
+    found = entries(_registry(settings, args.module))
+    if args.kind:
+        found = [e for e in found if e.kind == args.kind]
+    if args.json:
+        print(json.dumps([e.as_dict() for e in found], indent=2, ensure_ascii=False))
+    elif args.markdown:
+        sys.stdout.write(to_markdown(found))
+    else:
+        sys.stdout.write(to_text(found))
     return 0
 
 
@@ -564,6 +579,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("schema", help="print the JSON Schema of flows.yaml (for editors)")
     p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("actions", help="every action, guard, validator, policy and sender "
+                                       "a flows file may name: parameters, results, refusals")
+    p.add_argument("--kind", choices=KINDS, help="only names of this kind")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="as JSON")
+    form.add_argument("--markdown", action="store_true",
+                      help="as Markdown (docs/reference.md is this output)")
+    p.set_defaults(fn=cmd_actions)
 
     p = sub.add_parser("dry-run", help="walk a flow through scripted steps; nothing stored")
     p.add_argument("scripts", nargs="+", metavar="SCRIPT",

@@ -7,7 +7,14 @@ import textwrap
 from pathlib import Path
 
 from engine import Registry, load_file
-from web.catalogue import ADVICE, _scan, catalogue, code_occurrences, flow_occurrences
+from web.catalogue import (
+    ADVICE,
+    _scan,
+    catalogue,
+    code_occurrences,
+    flow_occurrences,
+    registry_occurrences,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,13 +69,15 @@ def test_error_classes_are_found_with_their_status_and_messages() -> None:
 
 def test_every_error_id_of_the_code_and_of_flows_yaml_has_advice_and_no_advice_is_stale(
 ) -> None:
-    flows = load_file(str(ROOT / "flows.yaml"), Registry().load_modules(["flows"]))
+    registry = Registry().load_modules(["flows"])
+    flows = load_file(str(ROOT / "flows.yaml"), registry)
     known = {o.error_id for o in code_occurrences()} | {
-        o.error_id for o in flow_occurrences(flows)}
+        o.error_id for o in flow_occurrences(flows)} | {
+        o.error_id for o in registry_occurrences(registry)}
     missing = sorted(known - ADVICE.keys())
     assert missing == [], f"write what to do about these in web/catalogue.py ADVICE: {missing}"
     assert sorted(ADVICE.keys() - known) == [], "advice for error ids nothing gives any more"
-    pages = catalogue(flows)
+    pages = catalogue(flows, registry=registry)
     assert pages.keys() == known
     for page in pages.values():
         assert page.todo is not None
