@@ -201,3 +201,28 @@ def check_database_commands(embedded_dir: Path, flows_file: Path, servers: list[
     assert done.returncode == 0, done.stderr
     assert "signup\t" in done.stdout
     assert postmaster(embedded_dir) is None
+
+
+def test_actions_lists_every_name_with_what_it_declares(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import Registry
+    from web.cli import main
+
+    registry = Registry().load_modules(["flows"])
+    assert main(["actions", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    names = {(e["kind"], e["name"]) for e in listed}
+    assert names == ({("action", n) for n in registry.actions}
+                     | {("guard", n) for n in registry.guards}
+                     | {("validator", n) for n in registry.validators}
+                     | {("policy", n) for n in registry.policies}
+                     | {("sender", n) for n in registry.senders})
+    sms = next(e for e in listed if e["name"] == "send_sms_code")
+    assert [p["name"] for p in sms["params"]] == ["phone", "purpose"]
+    assert "sent_to" in sms["results"]
+    assert "sms_code_dead" in {r["error_id"] for r in sms["refusals"]}
+    assert main(["actions", "--kind", "guard"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if not line.startswith(" ")]
+    assert lines
+    assert all(line.startswith("guard ") for line in lines)
