@@ -45,7 +45,7 @@ from engine.errors import (
     ValidationFailed,
 )
 from engine.machine import CompiledFlow
-from engine.model import Transition
+from engine.model import ActionRef, Transition
 from engine.step import (
     PROVIDER_PREFIX,
     TIMER_ACTOR,
@@ -153,12 +153,23 @@ def _dry_seal(kind: str, value: str) -> dict[str, str]:
 DRY_RUN_ACTOR = "dry-run"
 
 
-def _refusal(action: str, given: Any) -> FieldError:
-    """What a script says an action refuses with: ``error_id``, or ``{error, field}``."""
-    if isinstance(given, Mapping):
-        return FieldError(given.get("field"), str(given.get("error")),
-                          str(given.get("zh", "")), str(given.get("en", f"{action} refused")))
-    return FieldError(None, str(given), "", f"{action} refused")
+def _refusal(compiled: CompiledFlow, call: ActionRef, given: Any) -> FieldError:
+    """What a script says an action refuses with: an error id, or ``{error, field}``.
+
+    An action that declares its refusals refuses only with those, under the field they go
+    under (a field parameter's field, as this call sets it); the messages are its own.
+    """
+    error_id = str(given.get("error") if isinstance(given, Mapping) else given)
+    field = given.get("field") if isinstance(given, Mapping) else None
+    declared = compiled.registry.spec("action", call.name).refusals
+    found = next((r for r in declared if r.error_id == error_id), None)
+    if found is None:
+        if declared:
+            raise ScriptError(f"{call.fact} refuses with "
+                              f"{', '.join(r.error_id for r in declared)}, not {error_id!r}")
+        return FieldError(field, error_id, "", f"{call.fact} refused")
+    under = found.field or (call.param_map.get(found.param) if found.param else None)
+    return FieldError(field or under, found.error_id, found.zh, found.en)
 
 
 def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
@@ -201,9 +212,9 @@ class _Taken:
 
 
 def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
-          now: datetime, actions: list[str]) -> _Taken:
-    """One scripted step through admit, read_input, choose and settle; their refusals
-    propagate. ``actions``: the trigger's actions, whose results the script gives."""
+          now: datetime) -> _Taken:
+    """One scripted step through admit, read_input, choose and settle, with the script's
+    facts, effects and refusals for the actions; every refusal propagates."""
     flow, here, trigger = compiled.flow, instance.state, step["trigger"]
     timeout = flow.states[here].timeout
     by_clock = bool(timeout and trigger == timeout.trigger)
@@ -216,14 +227,15 @@ def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str,
     _, recorded = read_input(flow, here, trigger, step.get("input") or {}, instance.context,
                              compiled.registry, now, _dry_seal, by_clock=by_clock)
     refusals = dict(step.get("refuse") or {})
-    _refuse_if_scripted(actions, refusals)
+    _refuse_if_scripted(compiled, actions_for(flow, here, trigger), refusals)
     facts = dict(step.get("facts") or {})
     taken = choose(compiled, GuardInput(here, trigger, instance.context, recorded, facts,
                                         flow.policies))
     dest = taken.target(here)
     # Scripts give what actions return (and refuse) by fact name: the action's, or its as:.
-    entering = [a.fact for a in flow.states[dest].on_enter] if dest != here else []
-    _refuse_if_scripted(entering, refusals)
+    calls = flow.states[dest].on_enter if dest != here else ()
+    _refuse_if_scripted(compiled, calls, refusals)
+    entering = [a.fact for a in calls]
     effects = {k: v for k, v in (step.get("effects") or {}).items() if k in entering}
     after = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded,
                    facts=facts, effects=effects, actor=actor, now=now,
@@ -231,11 +243,12 @@ def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str,
     return _Taken(taken, after, tuple(entering))
 
 
-def _refuse_if_scripted(actions: Sequence[str], refusals: Mapping[str, Any]) -> None:
+def _refuse_if_scripted(compiled: CompiledFlow, calls: Sequence[ActionRef],
+                        refusals: Mapping[str, Any]) -> None:
     """The first of these actions the script says refuses, refuses the step (a 422)."""
-    refusing = next((a for a in actions if a in refusals), None)
+    refusing = next((c for c in calls if c.fact in refusals), None)
     if refusing is not None:
-        raise ValidationFailed([_refusal(refusing, refusals[refusing])])
+        raise ValidationFailed([_refusal(compiled, refusing, refusals[refusing.fact])])
 
 
 def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
@@ -252,7 +265,7 @@ def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[
         if trigger in flow.triggers_from(here) else []
     not_given = [a for a in actions if a not in (step.get("facts") or {})]
     try:
-        taken = _take(compiled, instance, n, step, now, actions)
+        taken = _take(compiled, instance, n, step, now)
     except (FlowFinished, TriggerNotAllowed) as exc:
         return record("unavailable", here,
                       available=exc.extra.get("available", list(flow.triggers_from(here))),

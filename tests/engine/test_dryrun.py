@@ -249,3 +249,40 @@ def test_a_stay_from_several_states_is_dry_run_as_a_step_that_stays() -> None:
     assert run.ok
     assert [s.outcome for s in run.steps] == ["stayed", "moved", "stayed", "moved"]
     assert run.steps[2].detail["error"]["error_id"] == "sent"
+
+
+def test_a_declared_refusal_comes_with_its_field_and_messages() -> None:
+    """An action that declares its refusals refuses only with those, under the field its
+    parameters name, in its own words."""
+    registry = Registry().load_modules(["flows"])
+    flow = load_text("""
+flows:
+  bind:
+    initial: new_phone
+    states:
+      new_phone:
+        fields:
+          new_mobile: {type: string, format: mobile, sensitive: true, max_length: 20,
+                       label: {zh: 新手机号码, en: New mobile number}}
+      done: {final: true}
+    transitions:
+      - trigger: send_code
+        source: new_phone
+        stay: true
+        actions: [{send_sms_code: {phone: new_mobile}}]
+      - trigger: submit
+        source: new_phone
+        dest: done
+""", registry=registry).flows["bind"]
+    compiled = CompiledFlow(flow, registry)
+    step = {"trigger": "send_code", "input": {"new_mobile": "13800138000"},
+            "expect": "invalid"}
+    result = dry_run(compiled, parse_script(json.dumps({"steps": [
+        {**step, "refuse": {"send_sms_code": "sms_code_dead"}}]})))
+    refused = result.steps[0]
+    assert refused.ok, describe_step(refused)
+    assert refused.detail["errors"][0]["field"] == "new_mobile"
+    assert refused.detail["errors"][0]["zh"]
+    with pytest.raises(ScriptError, match="refuses with"):
+        dry_run(compiled, parse_script(json.dumps({"steps": [
+            {**step, "refuse": {"send_sms_code": "no_such_error"}}]})))
