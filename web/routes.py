@@ -28,6 +28,7 @@ from web.sessions import (
     actor_of,
     clear_session_cookie,
     device_cookie,
+    ensure_device,
     identities_of,
     session_of,
     session_token,
@@ -159,7 +160,12 @@ async def list_flows(request: web.Request) -> web.Response:
               "title": f.title.as_dict() if f.title else None,
               "initial": f.initial, "expires_in": int(f.expires_in.total_seconds())}
              for f in runtime.flows.flows.values()]
-    return json_response({"flows": flows})
+    # A client that reads the list first has its device before it starts anything, so
+    # a start it must send again (its answer lost) is the same sender's, and replays.
+    ensure_device(request)
+    response = json_response({"flows": flows})
+    device_cookie(request, response)
+    return response
 
 
 @routes.post("/api/flows/{name}")

@@ -188,6 +188,15 @@ def starter_of(request: web.Request, access: str) -> str:
     return device_actor(token)
 
 
+def ensure_device(request: web.Request) -> str:
+    """The request's device, a new one if it has none (its cookie goes out with the
+    answer: ``device_cookie``). Reads no session: it needs no Redis."""
+    token = _device_token(request)
+    if token is None:
+        token = request[_NEW_DEVICE] = secrets.token_urlsafe(32)
+    return device_actor(token)
+
+
 def wants_token(request: web.Request) -> bool:
     """Did the client ask for its session token in the body (it keeps no cookies)?"""
     prefer = ",".join(request.headers.getall("Prefer", []))

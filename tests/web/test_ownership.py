@@ -226,3 +226,18 @@ async def test_captcha_images_are_limited_per_instance_and_per_client(
     # Five images from this address: a new instance does not open a new allowance.
     third = (await start(client))[1]["id"]
     assert (await client.get(f"/api/flows/{third}/captcha")).status == 429
+
+
+async def test_the_flow_list_hands_out_a_device_so_a_lost_start_can_be_sent_again(
+        aiohttp_client: Any, app: web.Application) -> None:
+    """The start's answer (and the cookie in it) may be lost: a client that read the list
+    first already has its device, so sending the start again replays it."""
+    client = await aiohttp_client(app)
+    listed = await client.get("/api/flows")
+    assert listed.cookies["device"]["httponly"] is True
+    key = {"Idempotency-Key": "lost-answer"}
+    s1, first = await start(client, headers=key)
+    s2, again = await start(client, headers=key)
+    assert (s1, s2) == (201, 200)
+    assert again["id"] == first["id"]
+    assert listed.cookies["device"].value == device_of(client)
