@@ -8,8 +8,9 @@ collected from where they are made, so a page cannot drift from its error:
   ``error_id``, status and messages are class attributes);
 - the code that raises them in place: ``HttpProblem(status, id, zh, en)``,
   ``Invalid(id, zh, en)``, ``refuse(field, id, zh, en)``, ``FieldError(field, id, zh,
-  en)``, the message tables (``{id: (zh, en)}``) and ``(id, zh, en)`` triples, read from
-  the source of the ``engine``, ``flows``, ``storage`` and ``web`` packages;
+  en)``, the refusals actions declare (``Refusal(id, zh, en)``), the message tables
+  (``{id: (zh, en)}``) and ``(id, zh, en)`` triples, read from the source of the
+  ``engine``, ``flows``, ``storage`` and ``web`` packages;
 - the loaded flows: a transition's ``error`` and a limit's ``error`` (so a reload that
   adds one adds its page).
 
@@ -100,9 +101,11 @@ class ProblemType:
 _CALLS = {"HttpProblem": (0, 1, 2, 3), "Invalid": (None, 0, 1, 2),
           "refuse": (None, 1, 2, 3), "FieldError": (None, 1, 2, 3),
           # engine.model.Error made in code: a limit's error (web/routes.py, captchas).
-          "Error": (None, 0, 1, 2)}
+          "Error": (None, 0, 1, 2),
+          # A refusal an action declares (engine.Refusal), given as a field error.
+          "Refusal": (None, 0, 1, 2)}
 _KIND_OF_CALL = {"HttpProblem": "problem", "Invalid": "field", "refuse": "field",
-                 "FieldError": "field", "Error": "limit"}
+                 "FieldError": "field", "Error": "limit", "Refusal": "field"}
 
 
 def _text(node: ast.AST, names: dict[str, ast.AST]) -> str | None:
