@@ -406,6 +406,10 @@ class Runtime:
             parts = []
             for part in limit.by:
                 value = clean.get(part[6:]) if part.startswith("field:") else who.get(part)
+                if isinstance(value, Mapping) and "sealed" in value:
+                    # A locked sensitive field comes as it was recorded, sealed: count the
+                    # number itself, or every instance would count a phone apart.
+                    value = self.sealer.open(part[6:], value)
                 parts.append("" if value is None else str(value))
             # Values such as phone numbers never appear in keys in clear. The key has no
             # flow name: limits of one name count together in every flow (ten codes a
