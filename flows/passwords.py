@@ -31,6 +31,7 @@ __all__ = [
     "NEW_PASSWORD_REFUSALS",
     "PASSWORD",
     "POLICY_REFUSALS",
+    "UNCHANGED",
     "Hasher",
     "PasswordPolicy",
     "check",
@@ -217,6 +218,8 @@ POLICY_REFUSALS = tuple(Refusal(error_id, zh, en, param="password") for error_id
 ))
 MISMATCH = Refusal("password_mismatch", "两次输入的密码不一致", "The two passwords differ",
                    param="confirm")
+UNCHANGED = Refusal("password_unchanged", "新密码不能与原密码相同",
+                    "The new password must differ from the old one", param="password")
 NEW_PASSWORD_REFUSALS = (*POLICY_REFUSALS, MISMATCH)
 
 

@@ -31,16 +31,11 @@ from engine import (
 )
 from flows.accounts import Account
 from flows.identity import mask_mobile
-from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD
+from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD, UNCHANGED
 from flows.pii import MOBILE
 from flows.policies import LockoutPolicy
-from flows.signin import UNCHANGED, counted_check, locked_for
-from flows.support import (
-    check_new_password,
-    refuse_as,
-    services,
-    signed_in_account_id,
-)
+from flows.signin import counted_check, locked_for
+from flows.support import refuse_as, replace_password, services, signed_in_account_id
 
 log = structlog.get_logger("flows.profile")
 
@@ -148,13 +143,8 @@ async def check_current_password(a: ActionInput) -> None:
 async def set_password(a: ActionInput) -> dict[str, Any]:
     """Action: the signed-in account's new password (fields ``password`` and ``confirm``),
     within the policy and not the one it has."""
-    s = services(a)
     account = await signed_in_account(a)
-    password = check_new_password(a, login_name=account.login_name)
-    if await s.hasher.verify(account.password_hash, password):
-        refuse_as(a, UNCHANGED)
-    a.write(s.accounts.set_password(account.id, await s.hasher.hash(password),
-                                    must_change=False, now=a.now))
+    await replace_password(a, account)
     log.info("password_changed", account_id=account.id)
     return {"changed": True}
 

@@ -29,10 +29,10 @@ import structlog
 from engine import ActionInput, GuardInput, Param, Refusal, Registry
 from flows.accounts import Account
 from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier_kind, normalise_identifier
-from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD
+from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD, UNCHANGED
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import LockoutPolicy
-from flows.support import Services, check_new_password, refuse, refuse_as, services
+from flows.support import Services, refuse, replace_password, services
 
 log = structlog.get_logger("flows.signin")
 
@@ -57,8 +57,6 @@ CAPTCHA = Param("captcha", "field", "The field that holds the captcha's answer."
 SIGN_IN_REFUSALS = (Refusal(*LOGIN_FAILED),
                     Refusal("login_locked", "登录失败次数过多，请稍后再试",
                             "Too many failed sign-ins; try again in a while"))
-UNCHANGED = Refusal("password_unchanged", "新密码不能与原密码相同",
-                    "The new password must differ from the old one", param="password")
 SIGNED_IN = {"account_id": "The account signed in.",
              "kind": "Its kind: personal, organisation, supervisor or admin.",
              "login_name": "Its login name.",
@@ -198,13 +196,7 @@ async def _signed_in_account(a: ActionInput) -> Account:
 
 async def change_initial_password(a: ActionInput) -> dict[str, Any]:
     """Action: replace a one-time password set by an administrator."""
-    s = services(a)
-    account = await _signed_in_account(a)
-    password = check_new_password(a, login_name=account.login_name)
-    if await s.hasher.verify(account.password_hash, password):
-        refuse_as(a, UNCHANGED)
-    a.write(s.accounts.set_password(account.id, await s.hasher.hash(password),
-                                    must_change=False, now=a.now))
+    await replace_password(a, await _signed_in_account(a))
     return {"changed": True}
 
 

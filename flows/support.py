@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import attrs
 
 from engine import ActionInput, FieldError, Invalid, Refusal, ValidationFailed
-from flows.accounts import Accounts
+from flows.accounts import Account, Accounts
 from flows.captcha import Captchas
 from flows.identity import (
     mask_bank_account,
@@ -18,7 +18,14 @@ from flows.identity import (
     mask_mobile,
     mask_resident_id,
 )
-from flows.passwords import MISMATCH, POLICY_REFUSALS, Hasher, PasswordPolicy, check
+from flows.passwords import (
+    MISMATCH,
+    POLICY_REFUSALS,
+    UNCHANGED,
+    Hasher,
+    PasswordPolicy,
+    check,
+)
 from flows.pii import Vault
 from flows.ports import Ephemeral
 from flows.providers import Providers
@@ -95,6 +102,17 @@ def check_new_password(a: ActionInput, *, login_name: str | None) -> str:
     if errors:
         raise ValidationFailed(errors)
     return password
+
+
+async def replace_password(a: ActionInput, account: Account) -> None:
+    """The account's password becomes the new one (``check_new_password``), unless it is
+    the one it has; written in the step's transaction."""
+    s = services(a)
+    password = check_new_password(a, login_name=account.login_name)
+    if await s.hasher.verify(account.password_hash, password):
+        raise ValidationFailed([UNCHANGED.error(a.params)])
+    a.write(s.accounts.set_password(account.id, await s.hasher.hash(password),
+                                    must_change=False, now=a.now))
 
 
 _MASKS = {"resident_id": mask_resident_id, "mobile": mask_mobile,

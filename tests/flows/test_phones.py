@@ -193,16 +193,23 @@ async def test_the_accounts_own_number_is_no_change(platform: Platform) -> None:
     assert [e.error_id for e in refused.value.errors] == ["mobile_registered"]
 
 
+async def code_sent_to_the_current_number(p: Platform) -> tuple[str, str]:
+    """A person signed in, in change_phone, a code sent to the current number: the
+    instance id and the number."""
+    phone = new_mobile()
+    person = await new_account(p, phone=phone)
+    await sign_in(p, person["login"])
+    iid = str((await start(p))["id"])
+    await p.ok(iid, "next")
+    await p.ok(iid, "send_code")
+    return iid, phone
+
+
 async def test_the_minute_between_codes_counts_the_current_number_across_instances(
         platform: Platform) -> None:
     """The current number is a locked field, recorded sealed: limits count the number
     itself, not the sealed text (which differs in every instance)."""
-    phone = new_mobile()
-    person = await new_account(platform, phone=phone)
-    await sign_in(platform, person["login"])
-    first = (await start(platform))["id"]
-    await platform.ok(first, "next")
-    await platform.ok(first, "send_code")
+    first, phone = await code_sent_to_the_current_number(platform)
     status, body = await platform.step(first, "send_code")
     assert (status, body["error_id"]) == (429, "sms_resend_too_soon")
     second = (await start(platform))["id"]
@@ -216,12 +223,7 @@ async def test_the_minute_between_codes_counts_the_current_number_across_instanc
 
 async def test_five_wrong_codes_for_the_current_number_end_its_proof(
         platform: Platform) -> None:
-    phone = new_mobile()
-    person = await new_account(platform, phone=phone)
-    await sign_in(platform, person["login"])
-    iid = (await start(platform))["id"]
-    await platform.ok(iid, "next")
-    await platform.ok(iid, "send_code")
+    iid, phone = await code_sent_to_the_current_number(platform)
     code = await platform.sms_code(phone)
     assert code is not None
     wrong = f"{(int(code) + 1) % 10**6:06d}"
