@@ -162,6 +162,8 @@ async def test_another_accounts_number_is_told_only_once_its_code_proves_it(
     await sign_in(platform, person["login"])
     iid = await to_verify_new(platform, mine)
     await platform.ok(iid, "send_code", {"mobile": theirs})
+    status, body = await platform.step(iid, "send_code", {"mobile": theirs})
+    assert (status, body["error_id"]) == (429, "sms_resend_too_soon")
     status, body = await platform.step(iid, "submit", {"mobile": theirs, "sms_code": "12345"})
     assert [e["error_id"] for e in body["errors"]] == ["sms_code_wrong"]
     status, body = await platform.step(iid, "submit", {
