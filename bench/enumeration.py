@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 
 from engine import EngineError, Runtime
@@ -184,8 +185,16 @@ async def _run(opts: Options) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
+    """Run the benchmark; the caller's structlog configuration is left as it was."""
+    saved = structlog.get_config()
     configure_logging("json", "warning")
-    return asyncio.run(_run(opts))
+    # A logger first used here must not keep this configuration for good: the caller (the
+    # test suite) captures the same loggers' events afterwards.
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        return asyncio.run(_run(opts))
+    finally:
+        structlog.configure(**saved)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:

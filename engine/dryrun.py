@@ -6,6 +6,7 @@ the outside world answers, and sees where the flow goes::
     flow: personal_login
     now: 2026-03-01T09:00:00+08:00       # optional: the time dated validators see
     prefill: {method: password}          # optional: the start's values
+    effects: {load_account: {kind: personal}}  # optional: the initial state's on_enter
     steps:
       - trigger: submit
         input: {account: "13800138000", password: "x", captcha: "ABCD"}
@@ -21,7 +22,9 @@ fired like any trigger. Limits are not counted.
 
 An action can also refuse, as a live one does when, say, the SMS code is wrong:
 ``refuse: {check_sms_code: sms_code_wrong}`` (or ``{error: ..., field: ...}``) refuses
-the step with that error, like a 422 with nothing stored (``expect: invalid``).
+the step with that error, like a 422 with nothing stored (``expect: invalid``). Where
+the action declares its refusals, the error must be one of them, and it goes under the
+field the declaration says (the field its parameter names in this use of the action).
 
 A step that is refused stops the run, unless the script expected it (``expect:
 invalid``, ``refused`` or ``unavailable``); then the state stays and the run goes on.
@@ -46,6 +49,7 @@ from engine.errors import (
 )
 from engine.machine import CompiledFlow
 from engine.model import ActionRef, Transition
+from engine.registry import Registry
 from engine.step import (
     PROVIDER_PREFIX,
     TIMER_ACTOR,
@@ -108,7 +112,7 @@ def parse_script(text: str, source: str = "<script>") -> dict[str, Any]:
         raise ScriptError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ScriptError(f"{source}: a mapping with 'steps' is expected")
-    unknown = sorted(set(data) - {"flow", "prefill", "steps", "now"})
+    unknown = sorted(set(data) - {"flow", "prefill", "effects", "steps", "now"})
     if unknown:
         raise ScriptError(f"{source}: unknown key(s): {', '.join(map(str, unknown))}")
     if "flow" in data and not isinstance(data["flow"], str):
@@ -122,6 +126,8 @@ def parse_script(text: str, source: str = "<script>") -> dict[str, Any]:
         data["now"] = when if when.tzinfo else when.replace(tzinfo=UTC)
     if not isinstance(data.get("prefill", {}), dict):
         raise ScriptError(f"{source}: 'prefill' must be a mapping of field values")
+    if not isinstance(data.get("effects", {}), dict):
+        raise ScriptError(f"{source}: 'effects' must be a mapping of fact names to results")
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ScriptError(f"{source}: 'steps' must be a non-empty list")
@@ -153,23 +159,22 @@ def _dry_seal(kind: str, value: str) -> dict[str, str]:
 DRY_RUN_ACTOR = "dry-run"
 
 
-def _refusal(compiled: CompiledFlow, call: ActionRef, given: Any) -> FieldError:
-    """What a script says an action refuses with: an error id, or ``{error, field}``.
-
-    An action that declares its refusals refuses only with those, under the field they go
-    under (a field parameter's field, as this call sets it); the messages are its own.
-    """
-    error_id = str(given.get("error") if isinstance(given, Mapping) else given)
-    field = given.get("field") if isinstance(given, Mapping) else None
-    declared = compiled.registry.spec("action", call.name).refusals
-    found = next((r for r in declared if r.error_id == error_id), None)
-    if found is None:
-        if declared:
-            raise ScriptError(f"{call.fact} refuses with "
-                              f"{', '.join(r.error_id for r in declared)}, not {error_id!r}")
-        return FieldError(field, error_id, "", f"{call.fact} refused")
-    under = found.field or (call.param_map.get(found.param) if found.param else None)
-    return FieldError(field or under, found.error_id, found.zh, found.en)
+def _refusal(action: ActionRef, given: Any, registry: Registry) -> FieldError:
+    """What a script says an action refuses with: ``error_id``, or ``{error, field}``;
+    where the action declares its refusals, one of those, under its field."""
+    written = dict(given) if isinstance(given, Mapping) else {"error": given}
+    error_id = str(written.get("error"))
+    default = FieldError(None, error_id, "", f"{action.fact} refused")
+    if registry.declared("action", action.name):
+        refusals = registry.spec("action", action.name).refusals
+        declared = next((r for r in refusals if r.error_id == error_id), None)
+        if declared is None:
+            known = ", ".join(r.error_id for r in refusals) or "none"
+            raise ScriptError(f"{action.fact!r} ({action.name}) does not refuse with "
+                              f"{error_id!r} (it refuses with: {known})")
+        default = declared.error(action.param_map)
+    return FieldError(written.get("field", default.field), error_id,
+                      str(written.get("zh", default.zh)), str(written.get("en", default.en)))
 
 
 def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
@@ -193,7 +198,15 @@ def dry_run(compiled: CompiledFlow, script: Mapping[str, Any],
     unknown = sorted(k for k in prefill if k not in flow.all_fields())
     if unknown:
         raise ScriptError(f"prefill: no field(s) {', '.join(unknown)} in {flow.name!r}")
-    instance = begin(flow, "dry-run", prefill, {}, actor=DRY_RUN_ACTOR, now=now).instance
+    # What the initial state's on_enter actions found when the flow started, by fact name.
+    entering = {a.fact for a in flow.states[flow.initial].on_enter}
+    effects = dict(script.get("effects") or {})
+    unknown = sorted(k for k in effects if k not in entering)
+    if unknown:
+        runs = ", ".join(sorted(entering)) or "none"
+        raise ScriptError(f"effects: {', '.join(unknown)} not run on entering "
+                          f"{flow.initial!r} (its on_enter: {runs})")
+    instance = begin(flow, "dry-run", prefill, effects, actor=DRY_RUN_ACTOR, now=now).instance
     done: list[DryStep] = []
     for n, step in enumerate(script["steps"], start=1):
         result, instance = _dry_step(compiled, instance, n, step, now)
@@ -212,9 +225,9 @@ class _Taken:
 
 
 def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
-          now: datetime) -> _Taken:
-    """One scripted step through admit, read_input, choose and settle, with the script's
-    facts, effects and refusals for the actions; every refusal propagates."""
+          now: datetime, actions: list[ActionRef]) -> _Taken:
+    """One scripted step through admit, read_input, choose and settle; their refusals
+    propagate. ``actions``: the trigger's actions, whose results the script gives."""
     flow, here, trigger = compiled.flow, instance.state, step["trigger"]
     timeout = flow.states[here].timeout
     by_clock = bool(timeout and trigger == timeout.trigger)
@@ -227,28 +240,32 @@ def _take(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str,
     _, recorded = read_input(flow, here, trigger, step.get("input") or {}, instance.context,
                              compiled.registry, now, _dry_seal, by_clock=by_clock)
     refusals = dict(step.get("refuse") or {})
-    _refuse_if_scripted(compiled, actions_for(flow, here, trigger), refusals)
+    _refuse_if_scripted(actions, refusals, compiled.registry, n)
     facts = dict(step.get("facts") or {})
     taken = choose(compiled, GuardInput(here, trigger, instance.context, recorded, facts,
                                         flow.policies))
     dest = taken.target(here)
     # Scripts give what actions return (and refuse) by fact name: the action's, or its as:.
-    calls = flow.states[dest].on_enter if dest != here else ()
-    _refuse_if_scripted(compiled, calls, refusals)
-    entering = [a.fact for a in calls]
-    effects = {k: v for k, v in (step.get("effects") or {}).items() if k in entering}
+    entering = list(flow.states[dest].on_enter) if dest != here else []
+    _refuse_if_scripted(entering, refusals, compiled.registry, n)
+    effects = {k: v for k, v in (step.get("effects") or {}).items()
+               if k in {a.fact for a in entering}}
     after = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded,
                    facts=facts, effects=effects, actor=actor, now=now,
                    by_clock=by_clock).instance
-    return _Taken(taken, after, tuple(entering))
+    return _Taken(taken, after, tuple(a.fact for a in entering))
 
 
-def _refuse_if_scripted(compiled: CompiledFlow, calls: Sequence[ActionRef],
-                        refusals: Mapping[str, Any]) -> None:
+def _refuse_if_scripted(actions: Sequence[ActionRef], refusals: Mapping[str, Any],
+                        registry: Registry, n: int) -> None:
     """The first of these actions the script says refuses, refuses the step (a 422)."""
-    refusing = next((c for c in calls if c.fact in refusals), None)
+    refusing = next((a for a in actions if a.fact in refusals), None)
     if refusing is not None:
-        raise ValidationFailed([_refusal(compiled, refusing, refusals[refusing.fact])])
+        try:
+            error = _refusal(refusing, refusals[refusing.fact], registry)
+        except ScriptError as exc:
+            raise ScriptError(f"step {n}: {exc}") from None
+        raise ValidationFailed([error])
 
 
 def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[str, Any],
@@ -261,11 +278,12 @@ def _dry_step(compiled: CompiledFlow, instance: Instance, n: int, step: Mapping[
         ok = (outcome in ("moved", "stayed") and expect in (None, to)) or expect == outcome
         return DryStep(n, trigger, here, to, outcome, expect, ok, detail)
 
-    actions = [a.fact for a in actions_for(flow, here, trigger)] \
-        if trigger in flow.triggers_from(here) else []
-    not_given = [a for a in actions if a not in (step.get("facts") or {})]
+    actions = actions_for(flow, here, trigger) if trigger in flow.triggers_from(here) else []
+    # An action that declares it returns nothing has no facts to give.
+    not_given = [a.fact for a in actions if a.fact not in (step.get("facts") or {})
+                 and compiled.registry.spec("action", a.name).results != {}]
     try:
-        taken = _take(compiled, instance, n, step, now)
+        taken = _take(compiled, instance, n, step, now, actions)
     except (FlowFinished, TriggerNotAllowed) as exc:
         return record("unavailable", here,
                       available=exc.extra.get("available", list(flow.triggers_from(here))),

@@ -9,7 +9,9 @@ the fact it returns (``results``: what ``show``, ``value_from`` and ``choices_fr
 read below its name) and the refusals it can give (``Refusal``). Lint checks every use in
 the file against these declarations; the loader fills in the defaults, so the code reads
 ``a.params["phone"]`` and never guesses. A name registered without declarations takes no
-parameters, and nothing is checked below its fact.
+parameters, and nothing is checked below its fact. A name registered with declarations,
+even empty ones (``params=[]``: it takes none; ``results={}``: it returns nothing), is
+*declared*: ``registry.declared(kind, name)``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
+
+from engine.errors import FieldError
 
 if TYPE_CHECKING:
     from engine.values import ActionInput, GuardInput, OutboxMessage
@@ -138,6 +142,14 @@ class Refusal:
     field: str | None = None
     param: str | None = None
 
+    def error(self, params: Mapping[str, Any] | None = None, *, zh: str | None = None,
+              en: str | None = None) -> FieldError:
+        """The field error this refusal gives, under its field, or under the field its
+        parameter names in ``params`` (an action's, defaults filled in). ``zh``/``en``:
+        the words of this one refusal, when they say more than the declared ones."""
+        field = self.field if self.param is None else (params or {}).get(self.param)
+        return FieldError(field, self.error_id, zh or self.zh, en or self.en)
+
 
 @attrs.frozen
 class Spec:
@@ -178,31 +190,40 @@ class Registry:
         self.policies: dict[str, Callable[[Any], Any]] = {}
 
     def guard(self, name: str | None = None, *,
-              params: Iterable[Param] = ()) -> Callable[[F], F]:
+              params: Iterable[Param] | None = None) -> Callable[[F], F]:
         """Register a pure predicate of (context, redacted input, facts, its parameters).
 
-        ``params``: what flows.yaml may give it (``g.params``, defaults filled in).
+        ``params``: what flows.yaml may give it (``g.params``, defaults filled in); ``[]``
+        declares that it takes none.
         """
         return self._declaring(self.guards, self.guard_specs, name,
-                               Spec(tuple(params)))
+                               Spec(tuple(params or ())), declared=params is not None)
 
-    def action(self, name: str | None = None, *, params: Iterable[Param] = (),
+    def action(self, name: str | None = None, *, params: Iterable[Param] | None = None,
                results: Mapping[str, str] | None = None,
-               refusals: Iterable[Refusal] = ()) -> Callable[[F], F]:
+               refusals: Iterable[Refusal] | None = None) -> Callable[[F], F]:
         """Register an async action; what it returns is recorded as a fact.
 
         ``params``: what flows.yaml may give it (``a.params``, defaults filled in);
         ``results``: the keys of the fact it returns, each with what it holds (None: not
-        declared); ``refusals``: the errors it can refuse a step with.
+        declared; ``{}``: it returns nothing); ``refusals``: the errors it can refuse a
+        step with.
         """
-        spec = Spec(tuple(params), dict(results) if results is not None else None,
-                    tuple(refusals))
-        return self._declaring(self.actions, self.action_specs, name, spec)
+        spec = Spec(tuple(params or ()), dict(results) if results is not None else None,
+                    tuple(refusals or ()))
+        declared = params is not None or results is not None or refusals is not None
+        return self._declaring(self.actions, self.action_specs, name, spec,
+                               declared=declared)
 
     def spec(self, kind: str, name: str) -> Spec:
         """What the action or guard ``name`` declares (nothing, if it declares nothing)."""
         table = self.action_specs if kind == "action" else self.guard_specs
         return table.get(name, NO_SPEC)
+
+    def declared(self, kind: str, name: str) -> bool:
+        """Whether the action or guard ``name`` was registered with its declarations (even
+        empty ones: a guard that takes no parameters, an action that returns nothing)."""
+        return name in (self.action_specs if kind == "action" else self.guard_specs)
 
     def policy_keys(self, name: str) -> tuple[str, ...] | None:
         """The keys a policy section has (from its parser's defaults), or None if unknown."""
@@ -220,7 +241,7 @@ class Registry:
         return None
 
     def _declaring(self, table: dict[str, Any], specs: dict[str, Spec], name: str | None,
-                   spec: Spec) -> Callable[[F], F]:
+                   spec: Spec, *, declared: bool) -> Callable[[F], F]:
         names = [p.name for p in spec.params]
         if len(set(names)) != len(names):
             raise ValueError(f"{name!r} declares a parameter twice: {names}")
@@ -237,7 +258,7 @@ class Registry:
             key = name or fn.__name__
             if key in RESERVED_NAMES:
                 raise ValueError(f"{key!r} is a keyword of flows.yaml, not a name")
-            if spec != NO_SPEC or spec.results is not None:
+            if declared:
                 specs[key] = spec
             return fn
 

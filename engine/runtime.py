@@ -273,12 +273,14 @@ class Runtime:
     async def advance(self, instance_id: str, trigger: str, raw_input: Mapping[str, Any], *,
                       idempotency_key: str | None = None, expected_version: int | None = None,
                       actor: str = "anonymous", client: str | None = None,
-                      also: Sequence[str] = (),
+                      also: Sequence[str] = (), session: str | None = None,
                       fired_timer: Timer | None = None) -> StepOutcome:
         """Take one step; see docs/design.md. Raises an EngineError for every refusal.
 
         ``also``: other identities of the caller (see ``check_owner``); the step is
-        taken, and its key scoped, as whichever of them owns the instance.
+        taken, and its key scoped, as whichever of them owns the instance. ``session``:
+        the caller's signed-in session, as the web layer names it (opaque here), for
+        actions that must tell it from the account's other sessions.
         """
         started = time.perf_counter()
         flow_name = "?"
@@ -302,7 +304,7 @@ class Runtime:
             if fired_timer is None and instance.deadline_at is not None:
                 instance = await self._catch_up(instance)
             result = await self._step(instance, trigger, raw_input, key,
-                                      expected_version, actor, client, fired_timer)
+                                      expected_version, actor, client, fired_timer, session)
             outcome = "replayed" if result.replayed else "applied"
             return result
         except EngineError as exc:
@@ -343,7 +345,8 @@ class Runtime:
 
     async def _step(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
                     idempotency_key: str | None, expected_version: int | None, actor: str,
-                    client: str | None, fired_timer: Timer | None) -> StepOutcome:
+                    client: str | None, fired_timer: Timer | None,
+                    session: str | None = None) -> StepOutcome:
         """The step's I/O around the pure decisions of engine.step."""
         now = self.clock.now()
         # The version is almost always compiled already: no coroutine for the common case.
@@ -365,7 +368,7 @@ class Runtime:
                          state=instance.state, trigger=trigger, context=instance.context,
                          input=clean, now=now, services=self.services, actor=actor,
                          client=client, owner=instance.owner, policies=flow.policies,
-                         sealer=self.sealer)
+                         sealer=self.sealer, session=session)
         if fired_timer is not None:
             ai.facts["timer"] = {"id": fired_timer.id, "due_at": iso(fired_timer.due_at)}
         facts = {**ai.facts, **await self._run_actions(
@@ -406,6 +409,10 @@ class Runtime:
             parts = []
             for part in limit.by:
                 value = clean.get(part[6:]) if part.startswith("field:") else who.get(part)
+                if isinstance(value, Mapping) and "sealed" in value:
+                    # A locked sensitive field comes as it was recorded, sealed: count the
+                    # number itself, or every instance would count a phone apart.
+                    value = self.sealer.open(part[6:], value)
                 parts.append("" if value is None else str(value))
             # Values such as phone numbers never appear in keys in clear. The key has no
             # flow name: limits of one name count together in every flow (ten codes a

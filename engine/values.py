@@ -77,6 +77,9 @@ class ActionInput:
     # from the file, defaults filled in: set by the runtime before each action runs.
     action: str = ""
     params: Mapping[str, Any] = attrs.field(factory=dict)
+    # The caller's signed-in session as the web layer names it (opaque to the engine);
+    # None for the clock, a provider, a start, or nobody signed in.
+    session: str | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -14,7 +14,9 @@ from flows import (
     legal,
     passwords,
     personal,
+    phones,
     policies,
+    profile,
     signin,
     sms,
     verification,
@@ -23,7 +25,7 @@ from flows import (
 
 def register(registry: Registry) -> None:
     for module in (common, identity, passwords, policies, captcha, sms, signin, face,
-                   personal, legal, verification, backoffice):
+                   personal, legal, verification, backoffice, profile, phones):
         module.register(registry)
 
 

@@ -118,6 +118,12 @@ class Accounts(Protocol):
     def set_password(self, account_id: str, password_hash: str, *, must_change: bool,
                      now: datetime) -> Write: ...
 
+    def set_phone(self, account_id: str, *, phone_sealed: bytes,
+                  phone_index: bytes) -> Write:
+        """A personal or supervisor account's new mobile number; a number another such
+        account has hits ``accounts_personal_phone``."""
+        ...
+
     def mark_verified(self, organisation_id: str, *, by: str, note: str | None,
                       now: datetime) -> Write: ...
 

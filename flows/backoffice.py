@@ -16,12 +16,26 @@ from typing import Any
 
 import structlog
 
-from engine import ActionInput, FieldError, Forbidden, Registry, ValidationFailed
-from flows.identity import mask_mobile, mobile
+from engine import ActionInput, FieldError, Forbidden, Refusal, Registry, ValidationFailed
+from flows.identity import mask_mobile
 from flows.passwords import check
 from flows.pii import MOBILE
-from flows.registration import DUPLICATES, refusing_duplicates
-from flows.signin import check_credentials
+from flows.registration import (
+    DUPLICATES,
+    LOGIN_NAME_TAKEN,
+    PHONE_REGISTERED,
+    duplicates,
+    refusing_duplicates,
+    under,
+)
+from flows.signin import (
+    CAPTCHA,
+    LOGIN_NAME,
+    SIGN_IN_PASSWORD,
+    SIGN_IN_REFUSALS,
+    SIGNED_IN,
+    check_credentials,
+)
 from flows.support import password_policy, refuse, services
 
 log = structlog.get_logger("flows.backoffice")
@@ -33,6 +47,21 @@ _UPPER = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 _DIGITS = "23456789"
 _SYMBOLS = "-_.!@#%+="
 ONE_TIME_LENGTH = 14
+
+# What the back office's actions may refuse.
+ADMIN_ONLY = Refusal(Forbidden.error_id, Forbidden.zh, Forbidden.en)
+REASON_REQUIRED = Refusal("reason_required", "请填写原因", "Give the reason", field="reason")
+ACCOUNT_NOT_FOUND = Refusal("account_not_found", "没有使用该登录名的账号",
+                            "No account has this login name", field="login_name")
+ORGANISATION_NOT_FOUND = Refusal("organisation_not_found",
+                                 "没有使用该统一社会信用代码注册的企业",
+                                 "No organisation is registered with this credit code",
+                                 field="credit_code")
+ALREADY_VERIFIED = Refusal("organisation_already_verified", "该企业已完成实名认证",
+                           "This organisation is already verified", field="credit_code")
+SUPERVISOR_DUPLICATES = duplicates("accounts_login_key_key", "accounts_personal_phone")
+NEW_SUPERVISOR_REFUSALS = (under(LOGIN_NAME_TAKEN, "login_name"),
+                           under(PHONE_REGISTERED, "mobile"))
 
 
 def one_time_password(a: ActionInput, login_name: str | None = None) -> str:
@@ -73,7 +102,7 @@ def _reason(a: ActionInput) -> str:
 
 async def authenticate_admin(a: ActionInput) -> dict[str, Any]:
     """Action: an administrator's login name and password, with captcha and lockout."""
-    account = await check_credentials(a, str(a.input.get("login_name") or ""),
+    account = await check_credentials(a, str(a.input.get(a.params["login_name"]) or ""),
                                       kinds=("admin",))
     return {"account_id": account.id, "kind": account.kind,
             "login_name": account.login_name, "must_change": account.must_change_password}
@@ -163,8 +192,8 @@ async def check_new_supervisor(a: ActionInput) -> dict[str, Any]:
     errors: list[FieldError] = []
     if await s.accounts.by_login_name(login_name) is not None:
         errors.append(DUPLICATES["accounts_login_key_key"])
-    phone = a.input.get("mobile")
-    if phone and await s.accounts.by_phone_index(s.vault.index(MOBILE, mobile(phone))):
+    phone = a.input.get("mobile")  # optional; checked and normalised by the form
+    if phone and await s.accounts.by_phone_index(s.vault.index(MOBILE, str(phone))):
         errors.append(DUPLICATES["accounts_personal_phone"])
     if errors:
         raise ValidationFailed(errors)
@@ -176,8 +205,7 @@ async def create_supervisor_account(a: ActionInput) -> dict[str, Any]:
     s = services(a)
     actor = _admin(a)
     login_name = str(a.value("login_name"))
-    raw_phone = a.value("mobile")
-    phone = mobile(raw_phone) if raw_phone else None
+    phone = str(a.value("mobile") or "") or None  # optional; checked by the form
     account_id = str(uuid.uuid4())
     password = one_time_password(a, login_name)
     a.write(refusing_duplicates(s.accounts.create_person(
@@ -186,7 +214,7 @@ async def create_supervisor_account(a: ActionInput) -> dict[str, Any]:
         id_number_sealed=None, id_number_index=None,
         phone_sealed=s.vault.seal(MOBILE, phone) if phone else None,
         phone_index=s.vault.index(MOBILE, phone) if phone else None,
-        must_change_password=True, now=a.now)))
+        must_change_password=True, now=a.now), SUPERVISOR_DUPLICATES))
     a.write(s.accounts.audit(
         actor=actor, action="create_supervisor", target=f"account:{account_id}",
         reason=_reason(a), now=a.now,
@@ -200,7 +228,34 @@ async def create_supervisor_account(a: ActionInput) -> dict[str, Any]:
 
 def register(registry: Registry) -> None:
     """Register this module's actions and guards."""
-    for fn in (authenticate_admin, find_reset_target, reset_account_password,
-               find_organisation_to_verify, verify_organisation_by_admin,
-               check_new_supervisor, create_supervisor_account):
-        registry.action(fn.__name__)(fn)
+    registry.action("authenticate_admin", params=[LOGIN_NAME, SIGN_IN_PASSWORD, CAPTCHA],
+                    results=SIGNED_IN, refusals=SIGN_IN_REFUSALS)(authenticate_admin)
+    target = {"account_id": "The account's id.", "login_name": "Its login name.",
+              "kind": "Its kind."}
+    registry.action("find_reset_target", params=[], results=target,
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED, ACCOUNT_NOT_FOUND],
+                    )(find_reset_target)
+    registry.action("reset_account_password", params=[],
+                    results={**target, "must_change_password": "True: the one-time password "
+                                                               "must be changed."},
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED, ACCOUNT_NOT_FOUND],
+                    )(reset_account_password)
+    registry.action("find_organisation_to_verify", params=[],
+                    results={"organisation_id": "The organisation's account id.",
+                             "name": "Its name.", "credit_code": "Its credit code."},
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED, ORGANISATION_NOT_FOUND,
+                              ALREADY_VERIFIED])(find_organisation_to_verify)
+    registry.action("verify_organisation_by_admin", params=[],
+                    results={"organisation_id": "The organisation verified.",
+                             "status": "已认证.", "status_en": "verified."},
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED])(verify_organisation_by_admin)
+    registry.action("check_new_supervisor", params=[],
+                    results={"login_name": "The login name, free when the step was taken."},
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED, *NEW_SUPERVISOR_REFUSALS],
+                    )(check_new_supervisor)
+    registry.action("create_supervisor_account", params=[],
+                    results={"account_id": "The new account's id.",
+                             "login_name": "Its login name.",
+                             "mobile": "Its mobile number, masked, or null."},
+                    refusals=[ADMIN_ONLY, REASON_REQUIRED, *NEW_SUPERVISOR_REFUSALS],
+                    )(create_supervisor_account)

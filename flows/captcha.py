@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 from captcha.image import ImageCaptcha
 
-from engine import ActionInput, Clock, FieldError, Registry, ValidationFailed
+from engine import ActionInput, Clock, Param, Refusal, Registry, ValidationFailed
 from flows.ports import Ephemeral
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "MESSAGES",
     "CaptchaAnswers",
     "Captchas",
-    "field_error",
     "register",
 ]
 
@@ -100,11 +99,6 @@ def _digest(instance_id: str, answer: str) -> bytes:
 def _key(instance_id: str) -> str:
     return f"captcha:{instance_id}"
 
-
-def field_error(error_id: str, field: str = "captcha") -> FieldError:
-    """Return the field error for a captcha error id, in Chinese and English."""
-    zh, en = MESSAGES[error_id]
-    return FieldError(field, error_id, zh, en)
 
 
 class CaptchaAnswers:
@@ -194,14 +188,21 @@ class Captchas:
         return CAPTCHA_WRONG
 
 
+FIELD = Param("captcha", "field", "The field that holds the captcha's answer.",
+              default="captcha")
+REFUSALS = {error_id: Refusal(error_id, zh, en, param="captcha")
+            for error_id, (zh, en) in MESSAGES.items()}
+
+
 async def check_captcha(a: ActionInput) -> None:
-    """Action: refuse the step unless ``captcha`` answers this instance's image."""
+    """Action: refuse the step unless the field ``captcha`` answers this instance's image."""
     captchas = a.service(Captchas)
-    error_id = await captchas.check(a.instance_id, a.input.get("captcha", ""))
+    error_id = await captchas.check(a.instance_id, a.input.get(a.params["captcha"], ""))
     if error_id is not None:
         log.info("captcha_refused", reason=error_id)
-        raise ValidationFailed([field_error(error_id)])
+        raise ValidationFailed([REFUSALS[error_id].error(a.params)])
 
 
 def register(registry: Registry) -> None:
-    registry.action("check_captcha")(check_captcha)
+    registry.action("check_captcha", params=[FIELD], results={},
+                    refusals=REFUSALS.values())(check_captcha)

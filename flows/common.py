@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from engine import GuardInput, Invalid, OutboxMessage, Registry
+from engine import GuardInput, Invalid, OutboxMessage, Param, Registry
 
 log = structlog.get_logger("flows.common")
 
@@ -33,9 +33,13 @@ def login_name(value: Any) -> Any:
     return value
 
 
+AGREE = Param("field", "field", "The tick box that says the agreement was read.",
+              default="agree", scope="flow")
+
+
 def agreed(g: GuardInput) -> bool:
-    """The agreement box is ticked in this step's input or earlier."""
-    return g.values.get("agree") is True
+    """The agreement box (parameter ``field``) is ticked in this step's input or earlier."""
+    return g.values.get(g.params["field"]) is True
 
 
 async def log_sender(message: OutboxMessage) -> None:
@@ -47,5 +51,5 @@ async def log_sender(message: OutboxMessage) -> None:
 def register(registry: Registry) -> None:
     registry.validator("text")(text)
     registry.validator("login_name")(login_name)
-    registry.guard("agreed")(agreed)
+    registry.guard("agreed", params=[AGREE])(agreed)
     registry.sender("log")(log_sender)

@@ -27,26 +27,71 @@ signed-in ``account:<id>``). A later registration of the same name and ID number
 the face step only for that same owner, within ``face_skip.within`` (1 day) of the
 pass; anybody else who knows a name and an ID number scans their face like everybody
 else. An owner that is neither (``anonymous``) never skips and records nothing.
+
+**Whose face, and whether a pass is remembered, are parameters.** ``name`` and
+``id_number`` name the fields that hold the person; ``remember`` says whether a pass
+lets its owner skip later (``for_owner``: a registration) or not (``never``: the legal
+representative's face, with the organisation as owner). Versions written before these
+parameters give none: then the person is ``name``/``id_number``, or, where the flow
+records ``legal_rep_id`` instead (organisation verification), the legal
+representative, whose pass is never remembered; and a step whose ``method`` field
+chooses another method than ``face`` counts no session.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine import ActionInput, GuardInput, Registry
+from engine import ActionInput, GuardInput, Param, Refusal, Registry, ValidationFailed
 from flows.policies import AttemptsPolicy, FaceSessionsPolicy, FaceSkipPolicy
-from flows.support import refuse, services
+from flows.support import services
 
 # Owners a pass can be bound to: a browser (its device cookie's hash) or an account.
 SKIPPING_OWNERS = ("device:", "account:")
+# Where versions from before the person's parameters find the legal representative.
+_LEGACY_REP = ("legal_rep_name", "legal_rep_id")
+
+NAME = Param("name", "field", "The field that holds the name of the person whose face is "
+             "verified. Not given: `name` (in versions written before this parameter whose "
+             "flow records `legal_rep_id` instead, `legal_rep_name`).", default=None,
+             scope="flow")
+ID_NUMBER = Param("id_number", "field", "The field that holds that person's ID number. Not "
+                  "given: `id_number` (or `legal_rep_id`, as for `name`).", default=None,
+                  scope="flow")
+METHOD = Param("method", "field", "A choice field that picks how to verify: a step that "
+               "takes it counts a session only when it says `face` (a step that does not "
+               "take it counts one). Not given: the field `method`.", default=None,
+               scope="flow")
+REMEMBER = Param("remember", "enum", "Whether a pass lets the instance's owner skip the "
+                 "face step of a later registration of the same person (`for_owner`, "
+                 "within face_skip.within) or not (`never`). Not given: `for_owner`, except "
+                 "for the legal representative of a version written before this parameter.",
+                 default=None, choices=("for_owner", "never"))
+RESULT = Param("result", "field", "The field the provider's callback fills with `pass` or "
+               "`fail`.", default="result")
+SESSION = Param("session", "field", "The field the provider's callback fills with its "
+                "session id: a result for another session than the current one is refused. "
+                "Not given: `session_id`, if the step has it (versions written before "
+                "callbacks carried their session have none).", default=None)
+NOT_CURRENT = Refusal("face_session_not_current", "该人脸识别会话已被新的会话取代",
+                      "This face session is not the one this step is waiting for",
+                      param="session")
+
+
+def _legacy_rep(a: ActionInput) -> bool:
+    """A version from before the person's parameters, verifying a legal representative."""
+    return a.params.get("name") is None and a.params.get("id_number") is None \
+        and a.value("name") is None and a.value(_LEGACY_REP[1]) is not None
 
 
 def _person(a: ActionInput) -> tuple[str, str]:
-    """Whose face: the legal representative's in organisation verification, else the
-    registering person's."""
-    if a.flow == "organisation_verification":
-        return str(a.value("legal_rep_name")), str(a.value("legal_rep_id"))
-    return str(a.value("name")), str(a.value("id_number"))
+    """Whose face: the fields the parameters name."""
+    if _legacy_rep(a):
+        name_field, id_field = _LEGACY_REP
+    else:
+        name_field = a.params.get("name") or "name"
+        id_field = a.params.get("id_number") or "id_number"
+    return str(a.value(name_field)), str(a.value(id_field))
 
 
 def person_index(a: ActionInput, name: str, id_number: str) -> bytes:
@@ -78,14 +123,21 @@ def _opened(facts: Any) -> int:
     return int((facts or {}).get("n", 0))
 
 
+def _other_method(a: ActionInput) -> bool:
+    """This step chose another way than face verification (parameter ``method``)."""
+    field = a.params.get("method") or "method"
+    return field in a.input and a.input[field] != "face"
+
+
 async def reserve_face_session(a: ActionInput) -> dict[str, Any] | None:
     """Action: count the face session this step would open against the person's limit.
 
-    Nothing is counted when the step opens none: the owner passed before, another
-    method was chosen, or the flow has used its own sessions up.
+    Nothing is counted when the step opens none: a fact of this step says the owner
+    passed before (``face_passed_before``, as ``verify_real_name`` gives), another method
+    was chosen, or the flow has used its own sessions up.
     """
-    if (a.facts.get("verify_real_name") or {}).get("face_passed_before") \
-            or a.input.get("method", "face") != "face":
+    if any(isinstance(f, dict) and f.get("face_passed_before") for f in a.facts.values()) \
+            or _other_method(a):
         return None
     opened = _opened(a.fact("start_face_session"))
     if opened >= AttemptsPolicy.from_mapping(a.policies.get("attempts")).face_sessions:
@@ -130,13 +182,13 @@ async def record_face_result(a: ActionInput) -> dict[str, Any]:
     """Action (provider callback): the current session's result; a registration's pass is
     remembered for the instance's owner."""
     current = (a.fact("start_face_session") or {}).get("session_id")
-    if "session_id" in a.input and a.input["session_id"] != current:
-        refuse("session_id", "face_session_not_current", "该人脸识别会话已被新的会话取代",
-               "This face session is not the one this step is waiting for")
-    passed = a.input.get("result") == "pass"
-    # Only a registration's pass: an organisation's face check is the representative's,
-    # with somebody else's session as owner.
-    if passed and a.flow == "personal_registration" and _can_skip(a.owner):
+    session_field = a.params.get("session") or "session_id"
+    if session_field in a.input and a.input[session_field] != current:
+        raise ValidationFailed([NOT_CURRENT.error({"session": session_field})])
+    passed = a.input.get(a.params["result"]) == "pass"
+    # A legal representative's pass is not remembered: the organisation is the owner.
+    remember = a.params.get("remember") or ("never" if _legacy_rep(a) else "for_owner")
+    if passed and remember == "for_owner" and _can_skip(a.owner):
         s = services(a)
         name, id_number = _person(a)
         a.write(s.accounts.record_face_pass(person_index(a, name, id_number), a.owner,
@@ -145,16 +197,32 @@ async def record_face_result(a: ActionInput) -> dict[str, Any]:
 
 
 def face_passed(g: GuardInput) -> bool:
-    """The callback's ``result`` is ``pass``."""
-    return g.input.get("result") == "pass"
+    """The callback's ``result`` (parameter ``result``) is ``pass``."""
+    return g.input.get(g.params["result"]) == "pass"
 
 
 def register(registry: Registry) -> None:
     """Register this module's actions and guards."""
-    for fn in (reserve_face_session, start_face_session, record_face_result):
-        registry.action(fn.__name__)(fn)
-    for guard in (face_passed_before, face_sessions_left, face_passed):
-        registry.guard(guard.__name__)(guard)
+    registry.action(
+        "reserve_face_session", params=[NAME, ID_NUMBER, METHOD],
+        results={"person_sessions": "How many face sessions this person has had within "
+                                    "face_sessions.within, this one included (null: the "
+                                    "flow has used its own up; no fact: none counted)."},
+        refusals=[])(reserve_face_session)
+    registry.action(
+        "start_face_session", params=[NAME, ID_NUMBER],
+        results={"session_id": "The provider's session id.",
+                 "qr_url": "The address of the QR code to scan.",
+                 "n": "How many face sessions this flow has opened, this one included."},
+        refusals=[])(start_face_session)
+    registry.action(
+        "record_face_result", params=[RESULT, SESSION, NAME, ID_NUMBER, REMEMBER],
+        results={"passed": "Whether the face matched.",
+                 "session_id": "The session the result is for."},
+        refusals=[NOT_CURRENT])(record_face_result)
+    registry.guard("face_passed_before", params=[])(face_passed_before)
+    registry.guard("face_sessions_left", params=[])(face_sessions_left)
+    registry.guard("face_passed", params=[RESULT])(face_passed)
 
 
 __all__ = ["passed_before", "person_index", "register"]

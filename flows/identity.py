@@ -212,6 +212,11 @@ def identifier(value: object) -> str:
     if not isinstance(value, str):
         raise Invalid("identifier_invalid", "请填写身份证号码、手机号码或登录名",
                       "Enter an ID number, a mobile number or a login name")
+    return normalise_identifier(value)
+
+
+def normalise_identifier(value: str) -> str:
+    """Normalise a typed identifier as ``identifier`` does; text is never refused."""
     text = _compact(value)
     digits = _mobile_digits(text)
     if _MOBILE.fullmatch(digits):

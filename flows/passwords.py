@@ -22,10 +22,16 @@ import attrs
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerifyMismatchError
 
-from engine import Invalid, Registry
+from engine import Invalid, Param, Refusal, Registry
 
 __all__ = [
+    "CONFIRM",
     "MAX_PASSWORD_BYTES",
+    "MISMATCH",
+    "NEW_PASSWORD_REFUSALS",
+    "PASSWORD",
+    "POLICY_REFUSALS",
+    "UNCHANGED",
     "Hasher",
     "PasswordPolicy",
     "check",
@@ -187,6 +193,34 @@ def check(policy: PasswordPolicy, password: str, *, login_name: str | None = Non
     if policy.blocklist and is_blocklisted(password):
         raise Invalid("password_too_common", "密码过于常见，容易被猜到，请换一个",
                       "This password is too common and easy to guess; choose another")
+
+
+# What an action that takes a new password declares (flows.support.check_new_password
+# reads them): the two fields, and the refusals, each under its field. The words of a
+# refusal are the policy's own when it is given (``password_too_short`` says how short).
+PASSWORD = Param("password", "field", "The field that holds the new password.",
+                 default="password")
+CONFIRM = Param("confirm", "field", "The field that holds the new password typed again.",
+                default="password_confirm")
+POLICY_REFUSALS = tuple(Refusal(error_id, zh, en, param="password") for error_id, zh, en in (
+    ("password_too_large", "密码过长", "The password is too large to be checked"),
+    ("password_invalid_characters", "密码不能包含控制字符或无效字符",
+     "The password cannot contain control or invalid characters"),
+    ("password_too_short", "密码太短", "The password is shorter than the policy allows"),
+    ("password_too_long", "密码太长", "The password is longer than the policy allows"),
+    ("password_too_few_classes", "密码须混合使用大写字母、小写字母、数字、符号",
+     "The password needs more kinds of characters: lower case, upper case, digits, "
+     "symbols"),
+    ("password_equals_login_name", "密码不能与登录名相同",
+     "The password cannot be the same as the login name"),
+    ("password_too_common", "密码过于常见，容易被猜到，请换一个",
+     "This password is too common and easy to guess; choose another"),
+))
+MISMATCH = Refusal("password_mismatch", "两次输入的密码不一致", "The two passwords differ",
+                   param="confirm")
+UNCHANGED = Refusal("password_unchanged", "新密码不能与原密码相同",
+                    "The new password must differ from the old one", param="password")
+NEW_PASSWORD_REFUSALS = (*POLICY_REFUSALS, MISMATCH)
 
 
 def password_size(value: Any) -> Any:

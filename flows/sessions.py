@@ -2,7 +2,10 @@
 
 A session token is 256 random bits; only its SHA-256 is a key. Ending every session of
 an account (after a password reset) bumps the account's generation: sessions made
-under an older generation are no longer valid, wherever they are.
+under an older generation are no longer valid, wherever they are. Ending the *other*
+sessions (after the account's own password or phone changed) bumps it too, and moves
+the one session that asked into the new generation: ``ref(token)`` names a session
+without its token, which the web layer hands the step (``ActionInput.session``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,13 @@ class Session:
             f"account:{self.account_id}"
 
 
+def ref(token: str) -> str:
+    """How a session is named without its token: the SHA-256 of the token, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def _key(token: str) -> str:
-    return "session:" + hashlib.sha256(token.encode()).hexdigest()
+    return "session:" + ref(token)
 
 
 class Sessions:
@@ -81,3 +89,25 @@ class Sessions:
     async def end_all(self, account_id: str) -> None:
         """End every session of an account, in every process."""
         await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
+
+    async def end_others(self, account_id: str, keep: str | None) -> bool:
+        """End every session of an account but the one ``keep`` names (``ref(token)``);
+        return whether it was kept (it is the account's, and still valid).
+
+        The kept session is rewritten into the new generation with the time it had left.
+        Without ``keep`` (or one of another account) every session ends.
+        """
+        kept_key = f"session:{keep}" if keep else None
+        raw = await self.ephemeral.get(kept_key) if kept_key else None
+        kept = Session(**json.loads(raw)) if raw is not None else None
+        valid = kept is not None and kept.account_id == account_id and \
+            kept.generation == await self._generation(account_id)
+        generation = await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
+        if not valid or kept is None or kept_key is None:
+            return False
+        left = await self.ephemeral.ttl(kept_key)
+        if left is None:
+            return False  # it ended meanwhile
+        moved = attrs.evolve(kept, generation=generation)
+        await self.ephemeral.put(kept_key, json.dumps(attrs.asdict(moved)).encode(), left)
+        return True

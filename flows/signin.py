@@ -20,17 +20,19 @@ than that, attempts stay refused until the window ends too.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, NoReturn
 
 import structlog
 
-from engine import ActionInput, GuardInput, Registry
+from engine import ActionInput, GuardInput, Param, Refusal, Registry
 from flows.accounts import Account
-from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier, identifier_kind
+from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier_kind, normalise_identifier
+from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD, UNCHANGED
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import LockoutPolicy
-from flows.support import Services, check_new_password, refuse, services
+from flows.support import Services, refuse, replace_password, services
 
 log = structlog.get_logger("flows.signin")
 
@@ -42,6 +44,24 @@ LOGIN_FAILED = ("login_failed", "账号、密码或验证码错误",
 # The vault purpose whose keyed hash names an unknown identifier's counter: a plain
 # hash of a phone number is no secret (there are only so many phone numbers).
 _SUBJECT_PURPOSE = "login_subject"
+
+# What the sign-in actions take: which fields hold what was typed.
+IDENTIFIER = Param("identifier", "field", "The field that holds the ID number, mobile "
+                   "number or login name typed.", default="identifier")
+LOGIN_NAME = Param("login_name", "field", "The field that holds the login name typed.",
+                   default="login_name")
+SIGN_IN_PASSWORD = Param("password", "field", "The field that holds the password typed.",
+                         default="password")
+CAPTCHA = Param("captcha", "field", "The field that holds the captcha's answer.",
+                default="captcha")
+SIGN_IN_REFUSALS = (Refusal(*LOGIN_FAILED),
+                    Refusal("login_locked", "登录失败次数过多，请稍后再试",
+                            "Too many failed sign-ins; try again in a while"))
+SIGNED_IN = {"account_id": "The account signed in.",
+             "kind": "Its kind: personal, organisation, supervisor or admin.",
+             "login_name": "Its login name.",
+             "must_change": "Whether its password is a one-time one that must be changed "
+                            "first."}
 
 
 async def find_account(s: Services, normalised: str, *,
@@ -75,47 +95,73 @@ def _refuse_locked(left: timedelta) -> NoReturn:
            f"Too many failed sign-ins; try again in {minutes} minute(s)")
 
 
+async def locked_for(s: Services, subject: str) -> timedelta | None:
+    """How long the subject's password checks stay locked; None if they are not."""
+    return await s.ephemeral.ttl(f"login_lock:{subject}")
+
+
+async def counted_check(s: Services, subject: str, policy: LockoutPolicy,
+                        check: Callable[[], Awaitable[bool]]) -> bool | timedelta:
+    """Count a password check against the subject's failures, then make it: True if it is
+    right (the count is cleared), False if wrong, or the time left when the subject is
+    over the limit (refused unchecked). The failure that reaches the limit locks.
+
+    The attempt is reserved before checking: parallel guesses each take a number, and
+    those past the limit are refused unchecked.
+    """
+    lock_key, fail_key = f"login_lock:{subject}", f"login_fail:{subject}"
+    failures = await s.ephemeral.incr(fail_key, policy.window)
+    if failures > policy.max_failures:
+        return (await s.ephemeral.ttl(lock_key) or await s.ephemeral.ttl(fail_key)
+                or policy.lock)
+    if await check():
+        await s.ephemeral.delete(fail_key)
+        return True
+    if failures == policy.max_failures:
+        await s.ephemeral.put(lock_key, b"1", policy.lock)
+        log.info("login_locked", subject=subject)
+    return False
+
+
 async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...]) -> Account:
     """Captcha, lockout, password: the account, or the one generic refusal.
 
     ``typed``: the identifier as the field gave it (any spelling); ``kinds``: the
-    kinds of account this sign-in is for.
+    kinds of account this sign-in is for. The password and the captcha are in the fields
+    the ``password`` and ``captcha`` parameters name.
     """
     s = services(a)
     policy = LockoutPolicy.from_mapping(a.policies.get("login_lockout"))
-    normalised = identifier(typed)
+    normalised = normalise_identifier(typed)
     account = await find_account(s, normalised, kinds=kinds)
     subject = _subject(s, account, normalised)
-    lock_key, fail_key = f"login_lock:{subject}", f"login_fail:{subject}"
-    left = await s.ephemeral.ttl(lock_key)
+    left = await locked_for(s, subject)
     if left is not None:
         _refuse_locked(left)
-    password = str(a.input.get("password") or "")
-    if await s.captchas.check(a.instance_id, str(a.input.get("captcha") or "")) is not None:
+    password = str(a.input.get(a.params["password"]) or "")
+    if await s.captchas.check(a.instance_id,
+                              str(a.input.get(a.params["captcha"]) or "")) is not None:
         # Only failures past the captcha count: nobody locks an account for free. The
         # check costs what a password check costs, against no account.
         await s.hasher.verify_dummy(password)
         refuse(None, *LOGIN_FAILED)
-    # Reserve the attempt before checking: parallel guesses each take a number, and
-    # those past the limit are refused unchecked.
-    failures = await s.ephemeral.incr(fail_key, policy.window)
-    if failures > policy.max_failures:
-        _refuse_locked(await s.ephemeral.ttl(lock_key)
-                       or await s.ephemeral.ttl(fail_key) or policy.lock)
-    if account is None:
-        await s.hasher.verify_dummy(password)  # the same cost as a real check
-    elif await s.hasher.verify(account.password_hash, password):
-        await s.ephemeral.delete(fail_key)
+
+    async def check() -> bool:
+        if account is None:
+            return await s.hasher.verify_dummy(password)  # the same cost as a real check
+        return await s.hasher.verify(account.password_hash, password)
+
+    outcome = await counted_check(s, subject, policy, check)
+    if isinstance(outcome, timedelta):
+        _refuse_locked(outcome)
+    if outcome and account is not None:
         return account
-    if failures == policy.max_failures:
-        await s.ephemeral.put(lock_key, b"1", policy.lock)
-        log.info("login_locked", subject=subject)
     return refuse(None, *LOGIN_FAILED)
 
 
 async def authenticate_person(a: ActionInput) -> dict[str, Any]:
     """Action: sign a person in by ID number, mobile number or login name."""
-    account = await check_credentials(a, str(a.input.get("identifier") or ""),
+    account = await check_credentials(a, str(a.input.get(a.params["identifier"]) or ""),
                                       kinds=("personal", "supervisor"))
     return {"account_id": account.id, "kind": account.kind,
             "login_name": account.login_name,
@@ -150,14 +196,7 @@ async def _signed_in_account(a: ActionInput) -> Account:
 
 async def change_initial_password(a: ActionInput) -> dict[str, Any]:
     """Action: replace a one-time password set by an administrator."""
-    s = services(a)
-    account = await _signed_in_account(a)
-    password = check_new_password(a, login_name=account.login_name)
-    if await s.hasher.verify(account.password_hash, password):
-        refuse("password", "password_unchanged", "新密码不能与原密码相同",
-               "The new password must differ from the old one")
-    a.write(s.accounts.set_password(account.id, await s.hasher.hash(password),
-                                    must_change=False, now=a.now))
+    await replace_password(a, await _signed_in_account(a))
     return {"changed": True}
 
 
@@ -174,9 +213,14 @@ async def start_session(a: ActionInput) -> dict[str, Any]:
     return {"signed_in": account.kind}
 
 
-
 def register(registry: Registry) -> None:
-    registry.action("authenticate_person")(authenticate_person)
-    registry.action("change_initial_password")(change_initial_password)
-    registry.action("start_session")(start_session)
-    registry.guard("must_change_password")(must_change_password)
+    registry.action("authenticate_person", params=[IDENTIFIER, SIGN_IN_PASSWORD, CAPTCHA],
+                    results=SIGNED_IN, refusals=SIGN_IN_REFUSALS)(authenticate_person)
+    registry.action("change_initial_password", params=[PASSWORD, CONFIRM],
+                    results={"changed": "True: the password was changed."},
+                    refusals=[SIGN_IN_REFUSALS[0], *NEW_PASSWORD_REFUSALS, UNCHANGED],
+                    )(change_initial_password)
+    registry.action("start_session", params=[],
+                    results={"signed_in": "The kind of account signed in."},
+                    refusals=[SIGN_IN_REFUSALS[0]])(start_session)
+    registry.guard("must_change_password", params=[])(must_change_password)

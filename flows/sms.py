@@ -63,7 +63,6 @@ import structlog
 
 from engine import (
     ActionInput,
-    FieldError,
     Invalid,
     OutboxMessage,
     Param,
@@ -77,19 +76,30 @@ from flows.pii import Vault
 from flows.ports import Ephemeral
 
 __all__ = [
+    "BAD_PHONE",
+    "CODE",
+    "CODE_REFUSALS",
+    "DEAD_PHONE",
     "MESSAGES",
     "OUTBOX_PURPOSE",
+    "PHONE",
+    "PURPOSE",
+    "SENT_TO",
     "SMS_CODE_DEAD",
     "SMS_CODE_EXPIRED",
     "SMS_CODE_WRONG",
     "SMS_TOPIC",
+    "VERIFIED",
     "SmsCodes",
     "SmsGateway",
     "SmsPayloadError",
     "SmsPolicy",
+    "check_code",
+    "codes_for",
     "deliver",
-    "field_error",
+    "phone_in",
     "prove_phone",
+    "purpose_of",
     "queue_sms",
     "register",
     "send_code_unrevealing",
@@ -191,11 +201,6 @@ class SmsPolicy:
         minutes = max(1, int(self.ttl.total_seconds()) // 60)
         return f"【{self.signature}】您的验证码为{code}，{minutes}分钟内有效。请勿泄露。"
 
-
-def field_error(error_id: str, field: str = "sms_code") -> FieldError:
-    """Return the field error for an SMS code error id, in Chinese and English."""
-    zh, en = MESSAGES[error_id]
-    return FieldError(field, error_id, zh, en)
 
 
 def _key_part(name: str, value: str) -> str:
@@ -403,14 +408,8 @@ def codes_for(a: ActionInput) -> SmsCodes:
     return codes.with_policy(SmsPolicy.from_mapping(pinned)) if pinned is not None else codes
 
 
-def _phone(a: ActionInput, field: str) -> str:
-    try:
-        return mobile(a.input.get(field))
-    except Invalid as exc:
-        raise ValidationFailed([FieldError(field, exc.error_id, exc.zh, exc.en)]) from None
-
-
-# What flows.yaml may say about the two actions (docs/flows.md, "Parameters").
+# What flows.yaml may say about the actions that send and check codes (docs/flows.md,
+# "Parameters"); the platform's other code actions take the same.
 PHONE = Param("phone", "field", "The field of this step's form that holds the mobile number.",
               default="mobile")
 CODE = Param("code", "field", "The field of this step's form that holds the code typed.",
@@ -419,76 +418,94 @@ PURPOSE = Param("purpose", "string", "What the code is for: a code sent for one 
                 "never passes a check for another. Without it, the name of the state the "
                 "action runs in (send and check from the same state).", default=None,
                 pattern=r"[a-z][a-z0-9_]*")
-_BAD_PHONE = Refusal(*MOBILE_INVALID, param="phone")
+
+# The refusals, under the field that holds the phone or the code.
+BAD_PHONE = Refusal(*MOBILE_INVALID, param="phone")
+CODE_REFUSALS = {error_id: Refusal(error_id, zh, en, param="code")
+                 for error_id, (zh, en) in MESSAGES.items()}
+DEAD_PHONE = Refusal(SMS_CODE_DEAD, *MESSAGES[SMS_CODE_DEAD], param="phone")
 
 
-def _refusal(error_id: str, param: str) -> Refusal:
-    zh, en = MESSAGES[error_id]
-    return Refusal(error_id, zh, en, param=param)
+def phone_in(a: ActionInput, param: str = "phone") -> str:
+    """The mobile number in the field the parameter names: typed in this step, or recorded
+    (a locked field's sealed value, opened); refused under that field if it is none."""
+    try:
+        return mobile(a.value(a.params[param]))
+    except Invalid:
+        raise ValidationFailed([BAD_PHONE.error({"phone": a.params[param]})]) from None
 
 
-def _purpose(a: ActionInput) -> str:
-    purpose: str | None = a.params["purpose"]
+def purpose_of(a: ActionInput) -> str:
+    """The code's purpose: the parameter, else the state the action runs in."""
+    purpose: str | None = a.params.get("purpose")
     return purpose or a.state
 
 
 async def send_sms_code(a: ActionInput) -> dict[str, Any]:
     """Action: send a code to the phone (field ``phone``) for ``purpose``; the fact names
     the phone masked."""
-    field = a.params["phone"]
     codes = codes_for(a)
-    vault = a.service(Vault)
-    phone = _phone(a, field)
-    purpose = _purpose(a)
+    phone = phone_in(a)
+    purpose = purpose_of(a)
     if await codes.exhausted(a.instance_id, purpose, phone):
         log.info("sms_code_refused", reason=SMS_CODE_DEAD, to=mask_mobile(phone))
-        raise ValidationFailed([field_error(SMS_CODE_DEAD, field)])
+        raise ValidationFailed([DEAD_PHONE.error(a.params)])
     code = await codes.issue(a.instance_id, purpose, phone)
-    queue_sms(a, vault, phone, codes.policy.text(code))
+    queue_sms(a, a.service(Vault), phone, codes.policy.text(code))
     log.info("sms_code_issued", to=mask_mobile(phone))
     return {"sent_to": mask_mobile(phone)}
 
 
-async def send_code_unrevealing(a: ActionInput, vault: Vault, phone: str, *,
+async def send_code_unrevealing(a: ActionInput, phone: str, *,
                                 registered: bool) -> dict[str, Any]:
     """Send a code to a registered number and a decoy to any other (SPEC 3, 7): the same
     work, the same fact and the same answer either way. A dead binding gets neither,
-    silently; the check then answers ``sms_code_dead`` either way."""
+    silently; the check then answers ``sms_code_dead`` either way. The purpose is the
+    action's (``purpose_of``)."""
     codes = codes_for(a)
-    if not await codes.exhausted(a.instance_id, a.state, phone):
-        code = await codes.issue(a.instance_id, a.state, phone, deliverable=registered)
-        queue_sms(a, vault, phone, codes.policy.text(code), send=registered)
+    purpose = purpose_of(a)
+    if not await codes.exhausted(a.instance_id, purpose, phone):
+        code = await codes.issue(a.instance_id, purpose, phone, deliverable=registered)
+        queue_sms(a, a.service(Vault), phone, codes.policy.text(code), send=registered)
     return {"sent_to": mask_mobile(phone)}
+
+
+async def check_code(a: ActionInput, phone: str) -> None:
+    """Refuse the step, under the ``code`` field, unless its code is the one sent to
+    ``phone`` for the action's purpose; a right code is used up (SmsCodes.verify)."""
+    error_id = await codes_for(a).verify(a.instance_id, purpose_of(a), phone,
+                                        str(a.input.get(a.params["code"]) or ""))
+    if error_id is not None:
+        log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
+        raise ValidationFailed([CODE_REFUSALS[error_id].error(a.params)])
 
 
 async def check_sms_code(a: ActionInput) -> dict[str, Any]:
     """Action: refuse the step unless the code (field ``code``) is the one sent to the phone
     (field ``phone``) for ``purpose`` (or was, in a step refused after the code was checked)."""
-    return await prove_phone(a, phone_field=a.params["phone"], code_field=a.params["code"],
-                             purpose=_purpose(a))
+    return await prove_phone(a)
 
 
-async def prove_phone(a: ActionInput, *, phone_field: str = "mobile",
-                      code_field: str = "sms_code", purpose: str | None = None) -> dict[str, Any]:
-    """Refuse the step unless the code in ``code_field`` proves the phone in ``phone_field``
-    for ``purpose`` (default: the current state); return the fact ``check_sms_code`` gives."""
+async def prove_phone(a: ActionInput) -> dict[str, Any]:
+    """Refuse the step unless the code in the ``code`` parameter's field proves the phone in
+    the ``phone`` parameter's field for the action's purpose; return the fact
+    ``check_sms_code`` gives. A proven phone stays proven for the code's lifetime."""
     codes = codes_for(a)
-    phone = _phone(a, phone_field)
-    error_id = await codes.prove(a.instance_id, purpose or a.state, phone,
-                                 a.input.get(code_field, ""))
+    phone = phone_in(a)
+    error_id = await codes.prove(a.instance_id, purpose_of(a), phone,
+                                 a.input.get(a.params["code"], ""))
     if error_id is not None:
         log.info("sms_code_refused", reason=error_id, to=mask_mobile(phone))
-        raise ValidationFailed([field_error(error_id, code_field)])
+        raise ValidationFailed([CODE_REFUSALS[error_id].error(a.params)])
     return {"verified": mask_mobile(phone)}
 
 
+SENT_TO = {"sent_to": "The phone number the code went to, masked (138****8000)."}
+VERIFIED = {"verified": "The phone number the code proved, masked (138****8000)."}
+
+
 def register(registry: Registry) -> None:
-    registry.action(
-        "send_sms_code", params=[PHONE, PURPOSE],
-        results={"sent_to": "The phone number the code went to, masked (138****8000)."},
-        refusals=[_BAD_PHONE, _refusal(SMS_CODE_DEAD, "phone")])(send_sms_code)
-    registry.action(
-        "check_sms_code", params=[PHONE, CODE, PURPOSE],
-        results={"verified": "The phone number the code proved, masked (138****8000)."},
-        refusals=[_BAD_PHONE, *(_refusal(e, "code") for e in (
-            SMS_CODE_WRONG, SMS_CODE_EXPIRED, SMS_CODE_DEAD))])(check_sms_code)
+    registry.action("send_sms_code", params=[PHONE, PURPOSE], results=SENT_TO,
+                    refusals=[BAD_PHONE, DEAD_PHONE])(send_sms_code)
+    registry.action("check_sms_code", params=[PHONE, CODE, PURPOSE], results=VERIFIED,
+                    refusals=[BAD_PHONE, *CODE_REFUSALS.values()])(check_sms_code)

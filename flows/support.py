@@ -8,8 +8,8 @@ from typing import Any, NoReturn
 
 import attrs
 
-from engine import ActionInput, FieldError, Invalid, ValidationFailed
-from flows.accounts import Accounts
+from engine import ActionInput, FieldError, Invalid, Refusal, ValidationFailed
+from flows.accounts import Account, Accounts
 from flows.captcha import Captchas
 from flows.identity import (
     mask_bank_account,
@@ -18,12 +18,22 @@ from flows.identity import (
     mask_mobile,
     mask_resident_id,
 )
-from flows.passwords import Hasher, PasswordPolicy, check
+from flows.passwords import (
+    MISMATCH,
+    POLICY_REFUSALS,
+    UNCHANGED,
+    Hasher,
+    PasswordPolicy,
+    check,
+)
 from flows.pii import Vault
 from flows.ports import Ephemeral
 from flows.providers import Providers
 from flows.sessions import Sessions
 from flows.sms import SmsCodes
+
+# How histories and sessions name a signed-in account (flows.sessions.Session.actor).
+ACCOUNT_PREFIX = "account:"
 
 
 @attrs.frozen
@@ -57,6 +67,18 @@ def refuse(field: str | None, error_id: str, zh: str, en: str) -> NoReturn:
     raise ValidationFailed([FieldError(field, error_id, zh, en)])
 
 
+def refuse_as(a: ActionInput, refusal: Refusal) -> NoReturn:
+    """Refuse the step with a refusal the action declares, under its field (or the field
+    its parameter names in this use of the action)."""
+    raise ValidationFailed([refusal.error(a.params)])
+
+
+def signed_in_account_id(a: ActionInput) -> str | None:
+    """The id of the account that takes this step, if a signed-in account takes it."""
+    return a.actor.removeprefix(ACCOUNT_PREFIX) if a.actor.startswith(ACCOUNT_PREFIX) \
+        else None
+
+
 def refuse_invalid(field: str, exc: Invalid) -> NoReturn:
     raise ValidationFailed([FieldError(field, exc.error_id, exc.zh, exc.en)])
 
@@ -65,21 +87,32 @@ def password_policy(a: ActionInput) -> PasswordPolicy:
     return PasswordPolicy.from_mapping(a.policies.get("password"))
 
 
-def check_new_password(a: ActionInput, *, login_name: str | None,
-                       field: str = "password", confirm: str = "password_confirm") -> str:
-    """Both passwords equal and within the policy; return the password."""
-    password = str(a.input.get(field) or "")
+def check_new_password(a: ActionInput, *, login_name: str | None) -> str:
+    """Both passwords (the fields of the ``password`` and ``confirm`` parameters) equal and
+    within the policy; return the password."""
+    password = str(a.input.get(a.params["password"]) or "")
     errors = []
-    if password != a.input.get(confirm):
-        errors.append(FieldError(confirm, "password_mismatch", "两次输入的密码不一致",
-                                 "The two passwords differ"))
+    if password != a.input.get(a.params["confirm"]):
+        errors.append(MISMATCH.error(a.params))
     try:
         check(password_policy(a), password, login_name=login_name)
     except Invalid as exc:
-        errors.insert(0, FieldError(field, exc.error_id, exc.zh, exc.en))
+        refusal = next(r for r in POLICY_REFUSALS if r.error_id == exc.error_id)
+        errors.insert(0, refusal.error(a.params, zh=exc.zh, en=exc.en))
     if errors:
         raise ValidationFailed(errors)
     return password
+
+
+async def replace_password(a: ActionInput, account: Account) -> None:
+    """The account's password becomes the new one (``check_new_password``), unless it is
+    the one it has; written in the step's transaction."""
+    s = services(a)
+    password = check_new_password(a, login_name=account.login_name)
+    if await s.hasher.verify(account.password_hash, password):
+        raise ValidationFailed([UNCHANGED.error(a.params)])
+    a.write(s.accounts.set_password(account.id, await s.hasher.hash(password),
+                                    must_change=False, now=a.now))
 
 
 _MASKS = {"resident_id": mask_resident_id, "mobile": mask_mobile,

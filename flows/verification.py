@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 import structlog
 
-from engine import ActionInput, EngineError, GuardInput, Registry, instance_ref
-from flows.identity import bank_account, mask_bank_account
+from engine import ActionInput, EngineError, GuardInput, Param, Refusal, Registry, instance_ref
+from flows.identity import mask_bank_account
 from flows.pii import RESIDENT_ID
 from flows.policies import AttemptsPolicy
-from flows.support import refuse, services
+from flows.support import refuse_as, services
 
 log = structlog.get_logger("flows.verification")
 
@@ -48,15 +48,37 @@ class OrganisationAlreadyVerified(EngineError, ValueError):
     en: ClassVar[str] = "This organisation is already verified"
 
 
+METHOD = Param("field", "field", "The choice field that picks the method.", default="method")
+BRANCH = Param("branch", "field", "The field that holds the branch code picked from the "
+               "directory's search results.", default="branch_code")
+ACCOUNT = Param("account", "field", "The field, entered in an earlier step, that holds the "
+                "corporate account number.", default="account_number", scope="flow")
+DEPOSIT_BRANCH = Param("branch", "field", "The field, entered in an earlier step, that holds "
+                       "the branch code.", default="branch_code", scope="flow")
+AMOUNT = Param("amount", "field", "The field that holds the amount read on the statement "
+               "(format amount_fen).", default="amount")
+BRANCH_UNKNOWN = Refusal("branch_unknown",
+                         "请输入网点名称的一部分进行搜索，并从列表中选择开户网点（不接受手工填写）",
+                         "Search by part of the branch name and pick the branch from the "
+                         "list; typed text is not accepted", param="branch")
+NOT_CURRENT = Refusal("deposit_not_current", "该笔打款不是当前的认证打款",
+                      "This deposit is not the one this verification is waiting for",
+                      field="deposit_id")
+NOT_CREDITED = Refusal("deposit_not_credited", "打款尚未到账，请稍后再试",
+                       "The deposit has not arrived yet; try again in a moment", param="amount")
+ORGANISATION_GONE = Refusal("organisation_gone", "企业账号不存在",
+                            "The organisation no longer exists")
+
+
 # -- start: who may verify, and whose face --------------------------------------------
 
 async def load_organisation(a: ActionInput) -> dict[str, Any] | None:
     """On entering choose_method at start: an unverified organisation, its representative.
 
     Re-entering the state later (back, expiry, too many wrong amounts) records nothing
-    new: the organisation was checked when the flow started.
+    new: the organisation was checked when the flow started, and its fact is recorded.
     """
-    if a.trigger != "start":
+    if a.fact(a.action) is not None:
         return None
     s = services(a)
     account = None
@@ -78,28 +100,26 @@ async def load_organisation(a: ActionInput) -> dict[str, Any] | None:
 
 
 def chose_face(g: GuardInput) -> bool:
-    return g.input.get("method") == "face"
+    return g.input.get(g.params["field"]) == "face"
 
 
 # -- micro-deposit --------------------------------------------------------------------
 
 async def check_branch(a: ActionInput) -> dict[str, Any]:
     """Action: the branch is one of the directory's, picked from the search results."""
-    code = str(a.input.get("branch_code") or "").strip()
+    code = str(a.input.get(a.params["branch"]) or "").strip()
     branch = await services(a).providers.branches.get(code) if code.isdigit() else None
     if branch is None:
-        refuse("branch_code", "branch_unknown",
-               "请输入网点名称的一部分进行搜索，并从列表中选择开户网点（不接受手工填写）",
-               "Search by part of the branch name and pick the branch from the list; "
-               "typed text is not accepted")
+        refuse_as(a, BRANCH_UNKNOWN)
     return {"branch_code": branch.code, "branch_name": branch.name, "bank": branch.bank}
 
 
 async def send_verification_deposit(a: ActionInput) -> dict[str, Any]:
     """On entering awaiting_deposit: pay the random amount, remember the deposit id."""
     s = services(a)
-    account_number = bank_account(str(a.value("account_number")))
-    branch_code = str(a.value("branch_code"))
+    # Checked and normalised by the form when it was typed.
+    account_number = str(a.value(a.params["account"]))
+    branch_code = str(a.value(a.params["branch"]))
     deposit_id = await s.providers.payment.send_deposit(
         account_number, branch_code, callback_url=f"{s.public_url}/api/callbacks/payment",
         idempotency_key=a.idempotency_key)
@@ -121,16 +141,16 @@ def _amount_digest(a: ActionInput, deposit_id: str, amount_fen: int) -> str:
 async def deposit_credit(a: ActionInput) -> dict[str, Any]:
     """Where the current deposit stands.
 
-    On entering awaiting_deposit (after ``send_verification_deposit``): not credited yet.
-    On the provider's ``deposit_credited`` callback: credited, with the amount's digest.
-    A callback about an earlier deposit of this flow is refused and changes nothing.
+    In the step that sent the deposit (``send_verification_deposit`` before it, in the
+    same ``on_enter``): not credited yet. In any later step, the provider's callback
+    (``deposit_id``, ``status``, ``amount_fen``): credited, with the amount's digest. A
+    callback about an earlier deposit of this flow is refused and changes nothing.
     """
     deposit_id = str(a.fact("send_verification_deposit", {}).get("deposit_id"))
-    if a.trigger != "deposit_credited":
+    if "send_verification_deposit" in a.facts:
         return {"deposit_id": deposit_id, "credited": False}
     if a.input.get("deposit_id") != deposit_id:
-        refuse("deposit_id", "deposit_not_current", "该笔打款不是当前的认证打款",
-               "This deposit is not the one this verification is waiting for")
+        refuse_as(a, NOT_CURRENT)
     status = str(a.input.get("status") or "")
     if status != "credited":
         return {"deposit_id": deposit_id, "credited": False, "status": status}
@@ -144,9 +164,9 @@ async def check_deposit_amount(a: ActionInput) -> dict[str, Any]:
     deposit_id = str(a.fact("send_verification_deposit", {}).get("deposit_id"))
     credit = a.fact("deposit_credit", {})
     if credit.get("deposit_id") != deposit_id or not credit.get("credited"):
-        refuse("amount", "deposit_not_credited", "打款尚未到账，请稍后再试",
-               "The deposit has not arrived yet; try again in a moment")
-    right = hmac.compare_digest(_amount_digest(a, deposit_id, int(a.input["amount"])),
+        refuse_as(a, NOT_CREDITED)
+    amount = int(a.input[a.params["amount"]])
+    right = hmac.compare_digest(_amount_digest(a, deposit_id, amount),
                                 str(credit.get("amount_digest")))
     before = a.fact("check_deposit_amount", {})
     wrong = int(before.get("wrong", 0)) if before.get("deposit_id") == deposit_id else 0
@@ -169,10 +189,11 @@ async def mark_organisation_verified(a: ActionInput) -> dict[str, Any]:
     """On entering verified: the organisation is verified, in the step's transaction."""
     s = services(a)
     organisation_id = str(a.fact("load_organisation", {}).get("organisation_id"))
-    method = "face" if a.trigger == "face_result" else "deposit"
+    # How it was verified: by the face result this very step recorded, else the deposit.
+    method = "face" if "record_face_result" in a.facts else "deposit"
     organisation = await s.accounts.organisation(organisation_id)
     if organisation is None:
-        refuse(None, "organisation_gone", "企业账号不存在", "The organisation no longer exists")
+        refuse_as(a, ORGANISATION_GONE)
     if not organisation.verified:  # an administrator may have been quicker: keep theirs
         a.write(s.accounts.mark_verified(organisation_id, by=method,
                                          note=f"flow {a.instance_id}", now=a.now))
@@ -183,8 +204,48 @@ async def mark_organisation_verified(a: ActionInput) -> dict[str, Any]:
 
 def register(registry: Registry) -> None:
     """Register this module's actions and guards."""
-    for fn in (load_organisation, check_branch, send_verification_deposit, deposit_credit,
-               check_deposit_amount, mark_organisation_verified):
-        registry.action(fn.__name__)(fn)
-    for guard in (chose_face, amount_right, deposit_tries_left):
-        registry.guard(guard.__name__)(guard)
+    registry.action(
+        "load_organisation", params=[],
+        results={"organisation_id": "The organisation account's id.",
+                 "name": "The organisation's name.",
+                 "credit_code": "Its unified social credit code.",
+                 "legal_rep_name": "Its legal representative's name.",
+                 "legal_rep_id": "The representative's ID number, sealed (for a locked "
+                                 "sensitive field's value_from; shown masked)."},
+        refusals=[Refusal(e.error_id, e.zh, e.en)
+                  for e in (OrganisationRequired, OrganisationAlreadyVerified)],
+    )(load_organisation)
+    registry.action("check_branch", params=[BRANCH],
+                    results={"branch_code": "The branch's code.",
+                             "branch_name": "Its name.", "bank": "Its bank."},
+                    refusals=[BRANCH_UNKNOWN])(check_branch)
+    registry.action(
+        "send_verification_deposit", params=[ACCOUNT, DEPOSIT_BRANCH],
+        results={"deposit_id": "The provider's id of the deposit.",
+                 "account_number": "The account paid, masked.",
+                 "branch_code": "The branch's code.", "branch_name": "Its name.",
+                 "sent_at": "When it was sent.",
+                 "n": "How many deposits this flow has sent, this one included."},
+        refusals=[])(send_verification_deposit)
+    registry.action(
+        "deposit_credit", params=[],
+        results={"deposit_id": "The deposit this is about.",
+                 "credited": "Whether the money arrived.",
+                 "status": "The provider's status of it.",
+                 "amount_digest": "A keyed hash of the amount (never the amount)."},
+        refusals=[NOT_CURRENT])(deposit_credit)
+    registry.action(
+        "check_deposit_amount", params=[AMOUNT],
+        results={"deposit_id": "The deposit the amount was checked against.",
+                 "right": "Whether the amount is the one credited.",
+                 "wrong": "Wrong amounts for this deposit so far."},
+        refusals=[NOT_CREDITED])(check_deposit_amount)
+    registry.action(
+        "mark_organisation_verified", params=[],
+        results={"organisation_id": "The organisation verified.",
+                 "method": "face or deposit.", "status": "已认证.",
+                 "status_en": "verified."},
+        refusals=[ORGANISATION_GONE])(mark_organisation_verified)
+    registry.guard("chose_face", params=[METHOD])(chose_face)
+    registry.guard("amount_right", params=[])(amount_right)
+    registry.guard("deposit_tries_left", params=[])(deposit_tries_left)

@@ -221,6 +221,15 @@ class PgAccounts:
                 uuid.UUID(account_id), password_hash, must_change, now)
         return write
 
+    def set_phone(self, account_id: str, *, phone_sealed: bytes,
+                  phone_index: bytes) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            await _execute(
+                conn,
+                "UPDATE accounts SET phone_sealed = $2, phone_index = $3 WHERE id = $1",
+                uuid.UUID(account_id), phone_sealed, phone_index)
+        return write
+
     def mark_verified(self, organisation_id: str, *, by: str, note: str | None,
                       now: datetime) -> Write:
         async def write(conn: asyncpg.Connection) -> None:

@@ -8,8 +8,9 @@ collected from where they are made, so a page cannot drift from its error:
   ``error_id``, status and messages are class attributes);
 - the code that raises them in place: ``HttpProblem(status, id, zh, en)``,
   ``Invalid(id, zh, en)``, ``refuse(field, id, zh, en)``, ``FieldError(field, id, zh,
-  en)``, the message tables (``{id: (zh, en)}``) and ``(id, zh, en)`` triples, read from
-  the source of the ``engine``, ``flows``, ``storage`` and ``web`` packages;
+  en)``, the refusals actions declare (``Refusal(id, zh, en)``), the message tables
+  (``{id: (zh, en)}``) and ``(id, zh, en)`` triples, read from the source of the
+  ``engine``, ``flows``, ``storage`` and ``web`` packages;
 - the loaded flows: a transition's ``error`` and a limit's ``error`` (so a reload that
   adds one adds its page).
 
@@ -100,9 +101,11 @@ class ProblemType:
 _CALLS = {"HttpProblem": (0, 1, 2, 3), "Invalid": (None, 0, 1, 2),
           "refuse": (None, 1, 2, 3), "FieldError": (None, 1, 2, 3),
           # engine.model.Error made in code: a limit's error (web/routes.py, captchas).
-          "Error": (None, 0, 1, 2)}
+          "Error": (None, 0, 1, 2),
+          # A refusal an action declares (engine.Refusal), given as a field error.
+          "Refusal": (None, 0, 1, 2)}
 _KIND_OF_CALL = {"HttpProblem": "problem", "Invalid": "field", "refuse": "field",
-                 "FieldError": "field", "Error": "limit"}
+                 "FieldError": "field", "Error": "limit", "Refusal": "field"}
 
 
 def _text(node: ast.AST, names: dict[str, ast.AST]) -> str | None:
@@ -566,6 +569,16 @@ ADVICE: dict[str, tuple[str, str]] = {
     "login_failed": ("核对账号、密码和图形验证码后重试；多次失败将暂时锁定。",
                      "Check the account, the password and the captcha, then try again; "
                      "repeated failures lock the account for a while."),
+    "account_required": ("请先登录后再办理。", "Sign in, then start the procedure."),
+    "account_kind_not_allowed": ("此项业务不适用于您的账号类型：企业账号的手机号码由经办人管理。",
+                                 "This procedure is not for your kind of account: an "
+                                 "organisation's numbers are its agents'."),
+    "current_password_wrong": ("核对当前密码后重新输入；多次错误将暂时锁定登录。",
+                               "Check your current password and type it again; repeated "
+                               "mistakes lock the account for a while."),
+    "current_password_locked": ("等待提示的时间后再试，或通过忘记密码重置。",
+                                "Wait the time the message says, or reset the password."),
+    "mobile_unchanged": ("填写一个新的手机号码。", "Enter a new mobile number."),
     "login_locked": ("等待提示的时间后再登录，或通过忘记密码重置。",
                      "Wait the time given, or reset the password."),
     "login_name_taken": ("换一个登录名。", "Choose another login name."),

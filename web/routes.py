@@ -31,6 +31,7 @@ from web.sessions import (
     ensure_device,
     identities_of,
     session_of,
+    session_ref_of,
     session_token,
     set_session_cookie,
     starter_of,
@@ -265,7 +266,7 @@ async def submit(request: web.Request) -> web.Response:
     outcome = await request.app[RUNTIME].advance(
         request.match_info["id"], request.match_info["trigger"], body,
         idempotency_key=key, expected_version=expected, client=client_address(request),
-        actor=mine[0], also=mine[1:])
+        actor=mine[0], also=mine[1:], session=session_ref_of(request))
     return await _instance_response(request, outcome.instance, outcome=outcome)
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from engine import Forbidden
-from flows.sessions import Session
+from flows.sessions import Session, ref
 from web.keys import SERVICES, SESSION, SESSION_UNKNOWN, SETTINGS
 from web.outages import dependency_of, unavailable
 from web.problems import HttpProblem
@@ -143,6 +143,12 @@ def session_of(request: web.Request) -> Session | None:
     if unknown is not None:
         raise unavailable(unknown)
     return request.get(SESSION)
+
+
+def session_ref_of(request: web.Request) -> str | None:
+    """The caller's valid session, named without its token (flows.sessions.ref)."""
+    token = session_token(request)
+    return ref(token) if token and session_of(request) is not None else None
 
 
 def actor_of(request: web.Request) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import CompiledFlow, Invalid, Registry, load_text
+from engine import CompiledFlow, Invalid, Registry, load_file, load_text
 from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.cli import main as flowctl
@@ -283,6 +283,69 @@ flows:
     assert refused.ok, describe_step(refused)
     assert refused.detail["errors"][0]["field"] == "new_mobile"
     assert refused.detail["errors"][0]["zh"]
-    with pytest.raises(ScriptError, match="refuses with"):
+    with pytest.raises(ScriptError, match="does not refuse with"):
         dry_run(compiled, parse_script(json.dumps({"steps": [
             {**step, "refuse": {"send_sms_code": "no_such_error"}}]})))
+
+
+def _real(script: str) -> Any:
+    """A script run on the project's flows.yaml, with the flows package's names."""
+    registry = Registry().load_modules(["flows"])
+    flows = load_file(str(ROOT / "flows.yaml"), registry)
+    parsed = parse_script(script)
+    return dry_run(CompiledFlow(flows.flows[parsed["flow"]], registry), parsed)
+
+
+HAS_PHONE = """\
+flow: change_phone
+effects: {load_account: {has_phone: true, mobile: "13800138000"}}
+steps:
+  - {trigger: next, expect: verify_current}
+"""
+
+
+def test_a_declared_refusal_goes_under_the_field_its_parameter_names() -> None:
+    result = _real(HAS_PHONE + """\
+  - {trigger: next, input: {sms_code: "1"}, refuse: {current_number_proven: sms_code_wrong},
+     expect: invalid}
+  - {trigger: next, input: {sms_code: "1"}, expect: verify_new}
+  - {trigger: submit, input: {mobile: "13912345678", sms_code: "1"},
+     refuse: {check_phone_free: mobile_registered}, expect: invalid}
+""")
+    assert result.ok
+    errors = [result.steps[n].detail["errors"][0] for n in (1, 3)]
+    assert [(e["field"], e["error_id"]) for e in errors] == [
+        ("sms_code", "sms_code_wrong"), ("mobile", "mobile_registered")]
+    assert errors[1]["en"] == "This mobile number is already registered"
+
+
+def test_a_refusal_the_action_does_not_declare_is_a_wrong_script() -> None:
+    with pytest.raises(ScriptError, match=r"step 2: 'current_number_proven' \(check_sms_code\) "
+                                          r"does not refuse with 'sms_code_wrng' \(it refuses "
+                                          r"with: mobile_invalid, sms_code_wrong"):
+        _real(HAS_PHONE + """\
+  - {trigger: next, input: {sms_code: "1"}, refuse: {current_number_proven: sms_code_wrng}}
+""")
+
+
+def test_the_initial_states_effects_come_from_the_script() -> None:
+    """What the initial state's on_enter found at the start decides the first step."""
+    without = _real(HAS_PHONE.replace("has_phone: true", "has_phone: false"))
+    assert (without.ok, without.state) == (False, "verify_new")
+    with pytest.raises(ScriptError, match=r"effects: load_acount not run on entering "
+                                          r"'overview' \(its on_enter: load_account\)"):
+        _real(HAS_PHONE.replace("{load_account:", "{load_acount:"))
+    with pytest.raises(ScriptError, match="'effects' must be a mapping"):
+        parse_script("effects: [1]\nsteps: [{trigger: go}]")
+
+
+def test_an_action_that_returns_nothing_is_not_named_as_missing_its_facts() -> None:
+    result = _real("""\
+flow: change_password
+steps:
+  - trigger: submit
+    input: {current_password: "Correct-Horse-7", password: "Fresh-Lantern-58",
+            password_confirm: "Fresh-Lantern-58"}
+    expect: done
+""")
+    assert result.steps[0].detail["actions_without_facts"] == ["set_password"]

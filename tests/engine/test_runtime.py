@@ -17,6 +17,7 @@ from engine import (
     FrozenClock,
     Invalid,
     OutboxDispatcher,
+    RateLimited,
     Registry,
     Runtime,
     TimerWorker,
@@ -521,3 +522,68 @@ async def test_a_stay_from_several_states_stays_in_each_without_entering_it(
     flow = rt.current("f")
     replayed = replay(await rt.compiled(flow.version), await rt.history(iid))
     assert replayed.state == "done"
+
+
+LOCKED_NUMBER = """\
+flows:
+  f:
+    initial: a
+    states:
+      a:
+        on_enter: [load_number]
+        fields:
+          number:
+            type: string
+            locked: true
+            sensitive: true
+            value_from: facts.load_number.number
+            label: {zh: 号码, en: Number}
+      b: {final: true}
+    transitions:
+      - trigger: go
+        source: a
+        dest: b
+        limits: [{name: per_number, by: "field:number", max: 1, per: 1h}]
+"""
+
+
+class _Sealer:
+    """Seals as the vault does: the same number sealed twice is two different texts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def seal(self, kind: str, value: str) -> dict[str, str]:
+        self.n += 1
+        return {"kind": kind, "sealed": f"{self.n}:{value[::-1]}", "masked": "***"}
+
+    def open(self, kind: str, sealed: Any) -> str:
+        return str(sealed["sealed"]).split(":", 1)[1][::-1]
+
+
+class _Limiter:
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
+        self.keys.append(key)
+        return timedelta(seconds=1) if self.keys.count(key) > limit else None
+
+
+async def test_a_limit_by_a_locked_sensitive_field_counts_the_number_not_its_sealed_text(
+        runtime: Runtime) -> None:
+    registry = Registry()
+
+    @registry.action("load_number")
+    async def load_number(a: Any) -> dict[str, Any]:
+        return {"number": a.sealer.seal("mobile", "13800138000")}
+
+    limiter, sealer = _Limiter(), _Sealer()
+    rt = Runtime(runtime.store, runtime.clock, registry,
+                 load_text(LOCKED_NUMBER, registry=registry), limiter=limiter, sealer=sealer)
+    await rt.publish()
+    first, second = [(await rt.start("f")).instance.id for _ in range(2)]
+    await rt.advance(first, "go", {})
+    with pytest.raises(RateLimited):
+        await rt.advance(second, "go", {})
+    assert len(set(limiter.keys)) == 1

@@ -209,7 +209,7 @@ def action_input(captchas: Captchas, clock: FrozenClock, answer: str) -> ActionI
     return ActionInput(instance_id=INSTANCE, flow="personal_login", seq=2, state="login",
                        trigger="submit", context={}, input={"captcha": answer},
                        now=clock.now(), services={Captchas: captchas},
-                       action="check_captcha")
+                       action="check_captcha", params={"captcha": "captcha"})
 
 
 def registered() -> Registry:

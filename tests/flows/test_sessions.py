@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from flows.sessions import Sessions
+from flows.sessions import Sessions, ref
 from storage.ephemeral import RedisEphemeral
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -36,3 +36,41 @@ async def test_ending_all_sessions_of_an_account_leaves_others(redis_client: aio
     assert await sessions.get(other) is not None
     fresh = await sessions.create(account_id="a2", kind="personal", display_name="A", now=NOW)
     assert await sessions.get(fresh) is not None
+
+
+async def test_ending_the_other_sessions_keeps_the_one_named_with_its_agent_and_time(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    sessions = Sessions(RedisEphemeral(redis_client, redis_prefix))
+    kept, other = [await sessions.create(account_id="a3", kind="organisation",
+                                         display_name="Org", now=NOW, agent_id="g1")
+                   for _ in range(2)]
+    stranger = await sessions.create(account_id="b3", kind="personal", display_name="B",
+                                     now=NOW)
+    left = await RedisEphemeral(redis_client, redis_prefix).ttl("session:" + ref(kept))
+    assert await sessions.end_others("a3", keep=ref(kept)) is True
+    still = await sessions.get(kept)
+    assert still is not None
+    assert still.agent_id == "g1"
+    assert await sessions.get(other) is None
+    assert await sessions.get(stranger) is not None
+    after = await RedisEphemeral(redis_client, redis_prefix).ttl("session:" + ref(kept))
+    assert left is not None
+    assert after is not None
+    assert after <= left
+    # Another account's session, or none, keeps nothing of this account.
+    assert await sessions.end_others("a3", keep=ref(stranger)) is False
+    assert await sessions.get(kept) is None
+    assert await sessions.get(stranger) is not None
+    fresh = await sessions.create(account_id="a3", kind="organisation", display_name="Org",
+                                  now=NOW)
+    assert await sessions.end_others("a3", keep=None) is False
+    assert await sessions.get(fresh) is None
+
+
+async def test_a_session_ended_before_cannot_be_kept(redis_client: aioredis.Redis,
+                                                     redis_prefix: str) -> None:
+    sessions = Sessions(RedisEphemeral(redis_client, redis_prefix))
+    old = await sessions.create(account_id="a4", kind="personal", display_name="A", now=NOW)
+    await sessions.end_all("a4")
+    assert await sessions.end_others("a4", keep=ref(old)) is False
+    assert await sessions.get(old) is None
