@@ -85,16 +85,6 @@ def _json(value: Any) -> Any:
     return str(value)
 
 
-def _policy_defaults(parse: Callable[[Any], Any]) -> dict[str, Any]:
-    try:
-        parsed = parse({})
-    except (TypeError, ValueError):
-        return {}
-    if attrs.has(type(parsed)):
-        return {f.name: getattr(parsed, f.name) for f in attrs.fields(type(parsed))}
-    return dict(parsed) if isinstance(parsed, Mapping) else {}
-
-
 def entries(registry: Registry) -> list[Entry]:
     """Every name the registry holds, kind by kind, each in registration order."""
     out: list[Entry] = []
@@ -115,7 +105,7 @@ def entries(registry: Registry) -> list[Entry]:
                          notes=notes))
     for name, parse in registry.policies.items():
         out.append(Entry("policy", name, parse.__module__, summary(parse),
-                         defaults=_policy_defaults(parse)))
+                         defaults=registry.policy_defaults(name) or {}))
     for topic, send in registry.senders.items():
         out.append(Entry("sender", topic, send.__module__, summary(send)))
     return out

@@ -225,8 +225,9 @@ class Registry:
         empty ones: a guard that takes no parameters, an action that returns nothing)."""
         return name in (self.action_specs if kind == "action" else self.guard_specs)
 
-    def policy_keys(self, name: str) -> tuple[str, ...] | None:
-        """The keys a policy section has (from its parser's defaults), or None if unknown."""
+    def policy_defaults(self, name: str) -> dict[str, Any] | None:
+        """A policy section's keys with their defaults (what its parser makes of an empty
+        section), or None if the section is unknown or its parser says nothing of them."""
         parse = self.policies.get(name)
         if parse is None:
             return None
@@ -235,10 +236,15 @@ class Registry:
         except (ValueError, TypeError):
             return None
         if attrs.has(type(parsed)):
-            return tuple(f.name for f in attrs.fields(type(parsed)))
+            return {f.name: getattr(parsed, f.name) for f in attrs.fields(type(parsed))}
         if isinstance(parsed, Mapping):
-            return tuple(str(k) for k in parsed)
+            return {str(k): v for k, v in parsed.items()}
         return None
+
+    def policy_keys(self, name: str) -> tuple[str, ...] | None:
+        """The keys a policy section has (from its parser's defaults), or None if unknown."""
+        defaults = self.policy_defaults(name)
+        return None if defaults is None else tuple(defaults)
 
     def _declaring(self, table: dict[str, Any], specs: dict[str, Spec], name: str | None,
                    spec: Spec, *, declared: bool) -> Callable[[F], F]:

@@ -188,10 +188,7 @@ def starter_of(request: web.Request, access: str) -> str:
     session = session_of(request)
     if access != "anyone" and session is not None:
         return session.actor
-    token = _device_token(request)
-    if token is None:
-        token = request[_NEW_DEVICE] = secrets.token_urlsafe(32)
-    return device_actor(token)
+    return ensure_device(request)
 
 
 def ensure_device(request: web.Request) -> str:
