@@ -63,6 +63,9 @@ _FLOW_KEYS = {
     "start_limits": "Limits on starting an instance (by client, actor or flow): limits, or "
                     "names of limit sets.",
     "access": "Who may start it: anyone (default), account, admin.",
+    "offered_to": "For an `access: account` flow: the audiences (kinds of account, some "
+                  "with a status: organisation:unverified) whose personal center offers "
+                  "it. A listing, not a gate: the flow's own actions refuse the others.",
 }
 _STATE_KEYS = {
     "final": "Reaching it finishes the instance.",
@@ -582,6 +585,7 @@ class _Checker:
         if access not in ACCESS:
             self.err((*path, "access"), f"access must be one of {', '.join(ACCESS)}")
             access = "anyone"
+        offered_to = self.offered_to(body, access, path)
         expires = DEFAULT_LIFETIME
         self.lifetime_known = True
         if "expires_in" in body:
@@ -630,8 +634,36 @@ class _Checker:
             # Only when there are some: a flow without keeps the version it had before
             # the language had start limits.
             canon["start_limits"] = start_limits
+        if offered_to:
+            canon["offered_to"] = offered_to
         self.semantics(canon, where, path)
         return canon
+
+    def offered_to(self, body: dict[str, Any], access: str, path: Path) -> list[str]:
+        """The audiences a flow is offered to: registered ones, each once, account flows
+        only."""
+        if "offered_to" not in body:
+            return []
+        raw = body["offered_to"]
+        where = (*path, "offered_to")
+        if not isinstance(raw, list) or not raw \
+                or not all(isinstance(a, str) for a in raw):
+            self.err(where, "offered_to must be a non-empty list of audiences")
+            return []
+        if access != "account":
+            self.err(where, "offered_to is for flows with access: account (the personal "
+                     "center of a signed-in account offers them)")
+        known = getattr(self.registry, "audiences", None) if self.registry else None
+        seen: list[str] = []
+        for i, audience in enumerate(raw):
+            if known is not None and audience not in known:
+                self.err((*where, i), f"unknown audience '{audience}' (known: "
+                         f"{', '.join(sorted(known)) or 'none registered'})")
+            elif audience in seen:
+                self.err((*where, i), f"audience '{audience}' is listed twice")
+            else:
+                seen.append(audience)
+        return seen
 
     def state(self, name: str, body: Any, path: Path) -> dict[str, Any]:
         body = self.mapping(body, path, f"state '{name}'")
@@ -1314,7 +1346,8 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 title=label(content["title"]), content=content,
                 version=content_hash(content), access=content["access"],
                 policies=content["policies"],
-                start_limits=tuple(_limit(lim) for lim in content.get("start_limits", [])))
+                start_limits=tuple(_limit(lim) for lim in content.get("start_limits", [])),
+                offered_to=tuple(content.get("offered_to", ())))
 
 
 def _limit(lim: dict[str, Any]) -> Limit:

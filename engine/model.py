@@ -213,6 +213,8 @@ class Flow:
     policies: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     # Limits on starting an instance (by client, actor or flow), before anything is stored.
     start_limits: tuple[Limit, ...] = ()
+    # Where a personal center lists it: audiences such as personal, organisation:unverified.
+    offered_to: tuple[str, ...] = ()
 
     def state(self, name: str) -> State:
         return self.states[name]

@@ -188,6 +188,8 @@ class Registry:
         self.personal: set[str] = set()
         self.senders: dict[str, SenderFn] = {}
         self.policies: dict[str, Callable[[Any], Any]] = {}
+        # Who a personal center can offer a flow to (``offered_to``), with what each means.
+        self.audiences: dict[str, str] = {}
 
     def guard(self, name: str | None = None, *,
               params: Iterable[Param] | None = None) -> Callable[[F], F]:
@@ -290,6 +292,13 @@ class Registry:
             return fn
 
         return register
+
+    def audience(self, name: str, meaning: str) -> None:
+        """Declare an audience that flows may be ``offered_to``: a kind of account, or a
+        kind with a status (``organisation:unverified``)."""
+        if name in self.audiences:
+            raise ValueError(f"audience '{name}' is registered twice")
+        self.audiences[name] = meaning
 
     def policy(self, name: str) -> Callable[[F], F]:
         """Register the parser of a policy section: raises ValueError when it is wrong."""

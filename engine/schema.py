@@ -227,6 +227,9 @@ def _defs(registry: Registry) -> dict[str, Any]:
         "transitions": {"type": ["array", "null"], "items": _ref("transition")},
         "expires_in": {**_ref("duration"), "default": "24h"}, "description": {},
         "start_limits": _ref("limits"), "access": {"enum": list(ACCESS), "default": "anyone"},
+        "offered_to": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "items": {"type": "string",
+                                 "pattern": "^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)?$"}},
     }, required=("initial", "states"))
     return {
         "name": {**name, "description": "A lower_snake_case name."},

@@ -8,6 +8,7 @@ from engine import Registry
 from flows import (
     backoffice,
     captcha,
+    center,
     common,
     face,
     identity,
@@ -24,7 +25,7 @@ from flows import (
 
 
 def register(registry: Registry) -> None:
-    for module in (common, identity, passwords, policies, captcha, sms, signin, face,
+    for module in (common, center, identity, passwords, policies, captcha, sms, signin, face,
                    personal, legal, verification, backoffice, profile, phones):
         module.register(registry)
 

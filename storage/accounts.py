@@ -37,6 +37,7 @@ class OrganisationRow:
     legal_rep_id_sealed: bytes = attrs.field(repr=False)
     verified: bool
     verified_by: str | None
+    verified_at: datetime | None = None
 
 
 @attrs.frozen
@@ -117,13 +118,15 @@ class PgAccounts:
         async with self.pool.acquire() as conn:
             r = await conn.fetchrow(
                 "SELECT account_id, name, credit_code, legal_rep_name, legal_rep_id_sealed,"
-                " verified, verified_by FROM organisations WHERE account_id = $1", key)
+                " verified, verified_by, verified_at FROM organisations WHERE account_id = $1",
+                key)
         if r is None:
             return None
         return OrganisationRow(account_id=str(r["account_id"]), name=r["name"],
                                credit_code=r["credit_code"], legal_rep_name=r["legal_rep_name"],
                                legal_rep_id_sealed=r["legal_rep_id_sealed"],
-                               verified=r["verified"], verified_by=r["verified_by"])
+                               verified=r["verified"], verified_by=r["verified_by"],
+                               verified_at=r["verified_at"])
 
     async def organisation_by_credit_code(self, credit_code: str) -> OrganisationRow | None:
         async with self.pool.acquire() as conn:

@@ -33,6 +33,7 @@ from web.callbacks import callback_routes
 from web.clock import OffsetFileClock
 from web.httpclient import AiohttpClient
 from web.logs import quiet_malformed_requests
+from web.me import me_routes
 from web.metrics import Metrics
 from web.middleware import problems, request_context
 from web.outages import dependency_of
@@ -153,6 +154,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(routes)
     app.add_routes(callback_routes)
     app.add_routes(admin_routes)
+    app.add_routes(me_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.metrics_public:

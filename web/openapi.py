@@ -336,6 +336,13 @@ def document(flows: FlowSet | None = None,
                 "operationId": "session", "tags": ["session"], "summary": "Who is signed in",
                 "responses": {"200": {"description": "The session"},
                               "401": _problem("Not signed in")}}},
+            "/api/me": {"get": {
+                "operationId": "me", "tags": ["session"],
+                "summary": "The personal center: the signed-in account (personal data "
+                           "masked), an organisation's registration, verification and "
+                           "agents, and the flows this account may start now",
+                "responses": {"200": {"description": "The account page"},
+                              "401": _problem("Not signed in")}}},
             "/api/session/logout": {"post": {
                 "operationId": "logout", "tags": ["session"], "summary": "End this session",
                 "responses": {"200": {"description": "Signed out"}}}},

@@ -159,7 +159,8 @@ async def list_flows(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     flows = [{"name": f.name, "version": f.version, "access": f.access,
               "title": f.title.as_dict() if f.title else None,
-              "initial": f.initial, "expires_in": int(f.expires_in.total_seconds())}
+              "initial": f.initial, "expires_in": int(f.expires_in.total_seconds()),
+              "offered_to": list(f.offered_to)}
              for f in runtime.flows.flows.values()]
     # A client that reads the list first has its device before it starts anything, so
     # a start it must send again (its answer lost) is the same sender's, and replays.

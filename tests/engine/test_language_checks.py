@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine import Registry, check_text
+from engine.loader import build_flow
 
 BASE = """\
 flows:
@@ -289,3 +290,51 @@ def test_a_set_is_limits_only_and_its_own_limits_are_checked_once() -> None:
         (8, "a limit set lists limits, not other limit sets"),
         (9, "limit counts by instance, client, actor, flow or field:<name>, not 'user'"),
     ]
+
+
+OFFERED = """\
+flows:
+  f:
+    access: {access}
+    offered_to: {offered_to}
+    initial: a
+    states:
+      a: {{final: true}}
+"""
+
+
+def offered_lint(access: str, offered_to: str) -> list[str]:
+    registry = Registry()
+    registry.audience("personal", "Persons.")
+    registry.audience("organisation:unverified", "Organisations not verified yet.")
+    text = OFFERED.format(access=access, offered_to=offered_to)
+    return [d.message for d in check_text(text, "f.yaml", registry)[1]]
+
+
+def test_a_flow_is_offered_to_registered_audiences_once_and_only_if_accounts_start_it() -> None:
+    assert offered_lint("account", "[personal, 'organisation:unverified']") == []
+    assert offered_lint("account", "[owner]") == [
+        "unknown audience 'owner' (known: organisation:unverified, personal)"]
+    assert offered_lint("account", "[personal, personal]") == [
+        "audience 'personal' is listed twice"]
+    assert offered_lint("account", "[]") == ["offered_to must be a non-empty list of audiences"]
+    assert offered_lint("account", "personal") == [
+        "offered_to must be a non-empty list of audiences"]
+    assert offered_lint("anyone", "[personal]") == [
+        "offered_to is for flows with access: account (the personal center of a signed-in "
+        "account offers them)"]
+
+
+def test_offering_a_flow_is_part_of_its_version_and_absent_leaves_it_as_it_was() -> None:
+    registry = Registry()
+    registry.audience("personal", "Persons.")
+    registry.audience("supervisor", "Supervisors.")
+    plain = OFFERED.replace("    offered_to: {offered_to}\n", "").format(access="account")
+    versions = [build_flow(check_text(text, "f.yaml", registry)[0]["f"]).version for text in (
+        plain, OFFERED.format(access="account", offered_to="[personal]"),
+        OFFERED.format(access="account", offered_to="[personal, supervisor]"))]
+    assert len(set(versions)) == 3
+    flow = build_flow(check_text(OFFERED.format(access="account",
+                                                offered_to="[supervisor, personal]"),
+                                 "f.yaml", registry)[0]["f"])
+    assert flow.offered_to == ("supervisor", "personal")

@@ -1,0 +1,134 @@
+"""The personal center's page (SPEC 10): who the signed-in account is, what it holds, and
+which flows it may start now.
+
+Flows say where they are offered with ``offered_to`` in flows.yaml: the audiences below.
+An account belongs to its kind's audience and, for an organisation, to the one of its
+verification status too; flows offered to such a narrower audience come first (an
+unverified organisation sees ``organisation_verification`` at the top, as SPEC 4 asks of
+its first sign-in). The listing is not the gate: each flow's first action still refuses
+an account it is not for.
+
+Personal data leaves masked: ID numbers 360***********0071, phones 138****5678. The
+organisation's own name, credit code and legal representative's name are its public
+registration and are shown whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from engine import Flow, Registry
+from flows.identity import mask_mobile, mask_resident_id
+from flows.pii import MOBILE, RESIDENT_ID
+from flows.sessions import Session
+from flows.support import Services
+
+AUDIENCES = {
+    "personal": "Personal accounts.",
+    "supervisor": "Supervisor accounts, created by the back office (SPEC 8).",
+    "organisation": "Organisation accounts, verified or not.",
+    "organisation:verified": "Organisations that passed real-name verification.",
+    "organisation:unverified": "Organisations not yet verified (SPEC 4: their first "
+                               "sign-in prompts verification).",
+}
+
+# How an organisation was verified (organisations.verified_by), as the page names it.
+METHODS: dict[str, tuple[str, dict[str, str]]] = {
+    "face": ("face", {"zh": "法定代表人刷脸认证", "en": "Face scan of the legal representative"}),
+    "deposit": ("deposit", {"zh": "对公账户打款认证", "en": "Corporate account deposit"}),
+    "admin": ("manual", {"zh": "人工审核认证", "en": "Checked by an administrator"}),
+}
+VERIFIED = {"zh": "已认证", "en": "Verified"}
+UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
+
+
+def audiences_of(kind: str, *, verified: bool | None = None) -> tuple[str, ...]:
+    """The audiences an account belongs to, narrowest first."""
+    if kind == "organisation":
+        status = "organisation:verified" if verified else "organisation:unverified"
+        return (status, "organisation")
+    return (kind,)
+
+
+def offered(flows: Iterable[Flow], audiences: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The account flows offered to any of ``audiences``: those offered to a narrower
+    audience (a kind with a status) first, then in the order of flows.yaml."""
+    found = []
+    for order, flow in enumerate(flows):
+        matched = [a for a in flow.offered_to if a in audiences]
+        if flow.access != "account" or not matched:
+            continue
+        narrow = any(":" in a for a in matched)
+        found.append((0 if narrow else 1, order, flow))
+    return [{"name": flow.name, "version": flow.version,
+             "title": flow.title.as_dict() if flow.title else None,
+             "start": f"/api/flows/{flow.name}"}
+            for _, _, flow in sorted(found, key=lambda item: item[:2])]
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def _organisation(s: Services, account_id: str,
+                        session: Session) -> tuple[dict[str, Any], bool]:
+    organisation = await s.accounts.organisation(account_id)
+    if organisation is None:
+        return {}, False
+    by = organisation.verified_by or ""
+    method = METHODS.get(by.split(":", 1)[0]) if organisation.verified else None
+    verification: dict[str, Any] = {
+        "status": "verified" if organisation.verified else "unverified",
+        "label": VERIFIED if organisation.verified else UNVERIFIED,
+        "method": method[0] if method else None,
+        "method_label": method[1] if method else None,
+        "at": _when(organisation.verified_at) if organisation.verified else None,
+    }
+    agents = [{"id": agent.id, "name": agent.name,
+               "mobile_masked": mask_mobile(s.vault.open(MOBILE, agent.phone_sealed)),
+               "primary": agent.is_primary,
+               "signed_in": agent.id == session.agent_id}
+              for agent in await s.accounts.agents(account_id)]
+    return {
+        "name": organisation.name,
+        "credit_code": organisation.credit_code,
+        "legal_representative": {
+            "name": organisation.legal_rep_name,
+            "id_number_masked": mask_resident_id(
+                s.vault.open(RESIDENT_ID, organisation.legal_rep_id_sealed)),
+        },
+        "verification": verification,
+        "agents": agents,
+    }, organisation.verified
+
+
+async def account_page(s: Services, session: Session, flows: Iterable[Flow]) -> dict[str, Any]:
+    """What ``GET /api/me`` answers for a signed-in session, or {} if its account is gone."""
+    account = await s.accounts.by_id(session.account_id)
+    if account is None:
+        return {}
+    page: dict[str, Any] = {
+        "id": account.id,
+        "kind": account.kind,
+        "login_name": account.login_name,
+        "display_name": account.display_name,
+        "must_change_password": account.must_change_password,
+        "id_number_masked": mask_resident_id(s.vault.open(RESIDENT_ID,
+                                                          account.id_number_sealed))
+        if account.id_number_sealed is not None else None,
+        "mobile_masked": mask_mobile(s.vault.open(MOBILE, account.phone_sealed))
+        if account.phone_sealed is not None else None,
+    }
+    verified: bool | None = None
+    if account.kind == "organisation":
+        page["organisation"], verified = await _organisation(s, account.id, session)
+    page["flows"] = offered(flows, audiences_of(account.kind, verified=verified))
+    return page
+
+
+def register(registry: Registry) -> None:
+    """Declare the audiences flows may be offered to."""
+    for name, meaning in AUDIENCES.items():
+        registry.audience(name, meaning)
