@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+import flows as platform_flows
+from engine import Registry
 from engine.graph import to_mermaid, to_svg
 from engine.loader import load_text
 from engine.model import Flow, Guard, Label, State, Transition
@@ -289,3 +292,38 @@ def test_a_stay_is_drawn_as_a_self_loop_on_each_of_its_states() -> None:
     loops = sorted(g.get("data-source") or "" for g in root.iter(f"{SVG}g")
                    if g.get("class") == "edge" and g.get("data-source") == g.get("data-dest"))
     assert loops == ["new", "old"]
+
+
+# -- every flow of the platform ------------------------------------------------------------
+def _platform_flows() -> list[Flow]:
+    registry = Registry()
+    platform_flows.register(registry)
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "flows.yaml").read_text(encoding="utf-8")
+    return list(load_text(text, "flows.yaml", registry).flows.values())
+
+
+@pytest.mark.parametrize("platform_flow", _platform_flows(), ids=lambda f: f.name)
+def test_every_flow_of_the_platform_draws_every_state_and_trigger_apart(
+        platform_flow: Flow) -> None:
+    """``flowctl graph`` draws each flow of flows.yaml, the personal center's included."""
+    mermaid = to_mermaid(platform_flow)
+    root = svg_root(platform_flow)
+    text = " ".join(all_text(root))
+    for state in platform_flow.states:
+        assert state in mermaid
+        assert state in text
+    for transition in platform_flow.transitions:
+        assert transition.trigger in mermaid
+        assert transition.trigger in text
+    boxes = []
+    for g in root.iter(f"{SVG}g"):
+        if g.get("class") == "state":
+            r = g.find(f"{SVG}rect")
+            assert r is not None
+            x, y = float(r.get("x", "")), float(r.get("y", ""))
+            boxes.append((x, y, x + float(r.get("width", "")), y + float(r.get("height", ""))))
+    assert len(boxes) == len(platform_flow.states)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
