@@ -8,6 +8,7 @@ from engine import Registry
 from flows import (
     backoffice,
     captcha,
+    certification,
     common,
     face,
     identity,
@@ -25,7 +26,8 @@ from flows import (
 
 def register(registry: Registry) -> None:
     for module in (common, identity, passwords, policies, captcha, sms, signin, face,
-                   personal, legal, verification, backoffice, profile, phones):
+                   personal, legal, verification, backoffice, profile, phones,
+                   certification):
         module.register(registry)
 
 
