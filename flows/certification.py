@@ -156,41 +156,38 @@ async def check_certification_change(a: ActionInput) -> dict[str, Any]:
     old_rep_id = s.vault.open(RESIDENT_ID, organisation.legal_rep_id_sealed)
     old_phone = s.vault.open(MOBILE, organisation.contact_phone_sealed) \
         if organisation.contact_phone_sealed is not None else None
-    new = {"name": str(a.value(a.params["name"])),
-           "credit_code": str(a.value(a.params["credit_code"])),
-           "legal_rep_name": str(a.value(a.params["rep_name"])),
-           "legal_rep_id": _typed(a, "rep_id") or old_rep_id,
-           "contact_phone": _typed(a, "phone") or old_phone}
-    old = {"name": organisation.name, "credit_code": organisation.credit_code,
-           "legal_rep_name": organisation.legal_rep_name, "legal_rep_id": old_rep_id,
-           "contact_phone": old_phone}
-    changed = [f for f in FIELDS if new[f] != old[f]]
+    name, credit_code = str(a.value(a.params["name"])), str(a.value(a.params["credit_code"]))
+    rep_name = str(a.value(a.params["rep_name"]))
+    rep_id = _typed(a, "rep_id") or old_rep_id
+    phone = _typed(a, "phone") or old_phone
+    new = (name, credit_code, rep_name, rep_id, phone)
+    old = (organisation.name, organisation.credit_code, organisation.legal_rep_name,
+           old_rep_id, old_phone)
+    changed = [f for f, n, o in zip(FIELDS, new, old, strict=True) if n != o]
     if not changed:
         refuse_as(a, UNCHANGED)
     if "credit_code" in changed:
-        holder = await s.accounts.organisation_by_credit_code(new["credit_code"])
+        holder = await s.accounts.organisation_by_credit_code(credit_code)
         if holder is not None and holder.account_id != organisation.account_id:
             refuse_as(a, CREDIT_CODE_TAKEN)
     if "contact_phone" in changed:
         if not str(a.input.get(a.params["code"]) or "").strip():
             refuse_as(a, CODE_NEEDED)
         await prove_phone(a)
-    rep_name, rep_id = str(new["legal_rep_name"]), str(new["legal_rep_id"])
     if {"legal_rep_name", "legal_rep_id"} & set(changed) and not \
             await s.providers.realname.check(rep_name, rep_id,
                                              idempotency_key=a.idempotency_key):
         refuse_as(a, REALNAME_MISMATCH)
-    phone = new["contact_phone"]
-    shown = {"name": new["name"], "credit_code": new["credit_code"],
-             "legal_rep_name": rep_name, "legal_rep_id": mask_resident_id(rep_id),
+    shown = {"name": name, "credit_code": credit_code, "legal_rep_name": rep_name,
+             "legal_rep_id": mask_resident_id(rep_id),
              "contact_phone": mask_mobile(phone) if phone else None}
     change_id = None
     if organisation.verified:
         change_id = str(uuid.uuid4())
         a.write(_refusing(a, s.accounts.propose_change(
             change_id=change_id, organisation_id=organisation.account_id,
-            instance_id=a.instance_id, name=str(new["name"]),
-            credit_code=str(new["credit_code"]), legal_rep_name=rep_name,
+            instance_id=a.instance_id, name=name, credit_code=credit_code,
+            legal_rep_name=rep_name,
             legal_rep_id_sealed=s.vault.seal(RESIDENT_ID, rep_id),
             legal_rep_id_index=s.vault.index(RESIDENT_ID, rep_id),
             contact_phone_sealed=s.vault.seal(MOBILE, phone) if phone else None,
@@ -201,8 +198,8 @@ async def check_certification_change(a: ActionInput) -> dict[str, Any]:
         log.info("certification_change_proposed", organisation_id=organisation.account_id,
                  change_id=change_id, changed=changed)
     return {"organisation_id": organisation.account_id, "pending": change_id is not None,
-            "change_id": change_id, "changed": changed, "org_name": new["name"],
-            "credit_code": new["credit_code"], "legal_rep_name": rep_name,
+            "change_id": change_id, "changed": changed, "org_name": name,
+            "credit_code": credit_code, "legal_rep_name": rep_name,
             "legal_rep_id": a.sealer.seal(RESIDENT_ID, rep_id),
             "mobile": a.sealer.seal(MOBILE, phone) if phone else None,
             "mobile_masked": mask_mobile(phone) if phone else None}

@@ -618,8 +618,8 @@ ADVICE: dict[str, tuple[str, str]] = {
     "face_session_not_current": ("这是已被新的刷脸会话取代的旧会话的结果：提供方无需重发。",
                                  "The result is for a face session a newer one replaced: "
                                  "the provider need not send it again."),
-    "certification_change_pending": ("先在原流程中完成重新认证或撤回变更（个人中心显示待认证的变更），"
-                                     "再发起新的变更。",
+    "certification_change_pending": ("先在原流程中完成重新认证或撤回变更"
+                                     "（个人中心显示待认证的变更），再发起新的变更。",
                                      "Finish the re-verification of the pending change, or "
                                      "withdraw it (the personal center shows it), then start "
                                      "a new one."),

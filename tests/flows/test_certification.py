@@ -248,7 +248,8 @@ async def propose(p: Platform, org: Who, **changes: Any) -> str:
 async def test_a_verified_organisations_change_waits_and_the_old_data_stays_in_force(
         platform: Platform, pool: asyncpg.Pool, clock: FrozenClock) -> None:
     org = await new_organisation(platform, verified=True)
-    assert org.rep_id is not None and org.phone is not None
+    assert org.rep_id is not None
+    assert org.phone is not None
     before = await organisation_row(platform, org.account_id)
     new_rep_id, phone = new_id_number(), new_mobile()
     view = await start(platform, org)
