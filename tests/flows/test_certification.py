@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from engine import FrozenClock
 from flows.pii import MOBILE, RESIDENT_ID
@@ -432,3 +433,36 @@ async def test_two_organisations_cannot_both_claim_one_new_credit_code(
     view = await start(platform, two)
     status, answer = await platform.step(view["id"], "submit", form(view, credit_code=credit))
     assert (status, errors_of(answer)) == (422, {"credit_code_registered": "credit_code"})
+
+
+@pytest.mark.parametrize("checked_first", [True, False],
+                         ids=["natural-race", "both-past-the-checks"])
+async def test_two_organisations_racing_for_one_credit_code_end_with_one_holder(
+        platform: Platform, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+        checked_first: bool) -> None:
+    orgs = [await new_organisation(platform) for _ in range(2)]
+    views = []
+    for org in orgs:
+        views.append(await start(platform, org))
+    credit = new_credit_code()
+    if not checked_first:
+        # Both pass the look-up before either commits: only the unique key decides.
+        async def nobody(_: str) -> None:
+            return None
+
+        monkeypatch.setattr(platform.app[keys.SERVICES].accounts,
+                            "organisation_by_credit_code", nobody)
+    answers = await asyncio.gather(*(
+        platform.client.post(f"/api/flows/{view['id']}/events/submit",
+                             json=form(view, credit_code=credit), headers=org.auth)
+        for org, view in zip(orgs, views, strict=True)))
+    bodies = [await resp.json() for resp in answers]
+    statuses = sorted(resp.status for resp in answers)
+    assert statuses == [200, 422], bodies
+    loser = next(body for resp, body in zip(answers, bodies, strict=True)
+                 if resp.status == 422)
+    assert errors_of(loser) == {"credit_code_registered": "credit_code"}
+    async with pool.acquire() as conn:
+        holders = await conn.fetchval(
+            "SELECT count(*) FROM organisations WHERE credit_code = $1", credit)
+    assert holders == 1
