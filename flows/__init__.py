@@ -9,6 +9,7 @@ from flows import (
     backoffice,
     captcha,
     center,
+    certification,
     common,
     face,
     identity,
@@ -26,7 +27,8 @@ from flows import (
 
 def register(registry: Registry) -> None:
     for module in (common, center, identity, passwords, policies, captcha, sms, signin, face,
-                   personal, legal, verification, backoffice, profile, phones):
+                   personal, legal, verification, backoffice, profile, phones,
+                   certification):
         module.register(registry)
 
 

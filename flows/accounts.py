@@ -54,6 +54,31 @@ class Organisation(Protocol):
     def verified_by(self) -> str | None: ...
     @property
     def verified_at(self) -> datetime | None: ...
+    @property
+    def contact_phone_sealed(self) -> bytes | None: ...
+
+
+class CertificationChange(Protocol):
+    """A change of an organisation's certification data waiting for re-verification."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def organisation_id(self) -> str: ...
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def flow(self) -> str: ...  # the flow of that instance
+    @property
+    def status(self) -> str: ...  # pending | applied | withdrawn | expired
+    @property
+    def changed(self) -> tuple[str, ...]: ...  # name, credit_code, legal_rep_name, ...
+    @property
+    def shown(self) -> dict[str, Any]: ...  # the new values, ID and phone masked
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 class Agent(Protocol):
@@ -142,4 +167,44 @@ class Accounts(Protocol):
                          action: str | None = None, before: int | None = None,
                          limit: int = 100) -> list[dict[str, Any]]:
         """Audit entries, newest first, optionally filtered; ``before``: ids below it."""
+        ...
+
+    # -- certification changes (SPEC 10.1.1) ----------------------------------------
+    async def pending_change(self, organisation_id: str, *,
+                             now: datetime) -> CertificationChange | None:
+        """The organisation's pending certification change, if it is alive at ``now``:
+        neither its flow instance's expiry nor the deadline of the state it waits in
+        (the deposit's 72 hours) has passed. ``expires_at`` is the sooner of the two."""
+        ...
+
+    def propose_change(self, *, change_id: str, organisation_id: str, instance_id: str,
+                       name: str, credit_code: str, legal_rep_name: str,
+                       legal_rep_id_sealed: bytes, legal_rep_id_index: bytes,
+                       contact_phone_sealed: bytes | None, contact_phone_index: bytes | None,
+                       changed: Sequence[str], shown: dict[str, Any],
+                       now: datetime) -> Write:
+        """A pending change of a verified organisation, living as long as the instance
+        that proposes it (its verification attempt). Dead pending changes that would
+        block it are marked expired first; a live one hits
+        ``certification_changes_one_pending`` (or, claiming the same credit code,
+        ``certification_changes_pending_credit_code``)."""
+        ...
+
+    def apply_change(self, change_id: str, *, verified_by: str, note: str | None,
+                     now: datetime) -> Write:
+        """The pending change becomes the organisation's data, verified by ``verified_by``
+        (face or deposit) at ``now``; a credit code taken meanwhile hits
+        ``organisations_credit_code_key``; a change no longer pending is a conflict."""
+        ...
+
+    def update_certification(self, organisation_id: str, *, name: str, credit_code: str,
+                             legal_rep_name: str, legal_rep_id_sealed: bytes,
+                             legal_rep_id_index: bytes, contact_phone_sealed: bytes | None,
+                             contact_phone_index: bytes | None) -> Write:
+        """An unverified organisation's new data, at once (a conflict if it was verified
+        meanwhile); a credit code taken hits ``organisations_credit_code_key``."""
+        ...
+
+    def end_change(self, change_id: str, *, status: str, now: datetime) -> Write:
+        """A pending change ends unapplied: ``withdrawn`` or ``expired``."""
         ...

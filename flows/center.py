@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from engine import Flow, Registry
+from flows.accounts import CertificationChange
 from flows.identity import mask_mobile, mask_resident_id
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.sessions import Session
@@ -52,9 +53,16 @@ def audiences_of(kind: str, *, verified: bool | None = None) -> tuple[str, ...]:
     return (kind,)
 
 
-def offered(flows: Iterable[Flow], audiences: tuple[str, ...]) -> list[dict[str, Any]]:
+def offered(flows: Iterable[Flow], audiences: tuple[str, ...], *,
+            under_way: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The account flows offered to any of ``audiences``: those offered to a narrower
-    audience (a kind with a status) first, then in the order of flows.yaml."""
+    audience (a kind with a status) first, then in the order of flows.yaml.
+
+    ``under_way`` maps a flow to the instance of it the account must finish (or
+    withdraw) before it can start another: such a flow is offered to ``resume``, not to
+    ``start``.
+    """
+    under_way = under_way or {}
     found = []
     for order, flow in enumerate(flows):
         matched = [a for a in flow.offered_to if a in audiences]
@@ -64,7 +72,9 @@ def offered(flows: Iterable[Flow], audiences: tuple[str, ...]) -> list[dict[str,
         found.append((0 if narrow else 1, order, flow))
     return [{"name": flow.name, "version": flow.version,
              "title": flow.title.as_dict() if flow.title else None,
-             "start": f"/api/flows/{flow.name}"}
+             "start": None if flow.name in under_way else f"/api/flows/{flow.name}",
+             "resume": f"/api/flows/{under_way[flow.name]}"
+             if flow.name in under_way else None}
             for _, _, flow in sorted(found, key=lambda item: item[:2])]
 
 
@@ -72,11 +82,21 @@ def _when(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def _organisation(s: Services, account_id: str,
-                        session: Session) -> tuple[dict[str, Any], bool]:
+def _pending(change: CertificationChange | None) -> dict[str, Any] | None:
+    """A certification change waiting for re-verification: what it changes (personal
+    data masked), until when, and the instance that carries it on."""
+    if change is None:
+        return None
+    return {"changed": list(change.changed), "new": change.shown,
+            "created_at": _when(change.created_at), "expires_at": _when(change.expires_at),
+            "flow": change.flow, "instance": f"/api/flows/{change.instance_id}"}
+
+
+async def _organisation(s: Services, account_id: str, session: Session,
+                        now: datetime) -> tuple[dict[str, Any], bool, dict[str, str]]:
     organisation = await s.accounts.organisation(account_id)
     if organisation is None:
-        return {}, False
+        return {}, False, {}
     by = organisation.verified_by or ""
     method = METHODS.get(by.split(":", 1)[0]) if organisation.verified else None
     verification: dict[str, Any] = {
@@ -91,6 +111,9 @@ async def _organisation(s: Services, account_id: str,
                "primary": agent.is_primary,
                "signed_in": agent.id == session.agent_id}
               for agent in await s.accounts.agents(account_id)]
+    change = await s.accounts.pending_change(account_id, now=now)
+    contact = s.vault.open(MOBILE, organisation.contact_phone_sealed) \
+        if organisation.contact_phone_sealed is not None else None
     return {
         "name": organisation.name,
         "credit_code": organisation.credit_code,
@@ -99,12 +122,16 @@ async def _organisation(s: Services, account_id: str,
             "id_number_masked": mask_resident_id(
                 s.vault.open(RESIDENT_ID, organisation.legal_rep_id_sealed)),
         },
+        "contact_mobile_masked": mask_mobile(contact) if contact else None,
         "verification": verification,
+        # The data above stays in force until the change is verified and applied.
+        "pending_change": _pending(change),
         "agents": agents,
-    }, organisation.verified
+    }, organisation.verified, {change.flow: change.instance_id} if change else {}
 
 
-async def account_page(s: Services, session: Session, flows: Iterable[Flow]) -> dict[str, Any]:
+async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
+                       now: datetime) -> dict[str, Any]:
     """What ``GET /api/me`` answers for a signed-in session, or {} if its account is gone."""
     account = await s.accounts.by_id(session.account_id)
     if account is None:
@@ -122,9 +149,12 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow]) -> 
         if account.phone_sealed is not None else None,
     }
     verified: bool | None = None
+    under_way: dict[str, str] = {}
     if account.kind == "organisation":
-        page["organisation"], verified = await _organisation(s, account.id, session)
-    page["flows"] = offered(flows, audiences_of(account.kind, verified=verified))
+        page["organisation"], verified, under_way = await _organisation(
+            s, account.id, session, now)
+    page["flows"] = offered(flows, audiences_of(account.kind, verified=verified),
+                            under_way=under_way)
     return page
 
 

@@ -6,13 +6,14 @@ Implements the ``Accounts`` port of flows/ structurally (without importing flows
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import attrs
 
-from engine import DuplicateKey
+from engine import ConcurrencyConflict, DuplicateKey
 from engine.values import Write
 
 
@@ -38,6 +39,22 @@ class OrganisationRow:
     verified: bool
     verified_by: str | None
     verified_at: datetime | None = None
+    contact_phone_sealed: bytes | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class CertificationChangeRow:
+    """A change of an organisation's certification data, as ``pending_change`` reads it."""
+
+    id: str
+    organisation_id: str
+    instance_id: str
+    flow: str
+    status: str
+    changed: tuple[str, ...]
+    shown: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
 
 
 @attrs.frozen
@@ -118,15 +135,16 @@ class PgAccounts:
         async with self.pool.acquire() as conn:
             r = await conn.fetchrow(
                 "SELECT account_id, name, credit_code, legal_rep_name, legal_rep_id_sealed,"
-                " verified, verified_by, verified_at FROM organisations WHERE account_id = $1",
-                key)
+                " verified, verified_by, verified_at, contact_phone_sealed FROM organisations"
+                " WHERE account_id = $1", key)
         if r is None:
             return None
         return OrganisationRow(account_id=str(r["account_id"]), name=r["name"],
                                credit_code=r["credit_code"], legal_rep_name=r["legal_rep_name"],
                                legal_rep_id_sealed=r["legal_rep_id_sealed"],
                                verified=r["verified"], verified_by=r["verified_by"],
-                               verified_at=r["verified_at"])
+                               verified_at=r["verified_at"],
+                               contact_phone_sealed=r["contact_phone_sealed"])
 
     async def organisation_by_credit_code(self, credit_code: str) -> OrganisationRow | None:
         async with self.pool.acquire() as conn:
@@ -291,3 +309,128 @@ class PgAccounts:
                 " AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4)"
                 " ORDER BY id DESC LIMIT $5", target, actor, action, before, limit)
         return [dict(r) for r in rows]
+
+    # -- certification changes (SPEC 10.1.1; migration 0008 says how they live) ------
+    async def pending_change(self, organisation_id: str, *,
+                             now: datetime) -> CertificationChangeRow | None:
+        """The organisation's pending certification change, if it is still alive at
+        ``now``; its ``expires_at`` is when it ends (the instance's deadline, if sooner)."""
+        key = _uuid(organisation_id)
+        if key is None:
+            return None
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow(
+                "SELECT c.id, c.organisation_id, c.instance_id, i.flow, c.status, c.changed,"
+                " c.shown, c.created_at, LEAST(c.expires_at, i.deadline_at) AS expires_at"
+                " FROM certification_changes c JOIN flow_instances i ON i.id = c.instance_id"
+                f" WHERE c.organisation_id = $1 AND c.status = 'pending' AND {_ALIVE}",
+                key, now)
+        if r is None:
+            return None
+        return CertificationChangeRow(
+            id=str(r["id"]), organisation_id=str(r["organisation_id"]),
+            instance_id=str(r["instance_id"]), flow=r["flow"], status=r["status"],
+            changed=tuple(r["changed"]), shown=dict(r["shown"]),
+            created_at=r["created_at"], expires_at=r["expires_at"])
+
+    def propose_change(self, *, change_id: str, organisation_id: str, instance_id: str,
+                       name: str, credit_code: str, legal_rep_name: str,
+                       legal_rep_id_sealed: bytes, legal_rep_id_index: bytes,
+                       contact_phone_sealed: bytes | None, contact_phone_index: bytes | None,
+                       changed: Sequence[str], shown: dict[str, Any],
+                       now: datetime) -> Write:
+        async def write(conn: asyncpg.Connection) -> None:
+            # Dead changes that would block this one (of this organisation, or claiming
+            # the credit code) end first, in this transaction.
+            await conn.execute(
+                "UPDATE certification_changes c SET status = 'expired', decided_at = $2"
+                " FROM flow_instances i WHERE i.id = c.instance_id AND c.status = 'pending'"
+                f" AND (c.organisation_id = $1 OR c.credit_code = $3) AND NOT ({_ALIVE})",
+                uuid.UUID(organisation_id), now, credit_code)
+            status = await _execute(
+                conn,
+                "INSERT INTO certification_changes (id, organisation_id, instance_id, status,"
+                " name, credit_code, legal_rep_name, legal_rep_id_sealed, legal_rep_id_index,"
+                " contact_phone_sealed, contact_phone_index, changed, shown, created_at,"
+                " expires_at) SELECT $1, $2, i.id, 'pending', $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12, $13, i.expires_at FROM flow_instances i WHERE i.id = $3",
+                uuid.UUID(change_id), uuid.UUID(organisation_id), uuid.UUID(instance_id),
+                name, credit_code, legal_rep_name, legal_rep_id_sealed, legal_rep_id_index,
+                contact_phone_sealed, contact_phone_index, list(changed), shown, now)
+            if status != "INSERT 0 1":
+                raise ConcurrencyConflict("the flow instance of the change is not stored")
+        return write
+
+    def apply_change(self, change_id: str, *, verified_by: str, note: str | None,
+                     now: datetime) -> Write:
+        """The pending change becomes the organisation's data, which stays verified (by
+        the re-verification); a change no longer pending is a conflict."""
+        async def write(conn: asyncpg.Connection) -> None:
+            r = await conn.fetchrow(
+                "UPDATE certification_changes SET status = 'applied', decided_at = $2"
+                " WHERE id = $1 AND status = 'pending' RETURNING organisation_id, name,"
+                " credit_code, legal_rep_name, legal_rep_id_sealed, legal_rep_id_index,"
+                " contact_phone_sealed, contact_phone_index", uuid.UUID(change_id), now)
+            if r is None:
+                raise ConcurrencyConflict("the certification change is no longer pending")
+            await _set_certification(
+                conn, r["organisation_id"], r["name"], r["credit_code"], r["legal_rep_name"],
+                r["legal_rep_id_sealed"], r["legal_rep_id_index"], r["contact_phone_sealed"],
+                r["contact_phone_index"], verified=(verified_by, note, now))
+        return write
+
+    def update_certification(self, organisation_id: str, *, name: str, credit_code: str,
+                             legal_rep_name: str, legal_rep_id_sealed: bytes,
+                             legal_rep_id_index: bytes, contact_phone_sealed: bytes | None,
+                             contact_phone_index: bytes | None) -> Write:
+        """An unverified organisation's new data, at once; one verified meanwhile is a
+        conflict (its changes wait for re-verification)."""
+        async def write(conn: asyncpg.Connection) -> None:
+            await _set_certification(
+                conn, uuid.UUID(organisation_id), name, credit_code, legal_rep_name,
+                legal_rep_id_sealed, legal_rep_id_index, contact_phone_sealed,
+                contact_phone_index, verified=None)
+        return write
+
+    def end_change(self, change_id: str, *, status: str, now: datetime) -> Write:
+        """A pending change ends unapplied (``withdrawn`` or ``expired``); one that is
+        not pending any more stays as it is."""
+        if status not in ("withdrawn", "expired"):
+            raise ValueError(f"a change ends withdrawn or expired, not {status!r}")
+
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE certification_changes SET status = $2, decided_at = $3"
+                " WHERE id = $1 AND status = 'pending'", uuid.UUID(change_id), status, now)
+        return write
+
+
+# A pending change is alive while its flow instance is active, before the instance's
+# expiry and before the deadline of the state it waits in (migration 0008). $2 is now.
+_ALIVE = ("c.expires_at > $2 AND i.status = 'active'"
+          " AND (i.deadline_at IS NULL OR i.deadline_at > $2)")
+
+
+async def _set_certification(conn: asyncpg.Connection, organisation_id: uuid.UUID, name: str,
+                             credit_code: str, legal_rep_name: str, rep_id_sealed: bytes,
+                             rep_id_index: bytes, phone_sealed: bytes | None,
+                             phone_index: bytes | None,
+                             verified: tuple[str, str | None, datetime] | None) -> None:
+    """Write an organisation's certification data (and its account's display name):
+    ``verified`` (by, note, at) re-verifies it; None: only while it is unverified."""
+    by, note, at = verified if verified is not None else (None, None, None)
+    status = await _execute(
+        conn,
+        "UPDATE organisations SET name = $2, credit_code = $3, legal_rep_name = $4,"
+        " legal_rep_id_sealed = $5, legal_rep_id_index = $6, contact_phone_sealed = $7,"
+        " contact_phone_index = $8,"
+        " verified_at = CASE WHEN $9::text IS NULL THEN verified_at ELSE $11 END,"
+        " verified_by = COALESCE($9, verified_by),"
+        " verification_note = CASE WHEN $9::text IS NULL THEN verification_note ELSE $10 END"
+        " WHERE account_id = $1 AND ($9::text IS NOT NULL OR NOT verified)",
+        organisation_id, name, credit_code, legal_rep_name, rep_id_sealed, rep_id_index,
+        phone_sealed, phone_index, by, note, at)
+    if status != "UPDATE 1":
+        raise ConcurrencyConflict("the organisation was verified meanwhile")
+    await conn.execute("UPDATE accounts SET display_name = $2 WHERE id = $1",
+                       organisation_id, name)

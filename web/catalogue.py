@@ -618,6 +618,15 @@ ADVICE: dict[str, tuple[str, str]] = {
     "face_session_not_current": ("这是已被新的刷脸会话取代的旧会话的结果：提供方无需重发。",
                                  "The result is for a face session a newer one replaced: "
                                  "the provider need not send it again."),
+    "certification_change_pending": ("先在原流程中完成重新认证或撤回变更"
+                                     "（个人中心显示待认证的变更），再发起新的变更。",
+                                     "Finish the re-verification of the pending change, or "
+                                     "withdraw it (the personal center shows it), then start "
+                                     "a new one."),
+    "certification_unchanged": ("修改至少一项认证信息后再提交。",
+                                "Change at least one item before submitting."),
+    "sms_code_required": ("点击获取验证码，填写发送到新联系电话的验证码。",
+                          "Send a code, then enter the code the new contact phone received."),
     # -- declared in flows.yaml
     "realname_checks_id_limit": ("该身份证号码今日的实名核验次数已用完，请明天再试。",
                                  "This ID number has had its real-name checks for today; "
@@ -625,6 +634,9 @@ ADVICE: dict[str, tuple[str, str]] = {
     "too_many_registration_checks": ("请稍后再试；如需要，请重新开始办理。",
                                      "Wait a while and try again; start the procedure "
                                      "again if need be."),
+    "too_many_certification_checks": ("明天再提交变更，或联系服务台。",
+                                      "Submit the change again tomorrow, or contact the "
+                                      "service desk."),
     "too_many_starts": ("请在 Retry-After 所示的时间后再开始办理。",
                         "Wait the seconds in Retry-After before starting again."),
     "sms_resend_too_soon": ("等待60秒后再获取验证码。", "Wait 60 seconds before asking for "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from flows.center import account_page
-from web.keys import RUNTIME, SERVICES
+from web.keys import CLOCK, RUNTIME, SERVICES
 from web.problems import HttpProblem, json_response
 from web.sessions import session_of
 
@@ -23,7 +23,8 @@ async def me(request: web.Request) -> web.Response:
     if session is None:
         raise _not_signed_in()
     page = await account_page(request.app[SERVICES], session,
-                              request.app[RUNTIME].flows.flows.values())
+                              request.app[RUNTIME].flows.flows.values(),
+                              now=request.app[CLOCK].now())
     if not page:  # the account went away under a session that was still valid
         raise _not_signed_in()
     response = json_response(page)
