@@ -17,6 +17,7 @@ from flows import (
     phones,
     policies,
     profile,
+    seals,
     signin,
     sms,
     verification,
@@ -25,7 +26,7 @@ from flows import (
 
 def register(registry: Registry) -> None:
     for module in (common, identity, passwords, policies, captcha, sms, signin, face,
-                   personal, legal, verification, backoffice, profile, phones):
+                   personal, legal, verification, backoffice, profile, phones, seals):
         module.register(registry)
 
 
