@@ -19,6 +19,7 @@ from flows import (
     phones,
     policies,
     profile,
+    seals,
     signin,
     sms,
     verification,
@@ -28,7 +29,7 @@ from flows import (
 def register(registry: Registry) -> None:
     for module in (common, center, identity, passwords, policies, captcha, sms, signin, face,
                    personal, legal, verification, backoffice, profile, phones,
-                   certification):
+                   certification, seals):
         module.register(registry)
 
 

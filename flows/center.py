@@ -23,6 +23,7 @@ from engine import Flow, Registry
 from flows.accounts import CertificationChange
 from flows.identity import mask_mobile, mask_resident_id
 from flows.pii import MOBILE, RESIDENT_ID
+from flows.seals import ORGANISATION_SEALS, listing, seal_kind
 from flows.sessions import Session
 from flows.support import Services
 
@@ -33,6 +34,9 @@ AUDIENCES = {
     "organisation:verified": "Organisations that passed real-name verification.",
     "organisation:unverified": "Organisations not yet verified (SPEC 4: their first "
                                "sign-in prompts verification).",
+    "seal_room": "Accounts that may make one more seal: a person without one, an "
+                 "organisation with fewer than its cap.",
+    "seal_holder": "Accounts that hold at least one seal.",
 }
 
 # How an organisation was verified (organisations.verified_by), as the page names it.
@@ -45,12 +49,21 @@ VERIFIED = {"zh": "已认证", "en": "Verified"}
 UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
 
 
-def audiences_of(kind: str, *, verified: bool | None = None) -> tuple[str, ...]:
-    """The audiences an account belongs to, narrowest first."""
+def audiences_of(kind: str, *, verified: bool | None = None,
+                 seals: int = 0) -> tuple[str, ...]:
+    """The audiences an account belongs to, narrowest first: its kind (with an
+    organisation's status), and what it may do with seals (``seals``: how many it has)."""
+    found: tuple[str, ...] = (kind,)
     if kind == "organisation":
         status = "organisation:verified" if verified else "organisation:unverified"
-        return (status, "organisation")
-    return (kind,)
+        found = (status, "organisation")
+    kind_of_seal = seal_kind(kind)
+    if kind_of_seal is not None and seals < (ORGANISATION_SEALS if kind_of_seal == "round"
+                                             else 1):
+        found += ("seal_room",)
+    if seals:
+        found += ("seal_holder",)
+    return found
 
 
 def offered(flows: Iterable[Flow], audiences: tuple[str, ...], *,
@@ -148,12 +161,15 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
         "mobile_masked": mask_mobile(s.vault.open(MOBILE, account.phone_sealed))
         if account.phone_sealed is not None else None,
     }
+    held = await s.seals.list(account.id) if seal_kind(account.kind) else []
+    page["seals"] = listing(held)
     verified: bool | None = None
     under_way: dict[str, str] = {}
     if account.kind == "organisation":
         page["organisation"], verified, under_way = await _organisation(
             s, account.id, session, now)
-    page["flows"] = offered(flows, audiences_of(account.kind, verified=verified),
+    page["flows"] = offered(flows, audiences_of(account.kind, verified=verified,
+                                                seals=len(held)),
                             under_way=under_way)
     return page
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from engine.values import Write
 
 
 class Ephemeral(Protocol):
@@ -50,3 +53,49 @@ class Ephemeral(Protocol):
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         """The newest `limit` items of a list, newest first."""
         ...
+
+
+class Seal(Protocol):
+    """A seal image of an account (flows/seals.py): what it shows and how it looks."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # round | square
+    @property
+    def text(self) -> str: ...  # the name it shows: the organisation's, or the person's
+    @property
+    def style(self) -> Mapping[str, Any]: ...  # flows.sealart.Style.as_dict()
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+class Seals(Protocol):
+    """The seals of accounts (storage/seals.py). Deleted seals are neither listed nor
+    found. Writes run in the step's transaction: an identical seal of the account hits
+    ``seals_distinct``, a person's second seal ``seals_one_square``, an organisation's
+    seal past ``cap`` ``seals_cap`` (each ``engine.DuplicateKey``); a seal gone meanwhile
+    raises ``LookupError``."""
+
+    async def list(self, account_id: str) -> Sequence[Seal]:
+        """The account's seals, oldest first."""
+        ...
+
+    async def get(self, account_id: str, seal_id: str) -> Seal | None:
+        """One seal, if it is this account's and not deleted."""
+        ...
+
+    def create(self, *, seal_id: str, account_id: str, kind: str, text: str,
+               style: Mapping[str, Any], content_hash: str, cap: int,
+               now: datetime) -> Write: ...
+
+    def restyle(self, *, seal_id: str, account_id: str, text: str,
+                style: Mapping[str, Any], content_hash: str, now: datetime) -> Write: ...
+
+    def delete(self, *, seal_id: str, account_id: str, now: datetime) -> Write: ...

@@ -83,6 +83,16 @@ class Sessions:
             return None
         return session
 
+    async def by_ref(self, session_ref: str) -> Session | None:
+        """The valid session ``ref(token)`` names (``ActionInput.session``), if any."""
+        raw = await self.ephemeral.get(f"session:{session_ref}")
+        if raw is None:
+            return None
+        session = Session(**json.loads(raw))
+        if session.generation != await self._generation(session.account_id):
+            return None
+        return session
+
     async def end(self, token: str) -> None:
         await self.ephemeral.delete(_key(token))
 

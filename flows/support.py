@@ -27,7 +27,7 @@ from flows.passwords import (
     check,
 )
 from flows.pii import Vault
-from flows.ports import Ephemeral
+from flows.ports import Ephemeral, Seals
 from flows.providers import Providers
 from flows.sessions import Sessions
 from flows.sms import SmsCodes
@@ -49,6 +49,7 @@ class Services:
     providers: Providers
     ephemeral: Ephemeral
     public_url: str
+    seals: Seals
 
     def by_type(self) -> dict[type, Any]:
         """What the engine hands actions, read with ``ActionInput.service(type)``: the

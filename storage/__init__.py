@@ -4,6 +4,7 @@ from storage.accounts import PgAccounts
 from storage.ephemeral import RedisEphemeral, RedisLimiter, create_redis
 from storage.migrate import migrate, migrate_database
 from storage.pg import PgStore, create_pool
+from storage.seals import PgSeals
 
-__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool",
+__all__ = ["PgAccounts", "PgSeals", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool",
            "create_redis", "migrate", "migrate_database"]

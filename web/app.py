@@ -41,6 +41,7 @@ from web.platform import build_services
 from web.problems import HttpProblem, problem_response
 from web.routes import routes
 from web.sandbox import BRANCHES, CAPTCHA_ANSWERS, PROVIDERS, branch_routes, sandbox_routes
+from web.seals import seal_routes
 from web.sessions import sessions
 from web.settings import Settings, SettingsError
 
@@ -155,6 +156,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(callback_routes)
     app.add_routes(admin_routes)
     app.add_routes(me_routes)
+    app.add_routes(seal_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.metrics_public:

@@ -627,6 +627,36 @@ ADVICE: dict[str, tuple[str, str]] = {
                                 "Change at least one item before submitting."),
     "sms_code_required": ("点击获取验证码，填写发送到新联系电话的验证码。",
                           "Send a code, then enter the code the new contact phone received."),
+    # -- seals (flows/seals.py, flows/sealart.py, web/seals.py)
+    "seal_fonts_missing": ("稍后再试；运维人员需安装 fonts-noto-cjk 字体包。",
+                           "Try again later; the operator installs the fonts-noto-cjk "
+                           "package."),
+    "seal_name_unfit": ("个人印章需为2至4个字的姓名，单位名称不超过40个字；如需帮助请联系服务台。",
+                        "A personal seal takes a name of 2-4 characters, a round one at "
+                        "most 40; contact the service desk for help."),
+    "seal_limit_reached": ("删除一枚不再使用的印章，或修改现有印章的样式。",
+                           "Delete a seal you no longer use, or change an existing seal's "
+                           "style."),
+    "no_seal": ("先通过“创建电子印章”创建一枚印章。", "Create a seal first (create_seal)."),
+    "seal_glyph_missing": ("换一种字体，或去掉提示中的字。",
+                           "Pick another font, or leave out the characters named."),
+    "seal_duplicate": ("修改样式（如内文、尺寸或颜色），使其与已有印章不同。",
+                       "Change the style (inner text, size or colour) so that it differs "
+                       "from the seal you have."),
+    "seal_gone": ("该印章已被删除：重新开始办理并选择现有的印章。",
+                  "The seal was deleted: start again and pick a seal you have."),
+    "seal_style_unchanged": ("修改至少一项样式后再保存。",
+                             "Change at least one part of the style, then save."),
+    "seal_style_invalid": ("从表单列出的选项中选择尺寸、边框宽度和字体。",
+                           "Pick the size, the rim width and the font from the form's "
+                           "choices."),
+    "seal_colour_invalid": ("填写 red、dark_red、blue、black，或 #rrggbb 形式的颜色。",
+                            "Enter red, dark_red, blue, black, or a colour as #rrggbb."),
+    "seal_code_invalid": ("只填写数字（最多20位），或留空。",
+                          "Enter digits only (at most 20), or leave it empty."),
+    "seal_not_found": ("核对印章地址；只能查看自己账号的印章。",
+                       "Check the seal's address; only the account's own seals are "
+                       "shown."),
     # -- declared in flows.yaml
     "realname_checks_id_limit": ("该身份证号码今日的实名核验次数已用完，请明天再试。",
                                  "This ID number has had its real-name checks for today; "

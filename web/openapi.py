@@ -49,6 +49,30 @@ _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "description": "Sending the same key again returns the first outcome."}
 _INSTANCE = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Instance"}}}}
 
+
+def _seal_image(operation: str, media: str, summary: str) -> dict[str, Any]:
+    """A seal's image: only its account sees it; the ETag is its content hash."""
+    return {
+        "operationId": operation, "tags": ["seals"], "summary": summary,
+        "description": "Signed in (cookie or bearer token) as the account that holds the "
+                       "seal; any other gets the 404 of a seal that does not exist. The "
+                       "`ETag` is the seal's content hash (strong); `If-None-Match` with "
+                       "it answers 304 until the style changes.",
+        "parameters": [
+            {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "format": "uuid"}, "description": "Seal id"},
+            {"name": "download", "in": "query", "required": False,
+             "schema": {"enum": ["1", "true"]},
+             "description": "Content-Disposition: attachment (else inline)"},
+            {"name": "If-None-Match", "in": "header", "required": False,
+             "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The image", "content": {media: {}},
+                              "headers": {"ETag": {"schema": {"type": "string"}}}},
+                      "304": {"description": "Not modified: the ETag still matches"},
+                      "401": _problem("Not signed in"),
+                      "404": _problem("No such seal of this account"),
+                      "503": _problem("The seal fonts are not installed (Retry-After)")}}
+
 # What a client does next with a started flow's id.
 _INSTANCE_LINKS = {
     name: {"operationId": name, "parameters": {"id": "$response.body#/id"}}
@@ -272,6 +296,7 @@ def document(flows: FlowSet | None = None,
                  {"name": "session", "description": "Who is signed in"},
                  {"name": "providers", "description": "Callbacks and the branch directory"},
                  {"name": "back office", "description": "Administrators only"},
+                 {"name": "seals", "description": "The signed-in account's seal images"},
                  {"name": "operations", "description": "Health, readiness, metrics"},
                  {"name": "documentation", "description": "This document, its page and "
                                                           "the error pages"}],
@@ -407,6 +432,22 @@ def document(flows: FlowSet | None = None,
                     "400": _ERRORS["400"],
                     "401": _problem("Not signed in"),
                     "403": _problem("Signed in, but not as an administrator")}}},
+            "/api/me/seals": {"get": {
+                "operationId": "mySeals", "tags": ["seals"],
+                "summary": "The signed-in account's seals, oldest first, with their image "
+                           "URLs (create_seal, change_seal_style and delete_seal change "
+                           "them)",
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "seals": {"type": "array",
+                              "items": {"$ref": "#/components/schemas/Seal"}}}},
+                    "The seals"),
+                    "401": _problem("Not signed in")}}},
+            "/api/me/seals/{id}.svg": {"get": _seal_image(
+                "sealSvg", "image/svg+xml", "The seal as SVG: glyph outlines, sized in "
+                "millimetres, no font needed")},
+            "/api/me/seals/{id}.png": {"get": _seal_image(
+                "sealPng", "image/png", "The seal as PNG at 300 dpi, on a transparent "
+                "ground")},
             "/api/openapi.json": {"get": {
                 "operationId": "openapi", "tags": ["documentation"],
                 "summary": "This document, built from the flows being served",
@@ -550,6 +591,23 @@ _SCHEMAS: Mapping[str, Any] = {
         "actor": {"type": "string"}, "action": {"type": "string"},
         "target": {"type": "string"}, "reason": {"type": "string"},
         "details": {"type": "object"}}},
+    "Seal": {"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "kind": {"enum": ["round", "square"]},
+        "summary": {"type": "string", "description": "What it shows, and its size"},
+        "text": {"type": "string",
+                 "description": "The name it shows (the organisation's in force when it "
+                                "was made or restyled, or the person's)"},
+        "style": {"type": "object", "properties": {
+            "kind": {"type": "string"}, "size_mm": {"type": "integer"},
+            "colour": {"type": "string"}, "rim_mm": {"type": "string"},
+            "font": {"type": "string"}, "inner_text": {"type": ["string", "null"]},
+            "code": {"type": ["string", "null"]}}},
+        "content_hash": {"type": "string",
+                         "description": "SHA-256 of the canonical style and text"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "svg_url": {"type": "string"}, "png_url": {"type": "string"}}},
     "Event": {"type": "object", "properties": {
         "seq": {"type": "integer"}, "trigger": {"type": "string"},
         "from": {"type": ["string", "null"]}, "to": {"type": "string"},

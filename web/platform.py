@@ -16,7 +16,7 @@ from flows.providers import Providers, build_providers
 from flows.sessions import Sessions
 from flows.sms import SmsCodes, SmsPolicy
 from flows.support import Services
-from storage import PgAccounts, RedisEphemeral
+from storage import PgAccounts, PgSeals, RedisEphemeral
 from web.httpclient import AiohttpClient
 from web.settings import Settings
 
@@ -67,6 +67,7 @@ def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEp
         providers=providers,
         ephemeral=ephemeral,
         public_url=public_url(settings),
+        seals=PgSeals(pool),
     )
     # Text messages leave through the outbox, sealed; this opens them for the gateway.
     registry.senders["sms"] = sms.sender(vault, providers.sms)

@@ -9,6 +9,7 @@ from typing import Any
 
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.flows.test_phones import masked
+from tests.flows.test_seals import create
 from tests.flows.test_verification import (
     REP_NAME,
     Who,
@@ -58,7 +59,8 @@ async def test_a_person_sees_the_account_masked_and_the_flows_offered_to_persons
     assert page["id_number_masked"] == masked_id(id_number)
     assert page["mobile_masked"] == masked(person.phone or "")
     assert "organisation" not in page
-    assert flow_names(page) == ["change_phone", "change_password"]
+    assert page["seals"] == []
+    assert flow_names(page) == ["change_phone", "change_password", "create_seal"]
     assert page["flows"][0]["title"] == {"zh": "绑定手机号", "en": "Change the mobile number"}
     # Nothing whole: neither the ID number nor the phone.
     text = await (await platform.client.get("/api/me", headers=person.auth)).text()
@@ -111,7 +113,7 @@ async def test_a_supervisor_without_a_phone_sees_theirs(platform: Platform) -> N
     assert page["mobile_masked"] is None
     assert page["id_number_masked"] is None
     assert page["must_change_password"] is True
-    assert flow_names(page) == ["change_phone", "change_password"]
+    assert flow_names(page) == ["change_phone", "change_password", "create_seal"]
 
 
 async def test_an_unverified_organisation_sees_verification_first(platform: Platform) -> None:
@@ -166,3 +168,22 @@ async def test_a_verified_organisation_sees_how_and_when_and_its_agents(
     text = await answer.text()
     for secret in (other_phone, other_number, org.rep_id or "", org.phone or ""):
         assert secret not in text
+
+
+async def test_seals_are_listed_and_offer_their_changes_once_there_is_one(
+        platform: Platform) -> None:
+    person = await new_person(platform)
+    seal = await create(platform, person)
+    status, page = await me(platform, person)
+    assert status == 200
+    [listed] = page["seals"]
+    assert listed["id"] == seal["seal_id"]
+    assert listed["svg_url"] == f"/api/me/seals/{seal['seal_id']}.svg"
+    assert listed["content_hash"] == seal["content_hash"]
+    # A person holds one seal: it can be restyled or deleted, not made again.
+    assert flow_names(page) == ["change_phone", "change_password", "change_seal_style",
+                                "delete_seal"]
+    org = await new_organisation(platform)
+    await create(platform, org)
+    _, page = await me(platform, org)
+    assert {"create_seal", "change_seal_style", "delete_seal"} <= set(flow_names(page))
