@@ -168,6 +168,12 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
     if account.kind == "organisation":
         page["organisation"], verified, under_way = await _organisation(
             s, account.id, session, now)
+    # A seal shows the name it was made with: after a rename it is out of date until
+    # it is restyled (change_seal_style draws the name in force).
+    in_force = "".join((page.get("organisation", {}).get("name")
+                        or account.display_name).split())
+    for seal in page["seals"]:
+        seal["outdated"] = seal["text"] != in_force
     page["flows"] = offered(flows, audiences_of(account.kind, verified=verified,
                                                 seals=len(held)),
                             under_way=under_way)

@@ -72,6 +72,9 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "square": {"size_mm": 20, "colour": "#d00000", "rim_mm": "1.0", "font": "serif_bold"},
 }
 DPI = 300
+# The drawing's own version: bump it when the same style and text come out differently
+# (a layout fix), so that caches holding the old image (its ETag) ask again.
+RENDERER = 1
 MAX_NAME = 40  # characters along the upper rim: more would be slivers
 MAX_INNER_TEXT = 20
 MAX_CODE = 20
@@ -146,6 +149,11 @@ class Style:
                    colour=str(data["colour"]), rim_mm=str(data["rim_mm"]),
                    font=str(data["font"]), inner_text=data.get("inner_text") or None,
                    code=data.get("code") or None)
+
+
+def etag(content_hash: str) -> str:
+    """The HTTP entity tag of a seal's images: what it shows, as this drawing draws it."""
+    return f'"{content_hash}.r{RENDERER}"'
 
 
 def content_hash(style: Style, text: str) -> str:

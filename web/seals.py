@@ -69,7 +69,7 @@ async def _image(request: web.Request, fmt: str) -> web.StreamResponse:
                                                   request.match_info["id"])
     if seal is None:
         raise _not_found()
-    etag = f'"{seal.content_hash}"'
+    etag = sealart.etag(seal.content_hash)
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL,
                "Vary": "Cookie, Authorization"}
     if _matches(request.headers.get("If-None-Match", ""), etag):

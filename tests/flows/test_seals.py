@@ -116,7 +116,7 @@ async def test_a_person_makes_views_restyles_and_deletes_a_square_seal(
     svg = await image(platform, made["svg_url"], person)
     assert svg.status == 200
     assert svg.content_type == "image/svg+xml"
-    assert svg.headers["ETag"] == f'"{digest}"'
+    assert svg.headers["ETag"] == sealart.etag(digest)
     assert svg.headers["Cache-Control"].startswith("private, max-age=")
     assert svg.headers["Content-Disposition"].startswith("inline")
     root = ET.fromstring(await svg.read())  # noqa: S314 - our own SVG
@@ -125,11 +125,12 @@ async def test_a_person_makes_views_restyles_and_deletes_a_square_seal(
     png = await image(platform, made["png_url"], person)
     assert png.status == 200
     assert png.content_type == "image/png"
-    assert png.headers["ETag"] == f'"{digest}"'
+    assert png.headers["ETag"] == sealart.etag(digest)
     picture = Image.open(io.BytesIO(await png.read()))
     assert picture.size == (236, 236)
     assert round(picture.info["dpi"][0]) == 300
-    again = await image(platform, made["png_url"], person, **{"If-None-Match": f'"{digest}"'})
+    again = await image(platform, made["png_url"], person,
+                        **{"If-None-Match": sealart.etag(digest)})
     assert again.status == 304
     assert await again.read() == b""
     download = await image(platform, made["png_url"] + "?download=1", person)
@@ -161,9 +162,9 @@ async def test_a_person_makes_views_restyles_and_deletes_a_square_seal(
     assert new_digest != digest
     facts = [e["facts"] for e in await history(platform, person, view["id"])]
     assert facts[-1]["restyle_seal"]["previous_hash"] == digest
-    svg = await image(platform, made["svg_url"], person, **{"If-None-Match": f'"{digest}"'})
+    svg = await image(platform, made["svg_url"], person, **{"If-None-Match": sealart.etag(digest)})
     assert svg.status == 200
-    assert svg.headers["ETag"] == f'"{new_digest}"'
+    assert svg.headers["ETag"] == sealart.etag(new_digest)
     assert ET.fromstring(await svg.read()).get("width") == "22mm"  # noqa: S314 - our own SVG
     png = await image(platform, made["png_url"], person)
     assert Image.open(io.BytesIO(await png.read())).getpixel((118, 3)) == (29, 63, 158, 255)
@@ -336,10 +337,23 @@ async def test_without_the_fonts_seals_are_a_503_not_a_500(
     assert int(resp.headers["Retry-After"]) > 0
     # An unchanged image is still answered from its ETag.
     resp = await image(platform, made["svg_url"], person,
-                       **{"If-None-Match": f'"{made["content_hash"]}"'})
+                       **{"If-None-Match": sealart.etag(made["content_hash"])})
     assert resp.status == 304
     status, view = await start(platform, person, "change_seal_style")
     view = await ok(platform, person, view["id"], "next", {"seal": made["seal_id"]})
     status, body = await step(platform, person, view["id"], "submit",
                               values(view) | {"colour": "blue"})
     assert (status, body["error_id"]) == (503, "seal_fonts_missing")
+
+
+async def test_a_new_drawing_of_the_same_style_is_a_new_etag(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caches holding an image drawn by an older renderer ask again and get the new one."""
+    person = await new_person(platform)
+    made = await create(platform, person)
+    before = sealart.etag(made["content_hash"])
+    assert made["content_hash"] in before
+    monkeypatch.setattr(sealart, "RENDERER", sealart.RENDERER + 1)
+    resp = await image(platform, made["svg_url"], person, **{"If-None-Match": before})
+    assert resp.status == 200
+    assert resp.headers["ETag"] == sealart.etag(made["content_hash"]) != before

@@ -183,7 +183,15 @@ async def test_seals_are_listed_and_offer_their_changes_once_there_is_one(
     # A person holds one seal: it can be restyled or deleted, not made again.
     assert flow_names(page) == ["change_phone", "change_password", "change_seal_style",
                                 "delete_seal"]
+    assert listed["outdated"] is False
     org = await new_organisation(platform)
     await create(platform, org)
     _, page = await me(platform, org)
     assert {"create_seal", "change_seal_style", "delete_seal"} <= set(flow_names(page))
+    assert [s["outdated"] for s in page["seals"]] == [False]
+    # Renamed (a certification change applied): the seal shows the old name until restyled.
+    async with platform.app[keys.POOL].acquire() as conn:
+        await conn.execute("UPDATE organisations SET name = '新名称有限公司' WHERE account_id = $1",
+                           uuid.UUID(org.account_id))
+    _, page = await me(platform, org)
+    assert [s["outdated"] for s in page["seals"]] == [True]
