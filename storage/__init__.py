@@ -3,7 +3,8 @@
 from storage.accounts import PgAccounts
 from storage.ephemeral import RedisEphemeral, RedisLimiter, create_redis
 from storage.migrate import migrate, migrate_database
+from storage.oidc import PgOidc, SigningKeyRow
 from storage.pg import PgStore, create_pool
 
-__all__ = ["PgAccounts", "PgStore", "RedisEphemeral", "RedisLimiter", "create_pool",
-           "create_redis", "migrate", "migrate_database"]
+__all__ = ["PgAccounts", "PgOidc", "PgStore", "RedisEphemeral", "RedisLimiter", "SigningKeyRow",
+           "create_pool", "create_redis", "migrate", "migrate_database"]
