@@ -20,10 +20,13 @@ from typing import Any
 
 import attrs
 import orjson
+import structlog
 from joserfc.jwk import KeySet, RSAKey
 
-from flows.pii import Vault
+from flows.pii import Vault, VaultOpenError
 from storage import PgOidc, SigningKeyRow
+
+log = structlog.get_logger("web.oidc")
 
 ALG = "RS256"
 PURPOSE = "oidc_signing_key"
@@ -89,7 +92,12 @@ class Keyring:
         signing = next((r for r in rows if r.state == "current"), None)
         key = None
         if signing is not None and signing.private_sealed is not None:
-            key = RSAKey.import_key(orjson.loads(self.vault.open(PURPOSE,
-                                                                 signing.private_sealed)))
+            try:
+                key = RSAKey.import_key(orjson.loads(self.vault.open(
+                    PURPOSE, signing.private_sealed)))
+            except VaultOpenError as exc:
+                # Sealed under a vault key this server does not have: it signs nothing
+                # (the token endpoint answers 503) rather than stop the whole platform.
+                log.error("oidc_signing_key_unreadable", kid=signing.kid, reason=str(exc))
         return KeySnapshot(published=tuple(r.public_jwk for r in rows),
                            signing_kid=signing.kid if signing else None, signing_key=key)

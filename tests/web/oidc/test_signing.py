@@ -63,3 +63,15 @@ async def test_rotating_without_a_next_key_changes_nothing(oidc: Platform) -> No
     before = [(r.kid, r.state) for r in await provider.store.all_keys()]
     assert await provider.store.rotate(clock.now(), TOKEN_LIFETIME) is None
     assert [(r.kid, r.state) for r in await provider.store.all_keys()] == before
+
+
+async def test_a_key_sealed_under_another_vault_key_signs_nothing(oidc: Platform) -> None:
+    from flows.pii import Vault, generate_keys
+    from web.oidc.signing import Keyring
+
+    generated = generate_keys()
+    other = Vault.from_config(generated["enc_key_b64"], generated["index_key_b64"])
+    provider = oidc.app[OIDC]
+    snapshot = await Keyring(provider.store, other).current(oidc.app[keys.CLOCK].now())
+    assert snapshot.signing_key is None
+    assert snapshot.published  # still published: relying parties verify what it signed
