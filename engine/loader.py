@@ -1356,33 +1356,58 @@ def _limit(lim: dict[str, Any]) -> Limit:
                  if lim["error"] else None)
 
 
-def check_text(text: str, filename: str = "flows.yaml",
-               registry: Registry | None = None) -> tuple[dict[str, dict[str, Any]],
-                                                          list[Diagnostic]]:
-    """Check a flows file; return canonical content per flow and every diagnostic."""
-    pos = _Positions(filename)
+class Positions(_Positions):
+    """Where each value and key of a document read by ``read_positioned`` stands."""
+
+    def diagnostic(self, path: Path, message: str, *, key: bool = False) -> Diagnostic:
+        """A diagnostic at the value (or the key) at ``path``, or its nearest parent."""
+        line, col = self.at(path, key=key)
+        return Diagnostic(self.filename, line, col, message)
+
+
+def read_positioned(text: str, filename: str) -> tuple[Positions | None, Any,
+                                                       list[Diagnostic]]:
+    """Parse YAML into plain values, remembering where each stands.
+
+    Return the positions (None when the text is no YAML document at all), the values,
+    and every problem found reading them. Other configuration files (systems.yaml) are
+    read this way, so their diagnostics are ``file:line:col`` like the flows file's.
+    """
+    pos = Positions(filename)
     diags: list[Diagnostic] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         bare = _bare_guard(text, filename, exc)
         if bare is not None:
-            return {}, [bare]
+            return None, None, [bare]
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        return {}, [Diagnostic(filename, line, col, f"YAML syntax: {problem}")]
+        return None, None, [Diagnostic(filename, line, col, f"YAML syntax: {problem}")]
     except yaml.YAMLError as exc:
-        return {}, [Diagnostic(filename, 1, 1, f"YAML syntax: {exc}")]
+        return None, None, [Diagnostic(filename, 1, 1, f"YAML syntax: {exc}")]
     except RecursionError:
-        return {}, [Diagnostic(filename, 1, 1, "YAML: the document is nested too deeply")]
+        return None, None, [Diagnostic(filename, 1, 1,
+                                       "YAML: the document is nested too deeply")]
     try:
         doc = _Reader(pos, diags).plain(node, ()) if node is not None else None
     except _TooLarge:
-        return {}, [Diagnostic(filename, 1, 1, "YAML: the document expands (through "
-                               f"aliases) to more than {_MAX_NODES} values")]
+        return None, None, [Diagnostic(filename, 1, 1, "YAML: the document expands (through "
+                                       f"aliases) to more than {_MAX_NODES} values")]
     except RecursionError:
-        return {}, [Diagnostic(filename, 1, 1, "YAML: the document is nested too deeply")]
+        return None, None, [Diagnostic(filename, 1, 1,
+                                       "YAML: the document is nested too deeply")]
+    return pos, doc, diags
+
+
+def check_text(text: str, filename: str = "flows.yaml",
+               registry: Registry | None = None) -> tuple[dict[str, dict[str, Any]],
+                                                          list[Diagnostic]]:
+    """Check a flows file; return canonical content per flow and every diagnostic."""
+    pos, doc, diags = read_positioned(text, filename)
+    if pos is None:
+        return {}, diags
     checker = _Checker(pos, registry)
     checker.diags.extend(diags)
     content = checker.document(doc)

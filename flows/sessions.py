@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,11 @@ import attrs
 from flows.ports import Ephemeral
 
 _GENERATION_TTL = timedelta(days=60)
+
+
+def strings(values: Iterable[str]) -> tuple[str, ...]:
+    """A tuple of text, from the list JSON gives back."""
+    return tuple(str(v) for v in values)
 
 
 @attrs.frozen
@@ -32,6 +38,9 @@ class Session:
     agent_id: str | None = None
     generation: int = 0
     must_change_password: bool = False
+    # How the person proved who they are (RFC 8176 names): pwd, and sms for the code
+    # an organisation's agent received. What single sign-on tells business systems.
+    amr: tuple[str, ...] = attrs.field(default=("pwd",), converter=strings)
 
     @property
     def actor(self) -> str:
@@ -60,13 +69,14 @@ class Sessions:
 
     async def create(self, *, account_id: str, kind: str, display_name: str, now: datetime,
                      agent_id: str | None = None,
-                     must_change_password: bool = False) -> str:
+                     must_change_password: bool = False,
+                     amr: tuple[str, ...] = ("pwd",)) -> str:
         """Start a session; return its token (shown once, to the client only)."""
         token = secrets.token_urlsafe(32)
         session = Session(account_id=account_id, kind=kind, display_name=display_name,
                           created_at=now.isoformat(), agent_id=agent_id,
                           generation=await self._generation(account_id),
-                          must_change_password=must_change_password)
+                          must_change_password=must_change_password, amr=amr)
         await self.ephemeral.put(_key(token), json.dumps(attrs.asdict(session)).encode(),
                                  self.ttl)
         return token
@@ -74,21 +84,17 @@ class Sessions:
     async def get(self, token: str) -> Session | None:
         if not token or len(token) > 200:
             return None
-        raw = await self.ephemeral.get(_key(token))
+        return await self.by_ref(ref(token))
+
+    async def by_ref(self, session_ref: str) -> Session | None:
+        """The session ``ref(token)`` names, if it is still valid: how a step's actions
+        (``ActionInput.session``) and a token handed to a business system are checked
+        against the session they came from."""
+        raw = await self.ephemeral.get(f"session:{session_ref}")
         if raw is None:
             return None
         data: dict[str, Any] = json.loads(raw)
         session = Session(**data)
-        if session.generation != await self._generation(session.account_id):
-            return None
-        return session
-
-    async def by_ref(self, session_ref: str) -> Session | None:
-        """The valid session ``ref(token)`` names (``ActionInput.session``), if any."""
-        raw = await self.ephemeral.get(f"session:{session_ref}")
-        if raw is None:
-            return None
-        session = Session(**json.loads(raw))
         if session.generation != await self._generation(session.account_id):
             return None
         return session

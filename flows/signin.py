@@ -206,9 +206,12 @@ async def start_session(a: ActionInput) -> dict[str, Any]:
     account = await _signed_in_account(a)
     agent = a.context.get("facts", {}).get("check_agent_code") or a.facts.get(
         "check_agent_code")
+    agent_id = agent.get("agent_id") if isinstance(agent, dict) else None
     token = await s.sessions.create(
         account_id=account.id, kind=account.kind, display_name=account.display_name,
-        now=a.now, agent_id=agent.get("agent_id") if isinstance(agent, dict) else None)
+        now=a.now, agent_id=agent_id,
+        # Every sign-in checks a password; an agent's sign-in also a code sent by SMS.
+        amr=("pwd", "sms") if agent_id else ("pwd",))
     a.reply("session", token)
     return {"signed_in": account.kind}
 

@@ -7,6 +7,7 @@ Tests talk to the real servers (DATABASE_URL / REDIS_URL, else the local ones on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 import redis.asyncio as aioredis
 import structlog
@@ -200,10 +202,11 @@ def app(settings: Settings, clock: FrozenClock) -> Iterator[web.Application]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-async def platform(database_url: str, redis_prefix: str,
-                   clock: FrozenClock) -> AsyncIterator[Any]:
-    """The whole platform on the real flows.yaml, served over HTTP on a known port."""
+@contextlib.asynccontextmanager
+async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenClock,
+                         **overrides: Any) -> AsyncIterator[Any]:
+    """The whole platform on the real flows.yaml, served over HTTP on a known port;
+    ``overrides``: settings that differ (a systems file of the test's own)."""
     from aiohttp.test_utils import TestClient, TestServer, unused_port
 
     from tests.platform import Platform
@@ -215,6 +218,7 @@ async def platform(database_url: str, redis_prefix: str,
                         workers=False, log_format="console", pool_max=20, port=port,
                         public_url=f"http://127.0.0.1:{port}",
                         argon2_memory_kib=1024, argon2_time_cost=1)
+    settings = attrs.evolve(settings, **overrides)
     app = create_app(settings, clock=clock)
     unknown = watch_problem_types(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=port))
@@ -230,3 +234,11 @@ async def platform(database_url: str, redis_prefix: str,
             await cleaner.delete(*stale)
         await cleaner.aclose()
     assert unknown == [], f"problem answers with no page under /problems/: {unknown}"
+
+
+@pytest.fixture
+async def platform(database_url: str, redis_prefix: str,
+                   clock: FrozenClock) -> AsyncIterator[Any]:
+    """The whole platform on the real flows.yaml, served over HTTP on a known port."""
+    async with serve_platform(database_url, redis_prefix, clock) as served:
+        yield served

@@ -36,6 +36,7 @@ from web.logs import quiet_malformed_requests
 from web.me import me_routes
 from web.metrics import Metrics
 from web.middleware import problems, request_context
+from web.oidc import load_systems, oidc_context, oidc_routes
 from web.outages import dependency_of
 from web.platform import build_services
 from web.problems import HttpProblem, problem_response
@@ -148,15 +149,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                                                      app[keys.REGISTRY])
     except DefinitionError as exc:
         flows = exc
+    # An invalid systems file does not serve: no system is better than a wrong one.
+    systems = load_systems(settings.systems_path)
     # One cleanup context per resource: each stops if and only if it started.
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_runtime(flows))
+    app.cleanup_ctx.append(oidc_context(systems))
     app.add_routes(routes)
     app.add_routes(callback_routes)
     app.add_routes(admin_routes)
     app.add_routes(me_routes)
     app.add_routes(seal_routes)
+    app.add_routes(oidc_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.metrics_public:

@@ -461,6 +461,23 @@ ADVICE: dict[str, tuple[str, str]] = {
     "prefill_not_object": ("prefill 应为 {字段: 值} 形式的对象。",
                            "Send prefill as an object of field values."),
     "not_signed_in": ("请先登录。", "Sign in first."),
+    # -- the OpenID Connect provider (web/oidc/)
+    "authorize_request_invalid": (
+        "业务系统发来的登录请求有误（未登记的系统或回调地址）：请联系该系统的管理员；"
+        "系统管理员请对照 systems.yaml 检查 client_id 与 redirect_uri。",
+        "The system sent an invalid sign-in request (an unregistered system or redirect "
+        "URI): tell the system's administrators; they check client_id and redirect_uri "
+        "against systems.yaml."),
+    "authorize_request_unknown": (
+        "登录请求已用过或已过期（15 分钟）：回到业务系统重新进入。",
+        "The sign-in request was used or has expired (15 minutes): go back to the system "
+        "and enter again."),
+    "authorize_request_other_device": (
+        "请在发起登录的同一浏览器中完成登录，或从业务系统重新进入。",
+        "Finish signing in in the browser that started it, or enter from the system again."),
+    "oidc_no_signing_key": (
+        "运维人员请运行 flowctl signing-keys new 生成签名密钥。",
+        "Operators: make a signing key with flowctl signing-keys new."),
     "admin_only": ("请使用后台管理员账号登录。", "Sign in as an administrator."),
     "query_invalid": ("按提示修改查询参数。", "Correct the query parameter as the message says."),
     "callback_unknown": ("回调地址只有 /api/callbacks/face 和 /api/callbacks/payment。",

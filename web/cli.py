@@ -517,6 +517,20 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_systems(args: argparse.Namespace, settings: Settings) -> int:
+    """List the business systems of systems.yaml (linted); make a client secret."""
+    from web.oidc.cli import cmd_systems as run
+
+    return run(args, settings, _database)
+
+
+def cmd_signing_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """The OpenID Connect provider's signing keys: list, new, rotate."""
+    from web.oidc.cli import cmd_signing_keys as run
+
+    return run(args, settings, _database)
+
+
 def cmd_ref(args: argparse.Namespace, settings: Settings) -> int:
     """Print how log lines name these instances (their ids never appear in logs)."""
     for instance_id in args.instance_ids:
@@ -627,6 +641,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("keys", help="print a new pair of personal-data keys for production")
     # Needs no settings: it is how a configuration refused for its keys gets new ones.
     p.set_defaults(fn=cmd_keys, settings=False)
+
+    systems = sub.add_parser("systems", help="the business systems of systems.yaml (linted, "
+                                             "file:line:col); `secret ID` makes a secret")
+    systems.set_defaults(fn=cmd_systems)
+    keys = sub.add_parser("signing-keys", help="the OpenID Connect signing keys: list, new, "
+                                               "rotate")
+    keys.set_defaults(fn=cmd_signing_keys)
+    from web.oidc.cli import add_arguments as oidc_arguments
+
+    oidc_arguments(systems, keys)
 
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")

@@ -79,6 +79,65 @@ _INSTANCE_LINKS = {
     for name in ("getFlow", "submit", "history", "verify", "captcha")
 }
 
+_OAUTH_ERROR = {"description": "An OAuth error: {error, error_description} (RFC 6749 5.2)",
+                "content": {"application/json": {}}}
+_REDIRECT = {"description": "To the relying party's redirect URI (a code, or error=...), "
+                            "or to /login?authorize=<id> to sign in first",
+             "headers": {"Location": {"schema": {"type": "string"}}}}
+_USERINFO = {
+    "summary": "Claims about the access token's person (Authorization: Bearer)",
+    "responses": {"200": {"description": "sub, kind, amr, auth_time; name (profile); org "
+                                         "and act for an organisation; personal data "
+                                         "only through its scope, audited"},
+                  "401": _OAUTH_ERROR}}
+_SSO_PATHS: dict[str, Any] = {
+    "/.well-known/openid-configuration": {"get": {
+        "operationId": "openidConfiguration", "tags": ["single sign-on"],
+        "summary": "OpenID Connect discovery",
+        "responses": {"200": {"description": "The provider's metadata"}}}},
+    "/.well-known/jwks.json": {"get": {
+        "operationId": "jwks", "tags": ["single sign-on"],
+        "summary": "The signing keys' public parts: the next, the current, and retired "
+                   "ones while their tokens live",
+        "responses": {"200": {"description": "A JWK set"}}}},
+    "/authorize": {"get": {
+        "operationId": "authorize", "tags": ["single sign-on"],
+        "summary": "Authorization endpoint: code flow, PKCE S256 and a nonce required",
+        "responses": {"302": _REDIRECT,
+                      "400": _problem("Unknown system or unregistered redirect_uri: a "
+                                      "page, never a redirect")}}},
+    "/authorize/resume": {"get": {
+        "operationId": "resumeAuthorization", "tags": ["single sign-on"],
+        "summary": "Go on with a stored authorization request once signed in (same "
+                   "browser only)",
+        "parameters": [{"name": "id", "in": "query", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"302": _REDIRECT,
+                      "403": _problem("The request belongs to another browser"),
+                      "404": _problem("Unknown, used or expired request")}}},
+    "/token": {"post": {
+        "operationId": "token", "tags": ["single sign-on"],
+        "summary": "Token endpoint: a code and its PKCE verifier for an ID token and an "
+                   "access token (client_secret_basic, client_secret_post, or none for "
+                   "public clients)",
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+        "responses": {"200": {"description": "access_token, id_token, expires_in"},
+                      "400": _OAUTH_ERROR, "401": _OAUTH_ERROR,
+                      "503": _problem("No signing key is in force")}}},
+    "/userinfo": {"get": {"operationId": "userinfo", "tags": ["single sign-on"],
+                          **_USERINFO},
+                  "post": {"operationId": "userinfoPost", "tags": ["single sign-on"],
+                           **_USERINFO}},
+    "/api/hall": {"get": {
+        "operationId": "hall", "tags": ["single sign-on"],
+        "summary": "The service hall: the systems this account may enter, with the URL "
+                   "that starts each one's sign-in",
+        "responses": {"200": {"description": "The systems"},
+                      "401": _problem("Not signed in")}}},
+}
+
+
 _ERRORS = {
     "400": _problem("Malformed JSON, a body that is not an object, or a bad header"),
     "403": _problem("The flow needs a signed-in account or administrator, or is another's"),
@@ -295,6 +354,9 @@ def document(flows: FlowSet | None = None,
                  {"name": "instances", "description": "Read and step a started flow"},
                  {"name": "session", "description": "Who is signed in"},
                  {"name": "providers", "description": "Callbacks and the branch directory"},
+                 {"name": "single sign-on", "description": "The OpenID Connect provider "
+                                                           "and the service hall "
+                                                           "(docs/oidc.md)"},
                  {"name": "back office", "description": "Administrators only"},
                  {"name": "seals", "description": "The signed-in account's seal images"},
                  {"name": "operations", "description": "Health, readiness, metrics"},
@@ -371,6 +433,7 @@ def document(flows: FlowSet | None = None,
             "/api/session/logout": {"post": {
                 "operationId": "logout", "tags": ["session"], "summary": "End this session",
                 "responses": {"200": {"description": "Signed out"}}}},
+            **_SSO_PATHS,
             "/api/callbacks/{provider}": {"post": {
                 "operationId": "providerCallback", "tags": ["providers"],
                 "summary": "A provider's signed callback (face result, credited deposit)",

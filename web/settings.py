@@ -215,6 +215,9 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "flows:"
     flows_file: str = "flows.yaml"
+    # The business systems this provider signs people into; None: systems.yaml beside
+    # the flows file.
+    systems_file: str | None = None
     flow_modules: tuple[str, ...] = ("flows",)
     host: str = "127.0.0.1"
     port: int = 8080
@@ -263,6 +266,12 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     # Provider settings (SMS_PROVIDER, FACE_URL, CALLBACK_SECRET, ...), passed through.
     providers: dict[str, str] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def systems_path(self) -> str:
+        """SYSTEMS_FILE, else systems.yaml in the flows file's folder."""
+        return self.systems_file or os.path.join(os.path.dirname(self.flows_file),
+                                                 "systems.yaml")
 
     @property
     def production(self) -> bool:
@@ -330,6 +339,7 @@ class Settings:
                             need_host=False),
             redis_prefix=r.text("REDIS_PREFIX", "flows:"),
             flows_file=r.text("FLOWS_FILE", "flows.yaml"),
+            systems_file=r.optional("SYSTEMS_FILE"),
             flow_modules=r.names("FLOW_MODULES", ("flows",), _MODULE,
                                  "comma-separated Python module names"),
             host=(r.optional("HOST") or "127.0.0.1"),

@@ -1,0 +1,49 @@
+"""The OpenID Connect provider and the service hall (SPEC 11).
+
+Business systems are configured in ``systems.yaml`` (``web.oidc.systems``); signing keys
+and client secrets are in PostgreSQL (``storage.oidc``); codes, tokens and waiting
+authorization requests in Redis (``web.oidc.provider``). docs/oidc.md describes it all
+for relying parties and operators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from aiohttp import web
+
+from storage import PgOidc
+from web.keys import CLOCK, POOL, SERVICES, SETTINGS
+from web.oidc.routes import oidc_routes
+from web.oidc.signing import Keyring, add_new_key
+from web.oidc.state import OIDC, Provider
+from web.oidc.systems import System, Systems, check_systems_text, load_systems
+from web.platform import public_url
+
+log = structlog.get_logger("web.oidc")
+
+__all__ = ["OIDC", "Provider", "System", "Systems", "check_systems_text", "load_systems",
+           "oidc_context", "oidc_routes"]
+
+
+def oidc_context(systems: Systems) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The provider, once the services are up; in development, its first signing key."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        store = PgOidc(app[POOL])
+        vault = app[SERVICES].vault
+        now = app[CLOCK].now()
+        if settings.environment == "development":
+            kid, state = await add_new_key(store, vault, now, first_only=True)
+            if state is not None:
+                log.info("oidc_signing_key_created", kid=kid)
+        keyring = Keyring(store, vault)
+        if (await keyring.current(now)).signing_key is None:
+            log.error("oidc_no_signing_key", hint="flowctl signing-keys new")
+        app[OIDC] = Provider(systems=systems, keyring=keyring, store=store,
+                             issuer=public_url(settings))
+        yield
+
+    return context
