@@ -6,6 +6,7 @@
 
 from engine import Registry
 from flows import (
+    agents,
     backoffice,
     captcha,
     common,
@@ -25,7 +26,7 @@ from flows import (
 
 def register(registry: Registry) -> None:
     for module in (common, identity, passwords, policies, captcha, sms, signin, face,
-                   personal, legal, verification, backoffice, profile, phones):
+                   personal, legal, verification, backoffice, profile, phones, agents):
         module.register(registry)
 
 
