@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import attrs
 
+from engine import FrozenClock
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.flows.test_legal import errors_of, field
 from tests.flows.test_legal import sign_in as legal_sign_in
@@ -68,6 +70,10 @@ async def new_agent(p: Platform, org: Who, name: str = "李四") -> AgentWho:
         now=p.app[keys.CLOCK].now())
     async with p.app[keys.POOL].acquire() as conn, conn.transaction():
         assert await write(conn) is None
+    # Agents are listed in the order they were added: the clock is frozen otherwise.
+    clock = p.app[keys.CLOCK]
+    assert isinstance(clock, FrozenClock)
+    clock.advance(timedelta(seconds=1))
     token = await _session(p, org.account_id, "organisation", ORG_NAME, agent_id)
     return AgentWho(agent_id, name, phone, token)
 
