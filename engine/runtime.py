@@ -180,7 +180,9 @@ class Runtime:
     # -- starting ----------------------------------------------------------------
     async def start(self, name: str, prefill: Mapping[str, Any] | None = None, *,
                     actor: str = "anonymous", idempotency_key: str | None = None,
-                    client: str | None = None) -> StepOutcome:
+                    client: str | None = None, session: str | None = None) -> StepOutcome:
+        """Start an instance of the flow; ``session``: the caller's signed-in session as
+        the web layer names it, for the initial state's actions (as ``advance`` has it)."""
         flow = self.current(name)
         check_access(flow, actor)
         values = check_prefill(flow, prefill or {}, self.registry, self.clock.now())
@@ -199,7 +201,8 @@ class Runtime:
         ai = ActionInput(instance_id=instance_id, flow=flow.name, seq=1, state=flow.initial,
                          trigger="start", context=initial_context(values, {}), input=values,
                          now=now, services=self.services, actor=actor, client=client,
-                         owner=actor, policies=flow.policies, sealer=self.sealer)
+                         owner=actor, policies=flow.policies, sealer=self.sealer,
+                         session=session)
         effects = await self._run_actions(state.on_enter, ai)
         first = begin(flow, instance_id, values, effects, actor=actor, now=now)
         instance, event = first.instance, first.event

@@ -78,7 +78,7 @@ class ActionInput:
     action: str = ""
     params: Mapping[str, Any] = attrs.field(factory=dict)
     # The caller's signed-in session as the web layer names it (opaque to the engine);
-    # None for the clock, a provider, a start, or nobody signed in.
+    # None for the clock, a provider, or nobody signed in.
     session: str | None = None
 
     @property

@@ -6,6 +6,7 @@
 
 from engine import Registry
 from flows import (
+    agents,
     backoffice,
     captcha,
     center,
@@ -29,7 +30,7 @@ from flows import (
 def register(registry: Registry) -> None:
     for module in (common, center, identity, passwords, policies, captcha, sms, signin, face,
                    personal, legal, verification, backoffice, profile, phones,
-                   certification, seals):
+                   certification, seals, agents):
         module.register(registry)
 
 

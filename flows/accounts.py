@@ -11,11 +11,22 @@ so neither layer imports the other (docs/design.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from engine.values import Write
+
+# An agent write (add, remove, hand over the primary role): like a ``Write``, run in the
+# step's transaction, but it answers None when done, or why it refused, having changed
+# nothing: ``"not_primary"`` (the acting agent is not the primary one, or no longer an
+# agent), ``"agent_unknown"`` (no such agent in this organisation), ``"agent_is_primary"``
+# (the agent named is the primary one). It first locks the organisation's row, so the
+# agent writes of one organisation take turns and each sees the last one's result.
+AgentWrite = Callable[[Any], Awaitable[str | None]]
+NOT_PRIMARY = "not_primary"
+AGENT_UNKNOWN = "agent_unknown"
+AGENT_IS_PRIMARY = "agent_is_primary"
 
 
 class Account(Protocol):
@@ -115,6 +126,11 @@ class Accounts(Protocol):
 
     async def agents(self, organisation_id: str) -> Sequence[Agent]: ...
 
+    async def agent_with(self, organisation_id: str, *, phone_index: bytes | None = None,
+                         id_number_index: bytes | None = None) -> Agent | None:
+        """The organisation's agent with this phone (index), or with this ID number."""
+        ...
+
     async def organisations_of_agent_phone(self, phone_index: bytes) -> Sequence[Account]:
         """Organisation accounts where this phone belongs to an agent."""
         ...
@@ -141,6 +157,24 @@ class Accounts(Protocol):
                             agent_id: str, agent_name: str, agent_id_sealed: bytes,
                             agent_id_index: bytes, agent_phone_sealed: bytes,
                             agent_phone_index: bytes, now: datetime) -> Write: ...
+
+    def add_agent(self, organisation_id: str, *, acting_agent_id: str, agent_id: str,
+                  name: str, id_number_sealed: bytes, id_number_index: bytes,
+                  phone_sealed: bytes, phone_index: bytes, now: datetime) -> AgentWrite:
+        """A new, ordinary agent; its phone or ID number already an agent's of the
+        organisation hits ``agents_organisation_id_phone_index_key`` or
+        ``agents_one_person``."""
+        ...
+
+    def remove_agent(self, organisation_id: str, *, acting_agent_id: str,
+                     agent_id: str) -> AgentWrite:
+        """Remove an agent that is not the primary one."""
+        ...
+
+    def transfer_primary(self, organisation_id: str, *, acting_agent_id: str,
+                         to_agent_id: str) -> AgentWrite:
+        """The acting (primary) agent becomes an ordinary one, ``to_agent_id`` primary."""
+        ...
 
     def set_password(self, account_id: str, password_hash: str, *, must_change: bool,
                      now: datetime) -> Write: ...

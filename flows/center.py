@@ -37,6 +37,9 @@ AUDIENCES = {
     "seal_room": "Accounts that may make one more seal: a person without one, an "
                  "organisation with fewer than its cap.",
     "seal_holder": "Accounts that hold at least one seal.",
+    "primary_agent": "Organisations signed in as their primary agent (SPEC 10.3).",
+    "primary_agent_with_agents": "Organisations signed in as their primary agent, with "
+                                 "other agents to remove or hand the role to.",
 }
 
 # How an organisation was verified (organisations.verified_by), as the page names it.
@@ -49,14 +52,19 @@ VERIFIED = {"zh": "已认证", "en": "Verified"}
 UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
 
 
-def audiences_of(kind: str, *, verified: bool | None = None,
-                 seals: int = 0) -> tuple[str, ...]:
+def audiences_of(kind: str, *, verified: bool | None = None, seals: int = 0,
+                 primary: bool = False, agents: int = 0) -> tuple[str, ...]:
     """The audiences an account belongs to, narrowest first: its kind (with an
-    organisation's status), and what it may do with seals (``seals``: how many it has)."""
+    organisation's status), what it may do with seals (``seals``: how many it has), and
+    for an organisation signed in as its ``primary`` agent, with its other agents."""
     found: tuple[str, ...] = (kind,)
     if kind == "organisation":
         status = "organisation:verified" if verified else "organisation:unverified"
         found = (status, "organisation")
+        if primary:
+            found += ("primary_agent",)
+            if agents > 1:
+                found += ("primary_agent_with_agents",)
     kind_of_seal = seal_kind(kind)
     if kind_of_seal is not None and seals < (ORGANISATION_SEALS if kind_of_seal == "round"
                                              else 1):
@@ -174,8 +182,11 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
                         or account.display_name).split())
     for seal in page["seals"]:
         seal["outdated"] = seal["text"] != in_force
+    agents = page.get("organisation", {}).get("agents", [])
+    primary = any(a["primary"] and a["signed_in"] for a in agents)
     page["flows"] = offered(flows, audiences_of(account.kind, verified=verified,
-                                                seals=len(held)),
+                                                seals=len(held), primary=primary,
+                                                agents=len(agents)),
                             under_way=under_way)
     return page
 

@@ -23,6 +23,11 @@ class Ephemeral(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        """Several values in one round trip, in order (not one atomic read: the keys
+        need not share a Redis Cluster slot)."""
+        ...
+
     async def take(self, key: str) -> bytes | None:
         """Return and delete in one step: what single-use values need."""
         ...

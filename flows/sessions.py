@@ -5,7 +5,15 @@ an account (after a password reset) bumps the account's generation: sessions mad
 under an older generation are no longer valid, wherever they are. Ending the *other*
 sessions (after the account's own password or phone changed) bumps it too, and moves
 the one session that asked into the new generation: ``ref(token)`` names a session
-without its token, which the web layer hands the step (``ActionInput.session``).
+without its token, which the web layer hands the step (``ActionInput.session``), and
+``by_ref`` finds it again.
+
+An organisation's session carries the agent who signed in. Removing the agent ends
+its sessions for that organisation at once (``end_agent``): a mark under the agent's
+id (agent ids are never reused) that every look-up reads in the same round trip as the
+account's generation. A mark, not a generation the session copies when it is made: a
+sign-in that checked the agent's code just before the removal committed, and makes its
+session just after, makes a session that is dead already.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ import attrs
 
 from flows.ports import Ephemeral
 
+# Outlives every session (hours) by far.
 _GENERATION_TTL = timedelta(days=60)
+# A session's ref: the hex SHA-256 of its token.
+_REF_LENGTH = 64
 
 
 def strings(values: Iterable[str]) -> tuple[str, ...]:
@@ -58,6 +69,10 @@ def _key(token: str) -> str:
     return "session:" + ref(token)
 
 
+def _agent_gone(agent_id: str) -> str:
+    return f"agent_gone:{agent_id}"
+
+
 class Sessions:
     def __init__(self, ephemeral: Ephemeral, *, ttl: timedelta = timedelta(hours=8)) -> None:
         self.ephemeral = ephemeral
@@ -84,18 +99,28 @@ class Sessions:
     async def get(self, token: str) -> Session | None:
         if not token or len(token) > 200:
             return None
-        return await self.by_ref(ref(token))
+        return await self._valid(await self.ephemeral.get(_key(token)))
 
-    async def by_ref(self, session_ref: str) -> Session | None:
-        """The session ``ref(token)`` names, if it is still valid: how a step's actions
-        (``ActionInput.session``) and a token handed to a business system are checked
-        against the session they came from."""
-        raw = await self.ephemeral.get(f"session:{session_ref}")
+    async def by_ref(self, session_ref: str | None) -> Session | None:
+        """The valid session ``ref(token)`` names (``ActionInput.session``), if any."""
+        if not session_ref or len(session_ref) != _REF_LENGTH:
+            return None
+        return await self._valid(await self.ephemeral.get(f"session:{session_ref}"))
+
+    async def _valid(self, raw: bytes | None) -> Session | None:
+        """The stored session, unless the account's generation moved on or its agent
+        was removed: one more round trip either way."""
         if raw is None:
             return None
         data: dict[str, Any] = json.loads(raw)
         session = Session(**data)
-        if session.generation != await self._generation(session.account_id):
+        keys = [f"session_gen:{session.account_id}"]
+        if session.agent_id is not None:
+            keys.append(_agent_gone(session.agent_id))
+        found = await self.ephemeral.get_many(*keys)
+        if session.generation != (int(found[0]) if found[0] else 0):
+            return None
+        if session.agent_id is not None and found[1] is not None:
             return None
         return session
 
@@ -105,6 +130,11 @@ class Sessions:
     async def end_all(self, account_id: str) -> None:
         """End every session of an account, in every process."""
         await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
+
+    async def end_agent(self, agent_id: str) -> None:
+        """End every session of an agent (of the one organisation the agent id is of),
+        in every process, and every session made for the agent from now on."""
+        await self.ephemeral.put(_agent_gone(agent_id), b"1", _GENERATION_TTL)
 
     async def end_others(self, account_id: str, keep: str | None) -> bool:
         """End every session of an account but the one ``keep`` names (``ref(token)``);

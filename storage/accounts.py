@@ -6,7 +6,7 @@ Implements the ``Accounts`` port of flows/ structurally (without importing flows
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,9 @@ import attrs
 
 from engine import ConcurrencyConflict, DuplicateKey
 from engine.values import Write
+
+# An agent write: None when done, else why it was refused (nothing was changed).
+AgentWrite = Callable[[asyncpg.Connection], Awaitable[str | None]]
 
 
 @attrs.frozen
@@ -86,6 +89,15 @@ def _uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+# The constraints that keep exactly one primary agent (0007_agents.sql).
+_PRIMARY_CONSTRAINTS = ("agents_one_primary", "agents_primary_required")
+
+# What an agent write found in its locked transaction, refusing it (flows.accounts).
+NOT_PRIMARY = "not_primary"
+AGENT_UNKNOWN = "agent_unknown"
+AGENT_IS_PRIMARY = "agent_is_primary"
+
+
 async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
     """Run a write; a unique key already taken becomes DuplicateKey naming it."""
     try:
@@ -94,6 +106,31 @@ async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
         raise DuplicateKey(f"already registered ({exc.constraint_name})",
                            constraint=exc.constraint_name) from None
     return status
+
+
+async def _lock_organisation(conn: asyncpg.Connection, organisation: uuid.UUID,
+                             acting_agent: uuid.UUID) -> str | None:
+    """Lock the organisation's row, so its agent writes take turns; then whether the
+    acting agent is still its primary one (None: it is)."""
+    await conn.execute("SELECT 1 FROM organisations WHERE account_id = $1 FOR UPDATE",
+                       organisation)
+    primary = await conn.fetchval(
+        "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
+        acting_agent, organisation)
+    return None if primary else NOT_PRIMARY
+
+
+async def _exactly_one_primary(conn: asyncpg.Connection) -> None:
+    """Check the deferred constraints now, inside the write, not at the commit: the
+    organisation's row is locked, so only another writer that skipped the lock can make
+    them fail, and that is a race lost (409), not a 500 at the commit."""
+    try:
+        await conn.execute(f"SET CONSTRAINTS {', '.join(_PRIMARY_CONSTRAINTS)} IMMEDIATE")
+    except (asyncpg.ExclusionViolationError, asyncpg.CheckViolationError) as exc:
+        if exc.constraint_name not in _PRIMARY_CONSTRAINTS:
+            raise
+        raise ConcurrencyConflict(f"agents changed meanwhile ({exc.constraint_name})") \
+            from None
 
 
 class PgAccounts:
@@ -164,6 +201,23 @@ class PgAccounts:
                          name=r["name"], phone_sealed=r["phone_sealed"],
                          is_primary=r["is_primary"]) for r in rows]
 
+    async def agent_with(self, organisation_id: str, *, phone_index: bytes | None = None,
+                         id_number_index: bytes | None = None) -> AgentRow | None:
+        """The organisation's agent with this phone, or else with this ID number."""
+        key = _uuid(organisation_id)
+        if key is None:
+            return None
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow(
+                "SELECT id, organisation_id, name, phone_sealed, is_primary FROM agents"
+                " WHERE organisation_id = $1 AND (phone_index = $2 OR id_number_index = $3)"
+                " LIMIT 1", key, phone_index, id_number_index)
+        if r is None:
+            return None
+        return AgentRow(id=str(r["id"]), organisation_id=str(r["organisation_id"]),
+                        name=r["name"], phone_sealed=r["phone_sealed"],
+                        is_primary=r["is_primary"])
+
     async def organisations_of_agent_phone(self, phone_index: bytes) -> list[AccountRow]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -231,6 +285,70 @@ class PgAccounts:
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,true,$8)",
                 uuid.UUID(agent_id), uuid.UUID(account_id), agent_name, agent_id_sealed,
                 agent_id_index, agent_phone_sealed, agent_phone_index, now)
+        return write
+
+    def add_agent(self, organisation_id: str, *, acting_agent_id: str, agent_id: str,
+                  name: str, id_number_sealed: bytes, id_number_index: bytes,
+                  phone_sealed: bytes, phone_index: bytes,
+                  now: datetime) -> AgentWrite:
+        async def write(conn: asyncpg.Connection) -> str | None:
+            org = uuid.UUID(organisation_id)
+            refused = await _lock_organisation(conn, org, uuid.UUID(acting_agent_id))
+            if refused:
+                return refused
+            await _execute(
+                conn,
+                "INSERT INTO agents (id, organisation_id, name, id_number_sealed,"
+                " id_number_index, phone_sealed, phone_index, is_primary, created_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,false,$8)",
+                uuid.UUID(agent_id), org, name, id_number_sealed, id_number_index,
+                phone_sealed, phone_index, now)
+            await _exactly_one_primary(conn)
+            return None
+        return write
+
+    def remove_agent(self, organisation_id: str, *, acting_agent_id: str,
+                     agent_id: str) -> AgentWrite:
+        async def write(conn: asyncpg.Connection) -> str | None:
+            org, target = uuid.UUID(organisation_id), _uuid(agent_id)
+            refused = await _lock_organisation(conn, org, uuid.UUID(acting_agent_id))
+            if refused:
+                return refused
+            primary = None if target is None else await conn.fetchval(
+                "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
+                target, org)
+            if primary is None:
+                return AGENT_UNKNOWN
+            if primary:
+                return AGENT_IS_PRIMARY
+            await conn.execute("DELETE FROM agents WHERE id = $1 AND organisation_id = $2",
+                               target, org)
+            await _exactly_one_primary(conn)
+            return None
+        return write
+
+    def transfer_primary(self, organisation_id: str, *, acting_agent_id: str,
+                         to_agent_id: str) -> AgentWrite:
+        async def write(conn: asyncpg.Connection) -> str | None:
+            org, acting, target = (uuid.UUID(organisation_id), uuid.UUID(acting_agent_id),
+                                   _uuid(to_agent_id))
+            refused = await _lock_organisation(conn, org, acting)
+            if refused:
+                return refused
+            primary = None if target is None else await conn.fetchval(
+                "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
+                target, org)
+            if primary is None:
+                return AGENT_UNKNOWN
+            if primary:  # the acting agent itself: nothing to hand over
+                return AGENT_IS_PRIMARY
+            # Demote and promote in one statement: the row order does not matter, the
+            # exclusion constraint being deferred.
+            await conn.execute(
+                "UPDATE agents SET is_primary = (id = $3)"
+                " WHERE organisation_id = $1 AND id IN ($2, $3)", org, acting, target)
+            await _exactly_one_primary(conn)
+            return None
         return write
 
     def set_password(self, account_id: str, password_hash: str, *, must_change: bool,

@@ -613,6 +613,22 @@ ADVICE: dict[str, tuple[str, str]] = {
                                              "desk."),
     "organisation_gone": ("企业账号已不存在，请联系服务台。",
                           "The organisation's account is gone: contact the service desk."),
+    # -- agent management (flows/agents.py)
+    "primary_agent_required": ("由本单位的主经办人登录后办理；主经办人可将身份移交给其他经办人。",
+                               "Have the organisation's primary agent sign in and do it; "
+                               "the primary agent can hand the role to another agent."),
+    "agent_phone_taken": ("该号码已是本单位的经办人，无需再添加；换一个号码。",
+                          "This number is one of the organisation's agents already; use "
+                          "another number."),
+    "agent_id_taken": ("此人已是本单位的经办人，无需再添加。",
+                       "This person is one of the organisation's agents already."),
+    "agent_unknown": ("经办人列表已变化：重新开始办理，从新的列表中选择。",
+                      "The list of agents changed: start again and choose from the new "
+                      "list."),
+    "agent_is_primary": ("先通过变更主经办人将身份移交给其他经办人，再删除。",
+                         "Hand the primary role to another agent first (transfer_primary), "
+                         "then remove."),
+    "too_many_agent_checks": ("明天再添加经办人。", "Add agents again tomorrow."),
     "organisation_without_agent": ("联系服务台为该单位添加经办人。",
                                    "Contact the service desk to add an agent."),
     "agent_gone": ("重新登录并选择当前的经办人。", "Sign in again and pick a current agent."),

@@ -184,9 +184,11 @@ async def start_flow(request: web.Request) -> web.Response:
                           "prefill must be an object of field values", field="prefill")
     runtime = request.app[RUNTIME]
     flow = runtime.current(request.match_info["name"])
+    # A flow open to anyone is the device's: it needs no session (nor Redis to read one).
+    session = session_ref_of(request) if flow.access != "anyone" else None
     outcome = await runtime.start(flow.name, prefill, idempotency_key=key,
                                   actor=starter_of(request, flow.access),
-                                  client=client_address(request))
+                                  client=client_address(request), session=session)
     response = await _instance_response(request, outcome.instance,
                                         status=200 if outcome.replayed else 201,
                                         outcome=outcome)

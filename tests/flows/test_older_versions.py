@@ -40,8 +40,8 @@ def test_the_flows_left_as_they_were_keep_their_versions() -> None:
     changed = sorted(name for name, flow in older.items() if now[name].version != flow.version)
     assert changed == ["organisation_verification"]
     assert sorted(now.keys() - older.keys()) == [
-        "change_certification", "change_password", "change_phone", "change_seal_style",
-        "create_seal", "delete_seal"]
+        "add_agent", "change_certification", "change_password", "change_phone",
+        "change_seal_style", "create_seal", "delete_seal", "remove_agent", "transfer_primary"]
 
 
 def test_every_older_version_runs_with_this_code() -> None:

@@ -74,3 +74,39 @@ async def test_a_session_ended_before_cannot_be_kept(redis_client: aioredis.Redi
     await sessions.end_all("a4")
     assert await sessions.end_others("a4", keep=ref(old)) is False
     assert await sessions.get(old) is None
+
+
+async def test_a_removed_agents_sessions_end_and_any_made_later_are_dead(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    sessions = Sessions(RedisEphemeral(redis_client, redis_prefix))
+    removed, staying = [await sessions.create(account_id="o4", kind="organisation",
+                                              display_name="Org", now=NOW, agent_id=agent)
+                        for agent in ("g4", "h4")]
+    elsewhere = await sessions.create(account_id="p4", kind="organisation",
+                                      display_name="Other", now=NOW, agent_id="k4")
+    await sessions.end_agent("g4")
+    assert await sessions.get(removed) is None
+    assert await sessions.by_ref(ref(removed)) is None
+    # A sign-in that checked the agent's code before the removal, and makes its session
+    # after it, makes a dead one.
+    late = await sessions.create(account_id="o4", kind="organisation", display_name="Org",
+                                 now=NOW, agent_id="g4")
+    assert await sessions.get(late) is None
+    found = await sessions.get(staying)
+    assert found is not None
+    assert found.agent_id == "h4"
+    assert await sessions.get(elsewhere) is not None
+
+
+async def test_a_session_is_found_by_its_ref_while_it_is_valid(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    sessions = Sessions(RedisEphemeral(redis_client, redis_prefix))
+    token = await sessions.create(account_id="a5", kind="organisation", display_name="Org",
+                                  now=NOW, agent_id="g5")
+    found = await sessions.by_ref(ref(token))
+    assert found is not None
+    assert (found.account_id, found.agent_id) == ("a5", "g5")
+    for wrong in (None, "", token, ref(token)[:-1], ref(token + "x")):
+        assert await sessions.by_ref(wrong) is None
+    await sessions.end_all("a5")
+    assert await sessions.by_ref(ref(token)) is None

@@ -20,6 +20,15 @@ async def test_put_take_and_only_new(redis_client: aioredis.Redis, redis_prefix:
     assert await eph.ttl("a") is None
 
 
+async def test_get_many_answers_each_key_in_order(redis_client: aioredis.Redis,
+                                                  redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    await eph.put("m1", b"one", timedelta(seconds=30))
+    await eph.put("m3", b"three", timedelta(seconds=30))
+    assert await eph.get_many("m3", "m2", "m1") == [b"three", None, b"one"]
+    assert await eph.get_many("m1") == [b"one"]
+
+
 async def test_incr_starts_the_window_on_the_first_hit_only(redis_client: aioredis.Redis,
                                                             redis_prefix: str) -> None:
     eph = RedisEphemeral(redis_client, redis_prefix)

@@ -132,6 +132,9 @@ async def test_an_unverified_organisation_sees_verification_first(platform: Plat
     assert info["verification"] == {"status": "unverified",
                                     "label": {"zh": "未认证", "en": "Not verified"},
                                     "method": None, "method_label": None, "at": None}
+    assert "add_agent" in flow_names(page)
+    # With no other agent, there is nobody to remove or hand the role to.
+    assert not {"remove_agent", "transfer_primary"} & set(flow_names(page))
     [agent] = info["agents"]
     assert (agent["name"], agent["primary"], agent["signed_in"]) == (REP_NAME, True, True)
     assert agent["mobile_masked"] == masked(org.phone or "")
@@ -165,6 +168,15 @@ async def test_a_verified_organisation_sees_how_and_when_and_its_agents(
         (REP_NAME, True, False), ("李娜", False, True)]
     assert agents[1]["mobile_masked"] == masked(other_phone)
     assert "organisation_verification" not in flow_names(page)
+    # Agent management is the primary agent's: not offered to the second one...
+    assert not {"add_agent", "remove_agent", "transfer_primary"} & set(flow_names(page))
+    # ...and offered to the primary one, who has another agent to remove or hand over to;
+    # each starts.
+    _, page = await me(platform, org)
+    assert {"add_agent", "remove_agent", "transfer_primary"} <= set(flow_names(page))
+    for name in ("add_agent", "remove_agent", "transfer_primary"):
+        started = await platform.client.post(f"/api/flows/{name}", headers=org.auth, json={})
+        assert started.status == 201, await started.text()
     text = await answer.text()
     for secret in (other_phone, other_number, org.rep_id or "", org.phone or ""):
         assert secret not in text
