@@ -317,7 +317,9 @@ def describe_step(s: DryStep) -> str:
         if s.detail.get("error"):
             line += f"  error {s.detail['error'].get('error_id')}"
     elif s.outcome == "invalid":
-        errors = ", ".join(f"{e['field']}: {e['error_id']}" for e in s.detail["errors"])
+        # An error of the whole step (no field) is named alone.
+        errors = ", ".join(f"{e['field']}: {e['error_id']}" if e["field"] else e["error_id"]
+                           for e in s.detail["errors"])
         line = f"{head}  invalid input ({errors})"
     elif s.outcome == "refused":
         line = f"{head}  refused (failed: {', '.join(s.detail['failed_guards']) or 'none'})"

@@ -587,9 +587,13 @@ ADVICE: dict[str, tuple[str, str]] = {
                      "Check the account, the password and the captcha, then try again; "
                      "repeated failures lock the account for a while."),
     "account_required": ("请先登录后再办理。", "Sign in, then start the procedure."),
-    "account_kind_not_allowed": ("此项业务不适用于您的账号类型：企业账号的手机号码由经办人管理。",
-                                 "This procedure is not for your kind of account: an "
-                                 "organisation's numbers are its agents'."),
+    "account_kind_not_allowed": ("此项业务不适用于您的账号类型；个人中心（GET /api/me）"
+                                 "列出您可以办理的业务。例如企业账号的手机号码由经办人管理，"
+                                 "经办人管理只适用于企业账号。",
+                                 "This procedure is not for your kind of account; the "
+                                 "personal center (GET /api/me) lists the ones that are. "
+                                 "For example, an organisation's numbers are its agents', "
+                                 "and only organisations have agents."),
     "current_password_wrong": ("核对当前密码后重新输入；多次错误将暂时锁定登录。",
                                "Check your current password and type it again; repeated "
                                "mistakes lock the account for a while."),
