@@ -82,6 +82,14 @@ def _account(r: asyncpg.Record | None) -> AccountRow | None:
                       phone_sealed=r["phone_sealed"], id_number_sealed=r["id_number_sealed"])
 
 
+_AGENT = "id, organisation_id, name, phone_sealed, is_primary"
+
+
+def _agent(r: asyncpg.Record) -> AgentRow:
+    return AgentRow(id=str(r["id"]), organisation_id=str(r["organisation_id"]),
+                    name=r["name"], phone_sealed=r["phone_sealed"], is_primary=r["is_primary"])
+
+
 def _uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
@@ -195,11 +203,9 @@ class PgAccounts:
             return []
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT id, organisation_id, name, phone_sealed, is_primary FROM agents"
+                f"SELECT {_AGENT} FROM agents"
                 " WHERE organisation_id = $1 ORDER BY is_primary DESC, created_at, id", key)
-        return [AgentRow(id=str(r["id"]), organisation_id=str(r["organisation_id"]),
-                         name=r["name"], phone_sealed=r["phone_sealed"],
-                         is_primary=r["is_primary"]) for r in rows]
+        return [_agent(r) for r in rows]
 
     async def agent_with(self, organisation_id: str, *, phone_index: bytes | None = None,
                          id_number_index: bytes | None = None) -> AgentRow | None:
@@ -209,14 +215,10 @@ class PgAccounts:
             return None
         async with self.pool.acquire() as conn:
             r = await conn.fetchrow(
-                "SELECT id, organisation_id, name, phone_sealed, is_primary FROM agents"
+                f"SELECT {_AGENT} FROM agents"
                 " WHERE organisation_id = $1 AND (phone_index = $2 OR id_number_index = $3)"
                 " LIMIT 1", key, phone_index, id_number_index)
-        if r is None:
-            return None
-        return AgentRow(id=str(r["id"]), organisation_id=str(r["organisation_id"]),
-                        name=r["name"], phone_sealed=r["phone_sealed"],
-                        is_primary=r["is_primary"])
+        return None if r is None else _agent(r)
 
     async def organisations_of_agent_phone(self, phone_index: bytes) -> list[AccountRow]:
         async with self.pool.acquire() as conn:
