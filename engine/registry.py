@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
-from engine.errors import FieldError
+from engine.errors import EngineError, FieldError
 
 if TYPE_CHECKING:
     from engine.values import ActionInput, GuardInput, OutboxMessage
@@ -141,6 +141,12 @@ class Refusal:
     en: str
     field: str | None = None
     param: str | None = None
+
+    @classmethod
+    def of(cls, error: type[EngineError], *, field: str | None = None,
+           param: str | None = None) -> Refusal:
+        """The refusal an action declares for raising ``error`` (its id and messages)."""
+        return cls(error.error_id, error.zh, error.en, field=field, param=param)
 
     def error(self, params: Mapping[str, Any] | None = None, *, zh: str | None = None,
               en: str | None = None) -> FieldError:

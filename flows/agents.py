@@ -71,11 +71,6 @@ class PrimaryAgentRequired(EngineError, PermissionError):
     zh: ClassVar[str] = "只有主经办人可以管理经办人"
     en: ClassVar[str] = "Only the organisation's primary agent may manage its agents"
 
-    @classmethod
-    def refusal(cls) -> Refusal:
-        """The refusal an action that raises it declares."""
-        return Refusal(cls.error_id, cls.zh, cls.en)
-
 
 NAME = Param("name", "field", "The field that holds the new agent's name.", default="name",
              scope="flow")
@@ -319,8 +314,8 @@ async def transfer_primary(a: ActionInput) -> dict[str, Any]:
     return moved
 
 
-_ACTING_REFUSALS = (ACCOUNT_REQUIRED, AccountKindRefused.refusal(),
-                    PrimaryAgentRequired.refusal())
+_ACTING_REFUSALS = (ACCOUNT_REQUIRED, Refusal.of(AccountKindRefused),
+                    Refusal.of(PrimaryAgentRequired))
 
 
 def register(registry: Registry) -> None:
@@ -337,7 +332,7 @@ def register(registry: Registry) -> None:
                  "mobile": "The primary agent's mobile number, sealed (for a locked "
                            "sensitive field's value_from, shown masked).",
                  "mobile_masked": "The primary agent's mobile number, masked."},
-        refusals=[Refusal(Forbidden.error_id, Forbidden.zh, Forbidden.en),
+        refusals=[Refusal.of(Forbidden),
                   *_ACTING_REFUSALS])(load_agents)
     registry.action("check_primary_agent", params=[], results={},
                     refusals=list(_ACTING_REFUSALS))(check_primary_agent)

@@ -49,7 +49,7 @@ _SYMBOLS = "-_.!@#%+="
 ONE_TIME_LENGTH = 14
 
 # What the back office's actions may refuse.
-ADMIN_ONLY = Refusal(Forbidden.error_id, Forbidden.zh, Forbidden.en)
+ADMIN_ONLY = Refusal.of(Forbidden)
 REASON_REQUIRED = Refusal("reason_required", "请填写原因", "Give the reason", field="reason")
 ACCOUNT_NOT_FOUND = Refusal("account_not_found", "没有使用该登录名的账号",
                             "No account has this login name", field="login_name")

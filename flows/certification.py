@@ -64,11 +64,6 @@ class CertificationChangePending(EngineError, RuntimeError):
     en: ClassVar[str] = ("The organisation has a certification change waiting for "
                          "verification; finish or withdraw it first")
 
-    @classmethod
-    def refusal(cls) -> Refusal:
-        return Refusal(cls.error_id, cls.zh, cls.en)
-
-
 NAME = Param("name", "field", "The field that holds the organisation's name.",
              default="org_name")
 CREDIT_CODE = Param("credit_code", "field", "The field that holds the unified social "
@@ -310,7 +305,7 @@ def register(registry: Registry) -> None:
                                  "field's value_from; shown masked).",
                  "mobile": "Its contact phone, sealed, or null.",
                  "mobile_masked": "Its contact phone, masked, or null."},
-        refusals=[_ORGANISATION_REQUIRED, CertificationChangePending.refusal()],
+        refusals=[_ORGANISATION_REQUIRED, Refusal.of(CertificationChangePending)],
     )(load_certification)
     registry.action(
         "check_certification_change",
@@ -328,7 +323,7 @@ def register(registry: Registry) -> None:
                  "mobile_masked": "It, masked, or null."},
         refusals=[_ORGANISATION_REQUIRED, UNCHANGED, CREDIT_CODE_TAKEN, CODE_NEEDED,
                   BAD_PHONE, *CODE_REFUSALS.values(), REALNAME_MISMATCH,
-                  CertificationChangePending.refusal()],
+                  Refusal.of(CertificationChangePending)],
     )(check_certification_change)
     registry.action(
         "apply_certification_change", params=[],

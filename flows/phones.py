@@ -77,5 +77,5 @@ def register(registry: Registry) -> None:
     registry.action("set_phone", params=[NEW_PHONE],
                     results={"mobile": "The account's new number, masked.",
                              "previous": "Its number before, masked, or null."},
-                    refusals=[ACCOUNT_REQUIRED, AccountKindRefused.refusal(), BAD_PHONE,
+                    refusals=[ACCOUNT_REQUIRED, Refusal.of(AccountKindRefused), BAD_PHONE,
                               PHONE_REGISTERED])(set_phone)

@@ -51,11 +51,6 @@ class AccountKindRefused(EngineError, PermissionError):
     zh: ClassVar[str] = "此项业务不适用于您的账号类型"
     en: ClassVar[str] = "This procedure is not for your kind of account"
 
-    @classmethod
-    def refusal(cls) -> Refusal:
-        """The refusal an action that raises it declares."""
-        return Refusal(cls.error_id, cls.zh, cls.en)
-
 
 ACCOUNT_KINDS = Param("kinds", "string", "The kinds of account that may start the flow, "
                       "separated by spaces: personal, organisation, supervisor.",
@@ -169,8 +164,8 @@ def register(registry: Registry) -> None:
                  "mobile": "Its mobile number, sealed (for a locked sensitive field's "
                            "value_from, shown masked), or null.",
                  "mobile_masked": "Its mobile number, masked (138****8000), or null."},
-        refusals=[Refusal(Forbidden.error_id, Forbidden.zh, Forbidden.en),
-                  AccountKindRefused.refusal()])(load_account)
+        refusals=[Refusal.of(Forbidden),
+                  Refusal.of(AccountKindRefused)])(load_account)
     registry.action("check_current_password", params=[CURRENT_PASSWORD], results={},
                     refusals=[ACCOUNT_REQUIRED, PASSWORD_WRONG, PASSWORD_LOCKED],
                     )(check_current_password)

@@ -90,11 +90,7 @@ class NoSeal(EngineError, LookupError):
     en: ClassVar[str] = "The account has no seal yet: create one first"
 
 
-def _refusal(cls: type[EngineError]) -> Refusal:
-    return Refusal(cls.error_id, cls.zh, cls.en)
-
-
-FONTS_MISSING = _refusal(sealart.SealFontsMissing)
+FONTS_MISSING = Refusal.of(sealart.SealFontsMissing)
 NAME_GLYPH_MISSING = Refusal("seal_glyph_missing", "所选字体缺少名称中的字，请换一种字体",
                              "The font has no glyph for a character of the name; pick "
                              "another font", param="font")
@@ -103,7 +99,7 @@ TEXT_GLYPH_MISSING = Refusal("seal_glyph_missing", "所选字体缺少内文中�
                              param="inner_text")
 DUPLICATE = Refusal("seal_duplicate", "已有一枚完全相同的印章",
                     "The account has an identical seal already")
-LIMIT = Refusal(SealLimitReached.error_id, SealLimitReached.zh, SealLimitReached.en)
+LIMIT = Refusal.of(SealLimitReached)
 GONE = Refusal("seal_gone", "该印章已被删除", "This seal has been deleted", param="seal")
 UNCHANGED = Refusal("seal_style_unchanged", "印章样式没有变化",
                     "The seal would look as it does now")
@@ -408,8 +404,8 @@ async def remove_seal(a: ActionInput) -> dict[str, Any]:
 
 def register(registry: Registry) -> None:
     """Register this module's actions, guard and formats."""
-    forbidden = Refusal(Forbidden.error_id, Forbidden.zh, Forbidden.en)
-    owner_refusals = [forbidden, _refusal(SealNameUnfit), ACCOUNT_REQUIRED]
+    forbidden = Refusal.of(Forbidden)
+    owner_refusals = [forbidden, Refusal.of(SealNameUnfit), ACCOUNT_REQUIRED]
     registry.action(
         "load_seal_owner", params=[NEEDS],
         results={"account_id": "The signed-in account's id.",
@@ -421,7 +417,7 @@ def register(registry: Registry) -> None:
                  "count": "How many seals it holds.",
                  "cap": "How many it may hold.",
                  "style": "A new seal's style: size, colour, rim, font (for value_from)."},
-        refusals=[*owner_refusals, _refusal(SealLimitReached), _refusal(NoSeal)],
+        refusals=[*owner_refusals, Refusal.of(SealLimitReached), Refusal.of(NoSeal)],
     )(load_seal_owner)
     registry.guard("seal_is_round", params=[])(seal_is_round)
     registry.action(
