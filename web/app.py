@@ -36,7 +36,7 @@ from web.logs import quiet_malformed_requests
 from web.me import me_routes
 from web.metrics import Metrics
 from web.middleware import problems, request_context
-from web.oidc import load_systems, oidc_context, oidc_routes
+from web.oidc import load_systems, logout_routes, oidc_context, oidc_routes
 from web.outages import dependency_of
 from web.platform import build_services
 from web.problems import HttpProblem, problem_response
@@ -162,6 +162,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(me_routes)
     app.add_routes(seal_routes)
     app.add_routes(oidc_routes)
+    app.add_routes(logout_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.metrics_public:

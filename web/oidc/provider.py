@@ -159,6 +159,9 @@ class CodeRecord(AuthorizationCodeMixin):  # type: ignore[misc]
     auth_time: int
     expires_at: float
     grant: str
+    # The session's entry into this system (storage.oidc): the ID token's ``sid``, which
+    # its back-channel logout token names.
+    sid: str | None = None
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -345,7 +348,10 @@ class OpenIdCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         assert request is not None
         system = ex.systems.get(request.client.get_client_id())
         assert system is not None
-        return claims_for(user, system, scope, ex.subject)
+        claims = claims_for(user, system, scope, ex.subject)
+        if ex.code is not None and ex.code.sid:
+            claims["sid"] = ex.code.sid
+        return claims
 
 
 class Payload(OAuth2Payload):  # type: ignore[misc]

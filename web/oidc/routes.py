@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -134,6 +134,7 @@ async def discovery(request: web.Request) -> web.Response:
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "end_session_endpoint": f"{issuer}/logout",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
@@ -141,7 +142,7 @@ async def discovery(request: web.Request) -> web.Response:
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": list(SCOPES),
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr",
-                             "at_hash", "kind", "name", "org", "act", "id_number",
+                             "at_hash", "sid", "kind", "name", "org", "act", "id_number",
                              "phone_number", "phone_number_verified", "act_phone_number"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic",
                                                   "client_secret_post", "none"],
@@ -150,6 +151,9 @@ async def discovery(request: web.Request) -> web.Response:
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
     }
     return json_response(body, headers={"Cache-Control": "public, max-age=300"})
 
@@ -228,10 +232,23 @@ async def _authorize(request: web.Request, pairs: list[tuple[str, str]], *,
     if status != 302 or exchange.new_code is None:
         return _redirect(location) if location else web.Response(status=status)
     code, record = exchange.new_code
+    record = attrs.evolve(record, sid=await _enter(request, system, person))
     await s.ephemeral.put(f"oidc:grant:{record.grant}", b"1", _CODE_GRANT_TTL)
     await s.ephemeral.put(f"oidc:code:{digest(code)}", record.dumps(), _CODE_RECORD_TTL)
     log.info("oidc_code_issued", system=system.id, grant=record.grant)
     return _redirect(location)
+
+
+async def _enter(request: web.Request, system: System, person: Person) -> str:
+    """Record that the session enters the system (for back-channel logout); its sid."""
+    provider, s = _provider(request), _services(request)
+    signed_in = datetime.fromtimestamp(person.auth_time, tz=UTC)
+    return await provider.store.enter(
+        session_ref=person.session, system_id=system.id, account_id=person.account_id,
+        agent_id=person.agent_id, subject=provider.subject(s.vault)(system, person.account_id),
+        now=_now(request),
+        # A second of slack: auth_time is rounded down to the second.
+        expires_at=signed_in + s.sessions.ttl + timedelta(seconds=1))
 
 
 _CODE_RECORD_TTL = CODE_LIFETIME + TOKEN_LIFETIME + (CODE_LIFETIME / 2)
