@@ -1,6 +1,6 @@
 """The example business system (examples/business_system) beside a development server.
 
-``flowctl serve`` in development (and EXAMPLE_SYSTEM on, the default) starts it as a
+``flowctl serve`` in development with EXAMPLE_SYSTEM on (``make run`` sets it) starts it as a
 process of its own on the host and port of the ``example`` system's URLs in
 systems.yaml, so that a newcomer sees single sign-on work from the hall. Its client
 secret is made on the first start, kept in ``DATA_DIR/example_system.secret`` (mode
