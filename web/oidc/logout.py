@@ -203,7 +203,8 @@ async def end_session(request: web.Request) -> web.StreamResponse:
         params = dict(request.query)
     session = session_of(request)
     current = session_ref_of(request)
-    confirm = params.get("confirm")
+    # Only our page's form confirms: a link cannot (and the id is in no URL).
+    confirm = params.get("confirm") if request.method == "POST" else None
     if confirm is not None:
         raw = await s.ephemeral.take(f"oidc:logout:{confirm}") if 0 < len(confirm) <= 64 \
             else None

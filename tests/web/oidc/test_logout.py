@@ -453,3 +453,14 @@ async def test_a_system_may_post_the_logout_request_from_its_own_page(world: Wor
         assert not await signed_in(p)
     finally:
         await rp.aclose()
+
+
+async def test_a_link_carrying_a_confirmation_does_not_confirm(world: World) -> None:
+    p = world.p
+    await signed_in_person(p)
+    page = await (await p.client.get(logout_url(client_id="portal"))).text()
+    confirm = page.split('name="confirm" value="')[1].split('"')[0]
+    response = await p.client.get(logout_url(confirm=confirm), allow_redirects=False)
+    assert response.status == 200
+    assert 'name="confirm"' in await response.text()  # asked again
+    assert await signed_in(p)
