@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## Serve on http://127.0.0.1:8080, with embedded PostgreSQL and Redis unless
-## DATABASE_URL / REDIS_URL are set.
+## DATABASE_URL / REDIS_URL are set, and the example business system on :8090
+## (EXAMPLE_SYSTEM=false to leave it out).
 run: $(STAMP)
-	$(BIN)/flowctl serve --migrate
+	EXAMPLE_SYSTEM=$${EXAMPLE_SYSTEM:-true} $(BIN)/flowctl serve --migrate
 
 ## ruff, mypy, the import-layer contract, then the whole pytest suite.
 test: lint typecheck layers pytest

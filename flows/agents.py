@@ -287,7 +287,7 @@ async def remove_agent(a: ActionInput) -> dict[str, Any]:
     async def end_sessions(_: Any) -> None:
         # The step's last write: the removal and the audit passed every check in the
         # database, so only a failed COMMIT could leave an agent signed out who stays.
-        await s.sessions.end_agent(agent.id)
+        await s.sessions.end_agent(acting.organisation.id, agent.id)
 
     a.write(end_sessions)
     log.info("agent_removed", organisation_id=acting.organisation.id, agent_id=agent.id)

@@ -14,6 +14,10 @@ id (agent ids are never reused) that every look-up reads in the same round trip 
 account's generation. A mark, not a generation the session copies when it is made: a
 sign-in that checked the agent's code just before the removal committed, and makes its
 session just after, makes a session that is dead already.
+
+Whoever must know when sessions end (single sign-on logs the person out of the business
+systems the session entered) listens with ``Sessions.listeners``: each listener is told
+which sessions ended, after they did.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +64,21 @@ class Session:
             f"account:{self.account_id}"
 
 
+@attrs.frozen
+class Ended:
+    """Which sessions just ended: the one ``session`` names (its ref), or every session of
+    ``account_id`` (of its agent ``agent_id`` only, if given) but the one ``kept``."""
+
+    reason: str  # logout | end_all | end_others | agent_removed
+    session: str | None = None
+    account_id: str | None = None
+    agent_id: str | None = None
+    kept: str | None = None
+
+
+Listener = Callable[[Ended], Awaitable[None]]
+
+
 def ref(token: str) -> str:
     """How a session is named without its token: the SHA-256 of the token, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -77,6 +96,11 @@ class Sessions:
     def __init__(self, ephemeral: Ephemeral, *, ttl: timedelta = timedelta(hours=8)) -> None:
         self.ephemeral = ephemeral
         self.ttl = ttl
+        self.listeners: list[Listener] = []
+
+    async def _ended(self, ended: Ended) -> None:
+        for listener in self.listeners:
+            await listener(ended)
 
     async def _generation(self, account_id: str) -> int:
         raw = await self.ephemeral.get(f"session_gen:{account_id}")
@@ -126,15 +150,18 @@ class Sessions:
 
     async def end(self, token: str) -> None:
         await self.ephemeral.delete(_key(token))
+        await self._ended(Ended("logout", session=ref(token)))
 
     async def end_all(self, account_id: str) -> None:
         """End every session of an account, in every process."""
         await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
+        await self._ended(Ended("end_all", account_id=account_id))
 
-    async def end_agent(self, agent_id: str) -> None:
-        """End every session of an agent (of the one organisation the agent id is of),
-        in every process, and every session made for the agent from now on."""
+    async def end_agent(self, account_id: str, agent_id: str) -> None:
+        """End every session of an agent of the organisation ``account_id``, in every
+        process, and every session made for the agent from now on."""
         await self.ephemeral.put(_agent_gone(agent_id), b"1", _GENERATION_TTL)
+        await self._ended(Ended("agent_removed", account_id=account_id, agent_id=agent_id))
 
     async def end_others(self, account_id: str, keep: str | None) -> bool:
         """End every session of an account but the one ``keep`` names (``ref(token)``);
@@ -150,10 +177,13 @@ class Sessions:
             kept.generation == await self._generation(account_id)
         generation = await self.ephemeral.incr(f"session_gen:{account_id}", _GENERATION_TTL)
         if not valid or kept is None or kept_key is None:
+            await self._ended(Ended("end_others", account_id=account_id))
             return False
         left = await self.ephemeral.ttl(kept_key)
         if left is None:
+            await self._ended(Ended("end_others", account_id=account_id))
             return False  # it ended meanwhile
         moved = attrs.evolve(kept, generation=generation)
         await self.ephemeral.put(kept_key, json.dumps(attrs.asdict(moved)).encode(), left)
+        await self._ended(Ended("end_others", account_id=account_id, kept=keep))
         return True

@@ -1,11 +1,16 @@
 """The OpenID Connect provider's keys and client secrets on PostgreSQL.
 
 Signing keys move next -> current -> retired -> gone (migrations/0009_oidc.sql); the
-caller seals and opens private parts, this module only stores what it is given.
+caller seals and opens private parts, this module only stores what it is given. The
+systems each session entered, and the logout messages queued when it ends, are in
+migrations/0010_oidc_logout.sql.
 """
 
 from __future__ import annotations
 
+import secrets
+import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,3 +163,104 @@ class PgOidc:
                 "SELECT system_id, count(*) AS n, max(created_at) AS newest"
                 " FROM oidc_client_secrets WHERE revoked_at IS NULL GROUP BY system_id")
         return {r["system_id"]: (int(r["n"]), r["newest"]) for r in rows}
+
+    # -- the systems each session entered (back-channel logout) -------------------------
+    async def enter(self, *, session_ref: str, system_id: str, account_id: str,
+                    agent_id: str | None, subject: str, now: datetime,
+                    expires_at: datetime) -> str:
+        """Record that a session entered a system; return the sid the system is told (the
+        same for every entry of one session into one system)."""
+        async with self.pool.acquire() as conn:
+            sid: str = await conn.fetchval(
+                "INSERT INTO oidc_session_systems (id, session_ref, system_id, sid,"
+                " account_id, agent_id, subject, entered_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                " ON CONFLICT (session_ref, system_id) DO UPDATE"
+                " SET expires_at = GREATEST(oidc_session_systems.expires_at,"
+                "                           EXCLUDED.expires_at)"
+                " RETURNING sid", uuid.uuid4(), session_ref, system_id,
+                secrets.token_urlsafe(24), uuid.UUID(account_id),
+                uuid.UUID(agent_id) if agent_id else None, subject, now, expires_at)
+        return sid
+
+    async def end_sessions(self, *, now: datetime, topic: str, notify: Collection[str],
+                           session_ref: str | None = None, account_id: str | None = None,
+                           agent_id: str | None = None, kept: str | None = None,
+                           ) -> list[EnteredSystem]:
+        """Mark the systems entered by the sessions that ended as left, and queue, in the
+        same transaction, a ``topic`` outbox message for each one in ``notify``.
+
+        The sessions are the one ``session_ref`` names, or every live one of
+        ``account_id`` (of its agent ``agent_id`` only, if given) but ``kept``.
+        Return the entries that were still open.
+        """
+        if session_ref is None and account_id is None:
+            raise ValueError("name a session or an account")
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"UPDATE oidc_session_systems SET ended_at = $1"
+                " WHERE ended_at IS NULL AND expires_at > $1"
+                " AND ($2::text IS NULL OR session_ref = $2)"
+                " AND ($3::uuid IS NULL OR account_id = $3)"
+                " AND ($4::uuid IS NULL OR agent_id = $4)"
+                " AND ($5::text IS NULL OR session_ref <> $5)"
+                f" RETURNING {_ENTERED}", now, session_ref,
+                uuid.UUID(account_id) if account_id else None,
+                uuid.UUID(agent_id) if agent_id else None, kept)
+            entries = [_entered(r) for r in rows]
+            queued = [e for e in entries if e.system_id in notify]
+            if queued:
+                await conn.execute(
+                    "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
+                    " created_at, next_attempt_at)"
+                    " SELECT m.id, 1, $1, m.payload, 'oidc-logout:' || m.sid, $2, $2"
+                    " FROM unnest($3::uuid[], $4::text[], $5::json[]) AS m(id, sid, payload)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING", topic, now,
+                    [uuid.UUID(e.id) for e in queued], [e.sid for e in queued],
+                    [e.payload() for e in queued])
+        return entries
+
+    async def entered(self, sid: str) -> EnteredSystem | None:
+        """The entry a sid names (ended or not)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_ENTERED} FROM oidc_session_systems WHERE sid = $1", sid)
+        return _entered(row) if row is not None else None
+
+    async def prune_entries(self, now: datetime) -> int:
+        """Forget the entries of sessions that cannot be alive any more."""
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM oidc_session_systems WHERE expires_at <= $1", now)
+        return int(status.split()[-1])
+
+
+@attrs.frozen
+class EnteredSystem:
+    """A session's entry into a system: what a logout token for it carries."""
+
+    id: str
+    session_ref: str
+    system_id: str
+    sid: str
+    account_id: str
+    agent_id: str | None
+    subject: str
+    ended_at: datetime | None
+
+    def payload(self) -> dict[str, Any]:
+        """The outbox message: enough to make the logout token when it is sent (signed
+        then, with the key in force then), nothing personal."""
+        return {"system": self.system_id, "sid": self.sid, "sub": self.subject,
+                "jti": self.id}
+
+
+_ENTERED = ("id, session_ref, system_id, sid, account_id, agent_id, subject, ended_at")
+
+
+def _entered(r: asyncpg.Record) -> EnteredSystem:
+    return EnteredSystem(id=str(r["id"]), session_ref=r["session_ref"],
+                         system_id=r["system_id"], sid=r["sid"],
+                         account_id=str(r["account_id"]),
+                         agent_id=str(r["agent_id"]) if r["agent_id"] else None,
+                         subject=r["subject"], ended_at=r["ended_at"])

@@ -36,7 +36,7 @@ from web.logs import quiet_malformed_requests
 from web.me import me_routes
 from web.metrics import Metrics
 from web.middleware import problems, request_context
-from web.oidc import load_systems, oidc_context, oidc_routes
+from web.oidc import load_systems, logout_routes, oidc_context, oidc_routes
 from web.outages import dependency_of
 from web.platform import build_services
 from web.problems import HttpProblem, problem_response
@@ -162,6 +162,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(me_routes)
     app.add_routes(seal_routes)
     app.add_routes(oidc_routes)
+    app.add_routes(logout_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
     if settings.metrics_public:
@@ -196,7 +197,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 raise
             # Stopping while the database is down or frozen: asyncpg has terminated
             # the connections it could not close within the command timeout.
-            log.warning("database_pool_not_closed_cleanly", exc_info=exc)
+            # Expected then: one line naming it, not a traceback.
+            log.warning("database_pool_not_closed_cleanly", error=type(exc).__name__,
+                        dependency=dependency_of(exc))
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -475,6 +475,19 @@ ADVICE: dict[str, tuple[str, str]] = {
     "authorize_request_other_device": (
         "请在发起登录的同一浏览器中完成登录，或从业务系统重新进入。",
         "Finish signing in in the browser that started it, or enter from the system again."),
+    "logout_request_invalid": (
+        "业务系统发来的退出请求有误（未登记的系统或退出后回调地址，或无效的 id_token_hint）："
+        "请联系该系统的管理员；系统管理员请对照 systems.yaml 检查 post_logout_redirect_uris。",
+        "The system sent an invalid sign-out request (an unregistered system or "
+        "post-logout redirect URI, or an id_token_hint we did not sign): tell the system's "
+        "administrators; they check post_logout_redirect_uris against systems.yaml."),
+    "logout_confirmation_unknown": (
+        "退出确认已用过或已过期（10 分钟）：回到业务系统重新退出。",
+        "The sign-out confirmation was used or has expired (10 minutes): sign out from the "
+        "system again."),
+    "logout_confirmation_other_session": (
+        "请在发起退出的同一浏览器中确认，或从业务系统重新退出。",
+        "Confirm in the browser that asked to sign out, or sign out from the system again."),
     "oidc_no_signing_key": (
         "运维人员请运行 flowctl signing-keys new 生成签名密钥。",
         "Operators: make a signing key with flowctl signing-keys new."),

@@ -84,6 +84,22 @@ _OAUTH_ERROR = {"description": "An OAuth error: {error, error_description} (RFC 
 _REDIRECT = {"description": "To the relying party's redirect URI (a code, or error=...), "
                             "or to /login?authorize=<id> to sign in first",
              "headers": {"Location": {"schema": {"type": "string"}}}}
+_LOGOUT: dict[str, Any] = {
+    "summary": "End session endpoint (RP-initiated logout): with an id_token_hint of this "
+               "session, sign out at once; else the person confirms on a small page "
+               "(confirm). Back-channel logout tokens go to every system the session "
+               "entered",
+    "parameters": [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                   for n in ("id_token_hint", "client_id", "post_logout_redirect_uri",
+                             "state", "confirm")],
+    "responses": {"200": {"description": "The confirmation page, or: signed out",
+                          "content": {"text/html": {}}},
+                  "302": _REDIRECT,
+                  "400": _problem("Unknown system, unregistered post_logout_redirect_uri "
+                                  "or an id_token_hint we did not sign: a page, never a "
+                                  "redirect"),
+                  "403": _problem("The confirmation belongs to another session"),
+                  "404": _problem("Unknown, used or expired confirmation")}}
 _USERINFO = {
     "summary": "Claims about the access token's person (Authorization: Bearer)",
     "responses": {"200": {"description": "sub, kind, amr, auth_time; name (profile); org "
@@ -129,6 +145,9 @@ _SSO_PATHS: dict[str, Any] = {
                           **_USERINFO},
                   "post": {"operationId": "userinfoPost", "tags": ["single sign-on"],
                            **_USERINFO}},
+    "/logout": {"get": {"operationId": "endSession", "tags": ["single sign-on"], **_LOGOUT},
+                "post": {"operationId": "endSessionPost", "tags": ["single sign-on"],
+                         **_LOGOUT}},
     "/api/hall": {"get": {
         "operationId": "hall", "tags": ["single sign-on"],
         "summary": "The service hall: the systems this account may enter, with the URL "

@@ -20,10 +20,12 @@ import structlog
 from aiohttp import web
 
 from engine import DefinitionError, load_file
-from storage import PgStore, create_pool, migrate_database
+from storage import PgOidc, PgStore, create_pool, migrate_database
 from web import keys
-from web.app import build_registry, create_app, metrics_app
+from web.app import build_registry, create_app, make_clock, metrics_app
 from web.devservers import resolve
+from web.oidc import example, load_systems
+from web.platform import make_vault, public_url
 from web.settings import Settings
 
 log = structlog.get_logger("web.serve")
@@ -246,6 +248,32 @@ async def _check_flows(settings: Settings) -> None:
             await pool.close()
 
 
+async def _example_secret(settings: Settings) -> Path:
+    assert settings.database_url
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1,
+                             acquire_timeout=settings.db_acquire_timeout or None,
+                             command_timeout=settings.db_command_timeout or None)
+    try:
+        return await example.ensure_secret(PgOidc(pool), make_vault(settings),
+                                           settings.data_dir, make_clock(settings).now())
+    finally:
+        await pool.close()
+
+
+def _start_example(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """In development, the example business system beside the server (EXAMPLE_SYSTEM)."""
+    if not settings.example_system or settings.environment != "development":
+        return None
+    try:
+        systems = load_systems(settings.systems_path)
+    except DefinitionError:
+        return None  # the server says what is wrong with the file, and does not start
+    if systems.get(example.SYSTEM_ID) is None:
+        return None
+    secret_file = run(_example_secret(settings))
+    return example.start(systems, issuer=public_url(settings), secret_file=secret_file)
+
+
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
           migrate_first: bool = False, workers: int = 1) -> int:
     overrides, servers = resolve(data_dir=settings.data_dir)
@@ -255,9 +283,16 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
                                 redis_url=overrides.get("REDIS_URL", settings.redis_url))
         migrate_first = True
     pid_file = Path(settings.data_dir) / "serve.pid"
+    business_system = None
     try:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(str(os.getpid()))
+        if settings.example_system and settings.environment == "development":
+            if migrate_first:  # the example's secret is stored in a migrated database
+                assert settings.database_url
+                log.info("migrated", applied=run(migrate_database(settings.database_url)))
+                migrate_first = False
+            business_system = _start_example(settings)
         if workers > 1:
             if migrate_first:
                 assert settings.database_url
@@ -275,6 +310,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             log.error("flows_invalid", problem=str(d))
         return 1
     finally:
+        example.stop(business_system)
         # Another server started with the same DATA_DIR may have written its pid since.
         with contextlib.suppress(OSError):
             if pid_file.read_text().strip() == str(os.getpid()):

@@ -38,6 +38,11 @@ DEVICE_DAYS = 30
 _DEVICE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _NEW_DEVICE = web.RequestKey("new_device", str)
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Endpoints that other sites' pages may POST to by design and that treat such a POST
+# like the GET anyone's link can make: OpenID Connect RP-initiated logout (web/oidc/
+# logout.py) must accept a business system's form POST, and signs nobody out on it
+# without an ID token of this very session or the person's confirmation.
+CROSS_SITE_POSTS = frozenset({"/logout"})
 # `Prefer: session-token`: a client that keeps no cookies gets the token in the body.
 TOKEN_PREFERENCE = "session-token"  # noqa: S105 - a preference name, not a secret
 
@@ -70,7 +75,8 @@ def device_actor(token: str) -> str:
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site requests that cookies would authenticate; attach the session."""
-    if request.method in _UNSAFE and _cookie_authenticated(request):
+    if request.method in _UNSAFE and _cookie_authenticated(request) and not (
+            request.method == "POST" and request.path in CROSS_SITE_POSTS):
         _same_origin_only(request)
     token = session_token(request)
     if token and SERVICES in request.app:

@@ -233,6 +233,10 @@ class Settings:
     # Development and tests only: the clock is real time plus the seconds in this file.
     clock_file: str | None = None
     data_dir: str = ".data"
+    # Development only: `flowctl serve` also serves examples/business_system, the
+    # systems.yaml entry 'example' (web/oidc/example.py). `make run` turns it on; off
+    # by default so that no other server process (tests, benchmarks) starts one too.
+    example_system: bool = False
     # The client address comes from this header only when the peer is a trusted proxy.
     trusted_proxy_header: str | None = None
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -353,6 +357,7 @@ class Settings:
             outbox_interval=r.number("OUTBOX_INTERVAL", 1.0, 0, 3600, unit="of seconds"),
             clock_file=r.optional("CLOCK_FILE"),
             data_dir=r.optional("DATA_DIR") or ".data",
+            example_system=r.boolean("EXAMPLE_SYSTEM", False),
             trusted_proxy_header=r.header("TRUSTED_PROXY_HEADER"),
             trusted_proxies=r.networks("TRUSTED_PROXIES", ("127.0.0.1/32", "::1/128")),
             pool_min=r.integer("DB_POOL_MIN", 2, 0, 1000),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from flows.sessions import Sessions, ref
+from flows.sessions import Ended, Sessions, ref
 from storage.ephemeral import RedisEphemeral
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -84,7 +84,11 @@ async def test_a_removed_agents_sessions_end_and_any_made_later_are_dead(
                         for agent in ("g4", "h4")]
     elsewhere = await sessions.create(account_id="p4", kind="organisation",
                                       display_name="Other", now=NOW, agent_id="k4")
-    await sessions.end_agent("g4")
+    ended = []
+    sessions.listeners.append(lambda what: _record(ended, what))
+    await sessions.end_agent("o4", "g4")
+    assert [(e.reason, e.account_id, e.agent_id) for e in ended] == [
+        ("agent_removed", "o4", "g4")]
     assert await sessions.get(removed) is None
     assert await sessions.by_ref(ref(removed)) is None
     # A sign-in that checked the agent's code before the removal, and makes its session
@@ -110,3 +114,7 @@ async def test_a_session_is_found_by_its_ref_while_it_is_valid(
         assert await sessions.by_ref(wrong) is None
     await sessions.end_all("a5")
     assert await sessions.by_ref(ref(token)) is None
+
+
+async def _record(into: list[Ended], what: Ended) -> None:
+    into.append(what)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import structlog
 from aiohttp import web
 
 from storage import PgOidc
-from web.keys import CLOCK, POOL, SERVICES, SETTINGS
+from web.keys import CLOCK, OUTBOX, POOL, REGISTRY, SERVICES, SETTINGS
+from web.oidc import logout
+from web.oidc.logout import logout_routes
 from web.oidc.routes import oidc_routes
 from web.oidc.signing import Keyring, add_new_key
 from web.oidc.state import OIDC, Provider
@@ -24,7 +27,7 @@ from web.platform import public_url
 log = structlog.get_logger("web.oidc")
 
 __all__ = ["OIDC", "Provider", "System", "Systems", "check_systems_text", "load_systems",
-           "oidc_context", "oidc_routes"]
+           "logout_routes", "oidc_context", "oidc_routes"]
 
 
 def oidc_context(systems: Systems) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -42,8 +45,18 @@ def oidc_context(systems: Systems) -> Callable[[web.Application], AsyncIterator[
         keyring = Keyring(store, vault)
         if (await keyring.current(now)).signing_key is None:
             log.error("oidc_no_signing_key", hint="flowctl signing-keys new")
-        app[OIDC] = Provider(systems=systems, keyring=keyring, store=store,
-                             issuer=public_url(settings))
-        yield
+        provider = app[OIDC] = Provider(systems=systems, keyring=keyring, store=store,
+                                        issuer=public_url(settings))
+        # Ending a session logs it out of the systems it entered, through the outbox.
+        sessions = app[SERVICES].sessions
+        ended = logout.listener(provider, app[CLOCK], app[OUTBOX].notify)
+        sessions.listeners.append(ended)
+        http = aiohttp.ClientSession()
+        try:
+            app[REGISTRY].senders[logout.TOPIC] = logout.sender(provider, app[CLOCK], http)
+            yield
+        finally:
+            sessions.listeners.remove(ended)
+            await http.close()
 
     return context

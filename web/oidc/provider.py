@@ -20,6 +20,12 @@ Records in Redis (through the Ephemeral port, so under the server's prefix):
   second use of the code deletes it.
 - ``oidc:token:<sha256(access token)>``: who the token is about, its session, its scope.
   It is good only while its session is (logging out ends it).
+- ``oidc:refresh:<sha256(refresh token)>``: for systems configured with
+  ``refresh_tokens: true``, the refresh token's grant (its *family*: every refresh token
+  rotated from one code), session and scope; ``oidc:refresh_used:<sha256>`` marks its
+  one use. A refresh token used a second time deletes ``oidc:grant:<id>``, which ends
+  the whole family and its access tokens; a refresh token lives no longer than its
+  session.
 """
 
 from __future__ import annotations
@@ -159,6 +165,9 @@ class CodeRecord(AuthorizationCodeMixin):  # type: ignore[misc]
     auth_time: int
     expires_at: float
     grant: str
+    # The session's entry into this system (storage.oidc): the ID token's ``sid``, which
+    # its back-channel logout token names.
+    sid: str | None = None
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -183,6 +192,31 @@ class CodeRecord(AuthorizationCodeMixin):  # type: ignore[misc]
         return cls(**orjson.loads(raw))
 
 
+@attrs.frozen
+class RefreshRecord:
+    """A refresh token's record, as stored in Redis."""
+
+    grant: str  # the family: every refresh token rotated from one code
+    system: str
+    account_id: str
+    session: str
+    scope: str
+    expires_at: float
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def check_client(self, client: Client) -> bool:
+        return bool(self.system == client.get_client_id())
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(attrs.asdict(self))
+
+    @classmethod
+    def loads(cls, raw: bytes) -> RefreshRecord:
+        return cls(**orjson.loads(raw))
+
+
 @attrs.define
 class Exchange:
     """One request's view of the world for Authlib, and what Authlib decided."""
@@ -197,9 +231,12 @@ class Exchange:
     person: Person | None = None
     signing_kid: str | None = None
     signing_key: RSAKey | None = None
+    refresh: RefreshRecord | None = None
+    refresh_used: bool = False  # the refresh token was used before: a replay
     # Filled in by Authlib's calls:
     new_code: tuple[str, CodeRecord] | None = None
     tokens: list[dict[str, Any]] = attrs.field(factory=list)
+    replayed: bool = False  # Authlib was shown a used refresh token by an authentic client
 
 
 class Client(ClientMixin):  # type: ignore[misc]
@@ -242,7 +279,9 @@ class Client(ClientMixin):  # type: ignore[misc]
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "authorization_code"
+        # Asked by Authlib at the code exchange too: whether to include a refresh token.
+        return grant_type == "authorization_code" or (
+            grant_type == "refresh_token" and self.system.refresh_tokens)
 
 
 class StrictCodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -312,6 +351,38 @@ class CodeGrant(oauth2_grants.AuthorizationCodeGrant):  # type: ignore[misc]
         return person
 
 
+class RefreshGrant(oauth2_grants.RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh tokens for the systems configured to get them, rotated at every use."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = [*AUTH_METHODS, "none"]  # noqa: RUF012 - Authlib's
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    @property
+    def exchange(self) -> Exchange:
+        exchange: Exchange = self.server.exchange
+        return exchange
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+        # Called once the client is authenticated: only then does a replay count.
+        ex = self.exchange
+        if ex.refresh is None or ex.refresh.expires_at <= ex.now.timestamp():
+            return None
+        if ex.refresh_used:
+            ex.replayed = True
+            return None
+        return ex.refresh
+
+    def authenticate_user(self, refresh_token: RefreshRecord) -> Person | None:
+        person = self.exchange.person
+        if person is None or person.account_id != refresh_token.account_id:
+            return None
+        return person
+
+    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
+        """Nothing to do here: the token is marked used after Authlib returns,
+        atomically, before the new tokens are stored (the token endpoint)."""
+
+
 class OpenIdCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
     def __init__(self, server: Server) -> None:
         super().__init__(require_nonce=True)
@@ -345,7 +416,10 @@ class OpenIdCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         assert request is not None
         system = ex.systems.get(request.client.get_client_id())
         assert system is not None
-        return claims_for(user, system, scope, ex.subject)
+        claims = claims_for(user, system, scope, ex.subject)
+        if ex.code is not None and ex.code.sid:
+            claims["sid"] = ex.code.sid
+        return claims
 
 
 class Payload(OAuth2Payload):  # type: ignore[misc]
@@ -394,13 +468,17 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         self.exchange = exchange
         self.current_request: Request | None = None
         self.register_grant(CodeGrant, [StrictCodeChallenge(required=True), OpenIdCode(self)])
+        self.register_grant(RefreshGrant)
         self.register_token_generator("default", self._bearer)
 
     def _bearer(self, grant_type: str, client: Client, user: Person | None = None,
                 scope: str | None = None, expires_in: int | None = None,
                 include_refresh_token: bool = True) -> dict[str, Any]:
-        return {"token_type": "Bearer", "access_token": secrets.token_urlsafe(32),
-                "expires_in": int(TOKEN_LIFETIME.total_seconds()), "scope": scope or ""}
+        token = {"token_type": "Bearer", "access_token": secrets.token_urlsafe(32),
+                 "expires_in": int(TOKEN_LIFETIME.total_seconds()), "scope": scope or ""}
+        if include_refresh_token and client.check_grant_type("refresh_token"):
+            token["refresh_token"] = secrets.token_urlsafe(32)
+        return token
 
     def query_client(self, client_id: str) -> Client | None:
         system = self.exchange.systems.get(str(client_id))
@@ -427,5 +505,6 @@ def redirect_with(redirect_uri: str, params: Mapping[str, str]) -> str:
 
 
 __all__ = ["CODE_LIFETIME", "REQUEST_LIFETIME", "TOKEN_LIFETIME", "Answer", "Client",
-           "CodeRecord", "Exchange", "InvalidScopeError", "Person", "Released", "Request",
+           "CodeRecord", "Exchange", "InvalidScopeError", "Person", "RefreshRecord", "Released",
+           "Request",
            "Server", "claims_for", "digest", "redirect_with", "sensitive_claims"]

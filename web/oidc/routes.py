@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -35,6 +35,7 @@ from web.oidc.provider import (
     CodeRecord,
     Exchange,
     Person,
+    RefreshRecord,
     Released,
     Request,
     Server,
@@ -134,14 +135,15 @@ async def discovery(request: web.Request) -> web.Response:
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "end_session_endpoint": f"{issuer}/logout",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": list(SCOPES),
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr",
-                             "at_hash", "kind", "name", "org", "act", "id_number",
+                             "at_hash", "sid", "kind", "name", "org", "act", "id_number",
                              "phone_number", "phone_number_verified", "act_phone_number"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic",
                                                   "client_secret_post", "none"],
@@ -150,6 +152,9 @@ async def discovery(request: web.Request) -> web.Response:
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
     }
     return json_response(body, headers={"Cache-Control": "public, max-age=300"})
 
@@ -228,14 +233,39 @@ async def _authorize(request: web.Request, pairs: list[tuple[str, str]], *,
     if status != 302 or exchange.new_code is None:
         return _redirect(location) if location else web.Response(status=status)
     code, record = exchange.new_code
-    await s.ephemeral.put(f"oidc:grant:{record.grant}", b"1", _CODE_GRANT_TTL)
-    await s.ephemeral.put(f"oidc:code:{digest(code)}", record.dumps(), _CODE_RECORD_TTL)
+    record = attrs.evolve(record, sid=await _enter(request, system, person))
+    lasts = _family_ttl(exchange.now, record.expires_at, system,
+                        session_ends=person.auth_time + s.sessions.ttl.total_seconds())
+    await s.ephemeral.put(f"oidc:grant:{record.grant}", b"1", lasts)
+    await s.ephemeral.put(f"oidc:code:{digest(code)}", record.dumps(), lasts)
     log.info("oidc_code_issued", system=system.id, grant=record.grant)
     return _redirect(location)
 
 
+async def _enter(request: web.Request, system: System, person: Person) -> str:
+    """Record that the session enters the system (for back-channel logout); its sid."""
+    provider, s = _provider(request), _services(request)
+    signed_in = datetime.fromtimestamp(person.auth_time, tz=UTC)
+    return await provider.store.enter(
+        session_ref=person.session, system_id=system.id, account_id=person.account_id,
+        agent_id=person.agent_id, subject=provider.subject(s.vault)(system, person.account_id),
+        now=_now(request),
+        # A second of slack: auth_time is rounded down to the second.
+        expires_at=signed_in + s.sessions.ttl + timedelta(seconds=1))
+
+
 _CODE_RECORD_TTL = CODE_LIFETIME + TOKEN_LIFETIME + (CODE_LIFETIME / 2)
-_CODE_GRANT_TTL = _CODE_RECORD_TTL
+
+
+def _family_ttl(now: datetime, code_expires_at: float, system: System | None, *,
+                session_ends: float | None = None) -> timedelta:
+    """How long a code's grant (and its record) must be kept: while tokens from it can
+    live. For a system with refresh tokens that is as long as the session."""
+    base = _CODE_RECORD_TTL
+    if system is not None and system.refresh_tokens:
+        ends = session_ends if session_ends is not None else code_expires_at
+        base = max(base, timedelta(seconds=ends - now.timestamp()) + _CODE_RECORD_TTL)
+    return base
 
 
 async def _to_login(request: web.Request, system: System,
@@ -290,7 +320,8 @@ def _oauth_error(error: OAuth2Error) -> web.Response:
 
 @oidc_routes.post("/token")
 async def token(request: web.Request) -> web.Response:
-    """The token endpoint: a code (with its PKCE verifier) for an ID and an access token."""
+    """The token endpoint: a code (with its PKCE verifier) for an ID and an access token,
+    or, for systems that get them, a refresh token for a new pair."""
     provider, s = _provider(request), _services(request)
     form = await request.post()
     exchange = _exchange(request)
@@ -300,6 +331,8 @@ async def token(request: web.Request) -> web.Response:
     system = provider.systems.get(client_id) if client_id else None
     if system is not None and system.confidential:
         exchange.secret_hashes = await provider.store.secret_hashes(system.id)
+    if form.get("grant_type") == "refresh_token":
+        return await _refresh(request, form, exchange, server, oauth)
     code = str(form.get("code") or "")
     if code and len(code) <= 200:
         raw = await s.ephemeral.get(f"oidc:code:{digest(code)}")
@@ -311,26 +344,103 @@ async def token(request: web.Request) -> web.Response:
             session = await s.sessions.by_ref(record.session)
             if session is not None and session.account_id == record.account_id:
                 exchange.person = await person_of(s, session, record.session)
-    snapshot = await provider.keyring.current(exchange.now)
-    if snapshot.signing_key is None:
-        raise HttpProblem(503, "oidc_no_signing_key", "暂时无法签发令牌，请稍后再试",
-                          "No signing key is in force; tokens cannot be issued now")
-    exchange.signing_kid, exchange.signing_key = snapshot.signing_kid, snapshot.signing_key
+    await _signing_key(provider, exchange)
     answer = server.create_token_response(oauth)
     if answer[0] != 200 or not exchange.tokens or exchange.code is None:
         return _json(answer)
     record = exchange.code
     # The one use of the code, atomically: a concurrent second use loses here.
     if not await s.ephemeral.put(f"oidc:code_used:{digest(code)}", record.grant.encode(),
-                                 _CODE_RECORD_TTL, only_new=True):
+                                 _family_ttl(exchange.now, record.expires_at, system,
+                                             session_ends=_session_ends(s, exchange)),
+                                 only_new=True):
         return await _replayed(s, record)
-    for issued in exchange.tokens:
-        await s.ephemeral.put(f"oidc:token:{digest(issued['access_token'])}", orjson.dumps({
-            "grant": record.grant, "system": record.system, "account": record.account_id,
-            "session": record.session, "scope": issued.get("scope", record.scope),
-            "expires_at": (exchange.now + TOKEN_LIFETIME).timestamp()}), TOKEN_LIFETIME)
+    await _store_tokens(s, exchange, grant=record.grant, system=record.system,
+                        account=record.account_id, session=record.session,
+                        scope=record.scope)
     log.info("oidc_tokens_issued", system=record.system, grant=record.grant)
     return _json(answer)
+
+
+def _session_ends(s: Services, exchange: Exchange) -> float:
+    """When the session the tokens come from ends at the latest (a timestamp)."""
+    signed_in = exchange.person.auth_time if exchange.person else 0
+    return signed_in + s.sessions.ttl.total_seconds()
+
+
+async def _signing_key(provider: Provider, exchange: Exchange) -> None:
+    snapshot = await provider.keyring.current(exchange.now)
+    if snapshot.signing_key is None:
+        raise HttpProblem(503, "oidc_no_signing_key", "暂时无法签发令牌，请稍后再试",
+                          "No signing key is in force; tokens cannot be issued now")
+    exchange.signing_kid, exchange.signing_key = snapshot.signing_kid, snapshot.signing_key
+
+
+async def _store_tokens(s: Services, exchange: Exchange, *, grant: str, system: str,
+                        account: str, session: str, scope: str) -> None:
+    """Store what Authlib issued: access tokens, and refresh tokens for as long as the
+    session can live."""
+    for issued in exchange.tokens:
+        await s.ephemeral.put(f"oidc:token:{digest(issued['access_token'])}", orjson.dumps({
+            "grant": grant, "system": system, "account": account,
+            "session": session, "scope": issued.get("scope", scope),
+            "expires_at": (exchange.now + TOKEN_LIFETIME).timestamp()}), TOKEN_LIFETIME)
+        if issued.get("refresh_token"):
+            ends = _session_ends(s, exchange)
+            left = timedelta(seconds=ends - exchange.now.timestamp())
+            if left <= timedelta(0):
+                continue
+            await s.ephemeral.put(f"oidc:refresh:{digest(issued['refresh_token'])}",
+                                  RefreshRecord(grant=grant, system=system, account_id=account,
+                                                session=session,
+                                                scope=issued.get("scope", scope),
+                                                expires_at=ends).dumps(), left)
+
+
+async def _refresh(request: web.Request, form: Any, exchange: Exchange, server: Server,
+                   oauth: Request) -> web.Response:
+    """A refresh token for a new access token and a new refresh token (rotation).
+
+    A refresh token used twice is a stolen one, or the copy a thief already used: the
+    whole family (every token from the same code) is revoked.
+    """
+    provider, s = _provider(request), _services(request)
+    given = str(form.get("refresh_token") or "")
+    key = digest(given)
+    if given and len(given) <= 200:
+        raw = await s.ephemeral.get(f"oidc:refresh:{key}")
+        if raw is not None:
+            found = RefreshRecord.loads(raw)
+            family_alive = await s.ephemeral.get(f"oidc:grant:{found.grant}") is not None
+            session = await s.sessions.by_ref(found.session) if family_alive else None
+            # A dead family or session: as good as no refresh token at all.
+            if session is not None and session.account_id == found.account_id:
+                exchange.refresh = found
+                exchange.refresh_used = await s.ephemeral.get(
+                    f"oidc:refresh_used:{key}") is not None
+                exchange.person = await person_of(s, session, found.session)
+    await _signing_key(provider, exchange)
+    answer = server.create_token_response(oauth)
+    record = exchange.refresh
+    if exchange.replayed and record is not None:
+        return await _refresh_replayed(s, record)
+    if answer[0] != 200 or not exchange.tokens or record is None:
+        return _json(answer)
+    left = timedelta(seconds=record.expires_at - exchange.now.timestamp())
+    if not await s.ephemeral.put(f"oidc:refresh_used:{key}", b"1", left, only_new=True):
+        return await _refresh_replayed(s, record)  # a concurrent use won
+    await _store_tokens(s, exchange, grant=record.grant, system=record.system,
+                        account=record.account_id, session=record.session,
+                        scope=record.scope)
+    log.info("oidc_tokens_refreshed", system=record.system, grant=record.grant)
+    return _json(answer)
+
+
+async def _refresh_replayed(s: Services, record: RefreshRecord) -> web.Response:
+    await s.ephemeral.delete(f"oidc:grant:{record.grant}")
+    log.warning("oidc_refresh_token_replayed", system=record.system, grant=record.grant)
+    return _oauth_error(InvalidGrantError("The refresh token was already used; every "
+                                          "token of its family is revoked"))
 
 
 async def _replayed(s: Services, record: CodeRecord) -> web.Response:

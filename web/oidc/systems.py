@@ -54,7 +54,8 @@ _KEYS = {
                     "sector).",
     "sector": "For pairwise subjects: systems of one sector see the same subject "
               "(default: the redirect URIs' host).",
-    "refresh_tokens": "Whether the system gets refresh tokens (not offered yet: false).",
+    "refresh_tokens": "Whether the system gets refresh tokens: rotated at every use, a "
+                      "reused one revokes its family, none outlives its session.",
     "description": "Free text, ignored.",
 }
 _REQUIRED = ("name", "initiate_login_uri", "redirect_uris", "account_kinds", "scopes")
@@ -187,9 +188,6 @@ class _Checker:
         refresh = body.get("refresh_tokens", False)
         if not isinstance(refresh, bool):
             self.err((*path, "refresh_tokens"), "refresh_tokens must be true or false")
-        elif refresh:
-            self.err((*path, "refresh_tokens"), "refresh tokens are not offered yet: "
-                     "refresh_tokens must be false")
         if len(self.diags) > before:
             return None
         return System(id=system_id, name=name, icon=icon, initiate_login_uri=str(login),
@@ -197,7 +195,7 @@ class _Checker:
                       backchannel_logout_uri=backchannel,
                       account_kinds=frozenset(kinds or ()), scopes=tuple(scopes or ()),
                       client_type=client_type, subject_type=subject_type, sector=sector,
-                      refresh_tokens=False)
+                      refresh_tokens=refresh is True)
 
     def label(self, path: tuple[Any, ...], value: Any) -> dict[str, str]:
         if value is None:

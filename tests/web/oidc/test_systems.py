@@ -79,7 +79,7 @@ systems:
   app:
     subject_type: pairwise
     redirect_uris: [https://a.example/cb, https://b.example/cb]
-    refresh_tokens: true
+    refresh_tokens: yes please
 """
     assert problems(text) == [
         "systems.yaml:2:3: system 'app' needs 'account_kinds'",
@@ -88,7 +88,7 @@ systems:
         "systems.yaml:2:3: system 'app' needs 'scopes'",
         "systems.yaml:3:19: pairwise subjects with redirect URIs on several hosts "
         "(a.example, b.example) need a 'sector'",
-        "systems.yaml:5:21: refresh tokens are not offered yet: refresh_tokens must be false",
+        "systems.yaml:5:21: refresh_tokens must be true or false",
     ]
 
 
