@@ -753,14 +753,14 @@ class _Checker:
             self.err(path, "next is for final states: what a client offers once the "
                      "flow is over", key=True)
         if not isinstance(value, list) or not value:
-            self.err(path, "next must be a non-empty list of {flow | page, label}")
+            self.err(path, "next must be a non-empty list of {flow or page, label}")
             return []
         out: list[dict[str, Any]] = []
         timed = 0
         for i, item in enumerate(value):
             ipath = (*path, i)
             if not isinstance(item, dict):
-                self.err(ipath, "a next action is a mapping: {flow | page, label}")
+                self.err(ipath, "a next action is a mapping: {flow or page, label}")
                 continue
             self.unknown_keys(item, _NEXT_KEYS, ipath, "next action")
             entry: dict[str, Any] = {}

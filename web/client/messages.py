@@ -59,6 +59,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "no": ("否", "No"),
     "choose": ("请选择", "Choose"),
     "error_page": ("无法完成请求", "The request could not be done"),
+    "csrf_refused": ("表单已失效，请返回并刷新页面后重试",
+                     "This form is no longer valid; go back, reload the page and try again"),
     "not_found": ("没有找到该页面或事项", "No such page or procedure"),
     "back_home": ("返回首页", "Back to the home page"),
     # The personal center
