@@ -154,3 +154,12 @@ async def test_someone_elses_instance_shows_nothing(platform: Platform) -> None:
 async def test_the_personal_center_needs_a_session(platform: Platform) -> None:
     status, _html = await page(platform, "/account")
     assert status == 303
+
+
+def test_every_datum_flows_yaml_shows_has_a_caption(platform: Platform) -> None:
+    """A generic client captions shown data from show_labels; none is left bare."""
+    for flow in platform.app[RUNTIME].flows.flows.values():
+        for state in flow.states.values():
+            captions = dict(state.show_labels)
+            assert [name for name, _ in state.show if name not in captions] == [], (
+                flow.name, state.name)
