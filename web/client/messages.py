@@ -8,7 +8,9 @@ from collections.abc import Mapping
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
 
-MESSAGES: dict[str, tuple[str, str]] = {
+# Named TEXTS, not MESSAGES: these are page texts, not error ids (web/catalogue.py reads
+# tables named *MESSAGES as error messages).
+TEXTS: dict[str, tuple[str, str]] = {
     "site_name": ("统一身份认证平台", "Unified identity platform"),
     "skip_to_content": ("跳到主要内容", "Skip to the main content"),
     "language_switch": ("English", "中文"),
@@ -101,7 +103,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
 
 def text(key: str, lang: str, **values: object) -> str:
     """The catalogue's text for ``key`` in ``lang``, with ``{name}`` filled in."""
-    zh, en = MESSAGES[key]
+    zh, en = TEXTS[key]
     found = en if lang == "en" else zh
     return found.format(**values) if values else found
 

@@ -169,7 +169,8 @@ def test_a_person_registers_signs_in_and_makes_a_seal_in_the_browser(
     w.press("登录")
     expect(w.page.get_by_role("alert")).to_be_visible()
     w.shot("sign-in-refused")
-    w.page.get_by_role("button", name="看不清？换一张").click()  # a new picture
+    with w.page.expect_response(re.compile(r"/captcha")):  # a new picture, the old dead
+        w.page.get_by_role("button", name="看不清？换一张").click()
     w.fill("身份证号码/手机号码/登录名", phone)
     w.fill("密码", PASSWORD)
     w.fill("图形验证码", w.captcha())

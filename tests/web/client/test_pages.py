@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.platform import Platform, new_mobile
-from web.client.messages import MESSAGES, choose_language
+from web.client.messages import TEXTS, choose_language
 from web.keys import RUNTIME
 
 
@@ -59,7 +59,7 @@ def test_the_language_is_the_switchs_else_the_browsers_else_chinese(
 
 
 def test_every_message_has_both_languages() -> None:
-    assert all(zh and en for zh, en in MESSAGES.values())
+    assert all(zh and en for zh, en in TEXTS.values())
 
 
 async def test_home_is_chinese_by_default_and_english_when_asked(platform: Platform) -> None:
