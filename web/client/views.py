@@ -157,19 +157,11 @@ def pages(handler: Handler) -> Handler:
 @client_routes.get("/")
 @pages
 async def home(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
-    session = session_of(request)
     tab = request.query.get("tab", "personal")
     if tab not in SIGN_IN:
         tab = "personal"
-    flows = runtime.flows.flows
-    public = [f for f in flows.values() if f.access == "anyone"
-              and not f.name.startswith("admin_")]
-    page = None
-    if session is not None:
-        page = await _account(request)
-    return _render(request, "home.html", {
-        "tab": tab, "tabs": SIGN_IN, "flows": flows, "public": public, "page": page})
+    page = await _account(request) if session_of(request) is not None else None
+    return _render(request, "home.html", {"tab": tab, "tabs": SIGN_IN, "page": page})
 
 
 @client_routes.get("/lang/{code}")

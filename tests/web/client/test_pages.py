@@ -4,6 +4,7 @@ forms, errors under their fields, and every public flow's first step."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +164,14 @@ def test_every_datum_flows_yaml_shows_has_a_caption(platform: Platform) -> None:
             captions = dict(state.show_labels)
             assert [name for name, _ in state.show if name not in captions] == [], (
                 flow.name, state.name)
+
+
+def test_every_catalogue_text_is_used_by_a_page() -> None:
+    """The catalogue holds the pages' texts, and only those (tab_*, *_intro and the
+    like are looked up by a name the templates build)."""
+    root = Path(__file__).parents[3] / "web" / "client"
+    source = "".join(p.read_text(encoding="utf-8") for p in root.rglob("*")
+                     if p.suffix in (".html", ".py") and p.name != "messages.py")
+    built = ("tab_", "_intro", "register_", "forgot_", "kind_")
+    assert [key for key in TEXTS if f"'{key}'" not in source and f'"{key}"' not in source
+            and not any(part in key for part in built)] == []
