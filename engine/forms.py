@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from engine.errors import FieldError, ValidationFailed
-from engine.model import Field, Flow, Guard
+from engine.model import Field, Flow, Guard, NextAction
 from engine.registry import Registry
 from engine.values import GuardInput
 
@@ -70,7 +70,9 @@ def _masked(value: Any) -> Any:
 def dynamic_choices(field: Field, context: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The choices a field offers now: from the definition, or from recorded context."""
     if field.choices_from is None:
-        return [{"value": c, "label": None} for c in field.choices]
+        labels = dict(field.choice_labels)
+        return [{"value": c, "label": labels[c].as_dict() if c in labels else None}
+                for c in field.choices]
     raw = resolve(context, field.choices_from)
     out = []
     for item in raw if isinstance(raw, list) else []:
@@ -206,6 +208,16 @@ def shown(field: Field, value: Any) -> Any:
     return value
 
 
+# How often a client asks again while a step waits for a provider's callback.
+POLL_SECONDS = 3
+
+
+def _next(action: NextAction) -> dict[str, Any]:
+    return {"flow": action.flow, "page": action.page, "label": action.label.as_dict(),
+            "after_seconds": int(action.after.total_seconds())
+            if action.after is not None else None}
+
+
 def describe(flow: Flow, state: str, context: Mapping[str, Any],
              registry: Registry) -> dict[str, Any]:
     """The current step's UI description: fields, values, locks, errors, triggers."""
@@ -246,13 +258,29 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
     for trig in flow.user_triggers(state):
         label = next((t.label.as_dict() for t in flow.transitions_from(state, trig)
                       if t.label), None)
+        # A limit of one per window (an SMS code a minute): how long a client greys
+        # the button out after a press that went through.
+        once = [int(lim.per.total_seconds()) for t in flow.transitions_from(state, trig)
+                for lim in t.limits if lim.max == 1]
         triggers.append({"trigger": trig, "label": label,
-                         "fields": [f.name for f in flow.fields_for(state, trig)]})
+                         "fields": [f.name for f in flow.fields_for(state, trig)],
+                         "cooldown_seconds": max(once) if once else None})
+    data = {name: _masked(resolve(context, path)) for name, path in st.show}
+    captions = dict(st.show_labels)
+    waits = None
+    if not st.final and flow.callback_triggers(state):
+        # A provider's callback moves this step on: a client asks again now and then.
+        waits = {"for": "provider", "poll_seconds": POLL_SECONDS}
     return {
         "state": state,
         "label": st.label.as_dict() if st.label else None,
         "final": st.final,
-        "data": {name: _masked(resolve(context, path)) for name, path in st.show},
+        "data": data,
+        "shown": [{"name": name, "value": data[name],
+                   "label": captions[name].as_dict() if name in captions else None}
+                  for name, _ in st.show],
+        "waits": waits,
+        "next": [_next(n) for n in st.next],
         "fields": nodes,
         "triggers": triggers,
         "error": error if error and not error.get("field") else None,

@@ -30,6 +30,7 @@ from engine.model import (
     Guard,
     Label,
     Limit,
+    NextAction,
     State,
     Timeout,
     Transition,
@@ -76,6 +77,10 @@ _STATE_KEYS = {
     "description": "Free text, ignored (not part of the version).",
     "show": "Mapping of names to context paths (values.<field>, facts.<fact>[.<key>...]) "
             "sent to the client as the step's data.",
+    "show_labels": "Label {zh, en} of each `show` name: how a client captions that datum.",
+    "next": "A final state's next actions for a client: a list of {flow: NAME} (start "
+            "that flow) or {page: home | account}, each with a label, one of them "
+            "optionally with `after: DURATION` (go there on its own after that long).",
 }
 _FIELD_KEYS = {
     "type": "string (default), integer, boolean or choice.",
@@ -85,6 +90,7 @@ _FIELD_KEYS = {
     "secret": "Never recorded, never shown back, never seen by guards.",
     "locked": "true, or a guard: not editable (while the guard holds).",
     "choices": "The values of a choice field.",
+    "choice_labels": "Label {zh, en} of each choice: what a client shows for that value.",
     "max_length": "Longest text accepted (default 1024).",
     "help": "Label {zh, en}: help text under the field.",
     "description": "Free text, ignored (not part of the version).",
@@ -125,6 +131,14 @@ _ERROR_KEYS = {
     "zh": "The message in Chinese.",
     "en": "The message in English.",
 }
+_NEXT_KEYS = {
+    "flow": "A flow of this file to start (a sign-in after a registration).",
+    "page": "A page of the client: home, or account (the personal center).",
+    "label": "Label {zh, en}: the button's text.",
+    "after": "A duration: the client goes there on its own after that long.",
+}
+# The pages a final state's next action may name; a client maps each to its own page.
+NEXT_PAGES = ("home", "account")
 _LIMIT_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k != "field"}
 _SHARED_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k in ("zh", "en")}
 # Besides its name, the mapping that gives an action parameters may name its fact.
@@ -373,6 +387,7 @@ class _Checker:
         self.timeout_after: dict[Path, str] = {}
         self.lifetime_known = True
         self.policies = {}
+        self.flow_names: set[str] = set()
         self.limit_fields: list[_LimitPart] = []
         # The file's named errors and limit sets, and which of them something names.
         self.shared_errors: dict[str, dict[str, str]] = {}
@@ -478,6 +493,7 @@ class _Checker:
                      "'flows' must be a mapping of flow names to flows")
             return {}
         out = {}
+        self.flow_names = {str(name) for name in flows}
         for name, body in flows.items():
             path = ("flows", name)
             if not NAME.match(str(name)):
@@ -703,7 +719,18 @@ class _Checker:
                          "'values.<field>' or 'facts.<action>[.<key>...]'")
             else:
                 show[str(key)] = ref
-        return {
+        show_labels = {}
+        for key, value in self.mapping(body.get("show_labels"), (*path, "show_labels"),
+                                       "show_labels").items():
+            if str(key) not in show:
+                self.err((*path, "show_labels", key), f"show_labels names '{key}', which "
+                         "is not shown (no such name in 'show')", key=True)
+                continue
+            found = self.label(value, (*path, "show_labels", key), f"show label '{key}'",
+                               required=True)
+            if found:
+                show_labels[str(key)] = found
+        state: dict[str, Any] = {
             "name": name,
             "final": final,
             "show": show,
@@ -713,6 +740,54 @@ class _Checker:
             "on_enter": [entry for _, entry in on_enter],
             "timeout": timeout,
         }
+        # Only when given: a state without them keeps the version it had before.
+        if show_labels:
+            state["show_labels"] = show_labels
+        if "next" in body:
+            state["next"] = self.next_actions(body["next"], (*path, "next"), final)
+        return state
+
+    def next_actions(self, value: Any, path: Path, final: bool) -> list[dict[str, Any]]:
+        """A final state's next actions: ``{flow | page, label[, after]}`` each."""
+        if not final:
+            self.err(path, "next is for final states: what a client offers once the "
+                     "flow is over", key=True)
+        if not isinstance(value, list) or not value:
+            self.err(path, "next must be a non-empty list of {flow or page, label}")
+            return []
+        out: list[dict[str, Any]] = []
+        timed = 0
+        for i, item in enumerate(value):
+            ipath = (*path, i)
+            if not isinstance(item, dict):
+                self.err(ipath, "a next action is a mapping: {flow or page, label}")
+                continue
+            self.unknown_keys(item, _NEXT_KEYS, ipath, "next action")
+            entry: dict[str, Any] = {}
+            if ("flow" in item) == ("page" in item):
+                self.err(ipath, "a next action names one 'flow' to start or one 'page'")
+            elif "flow" in item:
+                target = item["flow"]
+                if not isinstance(target, str) or target not in self.flow_names:
+                    self.err((*ipath, "flow"), f"next action's flow '{target}' is not a "
+                             "flow of this file")
+                entry["flow"] = str(target)
+            else:
+                if item["page"] not in NEXT_PAGES:
+                    self.err((*ipath, "page"), "page must be one of "
+                             f"{', '.join(NEXT_PAGES)}")
+                entry["page"] = str(item["page"])
+            entry["label"] = self.label(item.get("label"), (*ipath, "label"),
+                                        "next action", required=True)
+            if "after" in item:
+                timed += 1
+                after = self.duration(item["after"], (*ipath, "after"))
+                if after:
+                    entry["after"] = after
+            out.append(entry)
+        if timed > 1:
+            self.err(path, "at most one next action goes on its own ('after')")
+        return out
 
     def field(self, name: str, body: Any, path: Path) -> dict[str, Any]:
         if not NAME.match(name):
@@ -762,6 +837,17 @@ class _Checker:
                 self.err((*path, "choices_from"), "choices_from reads recorded context: "
                          "'facts.<action>[.<key>...]'")
                 choices_from = None
+        choice_labels = {}
+        for key, value in self.mapping(body.get("choice_labels"), (*path, "choice_labels"),
+                                       "choice_labels").items():
+            if str(key) not in (choices or []):
+                self.err((*path, "choice_labels", key), f"choice_labels names '{key}', "
+                         "which is not one of 'choices'", key=True)
+                continue
+            found = self.label(value, (*path, "choice_labels", key),
+                               f"choice label '{key}'", required=True)
+            if found:
+                choice_labels[str(key)] = found
         value_from = body.get("value_from")
         if value_from is not None and (not isinstance(value_from, str)
                                        or not CONTEXT_PATH.match(value_from)):
@@ -783,7 +869,7 @@ class _Checker:
             self.err((*path, "format"), f"format '{fmt}' carries personal data: mark the "
                      "field 'sensitive: true' (recorded sealed, shown masked) or "
                      "'secret: true' (never recorded)")
-        return {
+        field: dict[str, Any] = {
             "name": name,
             "type": ftype if ftype in FIELD_TYPES else "string",
             "label": self.label(body.get("label"), (*path, "label"), f"field '{name}'",
@@ -801,6 +887,9 @@ class _Checker:
             "widget": widget,
             "max_length": max_length,
         }
+        if choice_labels:  # only when given: other fields keep their flow's version
+            field["choice_labels"] = choice_labels
+        return field
 
     def sensitive(self, body: dict[str, Any], path: Path) -> bool:
         flag = self.boolean(body.get("sensitive"), (*path, "sensitive"), "sensitive")
@@ -1302,6 +1391,12 @@ class _Checker:
                          f"state '{name}' is unreachable from '{initial}'", key=True)
 
 
+def _next_action(entry: dict[str, Any]) -> NextAction:
+    return NextAction(label=Label(entry["label"]["zh"], entry["label"]["en"]),
+                      flow=entry.get("flow"), page=entry.get("page"),
+                      after=parse_duration(entry["after"]) if "after" in entry else None)
+
+
 def build_flow(content: dict[str, Any]) -> Flow:
     """Build the model of one flow from its canonical content (already checked)."""
 
@@ -1318,6 +1413,8 @@ def build_flow(content: dict[str, Any]) -> Flow:
                 choices=tuple(f["choices"]), max_length=f["max_length"], help=label(f["help"]),
                 choices_from=f["choices_from"], widget=f["widget"], value_from=f["value_from"],
                 sensitive=f["sensitive"],
+                choice_labels=tuple((k, Label(v["zh"], v["en"]))
+                                    for k, v in f.get("choice_labels", {}).items()),
             )
             for f in s["fields"]
         )
@@ -1326,7 +1423,10 @@ def build_flow(content: dict[str, Any]) -> Flow:
         states[s["name"]] = State(name=s["name"], final=s["final"], label=label(s["label"]),
                                   fields=fields,
                                   on_enter=tuple(ActionRef.from_content(a) for a in s["on_enter"]),
-                                  timeout=timeout, show=tuple(s["show"].items()))
+                                  timeout=timeout, show=tuple(s["show"].items()),
+                                  show_labels=tuple((k, Label(v["zh"], v["en"])) for k, v
+                                                    in s.get("show_labels", {}).items()),
+                                  next=tuple(_next_action(n) for n in s.get("next", ())))
     transitions = tuple(
         Transition(
             trigger=t["trigger"], sources=tuple(t["source"]), dest=t["dest"],

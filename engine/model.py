@@ -128,12 +128,28 @@ class Field:
     value_from: str | None = None
     # Personal data (an ID number, a phone): recorded sealed, shown masked.
     sensitive: bool = False
+    # (choice, label) pairs: what a client shows for each value of a choice field.
+    choice_labels: tuple[tuple[str, Label], ...] = ()
+
+    def choice_label(self, value: str) -> Label | None:
+        return next((label for v, label in self.choice_labels if v == value), None)
 
 
 @attrs.frozen
 class Timeout:
     after: timedelta
     trigger: str
+
+
+@attrs.frozen
+class NextAction:
+    """What a client offers once a flow is over: start ``flow``, or go to ``page``."""
+
+    label: Label
+    flow: str | None = None
+    page: str | None = None  # home | account
+    # Go there without a click after this long (the password reset's six seconds).
+    after: timedelta | None = None
 
 
 @attrs.frozen
@@ -146,6 +162,10 @@ class State:
     timeout: Timeout | None = None
     # (name, context path) pairs shown to the client with this step.
     show: tuple[tuple[str, str], ...] = ()
+    # (name, label) pairs: the captions of shown data.
+    show_labels: tuple[tuple[str, Label], ...] = ()
+    # A final state's next actions, in the file's order.
+    next: tuple[NextAction, ...] = ()
 
     def field(self, name: str) -> Field | None:
         for f in self.fields:

@@ -24,6 +24,7 @@ from engine.loader import (
     _LIMIT_ERROR_KEYS,
     _LIMIT_KEYS,
     _LIMIT_PARTS,
+    _NEXT_KEYS,
     _SHARED_ERROR_KEYS,
     _STATE_KEYS,
     _TIMEOUT_KEYS,
@@ -33,6 +34,7 @@ from engine.loader import (
     AS,
     CONTEXT_PATH,
     NAME,
+    NEXT_PAGES,
     VIA,
 )
 from engine.model import FIELD_TYPES
@@ -192,6 +194,8 @@ def _defs(registry: Registry) -> dict[str, Any]:
         "help": _ref("label"), "description": {}, "choices_from": _ref("context_path"),
         "widget": _ref("name"), "value_from": _ref("context_path"),
         "sensitive": {"type": "boolean"},
+        "choice_labels": {"type": "object", "propertyNames": {"type": "string"},
+                          "additionalProperties": _ref("label")},
     }, required=("label",))
     state = _keywords(_STATE_KEYS, {
         "final": {"type": "boolean"}, "label": _ref("label"),
@@ -204,6 +208,11 @@ def _defs(registry: Registry) -> dict[str, Any]:
         "description": {},
         "show": {"type": ["object", "null"], "propertyNames": name,
                  "additionalProperties": _ref("context_path")},
+        "show_labels": {"type": "object", "propertyNames": name,
+                        "additionalProperties": _ref("label")},
+        "next": {"type": "array", "minItems": 1, "items": _keywords(_NEXT_KEYS, {
+            "flow": _ref("name"), "page": {"enum": list(NEXT_PAGES)},
+            "label": _ref("label"), "after": _ref("duration")}, required=("label",))},
     })
     state["type"] = ["object", "null"]
     transition = _keywords(_TRANSITION_KEYS, {

@@ -309,7 +309,7 @@ def test_the_known_names_the_lint_table_lists_are_the_current_ones() -> None:
             "state": engine_loader._STATE_KEYS, "field": engine_loader._FIELD_KEYS,
             "transition": engine_loader._TRANSITION_KEYS, "timeout": engine_loader._TIMEOUT_KEYS,
             "limit": engine_loader._LIMIT_KEYS, "error": engine_loader._ERROR_KEYS,
-            "shared": engine_loader._SHARED_ERROR_KEYS}
+            "shared": engine_loader._SHARED_ERROR_KEYS, "next": engine_loader._NEXT_KEYS}
     names = {"validator": REGISTRY.validators, "policy": REGISTRY.policies}
     checked = 0
     for message in table_messages():

@@ -30,6 +30,7 @@ from web import keys
 from web.admin import admin_routes
 from web.apidocs import docs_routes
 from web.callbacks import callback_routes
+from web.client import setup_client
 from web.clock import OffsetFileClock
 from web.httpclient import AiohttpClient
 from web.logs import quiet_malformed_requests
@@ -73,7 +74,10 @@ def _response_headers(settings: Settings) -> Callable[[web.Request, web.StreamRe
         headers["Server"] = "identity-flows"  # the service, not the software and versions
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"  # frame-ancestors, for browsers without CSP 2
-        headers.setdefault("Referrer-Policy", "no-referrer")
+        # A page's forms need their Origin (web/sessions.py refuses a foreign one, and
+        # under no-referrer a browser sends "null"); other sites still learn nothing.
+        headers.setdefault("Referrer-Policy", "same-origin" if response.content_type ==
+                           "text/html" else "no-referrer")
         policy = headers.get("Content-Security-Policy")
         if policy is None:
             headers["Content-Security-Policy"] = (PAGE_CSP if response.content_type ==
@@ -165,6 +169,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app.add_routes(logout_routes)
     app.add_routes(docs_routes)
     app.add_routes(branch_routes())
+    setup_client(app)
     if settings.metrics_public:
         app.router.add_get("/metrics", _metrics_handler(app[keys.METRICS],
                                                         settings.metrics_token))

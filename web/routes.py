@@ -37,6 +37,7 @@ from web.sessions import (
     starter_of,
     wants_token,
 )
+from web.views import add_links
 
 routes = web.RouteTableDef()
 
@@ -125,7 +126,8 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
     runtime = request.app[RUNTIME]
     # A replayed request gets the answer it got then, expiry included.
     replayed = outcome is not None and outcome.replayed
-    body = await runtime.view(instance, now=instance.updated_at if replayed else None)
+    body = add_links(await runtime.view(instance,
+                                        now=instance.updated_at if replayed else None))
     headers = {"ETag": f'"{instance.version}"'}
     if outcome is not None:
         body["event"] = _event_summary(outcome.event)

@@ -1,0 +1,177 @@
+"""The web client's pages over HTTP (no browser): language, CSRF, stale and repeated
+forms, errors under their fields, and every public flow's first step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.platform import Platform, new_mobile
+from web.client.messages import TEXTS, choose_language
+from web.keys import RUNTIME
+
+
+def hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, f"no hidden {name} in the page"
+    return found.group(1)
+
+
+async def page(p: Platform, path: str, **kw: Any) -> tuple[int, str]:
+    resp = await p.client.get(path, allow_redirects=False, **kw)
+    return resp.status, await resp.text()
+
+
+async def start(p: Platform, flow: str) -> tuple[str, str]:
+    """Start ``flow`` as the start page's button does; its instance id and first page."""
+    status, html = await page(p, f"/flows/{flow}/start")
+    assert status == 200, html
+    resp = await p.client.post(f"/flows/{flow}/start", allow_redirects=False,
+                               data={"csrf": hidden(html, "csrf"), "key": hidden(html, "key")})
+    assert resp.status == 303, await resp.text()
+    location = resp.headers["Location"]
+    assert location.startswith("/f/")
+    status, html = await page(p, location)
+    assert status == 200, html
+    return location.removeprefix("/f/"), html
+
+
+async def post(p: Platform, path: str, data: dict[str, str]) -> tuple[int, str, str]:
+    resp = await p.client.post(path, data=data, allow_redirects=False)
+    return resp.status, resp.headers.get("Location", ""), await resp.text()
+
+
+async def history(p: Platform, iid: str) -> list[str]:
+    resp = await p.client.get(f"/api/flows/{iid}/history")
+    return [e["trigger"] for e in (await resp.json())["events"]]
+
+
+@pytest.mark.parametrize(("cookie", "accept", "expected"), [
+    (None, None, "zh"), (None, "en-GB,en;q=0.9", "en"), (None, "fr, en;q=0.5", "en"),
+    (None, "zh-CN,zh;q=0.9,en;q=0.8", "zh"), (None, "de", "zh"), ("en", "zh-CN", "en"),
+    ("zh", "en", "zh"), ("xx", "en", "en"), (None, "en;q=0, zh;q=0.1", "zh"),
+    (None, "en;q=abc", "zh")])
+def test_the_language_is_the_switchs_else_the_browsers_else_chinese(
+        cookie: str | None, accept: str | None, expected: str) -> None:
+    assert choose_language(cookie, accept) == expected
+
+
+def test_every_message_has_both_languages() -> None:
+    assert all(zh and en for zh, en in TEXTS.values())
+
+
+async def test_home_is_chinese_by_default_and_english_when_asked(platform: Platform) -> None:
+    status, html = await page(platform, "/")
+    assert status == 200
+    assert '<html lang="zh-CN">' in html
+    assert "个人登录" in html
+    _, html = await page(platform, "/", headers={"Accept-Language": "en-US,en;q=0.9"})
+    assert '<html lang="en">' in html
+    assert "Personal sign-in" in html
+    resp = await platform.client.get("/lang/en?next=/?tab=legal", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (303, "/?tab=legal")
+    _, html = await page(platform, "/?tab=legal")
+    assert "Organisation sign-in" in html
+    assert "legal_login" in html
+
+
+async def test_the_switch_goes_back_to_our_own_pages_only(platform: Platform) -> None:
+    for elsewhere in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        resp = await platform.client.get("/lang/zh", params={"next": elsewhere},
+                                         allow_redirects=False)
+        assert resp.headers["Location"] == "/", elsewhere
+
+
+async def test_a_start_without_the_csrf_token_is_refused_with_a_page(
+        platform: Platform) -> None:
+    await page(platform, "/")  # the browser has its csrf cookie
+    for data in ({}, {"csrf": "not-the-token"}):
+        status, location, html = await post(platform, "/flows/personal_login/start", data)
+        assert (status, location) == (403, "")
+        assert "text/html" in (await platform.client.get("/")).headers["Content-Type"]
+        assert "无法完成请求" in html
+
+
+async def test_every_public_flow_renders_its_first_step(platform: Platform) -> None:
+    flows = platform.app[RUNTIME].flows.flows
+    public = [f for f in flows.values() if f.access == "anyone"]
+    assert len(public) >= 6
+    for flow in public:
+        _, html = await start(platform, flow.name)
+        label = flow.states[flow.initial].label
+        assert label is not None
+        assert f"<h1>{label.zh}</h1>" in html, flow.name
+        # Every input has its label.
+        for input_id in re.findall(r'<(?:input|select|textarea)[^>]* id="([^"]+)"', html):
+            assert f'for="{input_id}"' in html, (flow.name, input_id)
+
+
+async def test_a_refused_step_shows_errors_under_their_fields_and_no_personal_data(
+        platform: Platform) -> None:
+    iid, html = await start(platform, "personal_password_reset")
+    status, _, html = await post(platform, f"/f/{iid}/submit", {
+        "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+        "key": hidden(html, "key"), "mobile": "1380013800x", "sms_code": "123456"})
+    assert status == 422
+    assert 'aria-describedby="error-mobile"' in html
+    assert 'id="error-mobile"' in html
+    assert 'aria-invalid="true"' in html
+    assert "1380013800x" not in html
+    assert "123456" not in html
+    assert await history(platform, iid) == ["start"]
+
+
+async def test_an_old_page_never_steps_and_a_repeated_form_gets_its_first_answer(
+        platform: Platform) -> None:
+    iid, first = await start(platform, "personal_password_reset")
+    form = {"csrf": hidden(first, "csrf"), "version": hidden(first, "version"),
+            "key": hidden(first, "key"), "mobile": new_mobile()}
+    status, location, _ = await post(platform, f"/f/{iid}/send_code", form)
+    assert (status, location) == (303, f"/f/{iid}")
+    # The same form again (a double click, a reload): the first answer, no second step.
+    status, location, _ = await post(platform, f"/f/{iid}/send_code", form)
+    assert (status, location) == (303, f"/f/{iid}")
+    assert await history(platform, iid) == ["start", "send_code"]
+    # The old page's other button, with a new key: out of date, said so, nothing stepped.
+    status, location, _ = await post(platform, f"/f/{iid}/submit",
+                                     {**form, "key": "another-key", "sms_code": "123456"})
+    assert (status, location) == (303, f"/f/{iid}?stale=1")
+    _, html = await page(platform, location)
+    assert "页面已过期" in html
+    assert await history(platform, iid) == ["start", "send_code"]
+
+
+async def test_someone_elses_instance_shows_nothing(platform: Platform) -> None:
+    iid, _ = await start(platform, "personal_login")
+    async with platform.another_browser() as other:
+        resp = await other.get(f"/f/{iid}")
+        assert resp.status == 403
+        assert "text/html" in resp.headers["Content-Type"]
+
+
+async def test_the_personal_center_needs_a_session(platform: Platform) -> None:
+    status, _html = await page(platform, "/account")
+    assert status == 303
+
+
+def test_every_datum_flows_yaml_shows_has_a_caption(platform: Platform) -> None:
+    """A generic client captions shown data from show_labels; none is left bare."""
+    for flow in platform.app[RUNTIME].flows.flows.values():
+        for state in flow.states.values():
+            captions = dict(state.show_labels)
+            assert [name for name, _ in state.show if name not in captions] == [], (
+                flow.name, state.name)
+
+
+def test_every_catalogue_text_is_used_by_a_page() -> None:
+    """The catalogue holds the pages' texts, and only those (tab_*, *_intro and the
+    like are looked up by a name the templates build)."""
+    root = Path(__file__).parents[3] / "web" / "client"
+    source = "".join(p.read_text(encoding="utf-8") for p in root.rglob("*")
+                     if p.suffix in (".html", ".py") and p.name != "messages.py")
+    built = ("tab_", "_intro", "register_", "forgot_", "kind_")
+    assert [key for key in TEXTS if f"'{key}'" not in source and f'"{key}"' not in source
+            and not any(part in key for part in built)] == []

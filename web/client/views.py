@@ -1,0 +1,446 @@
+"""The reference web client: pages rendered on the server from the UI descriptions.
+
+One generic renderer draws every step of every flow from the description that
+``GET /api/flows/{id}`` returns (``Runtime.view``), so a flow added to flows.yaml
+renders without new template code. Forms work without JavaScript: each carries a CSRF
+token (double-submit cookie), the instance's version (If-Match semantics) and an
+Idempotency-Key, and a step that commits answers with a redirect (Post/Redirect/Get).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import io
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+import jinja2
+import segno
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from engine import EngineError, Instance, ValidationFailed
+from engine.errors import PreconditionFailed, VersionConflict
+from flows.center import account_page
+from web.client.messages import LANGUAGES, choose_language, label, text
+from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
+from web.routes import client_address
+from web.sessions import (
+    clear_session_cookie,
+    device_cookie,
+    identities_of,
+    session_of,
+    session_ref_of,
+    session_token,
+    set_session_cookie,
+    starter_of,
+)
+from web.views import add_links
+
+HERE = Path(__file__).parent
+CSRF_COOKIE = "csrf"
+LANG_COOKIE = "lang"
+_CSRF = web.RequestKey("client_csrf", str)
+_LANG = web.RequestKey("client_lang", str)
+# The client's own pages, by the names a final state's next action gives (flows.yaml).
+PAGES = {"home": "/", "account": "/account"}
+# The flows the home page's sign-in tabs, registration and reset links start.
+SIGN_IN = {"personal": ("personal_login", "personal_registration",
+                        "personal_password_reset"),
+           "legal": ("legal_login", "legal_registration", "legal_password_reset")}
+
+client_routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def setup_client(app: web.Application) -> None:
+    """Mount the client's pages and its static files on ``app``."""
+    env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
+                               autoescape=True, undefined=jinja2.StrictUndefined)
+    env.globals.update(label=label, new_key=lambda: str(uuid.uuid4()))
+    app.add_routes(client_routes)
+    app.router.add_static("/static/", HERE / "static", name="client_static")
+
+
+def _lang(request: web.Request) -> str:
+    if _LANG not in request:
+        request[_LANG] = choose_language(request.cookies.get(LANG_COOKIE),
+                                         request.headers.get("Accept-Language"))
+    return request[_LANG]
+
+
+def _csrf(request: web.Request) -> str:
+    """The browser's CSRF token: its cookie, or a new one the answer sets."""
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) != 43:
+        token = request.get(_CSRF) or secrets.token_urlsafe(32)
+        request[_CSRF] = token
+    return token
+
+
+def _check_csrf(request: web.Request, form: MultiDictProxy[Any]) -> None:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = form.get("csrf", "")
+    if not cookie or not isinstance(given, str) or not hmac.compare_digest(
+            cookie.encode(), given.encode("utf-8", "replace")):
+        raise _PageError(403, "csrf_refused")
+
+
+class _PageError(Exception):
+    """A page-level refusal, shown as an HTML page in the reader's language."""
+
+    def __init__(self, status: int, key: str, message: dict[str, str] | None = None) -> None:
+        super().__init__(key)
+        self.status = status
+        self.key = key
+        self.message = message
+
+
+def _render(request: web.Request, template: str, context: dict[str, Any], *,
+            status: int = 200) -> web.Response:
+    lang = _lang(request)
+    session = session_of(request)
+    base = {"lang": lang, "other_lang": next(x for x in LANGUAGES if x != lang),
+            "t": functools.partial(text, lang=lang),
+            "L": lambda value, fallback="": label(value, lang, fallback),
+            "csrf": _csrf(request), "session": session, "path": request.path_qs,
+            "development": request.app[SETTINGS].environment == "development"}
+    response = aiohttp_jinja2.render_template(template, request, {**base, **context},
+                                              status=status)
+    _finish(request, response)
+    return response
+
+
+def _finish(request: web.Request, response: web.StreamResponse) -> None:
+    """Cookies every page answer carries; no copy kept by any cache."""
+    if _CSRF in request:
+        response.set_cookie(CSRF_COOKIE, request[_CSRF], httponly=True, samesite="Strict",
+                            path="/", secure=request.app[SETTINGS].cookie_secure)
+    response.headers["Cache-Control"] = "no-store"
+    device_cookie(request, response)
+
+
+def _redirect(request: web.Request, location: str) -> web.Response:
+    response = web.Response(status=303, headers={"Location": location})
+    _finish(request, response)
+    return response
+
+
+def pages(handler: Handler) -> Handler:
+    """Answer a refusal with a page in the reader's language, never with JSON."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _PageError as exc:
+            return _render(request, "error.html", {"key": exc.key, "message": exc.message},
+                           status=exc.status)
+        except EngineError as exc:
+            body = exc.problem()
+            return _render(request, "error.html", {"key": "error_page",
+                                                   "message": body.get("message")},
+                           status=int(body["status"]))
+
+    return wrapped
+
+
+# -- home, language, sign-out ------------------------------------------------------------
+
+
+@client_routes.get("/")
+@pages
+async def home(request: web.Request) -> web.StreamResponse:
+    tab = request.query.get("tab", "personal")
+    if tab not in SIGN_IN:
+        tab = "personal"
+    page = await _account(request) if session_of(request) is not None else None
+    return _render(request, "home.html", {"tab": tab, "tabs": SIGN_IN, "page": page})
+
+
+@client_routes.get("/lang/{code}")
+@pages
+async def switch_language(request: web.Request) -> web.StreamResponse:
+    code = request.match_info["code"]
+    if code not in LANGUAGES:
+        raise _PageError(404, "not_found")
+    back = request.query.get("next", "/")
+    if not back.startswith("/") or back.startswith("//") or "\\" in back:
+        back = "/"  # our own pages only: never a way to send someone elsewhere
+    response = _redirect(request, back)
+    response.set_cookie(LANG_COOKIE, code, samesite="Lax", path="/",
+                        max_age=365 * 86400, secure=request.app[SETTINGS].cookie_secure)
+    return response
+
+
+@client_routes.post("/signout")
+@pages
+async def logout(request: web.Request) -> web.StreamResponse:
+    _check_csrf(request, await request.post())
+    token = session_token(request)
+    if token:
+        await request.app[SERVICES].sessions.end(token)
+    response = _redirect(request, "/")
+    clear_session_cookie(response)
+    return response
+
+
+# -- the personal center -----------------------------------------------------------------
+
+
+async def _account(request: web.Request) -> dict[str, Any] | None:
+    session = session_of(request)
+    if session is None:
+        return None
+    page = await account_page(request.app[SERVICES], session,
+                              request.app[RUNTIME].flows.flows.values(),
+                              now=request.app[CLOCK].now())
+    for offer in page.get("flows", []):
+        # The API's addresses, as this client's pages.
+        resume = offer.get("resume")
+        offer["page"] = f"/f/{resume.rsplit('/', 1)[1]}" if resume else None
+    pending = (page.get("organisation") or {}).get("pending_change")
+    if pending:
+        pending["page"] = f"/f/{pending['instance'].rsplit('/', 1)[1]}"
+    return page or None
+
+
+@client_routes.get("/account")
+@pages
+async def account(request: web.Request) -> web.StreamResponse:
+    page = await _account(request)
+    if page is None:
+        return _redirect(request, "/")
+    return _render(request, "account.html", {"page": page})
+
+
+# -- flows -------------------------------------------------------------------------------
+
+
+@client_routes.get("/flows/{name}/start")
+@pages
+async def start_page(request: web.Request) -> web.StreamResponse:
+    """A page with one button that starts the flow (a link may only ever read)."""
+    flow = request.app[RUNTIME].current(request.match_info["name"])
+    if flow.access == "account" and session_of(request) is None:
+        return _redirect(request, "/")
+    return _render(request, "start.html", {"flow": flow, "key": str(uuid.uuid4())})
+
+
+@client_routes.post("/flows/{name}/start")
+@pages
+async def start(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    _check_csrf(request, form)
+    runtime = request.app[RUNTIME]
+    flow = runtime.current(request.match_info["name"])
+    key = form.get("key")
+    outcome = await runtime.start(flow.name, {}, idempotency_key=key if isinstance(
+        key, str) and 0 < len(key) <= 200 else None,
+        actor=starter_of(request, flow.access), client=client_address(request))
+    return _redirect(request, f"/f/{outcome.instance.id}")
+
+
+async def _mine(request: web.Request, instance_id: str) -> Instance:
+    runtime = request.app[RUNTIME]
+    instance = await runtime.get(instance_id)
+    mine = identities_of(request)
+    runtime.check_owner(instance, mine[0], mine[1:])
+    return instance
+
+
+@client_routes.get("/f/{id}/qr.svg")
+@pages
+async def qr_image(request: web.Request) -> web.StreamResponse:
+    """The step's QR code (the face step's ``qr_url``) as SVG, drawn by segno: an image
+    of our own origin, as the pages' Content-Security-Policy wants."""
+    instance = await _mine(request, request.match_info["id"])
+    view = await request.app[RUNTIME].view(instance)
+    url = view["ui"]["data"].get("qr_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise _PageError(404, "not_found")
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="svg", scale=5, border=2)
+    return web.Response(body=buffer.getvalue(), content_type="image/svg+xml",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def _step_page(request: web.Request, instance: Instance, *, status: int = 200,
+                     errors: list[dict[str, Any]] | None = None,
+                     entered: Mapping[str, Any] | None = None,
+                     notice: str | None = None,
+                     retry_after: int | None = None) -> web.Response:
+    runtime = request.app[RUNTIME]
+    view = add_links(await runtime.view(instance))
+    ui = view["ui"]
+    errors = errors if errors is not None else view["errors"]
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    general = []
+    names = {f["name"] for f in ui["fields"]}
+    for e in errors:
+        if e.get("field") in names:
+            by_field.setdefault(e["field"], []).append(e)
+        else:
+            general.append(e)
+    qr = None
+    qr_url = ui["data"].get("qr_url")
+    if isinstance(qr_url, str) and qr_url.startswith(("http://", "https://")):
+        qr = f"/f/{instance.id}/qr.svg?v={instance.version}"
+    flow = (await runtime.compiled(instance.definition_hash)).flow
+    next_actions = []
+    for n in ui["next"]:
+        href = PAGES.get(n["page"] or "", "/") if n["flow"] is None \
+            else f"/flows/{quote(n['flow'])}/start"
+        next_actions.append({**n, "href": href})
+    auto = next((n for n in next_actions if n["after_seconds"]), None)
+    primary, inline, buttons = _buttons(ui)
+    return _render(request, "step.html", {
+        "view": view, "ui": ui, "flow": flow, "errors": general, "by_field": by_field,
+        "entered": entered or {}, "notice": notice, "qr": qr, "key": str(uuid.uuid4()),
+        "next_actions": next_actions, "auto": auto, "retry_after": retry_after,
+        "primary": primary, "inline": inline, "buttons": buttons,
+        "field_labels": {f["name"]: f["label"] for f in ui["fields"]},
+        "all_errors": [*general, *(e for v in by_field.values() for e in v)],
+    }, status=status)
+
+
+def _buttons(ui: Mapping[str, Any]) -> tuple[Any, dict[str, list[Any]], list[Any]]:
+    """The step's main button (its trigger takes the most fields), the buttons drawn
+    beside the one text field they take ("send code" by the phone number), the rest."""
+    triggers = ui["triggers"]
+    if not triggers:
+        return None, {}, []
+    primary = max(triggers, key=lambda t: len(t["fields"]))  # the first of equals
+    texts = {f["name"] for f in ui["fields"] if f["type"] in ("string", "integer")
+             and f.get("widget") not in ("textarea", "captcha") and not f["locked"]}
+    inline: dict[str, list[Any]] = {}
+    buttons = []
+    for trig in triggers:
+        if trig is not primary and len(trig["fields"]) == 1 and trig["fields"][0] in texts:
+            inline.setdefault(trig["fields"][0], []).append(trig)
+        else:
+            buttons.append(trig)
+    return primary, inline, buttons
+
+
+@client_routes.get("/f/{id}")
+@pages
+async def show(request: web.Request) -> web.StreamResponse:
+    instance = await _mine(request, request.match_info["id"])
+    notice = "stale" if request.query.get("stale") else None
+    return await _step_page(request, instance, notice=notice)
+
+
+@client_routes.get("/f/{id}/state")
+@pages
+async def state(request: web.Request) -> web.StreamResponse:
+    """Where the instance is (its version), for a waiting page's script to compare."""
+    instance = await _mine(request, request.match_info["id"])
+    response = web.json_response({"version": instance.version, "state": instance.state,
+                                  "status": instance.status})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _input(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:
+    """The form's values for a trigger's fields, as the API takes them."""
+    raw: dict[str, Any] = {}
+    for field in fields:
+        if field["locked"]:
+            continue  # the recorded value stands; the engine refuses a changed one
+        if field["type"] == "boolean":
+            raw[field["name"]] = form.get(field["name"]) == "true"
+            continue
+        value = form.get(field["name"])
+        if isinstance(value, str):
+            raw[field["name"]] = value
+    return raw
+
+
+@client_routes.post("/f/{id}/{trigger}")
+@pages
+async def step(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    _check_csrf(request, form)
+    runtime = request.app[RUNTIME]
+    instance_id, trigger = request.match_info["id"], request.match_info["trigger"]
+    instance = await _mine(request, instance_id)
+    view = await runtime.view(instance)
+    takes = next((t["fields"] for t in view["ui"]["triggers"] if t["trigger"] == trigger),
+                 None)
+    version = form.get("version")
+    if takes is None or not isinstance(version, str) or not version.isdigit() \
+            or int(version) != instance.version:
+        # Sent from a page of an earlier step (the back button, a second tab).
+        if isinstance(version, str) and version.isdigit() and len(version) < 10 \
+                and int(version) < instance.version:
+            return await _replayed_or_stale(request, instance, int(version), form, trigger)
+        return _redirect(request, f"/f/{instance.id}?stale=1")
+    fields = [f for f in view["ui"]["fields"] if f["name"] in takes]
+    raw = _input(fields, form)
+    key = form.get("key")
+    mine = identities_of(request)
+    try:
+        outcome = await runtime.advance(
+            instance.id, trigger, raw,
+            idempotency_key=key if isinstance(key, str) and 0 < len(key) <= 200 else None,
+            expected_version=instance.version, client=client_address(request),
+            actor=mine[0], also=mine[1:], session=session_ref_of(request))
+    except ValidationFailed as exc:
+        errors = [e.as_dict() for e in exc.errors]
+        return await _step_page(request, instance, status=422, errors=errors,
+                                entered=_kept(fields, form))
+    except (VersionConflict, PreconditionFailed):
+        return _redirect(request, f"/f/{instance.id}?stale=1")
+    except EngineError as exc:
+        body = exc.problem()
+        if body["status"] >= 500 or body["status"] in (403, 404, 410):
+            raise
+        error = {"field": body.get("field"), "error_id": body["error_id"],
+                 **(body.get("message") or {"zh": exc.zh, "en": exc.en})}
+        return await _step_page(request, await runtime.get(instance.id),
+                                status=int(body["status"]), errors=[error],
+                                entered=_kept(fields, form),
+                                retry_after=body.get("retry_after"))
+    response = _redirect(request, f"/f/{instance.id}")
+    token = outcome.replies.get("session")
+    if isinstance(token, str):
+        set_session_cookie(request, response, token)
+    if outcome.replies.get("end_session"):
+        clear_session_cookie(response)
+    return response
+
+
+async def _replayed_or_stale(request: web.Request, instance: Instance, version: int,
+                             form: MultiDictProxy[Any], trigger: str) -> web.Response:
+    """A form sent again (a double click whose first answer was lost, a reload): the same
+    key gets the first answer, as the API gives it; anything else is a stale page. Sent
+    with the page's own version, nothing else can step: the runtime answers a key it knows
+    before it looks at the version, and refuses a stale version before the input."""
+    key = form.get("key")
+    if isinstance(key, str) and 0 < len(key) <= 200:
+        mine = identities_of(request)
+        try:
+            await request.app[RUNTIME].advance(
+                instance.id, trigger, {}, idempotency_key=key,
+                expected_version=version, client=client_address(request),
+                actor=mine[0], also=mine[1:], session=session_ref_of(request))
+        except EngineError:
+            pass  # not a replay: a new request from an old page
+        else:
+            return _redirect(request, f"/f/{instance.id}")
+    return _redirect(request, f"/f/{instance.id}?stale=1")
+
+
+def _kept(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:
+    """What the user typed, shown again with the errors: never a secret, and personal
+    data (an ID or phone number) only ever masked, like every answer's."""
+    return {f["name"]: form.get(f["name"]) for f in fields
+            if not f["secret"] and not f["sensitive"]
+            and isinstance(form.get(f["name"]), str)}
