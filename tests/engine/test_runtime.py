@@ -145,9 +145,12 @@ async def test_wrong_tries_keep_the_original_deadline(runtime: Runtime,
 
 
 async def test_timer_fires_exactly_once_with_two_competing_workers(
-        database_url: str, clock: FrozenClock, registry: Registry) -> None:
+        database_url: str, backends: dict[str, Any], clock: FrozenClock,
+        registry: Registry) -> None:
     flows = load_text(SAMPLE_YAML, registry=registry)
-    pools = [await create_pool(database_url, min_size=1, max_size=8) for _ in range(2)]
+    pooling = backends.get("db_transaction_pooling", False)
+    pools = [await create_pool(database_url, min_size=1, max_size=8,
+                               transaction_pooling=pooling) for _ in range(2)]
     try:
         runtimes = [Runtime(PgStore(p), clock, registry, flows) for p in pools]
         await runtimes[0].publish()
