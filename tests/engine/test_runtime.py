@@ -169,6 +169,32 @@ async def test_timer_fires_exactly_once_with_two_competing_workers(
             await p.close()
 
 
+async def test_a_worker_fires_a_batch_several_at_a_time_each_exactly_once(
+        runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [await at_code(runtime) for _ in range(10)]
+    in_flight, most = [0], [0]
+    fire = runtime.fire_timer
+
+    async def counting(timer: Any) -> Any:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            return await fire(timer)
+        finally:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(runtime, "fire_timer", counting)
+    worker = TimerWorker(runtime, runtime.store, clock, batch=1000, concurrency=4)
+    clock.advance(timedelta(hours=72, seconds=1))
+    while await worker.run_once():
+        pass
+    assert most[0] == 4
+    for iid in ids:
+        events = await runtime.history(iid)
+        assert [e.trigger for e in events].count("expire") == 1
+    assert worker.fired >= 10
+
+
 async def test_edited_definition_pins_old_instances_to_their_version(
         runtime: Runtime, registry: Registry) -> None:
     old_id = await at_code(runtime)
