@@ -27,7 +27,9 @@ as one core of a deployment runs one), and clients in this process:
    ``TimerWorker`` per core in this process (the engine's own, over the pool, each
    firing its default number of timers at a time), timed from the first claim to the
    last step.
-6. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote.
+6. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
+   timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
+   one process per core.
 
 Nothing here asserts a time: tests/bench/ only runs it small. Each client address is
 new (X-Forwarded-For from a trusted proxy), as people come from many places, so the
@@ -332,15 +334,16 @@ async def timers_per_s(dsn: str, n: int) -> float:
         await pool.close()
 
 
-def audit_events_per_s(dsn: str) -> tuple[float, int]:
-    """``flowctl audit --json`` over the run's database: events per second, events."""
+def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, int]:
+    """``flowctl audit --json --jobs N`` over the run's database: events per second
+    (the command's whole run, its start included), and how many events."""
     flowctl = Path(sys.executable).with_name("flowctl")
     cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
     env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),
            "LOG_LEVEL": "warning"}
     t0 = time.perf_counter()
-    out = subprocess.run([*cmd, "audit", "--json"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=3600, check=False)
+    out = subprocess.run([*cmd, "audit", "--json", "--jobs", str(jobs)], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
     elapsed = time.perf_counter() - t0
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     if out.returncode != 0 or not summary.get("ok", True):
@@ -402,6 +405,9 @@ async def _run(opts: Options) -> dict[str, Any]:
         log("audit: flowctl audit over the run's database")
         audit_rate, events = audit_events_per_s(dsn)
         result.update(audit_events_per_s=round(audit_rate, 1), audit_events=events)
+        if cores() > 1:
+            jobs_rate, _ = audit_events_per_s(dsn, cores())
+            result[f"audit_events_per_s_jobs_{cores()}"] = round(jobs_rate, 1)
         result["load_average_after"] = list(os.getloadavg())
         return result
     finally:

@@ -338,13 +338,16 @@ class PgStore:
 
     async def histories(self, *, flow: str | None = None, since: datetime | None = None,
                         until: datetime | None = None, batch: int = 500,
+                        part: tuple[int, int] | None = None,
                         ) -> AsyncIterator[tuple[Instance, list[Event]]]:
         """Every instance (oldest first) with its whole history, ``batch`` at a time.
 
         Keyset pages over (created_at, id) and one events query a page: memory is one
         page, however many instances there are. ``since``/``until`` bound created_at
-        (until excluded).
+        (until excluded). ``part=(k, n)``: only the k-th of n disjoint parts (by a hash
+        of the instance id), so that n processes share the work.
         """
+        k, n = part or (0, 1)
         after: tuple[datetime, uuid.UUID] | None = None
         while True:
             async with self.pool.acquire() as conn:
@@ -354,9 +357,10 @@ class PgStore:
                     " AND ($2::timestamptz IS NULL OR i.created_at >= $2)"
                     " AND ($3::timestamptz IS NULL OR i.created_at < $3)"
                     " AND ($4::timestamptz IS NULL OR (i.created_at, i.id) > ($4, $5))"
+                    " AND ($7::int = 1 OR mod(abs(hashtext(i.id::text)::bigint), $7) = $8)"
                     " ORDER BY i.created_at, i.id LIMIT $6",
                     flow, since, until, after[0] if after else None,
-                    after[1] if after else None, batch)
+                    after[1] if after else None, batch, n, k)
                 if not rows:
                     return
                 ids = [r["id"] for r in rows]
