@@ -15,7 +15,7 @@ from datetime import timedelta
 import structlog
 
 from engine.canonical import instance_ref
-from engine.ports import Clock, Store
+from engine.ports import Clock, Store, Timer
 from engine.registry import Registry
 from engine.runtime import Runtime
 
@@ -42,35 +42,58 @@ async def _round(work: Callable[[], Awaitable[int]], event: str) -> int:
 
 
 class TimerWorker:
+    """Fire due timers: claim a batch, then fire it ``concurrency`` at a time.
+
+    Firing one timer is a step: a load and a commit, two round trips that wait on the
+    database, not on this process. Fired one after another, 20,000 timers due at once
+    took 18 s on 2 cores (1.1k/s, bench/procedures.py); several in flight overlap those
+    waits. Timers of one instance fire in due order, one after another: they would
+    only race for its version.
+    """
+
     def __init__(self, runtime: Runtime, store: Store, clock: Clock, *,
                  interval: float = 1.0, lease: timedelta = timedelta(seconds=30),
-                 batch: int = 50) -> None:
+                 batch: int = 50, concurrency: int = 8) -> None:
         self.runtime = runtime
         self.store = store
         self.clock = clock
         self.interval = interval
         self.lease = lease
         self.batch = batch
+        self.concurrency = max(1, concurrency)
         self.fired = 0
 
     async def run_once(self) -> int:
         """Fire every timer due now that no other process holds; return how many."""
         timers = await self.store.claim_timers(self.clock.now(), self.lease, self.batch)
-        for timer in timers:
-            try:
-                outcome = await self.runtime.fire_timer(timer)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Its lease runs out and it is tried again later, by whichever process.
-                log.exception("timer_failed", timer_id=timer.id,
-                              instance=instance_ref(timer.instance_id))
-                continue
-            if outcome is not None and not outcome.replayed:
-                self.fired += 1
-                log.info("timer_fired", timer_id=timer.id,
-                         instance=instance_ref(timer.instance_id), trigger=timer.trigger)
+        by_instance: dict[str, list[Timer]] = {}
+        for timer in timers:  # claimed earliest first
+            by_instance.setdefault(timer.instance_id, []).append(timer)
+        lanes = iter(by_instance.values())
+
+        async def lane() -> None:
+            for same_instance in lanes:
+                for timer in same_instance:
+                    await self._fire(timer)
+
+        await asyncio.gather(*(lane() for _ in range(min(self.concurrency,
+                                                           len(by_instance)))))
         return len(timers)
+
+    async def _fire(self, timer: Timer) -> None:
+        try:
+            outcome = await self.runtime.fire_timer(timer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Its lease runs out and it is tried again later, by whichever process.
+            log.exception("timer_failed", timer_id=timer.id,
+                          instance=instance_ref(timer.instance_id))
+            return
+        if outcome is not None and not outcome.replayed:
+            self.fired += 1
+            log.info("timer_fired", timer_id=timer.id,
+                     instance=instance_ref(timer.instance_id), trigger=timer.trigger)
 
     async def run(self) -> None:
         while True:

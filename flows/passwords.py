@@ -12,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.resources
+import os
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
-from typing import Any, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerifyMismatchError
 
-from engine import Invalid, Param, Refusal, Registry
+from engine import EngineError, Invalid, Param, Refusal, Registry
 
 __all__ = [
     "CONFIRM",
@@ -33,9 +34,11 @@ __all__ = [
     "POLICY_REFUSALS",
     "UNCHANGED",
     "Hasher",
+    "HashingBusy",
     "PasswordPolicy",
     "check",
     "check_size",
+    "cores",
     "is_blocklisted",
     "normalise",
     "password_size",
@@ -230,21 +233,64 @@ def password_size(value: Any) -> Any:
     return value
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _threads(n: int) -> ThreadPoolExecutor:
+    """The process's hashing threads, ``n`` of them: shared by every Hasher (an app's,
+    a command's), so that the cores are counted once however many there are."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix=f"argon2x{n}")
+    return _POOLS[n]
+
+
+class HashingBusy(EngineError, RuntimeError):
+    """Every hashing slot is taken and the queue is full: a flood, answered at once."""
+
+    status: ClassVar[int] = 503
+    error_id: ClassVar[str] = "server_busy"
+    zh: ClassVar[str] = "服务器繁忙，请稍后再试"
+    en: ClassVar[str] = "The server is busy; try again in a moment"
+
+    # A queue of a few hundred milliseconds drains in about that.
+    RETRY_AFTER: ClassVar[int] = 1
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=self.RETRY_AFTER)
+
+
 class Hasher:
-    """Argon2id hashing that runs in an executor, never on the event loop.
+    """Argon2id hashing that runs in threads of its own, never on the event loop.
 
     The defaults are OWASP's first Argon2id configuration: 19 MiB, 2 passes, 1 lane
-    (about 40 ms on one core of a small server). Memory per hash stays small, so the
-    default thread pool's many concurrent logins cannot exhaust the server's memory.
-    Tests pass cheap parameters.
+    (about 40 ms on one core of a small server). Tests pass cheap parameters.
+
+    At most ``concurrency`` hashes run at once (default: this process's share of the
+    cores, one hash per core), and at most ``max_waiting`` more wait for a thread
+    (default: 8 per thread, a few hundred milliseconds of work). Past that a hash is
+    refused at once with ``HashingBusy`` (503, Retry-After): a login flood gets fast
+    answers instead of a queue that grows until every request times out, and the
+    hashes admitted still finish in bounded time.
     """
 
     def __init__(self, *, time_cost: int = 2, memory_cost: int = 19 * 1024,
-                 parallelism: int = 1, executor: Executor | None = None) -> None:
+                 parallelism: int = 1, executor: Executor | None = None,
+                 concurrency: int | None = None, max_waiting: int | None = None) -> None:
         self._ph = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost,
                                   parallelism=parallelism, hash_len=32, salt_len=16,
                                   type=Type.ID)
-        self._executor = executor
+        self.concurrency = max(1, concurrency or cores())
+        self.max_waiting = 8 * self.concurrency if max_waiting is None else max_waiting
+        self._executor = executor  # else the process's threads for this many, at first use
+        self._admitted = 0  # running or waiting; only the event loop's thread counts
         self._dummy_hash: str | None = None
 
     def __repr__(self) -> str:
@@ -252,9 +298,29 @@ class Hasher:
         return (f"<Hasher argon2id m={p.memory_cost} KiB t={p.time_cost} "
                 f"p={p.parallelism}>")
 
+    @property
+    def admitted(self) -> int:
+        """Hashes running or waiting for a thread now."""
+        return self._admitted
+
+    def check_capacity(self) -> None:
+        """Raise ``HashingBusy`` if a hash asked for now would be refused.
+
+        Call it before spending anything on a hash (a failure counted, a code used).
+        """
+        if self._admitted >= self.concurrency + self.max_waiting:
+            raise HashingBusy()
+
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        self.check_capacity()
+        if self._executor is None:
+            self._executor = _threads(self.concurrency)
+        self._admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        finally:
+            self._admitted -= 1
 
     async def hash(self, password: str) -> str:
         """Return the Argon2id hash (``$argon2id$...``) of a password.

@@ -151,6 +151,8 @@ async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...
             return await s.hasher.verify_dummy(password)  # the same cost as a real check
         return await s.hasher.verify(account.password_hash, password)
 
+    # A flood is refused here, before a failure is counted for a check never made.
+    s.hasher.check_capacity()
     outcome = await counted_check(s, subject, policy, check)
     if isinstance(outcome, timedelta):
         _refuse_locked(outcome)

@@ -1,4 +1,9 @@
-"""The Ephemeral port on Redis (redis.asyncio)."""
+"""The Ephemeral port on Redis (redis.asyncio), one server or a Redis Cluster.
+
+On a cluster every command and script touches one slot: each takes a single key, or
+keys that share a hash tag (``{...}``), and the one pipeline of several keys
+(``get_many``) is split by slot by the cluster client.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ from datetime import timedelta
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+# A client of one Redis server, or of a Redis Cluster: the same commands, and
+# ``pubsub()``, ``register_script()``, ``pipeline(transaction=False)`` on both.
+RedisClient = aioredis.Redis | RedisCluster
 
 # INCR, and start the window on the first increment only (EXPIRE NX needs Redis 7).
 _INCR = """
@@ -27,18 +37,35 @@ redis.call('SET', KEYS[2], n, 'PX', ARGV[1])
 return n
 """
 
+# LPUSH, keep the newest ARGV[2], renew the TTL: one key, one atomic script (a MULTI
+# pipeline would need a transaction-capable cluster client).
+_PUSH = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
-def create_redis(url: str, *, timeout: float | None = None) -> aioredis.Redis:
+
+def create_redis(url: str, *, timeout: float | None = None,
+                 cluster: bool = False) -> RedisClient:
     """A client that answers or fails within ``timeout`` seconds (None: no bound).
 
     redis-py retries a failed command ten times with backoff by default: with Redis
     down every request would wait seconds to fail, and with it frozen a minute. A
     dropped connection (Redis restarted) is retried once, on a new connection; a
     timeout is not retried.
+
+    ``cluster``: ``url`` names one node of a Redis Cluster (any will do); the client
+    reads the slot map from it and follows MOVED and ASK redirections. Once too: a
+    node that fails over is answered by its replica after the map is read again.
     """
-    return aioredis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)))
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+    if cluster:
+        return RedisCluster.from_url(url, socket_timeout=timeout,
+                                     socket_connect_timeout=timeout, retry=retry)
+    return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                             retry=retry)
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
@@ -51,11 +78,12 @@ def _ms(ttl: timedelta) -> int:
 
 
 class RedisEphemeral:
-    def __init__(self, redis: aioredis.Redis, prefix: str = "flows:") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "flows:") -> None:
         self.redis = redis
         self.prefix = prefix
         self._incr = redis.register_script(_INCR)
         self._count_once = redis.register_script(_COUNT_ONCE)
+        self._push = redis.register_script(_PUSH)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -70,7 +98,8 @@ class RedisEphemeral:
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
         # A pipeline of GETs, not MGET: one round trip on one server, and a cluster
-        # client splits it by slot where MGET across slots would be refused.
+        # client sends it per node (one round trip each) where MGET across slots would
+        # be refused with CROSSSLOT.
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(self._k(key))
@@ -98,12 +127,7 @@ class RedisEphemeral:
         return timedelta(milliseconds=ms)
 
     async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
-        k = self._k(key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(k, value)
-            pipe.ltrim(k, 0, keep - 1)
-            pipe.pexpire(k, _ms(ttl))
-            await pipe.execute()
+        await self._push(keys=[self._k(key)], args=[value, keep, _ms(ttl)])
 
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         return [v if isinstance(v, bytes) else v.encode()

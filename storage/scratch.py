@@ -26,8 +26,8 @@ def _alive(pid: int) -> bool:
 
 
 async def create_database(admin_url: str, name: str, *,
-                          leftovers_of: str | None = None) -> str:
-    """Create (afresh) and migrate a database; return its DSN.
+                          leftovers_of: str | None = None, migrated: bool = True) -> str:
+    """Create (afresh) and migrate a database (unless not ``migrated``); return its DSN.
 
     With leftovers_of="bench", databases named bench_<pid>... of processes no longer
     running are dropped first.
@@ -46,7 +46,8 @@ async def create_database(admin_url: str, name: str, *,
     finally:
         await admin.close()
     dsn = dsn_for(admin_url, name)
-    await migrate_database(dsn)
+    if migrated:
+        await migrate_database(dsn)
     return dsn
 
 

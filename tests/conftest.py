@@ -19,12 +19,11 @@ from typing import Any
 import asyncpg
 import attrs
 import pytest
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
-from storage import PgStore, create_pool
+from storage import PgStore, RedisClient, create_pool, create_redis
 from storage.scratch import create_database, drop_database
 from tests import leaks
 from tests.sample_flows import SAMPLE_YAML, sample_registry
@@ -76,7 +75,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         leaks.search(f"the output of {report.nodeid}", text, "tests' captured output")
 
 
-async def _search_redis(client: aioredis.Redis, prefix: str) -> None:
+async def _search_redis(client: RedisClient, prefix: str) -> None:
     """Search every value a platform test left in Redis but the sandbox's own (its SMS
     inbox, face sessions and real-name pairs show phone and ID numbers by design)."""
     async for raw_key in client.scan_iter(match=f"{prefix}*"):
@@ -111,9 +110,22 @@ def redis_prefix() -> str:
     return f"flows-test-{uuid.uuid4().hex[:8]}:"
 
 
+@pytest.fixture(scope="session")
+def backends() -> dict[str, Any]:
+    """Settings that say how PostgreSQL and Redis are reached; tests/scaleout/ puts
+    PgBouncer and a Redis Cluster there."""
+    return {"redis_url": REDIS_URL}
+
+
+def redis_of(backends: dict[str, Any]) -> RedisClient:
+    """A client of the tests' Redis, a single server or a cluster."""
+    return create_redis(backends["redis_url"], cluster=backends.get("redis_cluster", False))
+
+
 @pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL)
+async def redis_client(redis_prefix: str,
+                       backends: dict[str, Any]) -> AsyncIterator[RedisClient]:
+    client = redis_of(backends)
     yield client
     keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
     if keys:
@@ -140,8 +152,9 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database_url, min_size=1, max_size=60)
+async def pool(database_url: str, backends: dict[str, Any]) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, min_size=1, max_size=60,
+                          transaction_pooling=backends.get("db_transaction_pooling", False))
     yield p
     await p.close()
 
@@ -161,10 +174,11 @@ def flows_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_prefix: str, flows_file: Path) -> Settings:
-    return Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=redis_prefix,
+def settings(database_url: str, redis_prefix: str, flows_file: Path,
+             backends: dict[str, Any]) -> Settings:
+    return Settings(database_url=database_url, redis_prefix=redis_prefix,
                     flows_file=str(flows_file), flow_modules=("tests.sample_flows",),
-                    workers=False, log_format="console", pool_max=60)
+                    workers=False, log_format="console", pool_max=60, **backends)
 
 
 def watch_problem_types(app: web.Application) -> list[str]:
@@ -227,7 +241,7 @@ async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenCloc
         yield Platform(client, app)
     finally:
         await client.close()
-        cleaner = aioredis.from_url(REDIS_URL)
+        cleaner = create_redis(settings.redis_url or REDIS_URL, cluster=settings.redis_cluster)
         await _search_redis(cleaner, prefix)
         stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
         if stale:
@@ -237,8 +251,8 @@ async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenCloc
 
 
 @pytest.fixture
-async def platform(database_url: str, redis_prefix: str,
-                   clock: FrozenClock) -> AsyncIterator[Any]:
+async def platform(database_url: str, redis_prefix: str, clock: FrozenClock,
+                   backends: dict[str, Any]) -> AsyncIterator[Any]:
     """The whole platform on the real flows.yaml, served over HTTP on a known port."""
-    async with serve_platform(database_url, redis_prefix, clock) as served:
+    async with serve_platform(database_url, redis_prefix, clock, **backends) as served:
         yield served

@@ -181,3 +181,149 @@ class Redis:
         self.thaw()
         self.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _port_near(preferred: int, *, bus: bool = False) -> int:
+    """``preferred`` if it (and, for a cluster node, its bus port +10000) is free here,
+    else a free port: a port in use is never taken over."""
+    if not _listening(preferred) and not (bus and _listening(preferred + 10000)):
+        return preferred
+    while True:
+        port = free_port()
+        if not bus or (port + 10000 <= 65535 and not _listening(port + 10000)):
+            return port
+
+
+def _run_as() -> str | None:
+    """A user to run a server as when the tests run as root (PgBouncer refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    pytest.skip("running as root with no user to run PgBouncer as")
+
+
+class PgBouncer:
+    """PgBouncer in transaction pooling in front of ``upstream`` (host:port of a
+    PostgreSQL with trust authentication), every database name passed through.
+
+    Fewer server connections than clients (``pool_size``): a statement prepared on one
+    server connection is missing on the next, as in production.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, port: int = 6433,
+                 pool_size: int = 8, reset_always: bool = False) -> None:
+        binary = shutil.which("pgbouncer") or (
+            "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+        if binary is None:
+            pytest.skip("pgbouncer is not installed (.ci/run installs it from apt)")
+        self.folder = Path(tempfile.mkdtemp(prefix="flows-pgbouncer-"))
+        self.port = _port_near(port)
+        (self.folder / "users.txt").write_text('"postgres" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={upstream_host} port={upstream_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.folder / 'users.txt'}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
+            "max_client_conn = 1000\n"
+            # DISCARD ALL after every transaction, if ``reset_always``: a statement
+            # prepared in one transaction is gone in the next, whichever server serves it.
+            + ("server_reset_query = DISCARD ALL\nserver_reset_query_always = 1\n"
+               if reset_always else "server_reset_query =\n") +
+            "admin_users = postgres\n"
+            f"logfile = {self.folder / 'pgbouncer.log'}\n")
+        user = _run_as()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            for path in (self.folder, *self.folder.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        cmd = [binary, str(self.folder / "pgbouncer.ini")]
+        if user is not None:
+            cmd = ["runuser", "-u", user, "--", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd=self.folder)
+        _wait(f"pgbouncer on :{self.port}",
+              lambda: _listening(self.port) or self.proc.poll() is not None)
+        if self.proc.poll() is not None:
+            log = (self.folder / "pgbouncer.log")
+            text = log.read_text() if log.exists() else ""
+            self.close()
+            pytest.fail(f"pgbouncer did not start on :{self.port}: {text[-2000:]}")
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def log(self) -> str:
+        path = self.folder / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisCluster:
+    """A Redis Cluster of three masters on loopback (no replicas), slots spread evenly."""
+
+    def __init__(self, ports: tuple[int, ...] = (7101, 7102, 7103)) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            pytest.skip("redis-server and redis-cli are not installed "
+                        "(.ci/run installs redis-server from apt)")
+        self.folder = Path(tempfile.mkdtemp(prefix="flows-redis-cluster-"))
+        self.ports: list[int] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for preferred in ports:
+                port = _port_near(preferred, bus=True)
+                while port in self.ports:
+                    port = _port_near(free_port(), bus=True)
+                self.ports.append(port)
+                self.procs.append(subprocess.Popen(
+                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(self.folder),
+                     "--cluster-enabled", "yes",
+                     "--cluster-config-file", f"nodes-{port}.conf",
+                     "--cluster-node-timeout", "5000"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for port, proc in zip(self.ports, self.procs, strict=True):
+                _wait(f"redis-server on :{port}",
+                      lambda p=port, pr=proc: _listening(p) or pr.poll() is not None)
+                if proc.poll() is not None:
+                    pytest.fail(f"redis-server could not listen on :{port}")
+            subprocess.run([cli, "--cluster", "create",
+                            *(f"127.0.0.1:{p}" for p in self.ports),
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            _wait("the cluster's state to be ok", lambda: all(
+                b"cluster_state:ok" in subprocess.run(
+                    [cli, "-p", str(p), "cluster", "info"], capture_output=True,
+                    timeout=10).stdout for p in self.ports))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """One node; a cluster client reads the others from it."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -7,9 +7,9 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from engine import (
     Clock,
@@ -25,7 +25,7 @@ from engine import (
 from engine.loader import flows_from_contents
 from flows.pii import Vault
 from flows.support import VaultSealer
-from storage import PgStore, RedisEphemeral, RedisLimiter, create_pool, create_redis
+from storage import PgStore, RedisClient, RedisEphemeral, RedisLimiter, create_pool, create_redis
 from web import keys
 from web.admin import admin_routes
 from web.apidocs import docs_routes
@@ -189,7 +189,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                              max_size=settings.pool_max,
                              acquire_timeout=settings.db_acquire_timeout or None,
                              command_timeout=settings.db_command_timeout or None,
-                             statement_timeout=settings.db_statement_timeout or None)
+                             statement_timeout=settings.db_statement_timeout or None,
+                             transaction_pooling=settings.db_transaction_pooling)
     try:
         app[keys.POOL] = pool
         app[keys.STORE] = PgStore(pool)
@@ -210,7 +211,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     assert settings.redis_url
-    client = create_redis(settings.redis_url, timeout=settings.redis_timeout or None)
+    client = create_redis(settings.redis_url, timeout=settings.redis_timeout or None,
+                          cluster=settings.redis_cluster)
     try:
         app[keys.REDIS] = client
         yield
@@ -362,7 +364,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait(tasks, timeout=5.0)
 
 
-async def _listen_for_reload(redis: aioredis.Redis, channel: str,
+async def _listen_for_reload(redis: RedisClient, channel: str,
                              reload: Callable[[], Awaitable[bool]],
                              stop: asyncio.Event) -> None:
     """Reload when `flowctl reload` publishes, so every process follows the file.
@@ -373,6 +375,10 @@ async def _listen_for_reload(redis: aioredis.Redis, channel: str,
     lost = False
     while not stop.is_set():
         try:
+            if isinstance(redis, RedisCluster):
+                # A cluster client reads the slot map at its first command; its pub/sub
+                # picks a node from that map and fails on an empty one.
+                await redis.initialize()
             async with redis.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
                 if lost:

@@ -677,6 +677,11 @@ ADVICE: dict[str, tuple[str, str]] = {
                                 "Change at least one item before submitting."),
     "sms_code_required": ("点击获取验证码，填写发送到新联系电话的验证码。",
                           "Send a code, then enter the code the new contact phone received."),
+    # -- passwords (flows/passwords.py)
+    "server_busy": ("请在 Retry-After 所示的秒数之后再试；服务器正忙于核验其他人的密码。",
+                    "Wait the seconds given in Retry-After, then try again: the server is "
+                    "busy checking other people's passwords and refused at once rather "
+                    "than keep you waiting."),
     # -- seals (flows/seals.py, flows/sealart.py, web/seals.py)
     "seal_fonts_missing": ("稍后再试；运维人员需安装 fonts-noto-cjk 字体包。",
                            "Try again later; the operator installs the fonts-noto-cjk "

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from engine import Clock, OutboxDispatcher, Registry, Runtime, TimerWorker
 from flows.sessions import Session
 from flows.support import Services
-from storage import PgStore
+from storage import PgStore, RedisClient
 from web.metrics import Metrics
 from web.settings import Settings
 
@@ -19,7 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", aioredis.Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", PgStore)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)

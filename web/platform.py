@@ -10,7 +10,7 @@ import structlog
 from engine import Clock, FlowSet, Registry
 from flows import sms
 from flows.captcha import CaptchaAnswers, Captchas
-from flows.passwords import Hasher
+from flows.passwords import Hasher, cores
 from flows.pii import Vault
 from flows.providers import Providers, build_providers
 from flows.sessions import Sessions
@@ -57,8 +57,10 @@ def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEp
     services = Services(
         vault=vault,
         accounts=PgAccounts(pool),
+        # One hash per core: SERVE_WORKERS processes share the machine's cores.
         hasher=Hasher(memory_cost=settings.argon2_memory_kib,
-                      time_cost=settings.argon2_time_cost),
+                      time_cost=settings.argon2_time_cost,
+                      concurrency=max(1, cores() // settings.serve_workers)),
         sessions=Sessions(ephemeral, ttl=timedelta(hours=settings.session_hours)),
         sms_codes=SmsCodes(ephemeral, vault, policy=SmsPolicy.from_mapping(policies.get("sms"))),
         # Only development keeps captcha answers, for the sandbox pages to show.

@@ -48,7 +48,8 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
     not be bound."""
     assert settings.database_url
     if migrate_first:
-        log.info("migrated", applied=await migrate_database(settings.database_url))
+        log.info("migrated", applied=await migrate_database(
+            settings.database_url, transaction_pooling=settings.db_transaction_pooling))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -240,7 +241,8 @@ async def _check_flows(settings: Settings) -> None:
         assert settings.database_url
         pool = await create_pool(settings.database_url, min_size=1, max_size=1,
                                  acquire_timeout=settings.db_acquire_timeout or None,
-                                 command_timeout=settings.db_command_timeout or None)
+                                 command_timeout=settings.db_command_timeout or None,
+                                 transaction_pooling=settings.db_transaction_pooling)
         try:
             if not await PgStore(pool).served_definitions():
                 raise
@@ -296,7 +298,8 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         if workers > 1:
             if migrate_first:
                 assert settings.database_url
-                log.info("migrated", applied=run(migrate_database(settings.database_url)))
+                log.info("migrated", applied=run(migrate_database(
+            settings.database_url, transaction_pooling=settings.db_transaction_pooling)))
             # The flows are checked once here, as each worker will (web/app.py), so a
             # file that cannot serve fails before any fork.
             run(_check_flows(settings))

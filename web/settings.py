@@ -250,6 +250,12 @@ class Settings:
     # PostgreSQL's statement_timeout, sent at connect (below the command timeout, so the
     # server cancels first and the connection stays usable; 0 behind PgBouncer):
     db_statement_timeout: float = 3.0
+    # PgBouncer (or another pooler) in transaction pooling between us and PostgreSQL: no
+    # named prepared statements and no startup parameters (statement_timeout goes on
+    # the role instead, docs/operations.md).
+    db_transaction_pooling: bool = False
+    # REDIS_URL names one node of a Redis Cluster; the client finds the others.
+    redis_cluster: bool = False
     # Connecting to Redis, and each command:
     redis_timeout: float = 2.0
     # development: sandbox pages mounted, development keys allowed. production: neither.
@@ -336,6 +342,7 @@ class Settings:
         """Read and check the environment; raise SettingsError naming every bad variable."""
         r = _Reader(os.environ if env is None else env)
         port = r.integer("PORT", 8080, 1, 65535)
+        pooling = r.boolean("DB_TRANSACTION_POOLING", False)
         settings = cls(
             database_url=r.url("DATABASE_URL", ("postgresql", "postgres"), secret=True,
                                need_host=False),
@@ -364,7 +371,9 @@ class Settings:
             pool_max=r.integer("DB_POOL_MAX", 10, 1, 1000),
             db_acquire_timeout=r.bound("DB_ACQUIRE_TIMEOUT", 2.0),
             db_command_timeout=r.bound("DB_COMMAND_TIMEOUT", 4.0),
-            db_statement_timeout=r.bound("DB_STATEMENT_TIMEOUT", 3.0),
+            db_statement_timeout=r.bound("DB_STATEMENT_TIMEOUT", 0.0 if pooling else 3.0),
+            db_transaction_pooling=pooling,
+            redis_cluster=r.boolean("REDIS_CLUSTER", False),
             redis_timeout=r.bound("REDIS_TIMEOUT", 2.0),
             environment=r.choice("ENVIRONMENT", "development", ENVIRONMENTS),
             public_url=r.url("PUBLIC_URL", ("http", "https")),
@@ -402,6 +411,10 @@ def _development_key(key: str) -> bool:
 
 def _relations(s: Settings) -> Iterable[str]:
     """Problems that involve two variables."""
+    if s.db_transaction_pooling and s.db_statement_timeout:
+        yield ("DB_STATEMENT_TIMEOUT must be 0 with DB_TRANSACTION_POOLING: a transaction "
+               "pooler refuses it as a startup parameter; set it on the database role "
+               "instead (ALTER ROLE ... SET statement_timeout = '3s')")
     if s.pool_min > s.pool_max:
         yield f"DB_POOL_MIN ({s.pool_min}) must not be more than DB_POOL_MAX ({s.pool_max})"
     if s.metrics_port is not None and s.metrics_port == s.port:

@@ -145,9 +145,12 @@ async def test_wrong_tries_keep_the_original_deadline(runtime: Runtime,
 
 
 async def test_timer_fires_exactly_once_with_two_competing_workers(
-        database_url: str, clock: FrozenClock, registry: Registry) -> None:
+        database_url: str, backends: dict[str, Any], clock: FrozenClock,
+        registry: Registry) -> None:
     flows = load_text(SAMPLE_YAML, registry=registry)
-    pools = [await create_pool(database_url, min_size=1, max_size=8) for _ in range(2)]
+    pooling = backends.get("db_transaction_pooling", False)
+    pools = [await create_pool(database_url, min_size=1, max_size=8,
+                               transaction_pooling=pooling) for _ in range(2)]
     try:
         runtimes = [Runtime(PgStore(p), clock, registry, flows) for p in pools]
         await runtimes[0].publish()
@@ -164,6 +167,32 @@ async def test_timer_fires_exactly_once_with_two_competing_workers(
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_a_worker_fires_a_batch_several_at_a_time_each_exactly_once(
+        runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [await at_code(runtime) for _ in range(10)]
+    in_flight, most = [0], [0]
+    fire = runtime.fire_timer
+
+    async def counting(timer: Any) -> Any:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            return await fire(timer)
+        finally:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(runtime, "fire_timer", counting)
+    worker = TimerWorker(runtime, runtime.store, clock, batch=1000, concurrency=4)
+    clock.advance(timedelta(hours=72, seconds=1))
+    while await worker.run_once():
+        pass
+    assert most[0] == 4
+    for iid in ids:
+        events = await runtime.history(iid)
+        assert [e.trigger for e in events].count("expire") == 1
+    assert worker.fired >= 10
 
 
 async def test_edited_definition_pins_old_instances_to_their_version(

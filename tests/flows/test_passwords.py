@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import string
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,8 +20,10 @@ from flows import passwords
 from flows.passwords import (
     MAX_PASSWORD_BYTES,
     Hasher,
+    HashingBusy,
     PasswordPolicy,
     check,
+    cores,
     is_blocklisted,
 )
 
@@ -334,3 +338,62 @@ async def test_hash_made_with_other_parameters_needs_rehash() -> None:
 
 def test_hasher_repr_shows_parameters() -> None:
     assert repr(Hasher()) == "<Hasher argon2id m=19456 KiB t=2 p=1>"
+
+
+class Gate:
+    """Stands in for argon2's verify: each call waits, in its hashing thread, until the
+    test opens the gate; counts the calls running at once."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.most = self.done = 0
+
+    def __call__(self, hash: str, password: str) -> bool:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.open.wait(30)
+        with self.lock:
+            self.running -= 1
+            self.done += 1
+        return True
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop (and the hashing threads) until ``condition`` holds."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("never happened")
+
+
+async def test_a_flood_is_refused_at_once_past_the_queue_and_one_hash_runs_per_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hasher = Hasher(time_cost=1, memory_cost=8, concurrency=2, max_waiting=3)
+    gate = Gate()
+    monkeypatch.setattr(hasher, "_verify", gate)
+    tasks = [asyncio.create_task(hasher.verify("$argon2id$...", GOOD)) for _ in range(12)]
+    await until(lambda: sum(t.done() for t in tasks) == 7)
+    refused = [t for t in tasks if t.done()]
+    # Refused without waiting for any hash: none has finished, two are running.
+    assert all(isinstance(t.exception(), HashingBusy) for t in refused)
+    assert gate.done == 0
+    await until(lambda: gate.running == 2)
+    assert hasher.admitted == 5
+    with pytest.raises(HashingBusy) as caught:
+        hasher.check_capacity()
+    assert caught.value.status == 503
+    assert caught.value.problem()["retry_after"] == 1
+    gate.open.set()
+    assert await asyncio.gather(*(t for t in tasks if t not in refused)) == [True] * 5
+    assert gate.most == 2
+    assert hasher.admitted == 0
+    hasher.check_capacity()  # room again
+
+
+async def test_by_default_one_hash_runs_per_core() -> None:
+    hasher = Hasher()
+    assert hasher.concurrency == cores()
+    assert hasher.max_waiting == 8 * cores()

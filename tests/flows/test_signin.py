@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import pytest
 
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.flows.test_backoffice import ADMIN_PASSWORD, new_admin
+from tests.flows.test_passwords import Gate, until
 from tests.flows.test_verification import new_organisation
 from tests.platform import (
     PASSWORD,
@@ -236,3 +238,33 @@ async def test_an_administrator_is_locked_whatever_the_case_of_the_login_name(
     await fail(platform, login.upper(), **kw)
     answer = await attempt(platform, f" {login} ", ADMIN_PASSWORD, **kw)
     assert answer.error_ids == ["login_locked"]
+
+
+async def test_a_login_flood_past_the_hashing_queue_gets_a_fast_503_and_costs_nothing(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One hashing thread, two places in its queue: of eight right sign-ins sent while
+    the hashes hang, five are refused at once (503 server_busy, Retry-After) and the
+    three admitted finish when the hashes do. The refused ones counted no failure."""
+    hasher = platform.app[keys.SERVICES].hasher
+    gate = Gate()
+    monkeypatch.setattr(hasher, "concurrency", 1)
+    monkeypatch.setattr(hasher, "max_waiting", 2)
+    monkeypatch.setattr(hasher, "_verify", gate)
+    people = [await new_person(platform) for _ in range(8)]
+    iids = [(await platform.start("personal_login"))["id"] for _ in people]
+    captchas = [await platform.captcha(iid) for iid in iids]
+    tasks = [asyncio.create_task(platform.answer(
+        iid, "submit", {"identifier": person.login, "password": PASSWORD, "captcha": c}))
+        for iid, c, person in zip(iids, captchas, people, strict=True)]
+    await until(lambda: sum(t.done() for t in tasks) == 5)
+    assert gate.done == 0
+    refused = [t.result() for t in tasks if t.done()]
+    assert {(a.status, a.body["error_id"], a.headers.get("Retry-After"))
+            for a in refused} == {(503, "server_busy", "1")}
+    gate.open.set()
+    admitted = await asyncio.gather(*(t for t in tasks if not t.done()))
+    assert all(signed_in(a) for a in admitted)
+    assert gate.most == 1
+    for person, task in zip(people, tasks, strict=True):
+        if task.result() in refused:
+            assert signed_in(await attempt(platform, person.login, PASSWORD))

@@ -114,3 +114,40 @@ async def test_flowctl_audit_prints_findings_and_a_summary(
     assert lines[1] == {"kind": "summary", "ok": False, "instances": 3, "events": 8,
                         "versions": 1, "findings": 1}
     assert await asyncio.to_thread(flowctl, ["audit", "--since", "yesterday"]) == 2
+
+
+async def test_parts_of_the_histories_are_disjoint_and_cover_every_instance(
+        store: PgStore, clock: FrozenClock) -> None:
+    ids = [*await _three_instances(store, clock), *await _three_instances(store, clock)]
+    seen: list[str] = []
+    for k in range(3):
+        seen += [instance.id async for instance, _ in store.histories(batch=2, part=(k, 3))]
+    assert sorted(seen) == sorted(ids)
+
+
+@pytest.mark.usefixtures("keep_logging")
+async def test_flowctl_audit_with_jobs_finds_and_counts_what_one_process_does(
+        store: PgStore, clock: FrozenClock, own_db: str, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        await _three_instances(store, clock)
+    conn = await asyncpg.connect(own_db)
+    try:
+        await conn.execute("UPDATE flow_instances SET context = '{}' WHERE state = 'done'")
+    finally:
+        await conn.close()
+    monkeypatch.setenv("DATABASE_URL", own_db)
+    monkeypatch.setenv("FLOW_MODULES", "tests.sample_flows")
+    answers = []
+    for jobs in ("1", "3"):
+        code = await asyncio.to_thread(flowctl, ["audit", "--json", "--jobs", jobs])
+        lines = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+        answers.append((code, sorted(x["instance_id"] for x in lines[:-1]), lines[-1]))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 1
+    assert len(answers[0][1]) == 3
+    assert answers[0][2] == {"kind": "summary", "ok": False, "instances": 9, "events": 24,
+                             "versions": 1, "findings": 3}
+    with pytest.raises(SystemExit) as refused:
+        await asyncio.to_thread(flowctl, ["audit", "--jobs", "0"])
+    assert refused.value.code == 2

@@ -115,6 +115,25 @@ def test_settings_that_only_clash_together_are_refused() -> None:
         "PII_INDEX_KEY must be set with PII_ENC_KEY (flowctl keys prints a pair)"]
 
 
+def test_transaction_pooling_sends_no_statement_timeout_and_refuses_one_given() -> None:
+    pooled = Settings.from_env({"DB_TRANSACTION_POOLING": "true"})
+    assert (pooled.db_transaction_pooling, pooled.db_statement_timeout) == (True, 0.0)
+    assert Settings.from_env({"DB_TRANSACTION_POOLING": "true",
+                              "DB_STATEMENT_TIMEOUT": "0"}).db_statement_timeout == 0.0
+    assert Settings.from_env({}).db_statement_timeout == 3.0
+    [problem] = problems({"DB_TRANSACTION_POOLING": "yes", "DB_STATEMENT_TIMEOUT": "3"})
+    assert problem.startswith("DB_STATEMENT_TIMEOUT must be 0 with DB_TRANSACTION_POOLING")
+    assert "ALTER ROLE" in problem
+
+
+def test_a_redis_cluster_is_named_by_one_node_and_a_flag() -> None:
+    s = Settings.from_env({"REDIS_URL": "redis://10.0.0.5:7000/0", "REDIS_CLUSTER": "on"})
+    assert (s.redis_url, s.redis_cluster) == ("redis://10.0.0.5:7000/0", True)
+    assert Settings.from_env({}).redis_cluster is False
+    assert problems({"REDIS_CLUSTER": "maybe"}) == [
+        "REDIS_CLUSTER must be true or false (also 1/0, yes/no, on/off), not 'maybe'"]
+
+
 def test_a_real_face_provider_needs_its_url_and_a_callback_secret() -> None:
     assert problems({"FACE_PROVIDER": "http", "FACE_API_KEY": "k"}) == [
         "FACE_URL must be an http(s) URL when FACE_PROVIDER=http",

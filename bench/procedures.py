@@ -1,0 +1,454 @@
+"""Whole procedures per core: sign-ins against the hash they cannot avoid, and more.
+
+``python -m bench.procedures`` prints one JSON object last on stdout; progress goes to
+stderr. One run, one fresh database (``bench_<pid>_proc``, dropped at the end), the real
+``flows.yaml`` with the sandbox providers, a ``flowctl serve`` subprocess (one process,
+as one core of a deployment runs one), and clients in this process:
+
+1. ``argon2_verify_ms``: one Argon2id verify with the shipped cost (ARGON2_* defaults),
+   in CPU time of this process's thread, in this run (the median of
+   ``--argon2-samples``); ``argon2_limit_per_s_per_core`` is 1000 / that.
+2. ``registrations_per_s``: personal registration end to end over HTTP (SPEC 1: name and
+   ID number, the sandbox face scan and its signed callback, an SMS code read from the
+   sandbox inbox, login name and password), ``--reg-concurrency`` at a time. The
+   accounts made are the ones that sign in next.
+3. ``logins_per_s_per_core``: personal log-in (start, captcha image, submit) by
+   ``--login-concurrency`` clients for ``--seconds``, each a browser of its own;
+   divided by the CPU the server process used in that window (its event loop and its
+   hashing threads), so that it reads "per core of the server" on any machine.
+   ``login_ratio`` is that divided by ``argon2_limit_per_s_per_core``: 1.0 would be a
+   server that does nothing but hash. Reading the captcha's answer from the sandbox
+   is one more request per log-in that a real client does not make: it is counted
+   against the server too.
+4. ``login_p50_ms``, ``login_p99_ms``: sign-ins arriving at a steady 80% of the peak
+   rate of 3 (open loop: each is started on time, whatever the others do), the time
+   from its planned start to the answer of its submit.
+5. ``timers_per_s``: ``--timers`` instances whose timeout is due at once, fired by one
+   ``TimerWorker`` per core in this process (the engine's own, over the pool, each
+   firing its default number of timers at a time), timed from the first claim to the
+   last step.
+6. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
+   timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
+   one process per core.
+
+Nothing here asserts a time: tests/bench/ only runs it small. Each client address is
+new (X-Forwarded-For from a trusted proxy), as people come from many places, so the
+per-client limits of ``flows.yaml`` do not stop the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from argon2 import PasswordHasher, Type
+
+from bench.steps import ROOT, Server, proc_cpu_s
+from engine import FrozenClock, Registry, Runtime, TimerWorker, load_text
+from flows.passwords import cores
+from storage import PgStore, create_pool, create_redis
+from storage.scratch import create_database, drop_database
+from web.logs import configure_logging
+from web.settings import Settings
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+PASSWORD = "Bench-Horse-42"  # noqa: S105 - the benchmark's people all use it
+_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+
+
+@dataclass
+class Options:
+    registrations: int = 100
+    reg_concurrency: int = 8
+    login_concurrency: int = 0  # 0: two per core, and two more
+    seconds: float = 10.0
+    warmup: float = 2.0
+    argon2_samples: int = 50
+    timers: int = 20_000
+    admin_url: str = DEFAULT_ADMIN_URL
+    redis_url: str = DEFAULT_REDIS_URL
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def id_number(rng: random.Random) -> str:
+    body = f"110105{rng.randrange(1960, 2000)}{rng.randrange(1, 13):02d}" \
+        f"{rng.randrange(1, 29):02d}{rng.randrange(1000):03d}"
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS,
+                                                                strict=True)) % 11]
+
+
+def mobile(rng: random.Random) -> str:
+    return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
+
+
+def argon2_verify_ms(samples: int) -> float:
+    """Median CPU milliseconds of one verify at the shipped cost (Settings' defaults).
+
+    CPU time of this thread, as the log-ins are counted against the server's CPU time:
+    on a machine shared with other work, wall time would add whatever ran meanwhile."""
+    shipped = Settings()
+    ph = PasswordHasher(time_cost=shipped.argon2_time_cost,
+                        memory_cost=shipped.argon2_memory_kib, parallelism=1,
+                        hash_len=32, salt_len=16, type=Type.ID)
+    stored = ph.hash(PASSWORD)
+    times = []
+    for _ in range(samples):
+        t0 = time.thread_time()
+        ph.verify(stored, PASSWORD)
+        times.append((time.thread_time() - t0) * 1000)
+    return statistics.median(times)
+
+
+class Browser:
+    """One person's browser: cookies of its own, a client address of its own."""
+
+    def __init__(self, base: str, address: str) -> None:
+        self.base = base
+        self.session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies of 127.0.0.1 too
+            headers={"X-Forwarded-For": address})
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def post(self, path: str, body: dict[str, Any] | None = None,
+                   expect: int = 200) -> dict[str, Any]:
+        async with self.session.post(self.base + path, json=body or {}) as resp:
+            data: dict[str, Any] = await resp.json()
+            if resp.status != expect:
+                raise RuntimeError(f"POST {path}: {resp.status} {data}")
+            return data
+
+    async def get_json(self, path: str, **params: str) -> Any:
+        async with self.session.get(self.base + path, params=params) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: {resp.status} {await resp.text()}")
+            return await resp.json()
+
+    async def captcha(self, iid: str) -> str:
+        async with self.session.get(f"{self.base}/api/flows/{iid}/captcha") as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"captcha: {resp.status}")
+            await resp.read()
+        found = await self.get_json("/sandbox/captchas.json", instance=iid)
+        return str(found["captchas"][0]["answer"])
+
+    async def wait_state(self, iid: str, states: tuple[str, ...],
+                         within: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            view: dict[str, Any] = await self.get_json(f"/api/flows/{iid}")
+            if view["state"] in states or time.monotonic() > deadline:
+                return view
+            await asyncio.sleep(0.02)
+
+    async def sms_code(self, phone: str, within: float = 30.0) -> str:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            messages = (await self.get_json("/sandbox/sms.json", phone=phone))["messages"]
+            if messages:
+                return str(messages[0]["text"].split("验证码为", 1)[1][:6])
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"no SMS code within {within}s")
+
+
+async def register(base: str, rng: random.Random, n: int) -> str:
+    """Register a person end to end; return the login name."""
+    browser = Browser(base, f"198.18.{n // 250 % 250}.{n % 250}")
+    try:
+        login, phone = "b" + uuid.uuid4().hex[:12], mobile(rng)
+        iid = (await browser.post("/api/flows/personal_registration", expect=201))["id"]
+        view = await browser.post(f"/api/flows/{iid}/events/submit",
+                                  {"name": "王小明", "id_number": id_number(rng),
+                                   "agree": True})
+        if view["state"] == "real_name":
+            qr = view["ui"]["data"]["qr_url"]
+            path = "/" + qr.split("://", 1)[1].split("/", 1)[1]
+            async with browser.session.post(base + path, data={"result": "pass"},
+                                            allow_redirects=False,
+                                            headers={"Origin": base}) as resp:
+                if resp.status not in (200, 303):
+                    raise RuntimeError(f"face: {resp.status}")
+            view = await browser.wait_state(iid, ("account_info",))
+        if view["state"] != "account_info":
+            raise RuntimeError(f"registration stuck in {view['state']}")
+        await browser.post(f"/api/flows/{iid}/events/send_code", {"mobile": phone})
+        code = await browser.sms_code(phone)
+        view = await browser.post(f"/api/flows/{iid}/events/submit",
+                                  {"login_name": login, "password": PASSWORD,
+                                   "password_confirm": PASSWORD, "mobile": phone,
+                                   "sms_code": code})
+        if view["state"] != "done":
+            raise RuntimeError(f"registration ended in {view['state']}")
+        return login
+    finally:
+        await browser.close()
+
+
+async def login(base: str, login_name: str, address: str) -> None:
+    """One personal log-in: start, captcha, submit; raises unless signed in."""
+    browser = Browser(base, address)
+    try:
+        iid = (await browser.post("/api/flows/personal_login", expect=201))["id"]
+        answer = await browser.captcha(iid)
+        view = await browser.post(f"/api/flows/{iid}/events/submit",
+                                  {"identifier": login_name, "password": PASSWORD,
+                                   "captcha": answer})
+        if view["state"] != "signed_in":
+            raise RuntimeError(f"log-in ended in {view['state']}")
+    finally:
+        await browser.close()
+
+
+async def registrations(base: str, opts: Options,
+                        rng: random.Random) -> tuple[list[str], float]:
+    logins: list[str] = []
+    queue = iter(range(opts.registrations))
+
+    async def worker() -> None:
+        for n in queue:
+            logins.append(await register(base, random.Random(rng.random()), n))  # noqa: S311
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(opts.reg_concurrency)))
+    return logins, len(logins) / (time.perf_counter() - t0)
+
+
+async def peak_logins(server: Server, logins: Sequence[str], opts: Options,
+                      concurrency: int) -> tuple[float, float]:
+    """Closed loop: sign-ins per second, and the server's cores used meanwhile."""
+    done, stop, counter = [0], asyncio.Event(), iter(range(10**9))
+
+    async def worker() -> None:
+        while not stop.is_set():
+            n = next(counter)
+            await login(server.url, logins[n % len(logins)],
+                        f"198.19.{n // 250 % 250}.{n % 250}")
+            done[0] += 1
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.sleep(opts.warmup)
+        n0, cpu0, t0 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+        await asyncio.sleep(opts.seconds)
+        n1, cpu1, t1 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
+
+
+async def steady_logins(base: str, logins: Sequence[str], rate: float,
+                        seconds: float) -> list[float]:
+    """Open loop at ``rate`` per second: each sign-in's ms from its planned start."""
+    loop = asyncio.get_running_loop()
+    took: list[float] = []
+    t0 = loop.time()
+
+    async def one(n: int, planned: float) -> None:
+        await login(base, logins[n % len(logins)], f"198.20.{n // 250 % 250}.{n % 250}")
+        took.append((loop.time() - planned) * 1000)
+
+    tasks = []
+    for n in range(max(1, int(rate * seconds))):
+        planned = t0 + n / rate
+        await asyncio.sleep(max(0.0, planned - loop.time()))
+        tasks.append(asyncio.create_task(one(n, planned)))
+    await asyncio.gather(*tasks)
+    return took
+
+
+TIMER_YAML = """\
+flows:
+  lapse:
+    title: {zh: 计时, en: Timers}
+    expires_in: 30d
+    initial: waiting
+    states:
+      waiting:
+        label: {zh: 等待, en: Waiting}
+        timeout: {after: 3d, trigger: expire}
+      lapsed:
+        final: true
+        label: {zh: 已过期, en: Lapsed}
+    transitions:
+      - trigger: expire
+        source: waiting
+        dest: lapsed
+"""
+
+
+async def timers_per_s(dsn: str, n: int) -> float:
+    """``n`` timers due at once, fired by one worker per core: timers per second."""
+    registry = Registry()
+    clock = FrozenClock()
+    pool = await create_pool(dsn, min_size=2, max_size=4 * cores())
+    try:
+        runtime = Runtime(PgStore(pool), clock, registry, load_text(TIMER_YAML,
+                                                                    registry=registry))
+        await runtime.publish()
+        sem = asyncio.Semaphore(16)
+
+        async def start() -> None:
+            async with sem:
+                await runtime.start("lapse")
+
+        await asyncio.gather(*(start() for _ in range(n)))
+        clock.advance(timedelta(days=3, seconds=1))
+        workers = [TimerWorker(runtime, runtime.store, clock, batch=200)
+                   for _ in range(cores())]
+
+        async def drain(worker: TimerWorker) -> None:
+            while await worker.run_once():
+                pass
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(drain(w) for w in workers))
+        elapsed = time.perf_counter() - t0
+        fired = sum(w.fired for w in workers)
+        if fired != n:
+            raise RuntimeError(f"{fired} of {n} timers fired")
+        return n / elapsed
+    finally:
+        await pool.close()
+
+
+def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, int]:
+    """``flowctl audit --json --jobs N`` over the run's database: events per second
+    (the command's whole run, its start included), and how many events."""
+    flowctl = Path(sys.executable).with_name("flowctl")
+    cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
+    env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),
+           "LOG_LEVEL": "warning"}
+    t0 = time.perf_counter()
+    out = subprocess.run([*cmd, "audit", "--json", "--jobs", str(jobs)], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
+    elapsed = time.perf_counter() - t0
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    if out.returncode != 0 or not summary.get("ok", True):
+        raise RuntimeError(f"the audit failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    return summary["events"] / elapsed, int(summary["events"])
+
+
+async def _forget(redis_url: str, prefix: str) -> None:
+    """Delete the run's Redis keys: sessions, and the sandbox's inbox of phone numbers."""
+    client = create_redis(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        for n in range(0, len(keys), 500):
+            await client.delete(*keys[n:n + 500])
+    finally:
+        await client.aclose()
+
+
+async def _run(opts: Options) -> dict[str, Any]:
+    rng = random.Random(12)  # noqa: S311 - benchmark data, not secrets
+    name = f"bench_{os.getpid()}_proc"
+    dsn = await create_database(opts.admin_url, name, leftovers_of="bench")
+    folder = Path(tempfile.mkdtemp(prefix="bench-procedures-"))
+    concurrency = opts.login_concurrency or 2 * cores() + 2
+    result: dict[str, Any] = {"cores": cores(), "load_average": list(os.getloadavg())}
+    server = Server(dsn, opts.redis_url, folder, concurrency=max(4, concurrency))
+    server.env.update({
+        "FLOWS_FILE": str(ROOT / "flows.yaml"), "FLOW_MODULES": "flows",
+        "WORKERS": "true", "OUTBOX_INTERVAL": "0.02", "TIMER_INTERVAL": "1",
+        "SYSTEMS_FILE": str(ROOT / "systems.yaml"),
+        "REDIS_PREFIX": f"bench-proc-{os.getpid()}:",
+        "PUBLIC_URL": server.url, "TRUSTED_PROXY_HEADER": "X-Forwarded-For"})
+    try:
+        log("argon2: timing one verify at the shipped cost")
+        verify_ms = argon2_verify_ms(opts.argon2_samples)
+        limit = 1000 / verify_ms
+        result.update(argon2_verify_ms=round(verify_ms, 2),
+                      argon2_limit_per_s_per_core=round(limit, 1))
+        await server.start()
+        log(f"registrations: {opts.registrations}, {opts.reg_concurrency} at a time")
+        logins, reg_rate = await registrations(server.url, opts, rng)
+        result["registrations_per_s"] = round(reg_rate, 1)
+        log(f"log-ins: {concurrency} clients for {opts.seconds}s")
+        peak, server_cores = await peak_logins(server, logins, opts, concurrency)
+        per_core = peak / server_cores if server_cores else 0.0
+        result.update(logins_per_s=round(peak, 1), login_server_cores=round(server_cores, 2),
+                      logins_per_s_per_core=round(per_core, 1),
+                      login_ratio=round(per_core / limit, 3))
+        steady = 0.8 * peak
+        log(f"log-ins at a steady {steady:.1f}/s for {opts.seconds}s")
+        took = sorted(await steady_logins(server.url, logins, steady, opts.seconds))
+        result.update(login_steady_per_s=round(steady, 1),
+                      login_p50_ms=round(statistics.median(took), 1),
+                      login_p99_ms=round(took[min(len(took) - 1,
+                                                  int(0.99 * len(took)))], 1))
+        await server.stop()
+        log(f"timers: {opts.timers} due at once, {cores()} workers")
+        result["timers_per_s"] = round(await timers_per_s(dsn, opts.timers), 1)
+        log("audit: flowctl audit over the run's database")
+        audit_rate, events = audit_events_per_s(dsn)
+        result.update(audit_events_per_s=round(audit_rate, 1), audit_events=events)
+        if cores() > 1:
+            jobs_rate, _ = audit_events_per_s(dsn, cores())
+            result[f"audit_events_per_s_jobs_{cores()}"] = round(jobs_rate, 1)
+        result["load_average_after"] = list(os.getloadavg())
+        return result
+    finally:
+        await server.stop()
+        await drop_database(opts.admin_url, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        await _forget(opts.redis_url, server.env["REDIS_PREFIX"])
+
+
+def run(opts: Options) -> dict[str, Any]:
+    configure_logging("json", "warning")
+    structlog.configure(cache_logger_on_first_use=False)
+    return asyncio.run(_run(opts))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench.procedures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Options()
+    p.add_argument("--registrations", type=int, default=d.registrations)
+    p.add_argument("--reg-concurrency", type=int, default=d.reg_concurrency)
+    p.add_argument("--login-concurrency", type=int, default=d.login_concurrency,
+                   help="clients signing in at once (0: two per core, and two)")
+    p.add_argument("--seconds", type=float, default=d.seconds)
+    p.add_argument("--warmup", type=float, default=d.warmup)
+    p.add_argument("--argon2-samples", type=int, default=d.argon2_samples)
+    p.add_argument("--timers", type=int, default=d.timers)
+    p.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL")
+                   or os.environ.get("DATABASE_URL") or d.admin_url)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or d.redis_url)
+    a = p.parse_args(argv)
+    return Options(registrations=a.registrations, reg_concurrency=a.reg_concurrency,
+                   login_concurrency=a.login_concurrency, seconds=a.seconds,
+                   warmup=a.warmup, argon2_samples=a.argon2_samples, timers=a.timers,
+                   admin_url=a.admin_url, redis_url=a.redis_url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    print(json.dumps(run(parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
