@@ -80,6 +80,9 @@ class ActionInput:
     # The caller's signed-in session as the web layer names it (opaque to the engine);
     # None for the clock, a provider, or nobody signed in.
     session: str | None = None
+    # What an action leaves for a later action of the same step (an account it read,
+    # so the next one need not read it again). Never recorded, never replayed.
+    scratch: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def idempotency_key(self) -> str:

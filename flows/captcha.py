@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import json
 import secrets
 import threading
@@ -79,7 +80,11 @@ def _render(text: str) -> bytes:
     renderer: ImageCaptcha | None = getattr(_local, "renderer", None)
     if renderer is None:
         renderer = _local.renderer = ImageCaptcha(width=160, height=60)
-    return renderer.generate(text, format="png").getvalue()
+    out = io.BytesIO()
+    # Level 1 of zlib: half the encoding time of the default (6) for an image 8% larger
+    # (about 8 KB): measured, the encoding was a third of the whole render.
+    renderer.generate_image(text).save(out, format="png", compress_level=1)
+    return out.getvalue()
 
 
 def _normalise(answer: str) -> str:

@@ -44,6 +44,8 @@ LOGIN_FAILED = ("login_failed", "账号、密码或验证码错误",
 # The vault purpose whose keyed hash names an unknown identifier's counter: a plain
 # hash of a phone number is no secret (there are only so many phone numbers).
 _SUBJECT_PURPOSE = "login_subject"
+# Where check_credentials leaves the account it signed in, for start_session.
+_SIGNED_IN_ACCOUNT = "signin.account"
 
 # What the sign-in actions take: which fields hold what was typed.
 IDENTIFIER = Param("identifier", "field", "The field that holds the ID number, mobile "
@@ -157,6 +159,7 @@ async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...
     if isinstance(outcome, timedelta):
         _refuse_locked(outcome)
     if outcome and account is not None:
+        a.scratch[_SIGNED_IN_ACCOUNT] = account
         return account
     return refuse(None, *LOGIN_FAILED)
 
@@ -189,8 +192,15 @@ def _signed_in(a: ActionInput) -> dict[str, Any]:
 
 
 async def _signed_in_account(a: ActionInput) -> Account:
-    """The account this sign-in flow authenticated (still there, or the generic refusal)."""
-    account = await services(a).accounts.by_id(_signed_in(a)["account_id"])
+    """The account this sign-in flow authenticated (still there, or the generic refusal).
+
+    Authenticated in this very step (the session starts on entering the signed-in
+    state): the account its password was just checked against, not read again."""
+    account_id = _signed_in(a)["account_id"]
+    checked: Account | None = a.scratch.get(_SIGNED_IN_ACCOUNT)
+    if checked is not None and checked.id == account_id:
+        return checked
+    account = await services(a).accounts.by_id(account_id)
     if account is None:
         refuse(None, *LOGIN_FAILED)
     return account

@@ -164,6 +164,31 @@ WITH upd AS (
 SELECT count(*) FROM ev
 """
 
+# A new instance with its first event, its timer and its messages, in one statement.
+# The event, timer and messages reference the instance inserted beside them: foreign
+# keys are checked at the end of the statement, when it is there.
+CREATE_SQL = """
+WITH ins AS (
+    INSERT INTO flow_instances (id, flow, definition_version, state, context, version,
+                                status, created_at, updated_at, expires_at, deadline_at,
+                                last_hash, start_key, owner)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    RETURNING id
+), ev AS (
+    INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state, input, facts,
+                             effects, actor, at, definition_version, prev_hash, hash)
+    SELECT id, $15, $16, $17, $30, $18, $19, $20, $21, $22, $31, $23, $24 FROM ins
+), timer AS (
+    INSERT INTO flow_timers (instance_id, state, trigger, due_at)
+    SELECT id, $25, $26, $27 FROM ins WHERE $26::text IS NOT NULL
+)
+INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key, created_at,
+                    next_attempt_at)
+SELECT ins.id, 1, m.topic, m.payload, ins.id::text || ':1:' || m.n::text,
+       $8, $8
+FROM ins, unnest($28::text[], $29::json[]) WITH ORDINALITY AS m(topic, payload, n)
+"""
+
 
 def _uuid(value: str) -> uuid.UUID:
     try:
@@ -241,45 +266,31 @@ class PgStore:
                      outbox: tuple[tuple[str, dict[str, Any]], ...],
                      start_key: str | None, writes: tuple[Write, ...] = ()) -> None:
         topics, payloads = _outbox_args(outbox)
-        async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                await conn.execute(
-                    "INSERT INTO flow_instances (id, flow, definition_version, state, context,"
-                    " version, status, created_at, updated_at, expires_at, deadline_at,"
-                    " last_hash, start_key, owner)"
-                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-                    uuid.UUID(instance.id), instance.flow, instance.definition_hash,
-                    instance.state, instance.context, instance.version, instance.status,
-                    instance.created_at, instance.updated_at, instance.expires_at,
-                    instance.deadline_at, instance.last_hash, start_key, instance.owner)
-            except asyncpg.UniqueViolationError:
-                raise DuplicateKey("start key already used") from None
-            except asyncpg.ForeignKeyViolationError:
-                raise FlowNotFound(f"definition version {instance.definition_hash}"
-                                   " is not stored") from None
-            await conn.execute(
-                "INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state,"
-                " input, facts, effects, actor, at, definition_version, prev_hash, hash)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                uuid.UUID(event.instance_id), event.seq, event.trigger, event.from_state,
-                event.to_state, event.input, event.facts, event.effects, event.actor, event.at,
-                event.definition_hash, event.prev_hash, event.hash)
-            if timer is not None:
-                await conn.execute(
-                    "INSERT INTO flow_timers (instance_id, state, trigger, due_at)"
-                    " VALUES ($1, $2, $3, $4)",
-                    uuid.UUID(instance.id), timer.state, timer.trigger, timer.due_at)
-            if topics:
-                await conn.execute(
-                    "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
-                    " created_at, next_attempt_at)"
-                    # $1 typed once: as uuid here and text there, PostgreSQL refuses it.
-                    " SELECT $1::uuid, 1, m.topic, m.payload,"
-                    " $1::uuid::text || ':1:' || m.n::text, $2, $2"
-                    " FROM unnest($3::text[], $4::json[]) WITH ORDINALITY AS m(topic, payload, n)",
-                    uuid.UUID(instance.id), instance.created_at, topics, payloads)
-            for write in writes:
-                await write(conn)
+        args = (uuid.UUID(instance.id), instance.flow, instance.definition_hash,
+                instance.state, instance.context, instance.version, instance.status,
+                instance.created_at, instance.updated_at, instance.expires_at,
+                instance.deadline_at, instance.last_hash, start_key, instance.owner,
+                event.seq, event.trigger, event.from_state, event.input, event.facts,
+                event.effects, event.actor, event.at, event.prev_hash, event.hash,
+                timer.state if timer else None, timer.trigger if timer else None,
+                timer.due_at if timer else None, topics, payloads, event.to_state,
+                event.definition_hash)
+        try:
+            async with self.pool.acquire() as conn:
+                if not writes:
+                    # The common start: one statement, one round trip, implicit
+                    # transaction (was BEGIN, two INSERTs and COMMIT: four).
+                    await conn.execute(CREATE_SQL, *args)
+                else:
+                    async with conn.transaction():
+                        await conn.execute(CREATE_SQL, *args)
+                        for write in writes:
+                            await write(conn)
+        except asyncpg.UniqueViolationError:
+            raise DuplicateKey("start key already used") from None
+        except asyncpg.ForeignKeyViolationError:
+            raise FlowNotFound(f"definition version {instance.definition_hash}"
+                               " is not stored") from None
 
     async def instance_by_start_key(self, key: str) -> Instance | None:
         async with self.pool.acquire() as conn:
