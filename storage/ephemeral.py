@@ -7,6 +7,7 @@ keys that share a hash tag (``{...}``), and the one pipeline of several keys
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import redis.asyncio as aioredis
@@ -128,6 +129,18 @@ class RedisEphemeral:
 
     async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
         await self._push(keys=[self._k(key)], args=[value, keep, _ms(ttl)])
+
+    async def push_many(self, entries: Sequence[tuple[str, bytes, int]], *,
+                        ttl: timedelta) -> None:
+        # Plain commands in a non-transactional pipeline, which a cluster client splits
+        # by node: one write, each list's three commands in order. Not atomic as the
+        # script is: a connection lost in between can leave a list a step behind.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value, keep in entries:
+                pipe.lpush(self._k(key), value)
+                pipe.ltrim(self._k(key), 0, keep - 1)
+                pipe.pexpire(self._k(key), _ms(ttl))
+            await pipe.execute()
 
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         return [v if isinstance(v, bytes) else v.encode()
