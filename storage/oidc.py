@@ -208,16 +208,22 @@ class PgOidc:
                 uuid.UUID(account_id) if account_id else None,
                 uuid.UUID(agent_id) if agent_id else None, kept)
             entries = [_entered(r) for r in rows]
-            queued = [e for e in entries if e.system_id in notify]
-            if queued:
-                await conn.execute(
-                    "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
-                    " created_at, next_attempt_at)"
-                    " SELECT m.id, 1, $1, m.payload, 'oidc-logout:' || m.sid, $2, $2"
-                    " FROM unnest($3::uuid[], $4::text[], $5::json[]) AS m(id, sid, payload)"
-                    " ON CONFLICT (idempotency_key) DO NOTHING", topic, now,
-                    [uuid.UUID(e.id) for e in queued], [e.sid for e in queued],
-                    [e.payload() for e in queued])
+            await _queue_logouts(conn, entries, topic=topic, notify=notify, now=now)
+        return entries
+
+    async def expire_sessions(self, *, now: datetime, topic: str, notify: Collection[str],
+                              limit: int = 1000) -> list[EnteredSystem]:
+        """Sessions that timed out (nobody signed out: their Redis keys simply expired)
+        leave the systems they entered too: mark up to ``limit`` such entries left at
+        their expiry and queue their logout messages, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE oidc_session_systems SET ended_at = expires_at WHERE id IN ("
+                " SELECT id FROM oidc_session_systems WHERE ended_at IS NULL"
+                " AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+                f" FOR UPDATE SKIP LOCKED) RETURNING {_ENTERED}", now, limit)
+            entries = [_entered(r) for r in rows]
+            await _queue_logouts(conn, entries, topic=topic, notify=notify, now=now)
         return entries
 
     async def entered(self, sid: str) -> EnteredSystem | None:
@@ -228,11 +234,29 @@ class PgOidc:
         return _entered(row) if row is not None else None
 
     async def prune_entries(self, now: datetime) -> int:
-        """Forget the entries of sessions that cannot be alive any more."""
+        """Forget the entries of sessions that ended (signed out, or timed out and
+        swept) before ``now``: their logout messages are in the outbox already."""
         async with self.pool.acquire() as conn:
             status = await conn.execute(
-                "DELETE FROM oidc_session_systems WHERE expires_at <= $1", now)
+                "DELETE FROM oidc_session_systems WHERE ended_at IS NOT NULL"
+                " AND ended_at <= $1 AND expires_at <= $1", now)
         return int(status.split()[-1])
+
+
+async def _queue_logouts(conn: asyncpg.Connection, entries: list[EnteredSystem], *,
+                         topic: str, notify: Collection[str], now: datetime) -> None:
+    """A ``topic`` outbox message for each entry into a system in ``notify`` (once per
+    sid, whoever queues it)."""
+    queued = [e for e in entries if e.system_id in notify]
+    if queued:
+        await conn.execute(
+            "INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key,"
+            " created_at, next_attempt_at)"
+            " SELECT m.id, 1, $1, m.payload, 'oidc-logout:' || m.sid, $2, $2"
+            " FROM unnest($3::uuid[], $4::text[], $5::json[]) AS m(id, sid, payload)"
+            " ON CONFLICT (idempotency_key) DO NOTHING", topic, now,
+            [uuid.UUID(e.id) for e in queued], [e.sid for e in queued],
+            [e.payload() for e in queued])
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ for relying parties and operators.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -52,10 +53,17 @@ def oidc_context(systems: Systems) -> Callable[[web.Application], AsyncIterator[
         ended = logout.listener(provider, app[CLOCK], app[OUTBOX].notify)
         sessions.listeners.append(ended)
         http = aiohttp.ClientSession()
+        # Sessions that simply time out leave their systems too (and old entries go).
+        swept = asyncio.create_task(
+            logout.sweeper(provider, app[CLOCK], app[OUTBOX].notify),
+            name="oidc_sweep") if settings.workers else None
         try:
             app[REGISTRY].senders[logout.TOPIC] = logout.sender(provider, app[CLOCK], http)
             yield
         finally:
+            if swept is not None:
+                swept.cancel()
+                await asyncio.wait([swept], timeout=5.0)
             sessions.listeners.remove(ended)
             await http.close()
 

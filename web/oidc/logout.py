@@ -22,6 +22,7 @@ confirms on a small page whose form carries a one-time id bound to the session.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import secrets
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,40 @@ def listener(provider: Provider, clock: Clock,
             wake()
 
     return ended
+
+
+# How often a server looks for sessions that timed out, and how long ended entries are
+# kept (a system's sid can still be looked up meanwhile).
+SWEEP_EVERY = 60.0
+KEEP_ENDED = timedelta(days=1)
+
+
+async def sweep(provider: Provider, clock: Clock, wake: Callable[[], None]) -> int:
+    """One round: sessions that timed out (their Redis keys expired, nobody signed out)
+    leave the systems they entered, which are told like any other; entries ended more
+    than ``KEEP_ENDED`` ago are forgotten. Return how many entries it ended."""
+    notify = {s.id for s in provider.systems if s.backchannel_logout_uri}
+    now = clock.now()
+    entries = await provider.store.expire_sessions(now=now, topic=TOPIC, notify=notify)
+    queued = sorted({e.system_id for e in entries if e.system_id in notify})
+    if queued:
+        log.info("oidc_backchannel_logout_queued", reason="timed_out", systems=queued)
+        wake()
+    await provider.store.prune_entries(now - KEEP_ENDED)
+    return len(entries)
+
+
+async def sweeper(provider: Provider, clock: Clock, wake: Callable[[], None],
+                  every: float = SWEEP_EVERY) -> None:
+    """Sweep now and then, for as long as the server runs; an outage skips a round."""
+    while True:
+        try:
+            await sweep(provider, clock, wake)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a database outage: one short line (web/logs.py)
+            log.warning("oidc_session_sweep_failed", exc_info=exc)
+        await asyncio.sleep(every)
 
 
 def logout_token(provider: Provider, payload: dict[str, Any], now: datetime, kid: str,

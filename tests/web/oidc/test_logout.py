@@ -329,6 +329,43 @@ async def test_a_removed_agents_systems_are_told_and_the_other_agents_are_not(
             await second.aclose()
 
 
+async def test_a_session_that_times_out_leaves_its_systems_too(world: World) -> None:
+    """Nobody signs out: the session's Redis key expires. The sweep tells the systems it
+    entered, once, and forgets the entry a day later. (The database is the test run's:
+    the sweep may end other tests' entries too, so only ours is looked at.)"""
+    from web.oidc import logout
+    from web.oidc.state import OIDC
+
+    p = world.p
+    await signed_in_person(p)
+    rp, claims = await enter(p)
+    try:
+        provider, clock = p.app[OIDC], p.app[keys.CLOCK]
+        store = provider.store
+        wakes: list[int] = []
+        await logout.sweep(provider, clock, lambda: wakes.append(1))
+        entry = await store.entered(claims["sid"])
+        assert entry is not None
+        assert entry.ended_at is None  # still alive: not swept
+        clock.advance(timedelta(hours=8, minutes=1))  # past SESSION_HOURS
+        assert await logout.sweep(provider, clock, lambda: wakes.append(1)) >= 1
+        assert wakes
+        entry = await store.entered(claims["sid"])
+        assert entry is not None
+        assert entry.ended_at is not None
+        await logout.sweep(provider, clock, lambda: None)  # nothing twice
+        await deliver(p)
+        ours = [t for t in world.receiver.received
+                if (await verified(p, t))[1]["sid"] == claims["sid"]]
+        assert len(ours) == 1
+        assert len(await outbox_rows(p, claims["sid"])) == 1
+        clock.advance(logout.KEEP_ENDED + timedelta(minutes=1))
+        await logout.sweep(provider, clock, lambda: None)
+        assert await store.entered(claims["sid"]) is None
+    finally:
+        await rp.aclose()
+
+
 # -- RP-initiated logout ------------------------------------------------------------------------
 
 def logout_url(**params: str) -> str:
