@@ -24,6 +24,7 @@ from aiohttp import web
 from playwright import sync_api as playwright_api
 
 from tests.conftest import REDIS_URL, ROOT, _search_redis
+from tests.web.oidc.conftest import oidc  # noqa: F401 - the platform with systems, here too
 from web.app import create_app
 from web.settings import Settings
 
