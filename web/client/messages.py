@@ -139,10 +139,14 @@ def text(key: str, lang: str, **values: object) -> str:
     return found.format(**values) if values else found
 
 
-def label(value: Mapping[str, str] | None, lang: str, fallback: str = "") -> str:
-    """A {zh, en} label from flows.yaml in ``lang``."""
+def label(value: Mapping[str, str] | str | None, lang: str, fallback: str = "") -> str:
+    """A {zh, en} label from flows.yaml in ``lang``; a plain text as it is (the options
+    an action records for ``choices_from``, such as an agent's name and masked phone,
+    are data, the same in every language)."""
     if not value:
         return fallback
+    if isinstance(value, str):
+        return value
     return value.get(lang) or value.get(DEFAULT) or fallback
 
 
