@@ -100,11 +100,14 @@ def test_an_administrator_works_in_the_console(server: Server,
     w.shot("supervisor-created")
     w.page.get_by_role("link", name="返回后台管理").click()
 
-    # The audit log: the newest first; filtered by action, then by a target's link.
+    # The audit log, newest first: this administrator's three entries by the link of
+    # the newest's actor; then by action, then by a target's link.
     log = w.page.get_by_role("region", name="操作日志")
     rows = log.locator("tbody tr")
-    expect(rows).to_have_count(3)
     expect(rows.first).to_contain_text("create_supervisor")
+    rows.first.get_by_role("link", name=re.compile("^admin:")).click()
+    expect(w.page.get_by_label("操作人")).to_have_value(re.compile("^admin:"))
+    expect(rows).to_have_count(3)
     w.fill("操作", "reset_password")
     w.press("筛选")
     expect(rows).to_have_count(1)
