@@ -281,6 +281,8 @@ def describe(flow: Flow, state: str, context: Mapping[str, Any],
                   for name, _ in st.show],
         "waits": waits,
         "next": [_next(n) for n in st.next],
+        "replies": [{"name": name, "label": label.as_dict()}
+                    for name, label in st.reply_labels],
         "fields": nodes,
         "triggers": triggers,
         "error": error if error and not error.get("field") else None,

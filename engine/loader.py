@@ -79,8 +79,11 @@ _STATE_KEYS = {
             "sent to the client as the step's data.",
     "show_labels": "Label {zh, en} of each `show` name: how a client captions that datum.",
     "next": "A final state's next actions for a client: a list of {flow: NAME} (start "
-            "that flow) or {page: home | account}, each with a label, one of them "
-            "optionally with `after: DURATION` (go there on its own after that long).",
+            "that flow) or {page: home | account | admin}, each with a label, one of "
+            "them optionally with `after: DURATION` (go there on its own after that long).",
+    "reply_labels": "Label {zh, en} of each value that the step entering this state hands "
+                    "to its reply once (a one-time password): a client shows it, so "
+                    "captioned, in its answer to that step only.",
 }
 _FIELD_KEYS = {
     "type": "string (default), integer, boolean or choice.",
@@ -133,12 +136,13 @@ _ERROR_KEYS = {
 }
 _NEXT_KEYS = {
     "flow": "A flow of this file to start (a sign-in after a registration).",
-    "page": "A page of the client: home, or account (the personal center).",
+    "page": "A page of the client: home, account (the personal center), or admin (the "
+            "back-office console).",
     "label": "Label {zh, en}: the button's text.",
     "after": "A duration: the client goes there on its own after that long.",
 }
 # The pages a final state's next action may name; a client maps each to its own page.
-NEXT_PAGES = ("home", "account")
+NEXT_PAGES = ("home", "account", "admin")
 _LIMIT_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k != "field"}
 _SHARED_ERROR_KEYS = {k: v for k, v in _ERROR_KEYS.items() if k in ("zh", "en")}
 # Besides its name, the mapping that gives an action parameters may name its fact.
@@ -730,6 +734,17 @@ class _Checker:
                                required=True)
             if found:
                 show_labels[str(key)] = found
+        reply_labels = {}
+        for key, value in self.mapping(body.get("reply_labels"), (*path, "reply_labels"),
+                                       "reply_labels").items():
+            if not NAME.match(str(key)):
+                self.err((*path, "reply_labels", key), f"reply name '{key}' must be "
+                         "lower_snake_case", key=True)
+                continue
+            found = self.label(value, (*path, "reply_labels", key), f"reply label '{key}'",
+                               required=True)
+            if found:
+                reply_labels[str(key)] = found
         state: dict[str, Any] = {
             "name": name,
             "final": final,
@@ -743,6 +758,8 @@ class _Checker:
         # Only when given: a state without them keeps the version it had before.
         if show_labels:
             state["show_labels"] = show_labels
+        if reply_labels:
+            state["reply_labels"] = reply_labels
         if "next" in body:
             state["next"] = self.next_actions(body["next"], (*path, "next"), final)
         return state
@@ -1426,7 +1443,9 @@ def build_flow(content: dict[str, Any]) -> Flow:
                                   timeout=timeout, show=tuple(s["show"].items()),
                                   show_labels=tuple((k, Label(v["zh"], v["en"])) for k, v
                                                     in s.get("show_labels", {}).items()),
-                                  next=tuple(_next_action(n) for n in s.get("next", ())))
+                                  next=tuple(_next_action(n) for n in s.get("next", ())),
+                                  reply_labels=tuple((k, Label(v["zh"], v["en"])) for k, v
+                                                     in s.get("reply_labels", {}).items()))
     transitions = tuple(
         Transition(
             trigger=t["trigger"], sources=tuple(t["source"]), dest=t["dest"],

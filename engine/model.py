@@ -166,6 +166,9 @@ class State:
     show_labels: tuple[tuple[str, Label], ...] = ()
     # A final state's next actions, in the file's order.
     next: tuple[NextAction, ...] = ()
+    # (name, label) pairs: what the reply of the step that enters this state carries
+    # once (a one-time password), and its caption; never stored, never shown again.
+    reply_labels: tuple[tuple[str, Label], ...] = ()
 
     def field(self, name: str) -> Field | None:
         for f in self.fields:

@@ -210,6 +210,8 @@ def _defs(registry: Registry) -> dict[str, Any]:
                  "additionalProperties": _ref("context_path")},
         "show_labels": {"type": "object", "propertyNames": name,
                         "additionalProperties": _ref("label")},
+        "reply_labels": {"type": "object", "propertyNames": name,
+                         "additionalProperties": _ref("label")},
         "next": {"type": "array", "minItems": 1, "items": _keywords(_NEXT_KEYS, {
             "flow": _ref("name"), "page": {"enum": list(NEXT_PAGES)},
             "label": _ref("label"), "after": _ref("duration")}, required=("label",))},

@@ -35,7 +35,7 @@ def _text(request: web.Request, name: str) -> str | None:
     return text or None
 
 
-def _entry(row: dict[str, Any]) -> dict[str, Any]:
+def audit_entry(row: dict[str, Any]) -> dict[str, Any]:
     at = row["at"]
     return {"id": row["id"], "at": at.isoformat() if isinstance(at, datetime) else str(at),
             "actor": row["actor"], "action": row["action"], "target": row["target"],
@@ -55,7 +55,7 @@ async def audit_log(request: web.Request) -> web.Response:
     rows = await request.app[SERVICES].accounts.audit_page(
         target=_text(request, "target"), actor=_text(request, "actor"),
         action=_text(request, "action"), before=before, limit=limit or 100)
-    entries = [_entry(r) for r in rows]
+    entries = [audit_entry(r) for r in rows]
     more = len(entries) == limit and entries
     return json_response(
         {"entries": entries, "next_before": entries[-1]["id"] if more else None})

@@ -40,6 +40,7 @@ from web.middleware import problems, request_context
 from web.oidc import load_systems, logout_routes, oidc_context, oidc_routes
 from web.outages import dependency_of
 from web.platform import build_services
+from web.policy import API_CSP, PAGE_CSP
 from web.problems import HttpProblem, problem_response
 from web.routes import routes
 from web.sandbox import BRANCHES, CAPTCHA_ANSWERS, PROVIDERS, branch_routes, sandbox_routes
@@ -49,12 +50,6 @@ from web.settings import Settings, SettingsError
 
 log = structlog.get_logger("web.app")
 
-# Responses that are not pages (JSON, problem+json, PNG, metrics) load nothing and are
-# framed by no one.
-API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# A page that sets no policy of its own may use its own origin's scripts, styles and
-# images; a page that needs more (the sandbox's inline styles) sets its own.
-PAGE_CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
 def build_registry(modules: tuple[str, ...]) -> Registry:

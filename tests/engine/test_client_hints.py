@@ -31,6 +31,8 @@ flows:
           result: {type: string, label: {zh: 结果, en: Result}}
       done:
         final: true
+        reply_labels:
+          one_time_password: {zh: 一次性密码, en: One-time password}
         next:
           - {flow: g, label: {zh: 登录, en: Sign in}, after: 6s}
           - {page: home, label: {zh: 首页, en: Home}}
@@ -92,6 +94,21 @@ def test_a_final_state_offers_its_next_actions_one_of_them_timed() -> None:
          "after_seconds": None}]
 
 
+def test_a_state_says_what_the_reply_entering_it_carries_once_and_its_caption() -> None:
+    assert view("done")["replies"] == [
+        {"name": "one_time_password", "label": {"zh": "一次性密码", "en": "One-time password"}}]
+    assert view("a")["replies"] == []
+
+
+def test_reply_labels_are_linted() -> None:
+    bad = FLOWS.replace("one_time_password: {zh: 一次性密码, en: One-time password}",
+                        "One-Time: {zh: 一次性密码}")
+    assert lint(bad) == ["reply name 'One-Time' must be lower_snake_case"]
+    no_en = FLOWS.replace("one_time_password: {zh: 一次性密码, en: One-time password}",
+                          "one_time_password: {zh: 一次性密码}")
+    assert lint(no_en) == ["reply label 'one_time_password': label 'en' is missing or empty"]
+
+
 def test_flows_without_the_new_keys_keep_their_versions() -> None:
     plain = "flows:\n  g:\n    initial: s\n    states:\n      s: {final: true}\n"
     with_hints = FLOWS
@@ -111,7 +128,7 @@ def test_the_new_keys_are_linted() -> None:
         "show_labels names 'nobody', which is not shown (no such name in 'show')",
         "choice_labels names 'maybe', which is not one of 'choices'",
         "next action's flow 'nowhere' is not a flow of this file",
-        "page must be one of home, account",
+        "page must be one of home, account, admin",
         "at most one next action goes on its own ('after')",
     ])
     not_final = FLOWS.replace("      waiting:\n", "      waiting:\n        next: [{page: home, "

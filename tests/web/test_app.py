@@ -23,7 +23,8 @@ from flows.pii import generate_keys
 from tests.conftest import REDIS_URL
 from tests.web.test_processes import FLOWCTL, ROOT, base_env, free_port, wait_for
 from tests.web.test_settings import DEV_ENC_KEY
-from web.app import API_CSP, HSTS, PAGE_CSP, create_app, metrics_app
+from web.app import HSTS, create_app, metrics_app
+from web.policy import API_CSP, PAGE_CSP
 from web.settings import Settings, SettingsError
 
 TOKEN = "metrics-token-0123456789abcdef"

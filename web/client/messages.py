@@ -91,6 +91,44 @@ TEXTS: dict[str, tuple[str, str]] = {
     "download_svg": ("下载 SVG", "Download SVG"),
     "download_png": ("下载 PNG", "Download PNG"),
     "offered": ("可办理事项", "What you can do"),
+    # Single sign-on and the service hall
+    "hall": ("服务大厅", "Service hall"),
+    "hall_intro": ("选择要进入的业务系统，无需再次登录。",
+                   "Choose a system to enter; you need not sign in again."),
+    "sign_in_for": ("登录后将进入：{system}", "After signing in you go on to: {system}"),
+    "continue_title": ("正在进入业务系统", "Entering the system"),
+    "continue_to": ("登录成功，正在进入 {system}……", "Signed in; going on to {system}…"),
+    "continue_link": ("进入 {system}", "Go to {system}"),
+    # Shown once (a one-time password)
+    "shown_once": ("请立即记录并通过安全渠道告知用户：离开或刷新本页后将不再显示。",
+                   "Write it down now and tell the user by a safe channel: it is not shown "
+                   "again once you leave or reload this page."),
+    # The back office
+    "console": ("后台管理", "Back office"),
+    "console_intro": ("后台运营端仅供平台管理员使用。", "The back office is for the platform's "
+                      "administrators only."),
+    "admin_sign_in": ("管理员登录", "Administrator sign-in"),
+    "admin_only": ("仅限后台管理员", "Only administrators may see this page"),
+    "console_actions": ("业务办理", "Actions"),
+    "audit_log": ("操作日志", "Audit log"),
+    "audit_filter": ("筛选", "Filter"),
+    "audit_clear": ("清除筛选", "Clear the filters"),
+    "audit_at": ("时间", "Time"),
+    "audit_actor": ("操作人", "Actor"),
+    "audit_actor_help": ("如 admin:账号标识；点击表中的操作人即可筛选",
+                         "e.g. admin:<account id>; or click an actor in the table"),
+    "audit_action": ("操作", "Action"),
+    "audit_action_help": ("如 reset_password、verify_organisation、create_supervisor",
+                          "e.g. reset_password, verify_organisation, create_supervisor"),
+    "audit_target": ("对象", "Target"),
+    "audit_target_help": ("如 account:账号标识", "e.g. account:<account id>"),
+    "audit_reason": ("原因", "Reason"),
+    "audit_details": ("详情", "Details"),
+    "audit_empty": ("没有符合条件的记录。", "No entries match."),
+    "audit_pages": ("日志分页", "Pages of the log"),
+    "audit_newest": ("最新记录", "Newest entries"),
+    "audit_older": ("更早的记录", "Older entries"),
+    "filter_too_long": ("内容过长（最多200个字符）", "Too long (200 characters at most)"),
 }
 
 
@@ -101,10 +139,14 @@ def text(key: str, lang: str, **values: object) -> str:
     return found.format(**values) if values else found
 
 
-def label(value: Mapping[str, str] | None, lang: str, fallback: str = "") -> str:
-    """A {zh, en} label from flows.yaml in ``lang``."""
+def label(value: Mapping[str, str] | str | None, lang: str, fallback: str = "") -> str:
+    """A {zh, en} label from flows.yaml in ``lang``; a plain text as it is (the options
+    an action records for ``choices_from``, such as an agent's name and masked phone,
+    are data, the same in every language)."""
     if not value:
         return fallback
+    if isinstance(value, str):
+        return value
     return value.get(lang) or value.get(DEFAULT) or fallback
 
 

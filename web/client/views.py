@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import hmac
 import io
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -30,6 +31,8 @@ from engine.errors import PreconditionFailed, VersionConflict
 from flows.center import account_page
 from web.client.messages import LANGUAGES, choose_language, label, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
+from web.oidc import OIDC, hall_of
+from web.policy import PAGE_CSP
 from web.routes import client_address
 from web.sessions import (
     clear_session_cookie,
@@ -49,7 +52,14 @@ LANG_COOKIE = "lang"
 _CSRF = web.RequestKey("client_csrf", str)
 _LANG = web.RequestKey("client_lang", str)
 # The client's own pages, by the names a final state's next action gives (flows.yaml).
-PAGES = {"home": "/", "account": "/account"}
+PAGES = {"home": "/", "account": "/account", "admin": "/admin"}
+# Where a browser goes once it signed in for a business system (web/client/signin.py).
+CONTINUE_PATH = "/login/continue"
+# Which waiting authorization request (web/oidc) the browser is signing in for: set by
+# /login, read by the step that signs in. HttpOnly, so no script can swap it.
+AUTHORIZE_COOKIE = "authorize"
+# What the provider's request ids look like (secrets.token_urlsafe); nothing else is one.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # The flows the home page's sign-in tabs, registration and reset links start.
 SIGN_IN = {"personal": ("personal_login", "personal_registration",
                         "personal_password_reset"),
@@ -66,6 +76,12 @@ def setup_client(app: web.Application) -> None:
     env.globals.update(label=label, new_key=lambda: str(uuid.uuid4()))
     app.add_routes(client_routes)
     app.router.add_static("/static/", HERE / "static", name="client_static")
+
+
+def signing_in_for(request: web.Request) -> str | None:
+    """The authorization request this browser is signing in for, if any."""
+    found = request.cookies.get(AUTHORIZE_COOKIE, "")
+    return found if REQUEST_ID.fullmatch(found) else None
 
 
 def _lang(request: web.Request) -> str:
@@ -103,7 +119,7 @@ class _PageError(Exception):
 
 
 def _render(request: web.Request, template: str, context: dict[str, Any], *,
-            status: int = 200) -> web.Response:
+            status: int = 200, csp: str | None = None) -> web.Response:
     lang = _lang(request)
     session = session_of(request)
     base = {"lang": lang, "other_lang": next(x for x in LANGUAGES if x != lang),
@@ -113,6 +129,8 @@ def _render(request: web.Request, template: str, context: dict[str, Any], *,
             "development": request.app[SETTINGS].environment == "development"}
     response = aiohttp_jinja2.render_template(template, request, {**base, **context},
                                               status=status)
+    if csp is not None:
+        response.headers["Content-Security-Policy"] = csp
     _finish(request, response)
     return response
 
@@ -157,11 +175,31 @@ def pages(handler: Handler) -> Handler:
 @client_routes.get("/")
 @pages
 async def home(request: web.Request) -> web.StreamResponse:
+    session = session_of(request)
+    page = await _account(request) if session is not None else None
+    hall = hall_of(request.app[OIDC], session) \
+        if session is not None and session.kind != "admin" else []
+    # The systems' icons are their own addresses: this page may show images from them.
+    icons = sorted({origin for entry in hall if (origin := _origin(entry["icon"]))})
+    return _render(request, "home.html", {"tab": _tab(request), "tabs": SIGN_IN,
+                                          "page": page, "hall": hall, "for_system": None,
+                                          "tab_href": "/?tab="},
+                   csp=f"{PAGE_CSP}; img-src 'self' {' '.join(icons)}" if icons else None)
+
+
+def _tab(request: web.Request) -> str:
     tab = request.query.get("tab", "personal")
-    if tab not in SIGN_IN:
-        tab = "personal"
-    page = await _account(request) if session_of(request) is not None else None
-    return _render(request, "home.html", {"tab": tab, "tabs": SIGN_IN, "page": page})
+    return tab if tab in SIGN_IN else "personal"
+
+
+def _origin(url: object) -> str | None:
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or \
+            not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc):
+        return None  # nothing that could end the policy's source list early
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @client_routes.get("/lang/{code}")
@@ -275,7 +313,8 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
                      errors: list[dict[str, Any]] | None = None,
                      entered: Mapping[str, Any] | None = None,
                      notice: str | None = None,
-                     retry_after: int | None = None) -> web.Response:
+                     retry_after: int | None = None,
+                     once: list[dict[str, Any]] | None = None) -> web.Response:
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
     ui = view["ui"]
@@ -304,7 +343,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
         "view": view, "ui": ui, "flow": flow, "errors": general, "by_field": by_field,
         "entered": entered or {}, "notice": notice, "qr": qr, "key": str(uuid.uuid4()),
         "next_actions": next_actions, "auto": auto, "retry_after": retry_after,
-        "primary": primary, "inline": inline, "buttons": buttons,
+        "primary": primary, "inline": inline, "buttons": buttons, "once": once or [],
         "field_labels": {f["name"]: f["label"] for f in ui["fields"]},
         "all_errors": [*general, *(e for v in by_field.values() for e in v)],
     }, status=status)
@@ -408,13 +447,31 @@ async def step(request: web.Request) -> web.StreamResponse:
                                 status=int(body["status"]), errors=[error],
                                 entered=_kept(fields, form),
                                 retry_after=body.get("retry_after"))
-    response = _redirect(request, f"/f/{instance.id}")
     token = outcome.replies.get("session")
+    after = f"/f/{instance.id}"
+    if isinstance(token, str) and signing_in_for(request) is not None:
+        after = CONTINUE_PATH  # back to the system that sent the person to sign in
+    once = await _replied_once(request, outcome.instance, outcome.replies)
+    response = once or _redirect(request, after)
     if isinstance(token, str):
         set_session_cookie(request, response, token)
     if outcome.replies.get("end_session"):
         clear_session_cookie(response)
     return response
+
+
+async def _replied_once(request: web.Request, instance: Instance,
+                        replies: Mapping[str, Any]) -> web.Response | None:
+    """The new step's page itself, if the step's reply carries what its description says
+    to show once (a one-time password): the answer to this POST is the only place it
+    is ever shown. A reload sends the same key again and gets the step replayed, which
+    has no reply: then the page shows the step without it."""
+    view = await request.app[RUNTIME].view(instance)
+    once = [{**r, "value": replies[r["name"]]} for r in view["ui"]["replies"]
+            if isinstance(replies.get(r["name"]), str)]
+    if not once:
+        return None
+    return await _step_page(request, instance, once=once)
 
 
 async def _replayed_or_stale(request: web.Request, instance: Instance, version: int,

@@ -19,7 +19,8 @@ from storage import PgOidc
 from web.keys import CLOCK, OUTBOX, POOL, REGISTRY, SERVICES, SETTINGS
 from web.oidc import logout
 from web.oidc.logout import logout_routes
-from web.oidc.routes import oidc_routes
+from web.oidc.provider import REQUEST_LIFETIME
+from web.oidc.routes import LOGIN_PATH, hall_of, oidc_routes, pending_system
 from web.oidc.signing import Keyring, add_new_key
 from web.oidc.state import OIDC, Provider
 from web.oidc.systems import System, Systems, check_systems_text, load_systems
@@ -27,8 +28,9 @@ from web.platform import public_url
 
 log = structlog.get_logger("web.oidc")
 
-__all__ = ["OIDC", "Provider", "System", "Systems", "check_systems_text", "load_systems",
-           "logout_routes", "oidc_context", "oidc_routes"]
+__all__ = ["LOGIN_PATH", "OIDC", "REQUEST_LIFETIME", "Provider", "System", "Systems",
+           "check_systems_text", "hall_of", "load_systems", "logout_routes", "oidc_context",
+           "oidc_routes", "pending_system"]
 
 
 def oidc_context(systems: Systems) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -287,6 +287,30 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     return await _authorize(request, list(request.query.items()))
 
 
+async def _stored_request(request: web.Request, request_id: str) -> dict[str, Any]:
+    """A stored authorization request that this browser made; refused otherwise."""
+    s = _services(request)
+    raw = await s.ephemeral.get(f"oidc:request:{request_id}") \
+        if 0 < len(request_id) <= 64 else None
+    if raw is None:
+        raise _unknown_request()
+    stored: dict[str, Any] = orjson.loads(raw)
+    if stored["device"] != ensure_device(request):
+        raise HttpProblem(403, "authorize_request_other_device", "此登录请求属于另一个浏览器",
+                          "This sign-in request belongs to another browser")
+    return stored
+
+
+async def pending_system(request: web.Request, request_id: str) -> System:
+    """The system a stored authorization request (``/login?authorize=<id>``) is for, if
+    this browser made it and it is still waiting: what a sign-in page names."""
+    stored = await _stored_request(request, request_id)
+    system = _provider(request).systems.get(stored["system"])
+    if system is None:
+        raise _unknown_request()  # the system left systems.yaml since
+    return system
+
+
 @oidc_routes.get("/authorize/resume")
 async def resume(request: web.Request) -> web.StreamResponse:
     """Go on with a stored authorization request once its person has signed in.
@@ -296,13 +320,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
     request_id = request.query.get("id", "")
     s = _services(request)
     key = f"oidc:request:{request_id}"
-    raw = await s.ephemeral.get(key) if 0 < len(request_id) <= 64 else None
-    if raw is None:
-        raise _unknown_request()
-    stored = orjson.loads(raw)
-    if stored["device"] != ensure_device(request):
-        raise HttpProblem(403, "authorize_request_other_device", "此登录请求属于另一个浏览器",
-                          "This sign-in request belongs to another browser")
+    stored = await _stored_request(request, request_id)
     if session_of(request) is None:
         return _redirect(f"{LOGIN_PATH}?authorize={request_id}")
     if await s.ephemeral.take(key) is None:
@@ -569,9 +587,12 @@ async def hall(request: web.Request) -> web.Response:
     session = session_of(request)
     if session is None:
         raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
-    provider = _provider(request)
-    systems = [{"id": system.id, "name": dict(system.name), "icon": system.icon,
-                "login_url": redirect_with(system.initiate_login_uri,
-                                           {"iss": provider.issuer})}
-               for system in provider.systems if system.allows(session.kind)]
-    return json_response({"systems": systems}, headers={"Cache-Control": "no-store"})
+    return json_response({"systems": hall_of(_provider(request), session)},
+                         headers={"Cache-Control": "no-store"})
+
+
+def hall_of(provider: Provider, session: Session) -> list[dict[str, Any]]:
+    """The systems ``session``'s account may enter: name, icon, where its sign-in starts."""
+    return [{"id": system.id, "name": dict(system.name), "icon": system.icon,
+             "login_url": redirect_with(system.initiate_login_uri, {"iss": provider.issuer})}
+            for system in provider.systems if system.allows(session.kind)]

@@ -10,6 +10,7 @@ downloads none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import threading
@@ -18,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from playwright import sync_api as playwright_api
 
 from tests.conftest import REDIS_URL, ROOT, _search_redis
+from tests.web.oidc.conftest import oidc  # noqa: F401 - the platform with systems, here too
 from web.app import create_app
 from web.settings import Settings
 
@@ -84,8 +87,9 @@ class Server:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, redis_prefix: str) -> Iterator[Server]:
+@contextlib.contextmanager
+def serving(database_url: str, redis_prefix: str, **overrides: Any) -> Iterator[Server]:
+    """The platform served in a thread on a free port; ``overrides``: other settings."""
     port = free_port()
     prefix = f"{redis_prefix}browser-{uuid.uuid4().hex[:6]}:"
     settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_prefix=prefix,
@@ -93,7 +97,7 @@ def server(database_url: str, redis_prefix: str) -> Iterator[Server]:
                         workers=True, outbox_interval=0.1, log_format="console",
                         pool_max=10, port=port, public_url=f"http://127.0.0.1:{port}",
                         argon2_memory_kib=1024, argon2_time_cost=1)
-    srv = Server(settings)
+    srv = Server(attrs.evolve(settings, **overrides))
     srv.start()
     try:
         yield srv
@@ -112,6 +116,12 @@ def server(database_url: str, redis_prefix: str) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
+def server(database_url: str, redis_prefix: str) -> Iterator[Server]:
+    with serving(database_url, redis_prefix) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
@@ -121,3 +131,13 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A browser context in Chinese, 1280 px wide."""
+    ctx = browser.new_context(locale="zh-CN", viewport={"width": WIDTHS[0], "height": 900})
+    try:
+        yield ctx
+    finally:
+        ctx.close()

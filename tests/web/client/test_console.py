@@ -1,0 +1,106 @@
+"""The back-office console's pages (no browser): who may see it, a one-time password
+shown once and never again, the audit log's filters and pages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.flows.test_backoffice import as_admin
+from tests.flows.test_phones import new_account, sign_in
+from tests.platform import Platform, new_mobile
+from tests.web.client.test_pages import hidden, page, post, start
+from web.client import console
+
+
+async def test_the_console_is_for_administrators_only(platform: Platform) -> None:
+    status, html = await page(platform, "/admin")
+    assert status == 200
+    assert 'action="/flows/admin_login/start"' in html
+    assert "操作日志" not in html
+    account = await new_account(platform, phone=new_mobile())
+    assert await sign_in(platform, account["login"]) == 200
+    status, html = await page(platform, "/admin")
+    assert status == 403
+    assert "仅限后台管理员" in html
+
+
+async def test_the_console_offers_every_flow_for_administrators(platform: Platform) -> None:
+    await as_admin(platform)
+    status, html = await page(platform, "/admin")
+    assert status == 200
+    started = set(re.findall(r'action="/flows/([a-z_]+)/start"', html))
+    assert started == {"admin_reset_password", "admin_verify_organisation",
+                       "admin_create_supervisor"}
+
+
+async def test_a_one_time_password_is_shown_in_the_answer_once_and_never_again(
+        platform: Platform) -> None:
+    await as_admin(platform)
+    account = await new_account(platform, phone=new_mobile())
+    iid, html = await start(platform, "admin_reset_password")
+    form = {"csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+            "key": hidden(html, "key"), "login_name": account["login"],
+            "reason": "电话核验身份，工单 42"}
+    status, where, html = await post(platform, f"/f/{iid}/submit", form)
+    assert (status, where) == (200, "")  # the page itself, not a redirect to it
+    found = re.search(r'<code class="once-value" id="once-one_time_password">([^<]+)</code>',
+                      html)
+    assert found, html
+    password = found.group(1)
+    assert len(password) >= 8
+    assert "一次性密码" in html
+    # A reload sends the same form again: the step is not taken twice, and the
+    # password is not shown again; nor is it on the step's page.
+    status, where, html = await post(platform, f"/f/{iid}/submit", form)
+    assert (status, where) == (303, f"/f/{iid}")
+    _, html = await page(platform, where)
+    assert password not in html
+    assert "once-value" not in html
+    history = await (await platform.client.get(f"/api/flows/{iid}/history")).text()
+    assert password not in history
+
+
+async def test_the_audit_log_filters_and_pages(platform: Platform,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    actor = await as_admin(platform)
+    logins = []
+    for _ in range(3):
+        account = await new_account(platform, phone=new_mobile())
+        logins.append(account)
+        iid, html = await start(platform, "admin_reset_password")
+        status, _, _ = await post(platform, f"/f/{iid}/submit", {
+            "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+            "key": hidden(html, "key"), "login_name": account["login"], "reason": "工单"})
+        assert status == 200
+    monkeypatch.setattr(console, "PAGE_SIZE", 2)
+    status, html = await page(platform, f"/admin?actor={actor}")
+    assert status == 200
+    assert html.count("<tr>") == 1 + 2  # the heading and a page of two
+    older = re.search(r'<a href="([^"]+)" rel="next">', html)
+    assert older, html
+    status, html = await page(platform, older.group(1).replace("&amp;", "&"))
+    assert status == 200
+    assert html.count("<tr>") == 1 + 1
+    assert 'rel="next"' not in html
+    assert "最新记录" in html
+    # By target: the first account's entry alone; a link in the table filters by it.
+    target = f"account:{logins[0]['id']}"
+    status, html = await page(platform, f"/admin?target={target}&action=reset_password")
+    assert html.count("<tr>") == 1 + 1
+    assert f'href="/admin?target={target.replace(":", "%3A")}#audit"' in html
+    status, html = await page(platform, "/admin?action=nothing_like_this")
+    assert "没有符合条件的记录。" in html
+
+
+async def test_a_filter_too_long_is_an_error_tied_to_its_field(platform: Platform) -> None:
+    await as_admin(platform)
+    status, html = await page(platform, "/admin?target=" + "x" * 201)
+    assert status == 422
+    field = re.search(r'<input[^>]* id="filter-target"[^>]*>', html)
+    assert field
+    assert 'aria-invalid="true"' in field.group(0)
+    assert 'aria-describedby="help-filter-target error-filter-target"' in field.group(0)
+    assert 'id="error-filter-target"' in html
+    assert 'href="#filter-target"' in html
