@@ -7,6 +7,7 @@ keys that share a hash tag (``{...}``), and the one pipeline of several keys
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -67,6 +68,15 @@ def create_redis(url: str, *, timeout: float | None = None,
                                      socket_connect_timeout=timeout, retry=retry)
     return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                              retry=retry)
+
+
+async def warm(client: RedisClient) -> None:
+    """Read a cluster's slot map now, before requests share the client: commands that
+    race to a cold cluster client each start the map's first reading, and one resets
+    connections another is setting up. Redis down: the client reads it when it can."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await client.initialize()
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from engine import FrozenClock, Registry, Runtime, load_text
 from storage import PgStore, RedisClient, create_pool, create_redis
+from storage.ephemeral import warm
 from storage.scratch import create_database, drop_database
 from tests import leaks
 from tests.sample_flows import SAMPLE_YAML, sample_registry
@@ -126,6 +127,7 @@ def redis_of(backends: dict[str, Any]) -> RedisClient:
 async def redis_client(redis_prefix: str,
                        backends: dict[str, Any]) -> AsyncIterator[RedisClient]:
     client = redis_of(backends)
+    await warm(client)
     yield client
     keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
     if keys:

@@ -26,6 +26,7 @@ from engine.loader import flows_from_contents
 from flows.pii import Vault
 from flows.support import VaultSealer
 from storage import PgStore, RedisClient, RedisEphemeral, RedisLimiter, create_pool, create_redis
+from storage.ephemeral import warm
 from web import keys
 from web.admin import admin_routes
 from web.apidocs import docs_routes
@@ -208,6 +209,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     assert settings.redis_url
     client = create_redis(settings.redis_url, timeout=settings.redis_timeout or None,
                           cluster=settings.redis_cluster)
+    await warm(client)
     try:
         app[keys.REDIS] = client
         yield
