@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from bench.steps import forget_keys, log
 from engine import EngineError, Runtime
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.support import Services
@@ -60,10 +60,6 @@ class Options:
     warmup: int = 20
     admin_url: str = DEFAULT_ADMIN_URL
     redis_url: str = DEFAULT_REDIS_URL
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def new_phone(rng: random.Random) -> str:
@@ -177,11 +173,7 @@ async def _run(opts: Options) -> dict[str, Any]:
     finally:
         await runner.cleanup()
         await drop_database(opts.admin_url, database)
-        redis = aioredis.from_url(opts.redis_url)
-        stale = [k async for k in redis.scan_iter(match=f"{prefix}*")]
-        if stale:
-            await redis.delete(*stale)
-        await redis.aclose()
+        await forget_keys(opts.redis_url, prefix)
 
 
 def run(opts: Options) -> dict[str, Any]:

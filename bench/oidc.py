@@ -53,7 +53,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.steps import free_port, proc_cpu_s
+from bench.steps import forget_keys, free_port, log, proc_cpu_s
 from flows.pii import Vault
 from flows.sessions import Sessions
 from storage import PgAccounts, PgOidc, RedisEphemeral, create_pool
@@ -85,10 +85,6 @@ class Options:
     codes: int = 3000
     admin_url: str = DEFAULT_ADMIN_URL
     redis_url: str = DEFAULT_REDIS_URL
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -337,11 +333,7 @@ async def _run(opts: Options) -> dict[str, Any]:
                 proc.kill()
                 await proc.wait()
         await drop_database(opts.admin_url, database)
-        redis = aioredis.from_url(opts.redis_url)
-        stale = [k async for k in redis.scan_iter(match=f"{prefix}*")]
-        if stale:
-            await redis.delete(*stale)
-        await redis.aclose()
+        await forget_keys(opts.redis_url, prefix)
 
 
 def run(opts: Options) -> dict[str, Any]:

@@ -64,7 +64,7 @@ import aiohttp
 import structlog
 from argon2 import PasswordHasher, Type
 
-from bench.steps import ROOT, Server, proc_cpu_s
+from bench.steps import ROOT, Server, forget_keys, proc_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
 from flows.captcha import CaptchaAnswers
 from flows.passwords import cores
@@ -406,17 +406,6 @@ def _refuse_if_taken(port: int) -> None:
             raise SystemExit(f"port {port} is in use: pick another") from exc
 
 
-async def _forget(redis_url: str, prefix: str) -> None:
-    """Delete the run's Redis keys: sessions, and the sandbox's inbox of phone numbers."""
-    client = create_redis(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        for n in range(0, len(keys), 500):
-            await client.delete(*keys[n:n + 500])
-    finally:
-        await client.aclose()
-
-
 async def _run(opts: Options) -> dict[str, Any]:
     rng = random.Random(12)  # noqa: S311 - benchmark data, not secrets
     name = f"bench_{os.getpid()}_proc"
@@ -482,7 +471,8 @@ async def _run(opts: Options) -> dict[str, Any]:
         await answers_redis.aclose()
         await drop_database(opts.admin_url, name)
         shutil.rmtree(folder, ignore_errors=True)
-        await _forget(opts.redis_url, server.env["REDIS_PREFIX"])
+        # The run's keys: sessions, and the sandbox's inbox of phone numbers.
+        await forget_keys(opts.redis_url, server.env["REDIS_PREFIX"])
 
 
 def run(opts: Options) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import redis.asyncio as aioredis
 import structlog
 
 from bench.flow import BENCH_YAML, FLOW, STEP_INPUT, TRIGGER, bench_registry
@@ -105,6 +106,17 @@ COMMIT_VARS = {1: ":iid", 2: ":l_version", 5: ":v_next", 17: ":l_last_hash", 18:
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+async def forget_keys(redis_url: str, prefix: str) -> None:
+    """Delete a run's Redis keys (everything under its prefix), in batches."""
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        for n in range(0, len(keys), 500):
+            await client.delete(*keys[n:n + 500])
+    finally:
+        await client.aclose()
 
 
 def instance_id(n: int) -> str:
