@@ -29,7 +29,12 @@ as one core of a deployment runs one), and clients in this process:
    ``TimerWorker`` per core in this process (the engine's own, over the pool, each
    firing its default number of timers at a time), timed from the first claim to the
    last step.
-6. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
+6. ``timer_late_p50_ms``, ``timer_late_p99_ms`` (and ``_max_ms``): timers falling due
+   at a steady ``--steady-timer-rate`` (1,000/s) for ``--steady-timer-seconds``, fired by
+   one worker per core looping as a server's does (idle pause ``--timer-interval``, the
+   TIMER_INTERVAL default): each one's event time minus its due time.
+   ``timer_duplicates`` (a timer fired twice) and ``timer_missed`` must be 0.
+7. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
    timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
    one process per core.
 
@@ -56,7 +61,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +93,9 @@ class Options:
     warmup: float = 2.0
     argon2_samples: int = 50
     timers: int = 20_000
+    steady_timer_rate: float = 1000.0
+    steady_timer_seconds: float = 10.0
+    timer_interval: float = Settings().timer_interval  # as a server's TIMER_INTERVAL
     admin_url: str = DEFAULT_ADMIN_URL
     redis_url: str = DEFAULT_REDIS_URL
     port: int = 0  # 0: any free port
@@ -378,6 +386,104 @@ async def timers_per_s(dsn: str, n: int) -> float:
         await pool.close()
 
 
+STEADY_YAML = """\
+flows:
+  lapse_soon:
+    title: {zh: 计时, en: Timers}
+    expires_in: 30d
+    initial: waiting
+    states:
+      waiting:
+        label: {zh: 等待, en: Waiting}
+        timeout: {after: 3d, trigger: expire}
+      lapsed:
+        final: true
+        label: {zh: 已过期, en: Lapsed}
+    transitions:
+      - trigger: expire
+        source: waiting
+        dest: lapsed
+"""
+
+
+class _Shifted:
+    """The time now, as it will be ``offset`` from now: the workers' clock, moved to the
+    days when the timers fall due, but ticking in real time."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+async def steady_timers(dsn: str, rate: float, seconds: float,
+                        interval: float) -> dict[str, float | int]:
+    """Timers falling due at a steady ``rate`` for ``seconds``, fired by one worker per
+    core running as a server runs them (``TimerWorker.run``, every ``interval`` seconds
+    when idle): how late each fired (its event's time minus its due time), and how many
+    fired more than once or never.
+
+    The instances are started first, their clock moved on one due slot (1/rate s) at a
+    time; the workers' clock is real time shifted to when those slots come.
+    """
+    registry = Registry()
+    n = max(1, int(rate * seconds))
+    start_clock = FrozenClock()
+    first_due = start_clock.now() + timedelta(days=3)
+    pool = await create_pool(dsn, min_size=2, max_size=4 * cores())
+    try:
+        flows = load_text(STEADY_YAML, registry=registry)
+        await Runtime(PgStore(pool), start_clock, registry, flows).publish()
+        slot = timedelta(seconds=1 / rate)
+        lanes = 8
+
+        async def lane(j: int) -> None:
+            # A clock of its own: each start sees exactly the time of its slot.
+            own = FrozenClock()
+            starter = Runtime(PgStore(pool), own, registry, flows)
+            for k in range(j, n, lanes):
+                own.current = first_due - timedelta(days=3) + k * slot
+                await starter.start("lapse_soon")
+
+        await asyncio.gather(*(lane(j) for j in range(lanes)))
+        # The first falls due a second after the workers begin.
+        clock = _Shifted(first_due - datetime.now(UTC) - timedelta(seconds=1))
+        runtime = Runtime(PgStore(pool), clock, registry, flows)
+        workers = [TimerWorker(runtime, runtime.store, clock, interval=interval)
+                   for _ in range(cores())]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            await asyncio.sleep(1 + seconds + 2 * interval + 2)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT e.instance_id, e.at, e.facts->'timer'->>'due_at' AS due_at"
+                " FROM flow_events e JOIN flow_instances i ON i.id = e.instance_id"
+                " WHERE i.flow = 'lapse_soon' AND e.trigger = 'expire'")
+            left = await conn.fetchval(
+                "SELECT count(*) FROM flow_timers t JOIN flow_instances i"
+                " ON i.id = t.instance_id WHERE i.flow = 'lapse_soon'")
+        late = sorted((datetime.fromisoformat(r["at"]) - datetime.fromisoformat(r["due_at"]))
+                      .total_seconds() * 1000 for r in rows)
+        fired = len({r["instance_id"] for r in rows})
+        return {"timers_steady_per_s": rate, "timers_steady": n,
+                "timer_late_p50_ms": round(late[len(late) // 2], 1) if late else -1.0,
+                "timer_late_p99_ms": round(late[min(len(late) - 1, int(0.99 * len(late)))],
+                                           1) if late else -1.0,
+                "timer_late_max_ms": round(late[-1], 1) if late else -1.0,
+                # Fired twice: two expire events, or a worker counting a step another
+                # had taken. Missed: never fired, or still waiting when the phase ended.
+                "timer_duplicates": len(rows) - fired + sum(w.fired for w in workers) - fired,
+                "timer_missed": n - fired, "timers_left": int(left),
+                "timer_interval_s": interval}
+    finally:
+        await pool.close()
+
+
 def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, int]:
     """``flowctl audit --json --jobs N`` over the run's database: events per second
     (the command's whole run, its start included), and how many events."""
@@ -458,6 +564,11 @@ async def _run(opts: Options) -> dict[str, Any]:
         await server.stop()
         log(f"timers: {opts.timers} due at once, {cores()} workers")
         result["timers_per_s"] = round(await timers_per_s(dsn, opts.timers), 1)
+        log(f"timers: due at a steady {opts.steady_timer_rate:g}/s for "
+            f"{opts.steady_timer_seconds:g}s, {cores()} workers every "
+            f"{opts.timer_interval:g}s when idle")
+        result.update(await steady_timers(dsn, opts.steady_timer_rate,
+                                          opts.steady_timer_seconds, opts.timer_interval))
         log("audit: flowctl audit over the run's database")
         audit_rate, events = audit_events_per_s(dsn)
         result.update(audit_events_per_s=round(audit_rate, 1), audit_events=events)
@@ -493,6 +604,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--warmup", type=float, default=d.warmup)
     p.add_argument("--argon2-samples", type=int, default=d.argon2_samples)
     p.add_argument("--timers", type=int, default=d.timers)
+    p.add_argument("--steady-timer-rate", type=float, default=d.steady_timer_rate,
+                   help="timers falling due per second in the steady phase")
+    p.add_argument("--steady-timer-seconds", type=float, default=d.steady_timer_seconds)
+    p.add_argument("--timer-interval", type=float, default=d.timer_interval,
+                   help="the workers' pause when idle, as TIMER_INTERVAL (seconds)")
     p.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL")
                    or os.environ.get("DATABASE_URL") or d.admin_url)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or d.redis_url)
@@ -502,6 +618,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(registrations=a.registrations, reg_concurrency=a.reg_concurrency,
                    login_concurrency=a.login_concurrency, seconds=a.seconds,
                    warmup=a.warmup, argon2_samples=a.argon2_samples, timers=a.timers,
+                   steady_timer_rate=a.steady_timer_rate,
+                   steady_timer_seconds=a.steady_timer_seconds,
+                   timer_interval=a.timer_interval,
                    admin_url=a.admin_url, redis_url=a.redis_url, port=a.port)
 
 

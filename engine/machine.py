@@ -56,6 +56,18 @@ class CompiledFlow:
             raise DefinitionError([Diagnostic(flow.name, 1, 1, m) for m in missing])
         self.flow = flow = with_defaults(flow, registry)
         self.triggers = frozenset(t.trigger for t in flow.transitions)
+        # The same choice without the machine, for replay at volume: per (state, trigger),
+        # the transitions in the order the machine tries them, each with its guards as
+        # the machine checks them (conditions first, then the negated ones).
+        routes: dict[tuple[str, str], list[tuple[Transition, tuple[Any, ...]]]] = {}
+        for spec in flow.transitions:
+            for source in spec.sources:
+                taken = spec if spec.dest is not None else attrs.evolve(spec, dest=source)
+                checks = tuple((registry.guards[g.name], g.param_map, g.negated)
+                               for g in (*[g for g in spec.guards if not g.negated],
+                                         *[g for g in spec.guards if g.negated]))
+                routes.setdefault((source, spec.trigger), []).append((taken, checks))
+        self._routes = {k: tuple(v) for k, v in routes.items()}
         self._probe = _Probe()
         self._machine = Machine(
             model=self._probe,
@@ -110,6 +122,20 @@ class CompiledFlow:
         taken = probe.taken
         probe.taken = None
         return taken
+
+    def decide_directly(self, guard_input: GuardInput) -> Transition | None:
+        """What :meth:`decide` returns, found without the ``transitions`` machine.
+
+        The first transition from the state on the trigger whose guards all allow it, its
+        guards called in the machine's order (a guard that raises raises here too).
+        """
+        for taken, checks in self._routes.get((guard_input.state, guard_input.trigger), ()):
+            for fn, params, negated in checks:
+                if bool(fn(with_params(guard_input, params))) == negated:
+                    break
+            else:
+                return taken
+        return None
 
     def holds(self, guard: Guard, guard_input: GuardInput) -> bool:
         """Whether one guard (negated or not, with its parameters) holds."""

@@ -7,16 +7,18 @@ database, no clock and no provider: only the guards, which are pure.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+import orjson
 
 from engine.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from engine.errors import ReplayDivergence
 from engine.loader import build_flow
-from engine.machine import CompiledFlow
+from engine.machine import CompiledFlow, initial_context, next_context
+from engine.model import Timeout
 from engine.registry import Registry
 from engine.step import TIMER_ACTOR, begin, settle
 from engine.values import EVENT_KEYS, Event, GuardInput, Instance
@@ -33,6 +35,11 @@ class ReplayResult:
     deadline_at: datetime | None = None
     # The instance as the last event left it, every field as the live step stored it.
     instance: Instance | None = None
+
+
+# A forged time so late that the deadlines it arms pass the year 9999 is named, not
+# an error that ends the audit.
+_FOLLOWABLE = "a time whose deadlines are dates"
 
 
 def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
@@ -69,8 +76,11 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
                                        f"trigger {ev.trigger!r} from {ev.from_state!r}")
             if ev.to_state != flow.initial:
                 raise ReplayDivergence(1, "to", flow.initial, ev.to_state)
-            done = begin(flow, ev.instance_id, ev.input, ev.effects, actor=ev.actor, now=at,
-                         at=ev.at)
+            try:
+                done = begin(flow, ev.instance_id, ev.input, ev.effects, actor=ev.actor,
+                             now=at, at=ev.at)
+            except OverflowError:  # its expiry (or deadline) beyond the year 9999
+                raise ReplayDivergence(1, "at", _FOLLOWABLE, ev.at) from None
         else:
             if ev.from_state != instance.state:
                 raise ReplayDivergence(ev.seq, "from", instance.state, ev.from_state)
@@ -81,9 +91,14 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
             found = taken.dest if taken else None
             if taken is None or found != ev.to_state:
                 raise ReplayDivergence(ev.seq, "to", found, ev.to_state)
-            done = settle(flow, instance, taken, trigger=ev.trigger, recorded_input=ev.input,
-                          facts=ev.facts, effects=ev.effects, actor=ev.actor, now=at,
-                          by_clock=ev.actor == TIMER_ACTOR and "timer" in ev.facts, at=ev.at)
+            try:
+                done = settle(flow, instance, taken, trigger=ev.trigger,
+                              recorded_input=ev.input, facts=ev.facts, effects=ev.effects,
+                              actor=ev.actor, now=at,
+                              by_clock=ev.actor == TIMER_ACTOR and "timer" in ev.facts,
+                              at=ev.at)
+            except OverflowError:
+                raise ReplayDivergence(ev.seq, "at", _FOLLOWABLE, ev.at) from None
         if done.event.hash != ev.hash:
             raise ReplayDivergence(ev.seq, "event", done.event.as_dict(), ev.as_dict())
         instance = done.instance
@@ -92,6 +107,100 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
     return ReplayResult(state=instance.state, context=instance.context,
                         status=instance.status, events=count, last_hash=instance.last_hash,
                         deadline_at=instance.deadline_at, instance=instance)
+
+
+def verify(compiled: CompiledFlow, events: Sequence[Event]) -> ReplayResult | None:
+    """:func:`replay` at volume: the same result when the history is sound, else None.
+
+    The audit's path. Each event is checked as :func:`replay` checks it (seq, instance,
+    chain, hash over the canonical body, version, time, the guards' decision), but the
+    event replay would rebuild is not built and hashed again: every field of it is
+    either the stored event's own (input, facts, effects, actor, time) or one just
+    compared equal to it, with the types the hash sees, so its hash is the stored one.
+    Transitions are decided without the ``transitions`` machine
+    (:meth:`CompiledFlow.decide_directly`). ``None`` means "not verified here": the
+    caller runs :func:`replay`, which names the divergence (or, where this path was
+    merely cautious, finds none): findings are :func:`replay`'s, always.
+    """
+    flow = compiled.flow
+    version, policies, states = flow.version, flow.policies, flow.states
+    if not events:
+        return None
+    first = events[0]
+    iid = first.instance_id
+    last = GENESIS
+    state = ""
+    context: dict[str, Any] = {}
+    for expected_seq, ev in enumerate(events, start=1):
+        if type(ev.seq) is not int or ev.seq != expected_seq or ev.instance_id != iid \
+                or ev.prev_hash != last or ev.definition_hash != version \
+                or type(ev.input) is not dict or type(ev.facts) is not dict \
+                or type(ev.effects) is not dict or chain_hash(last, ev.body()) != ev.hash:
+            return None
+        try:
+            at = datetime.fromisoformat(ev.at)
+        except (TypeError, ValueError):
+            return None
+        if expected_seq == 1:
+            if ev.trigger != "start" or ev.from_state is not None or ev.facts \
+                    or ev.to_state != flow.initial:
+                return None
+            if not _followable(at, flow.expires_in, flow.states[flow.initial].timeout):
+                return None
+            state = flow.initial
+            context = initial_context(ev.input, ev.effects)
+        else:
+            if ev.from_state != state or states[state].final:
+                return None
+            taken = compiled.decide_directly(GuardInput(state, ev.trigger, context, ev.input,
+                                                        ev.facts, policies))
+            if taken is None or taken.dest != ev.to_state:
+                return None
+            dest = states[ev.to_state]
+            if dest.timeout and (dest.name != state
+                                 or (ev.actor == TIMER_ACTOR and "timer" in ev.facts)) \
+                    and not _followable(at, dest.timeout.after):
+                return None
+            context = next_context(context, from_state=state, to_state=dest.name,
+                                   input=ev.input, facts=ev.facts, effects=ev.effects,
+                                   transition=taken)
+            state = dest.name
+        last = ev.hash
+    return ReplayResult(state=state, context=context,
+                        status="finished" if states[state].final else "active",
+                        events=len(events), last_hash=last)
+
+
+def _followable(at: datetime, after: timedelta, timeout: Timeout | None = None) -> bool:
+    """Whether the deadlines :func:`replay` computes from ``at`` are dates."""
+    try:
+        at + after
+        if timeout is not None:
+            at + timeout.after
+    except OverflowError:
+        return False
+    return True
+
+
+def _orjson_sorted(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def same_as_live(result: ReplayResult, state: str, context: Mapping[str, Any],
+                 version: int, last_hash: str) -> bool:
+    """True only if :func:`compare_live` would find nothing (False: let it look).
+
+    The contexts are compared as orjson writes them with sorted keys: for values read
+    from JSON (strings, integers of 64 bits, finite floats, true, false, null, lists,
+    objects) that is equal exactly when their canonical JSON is; anything else it
+    refuses or cannot vouch for goes to :func:`compare_live`.
+    """
+    if result.events != version or result.last_hash != last_hash or result.state != state:
+        return False
+    try:
+        return _orjson_sorted(result.context) == _orjson_sorted(context)
+    except TypeError:
+        return False
 
 
 def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
@@ -143,13 +252,16 @@ class AuditSummary:
 
 async def audit(histories: AsyncIterable[tuple[Instance, list[Event]]],
                 compiled: Callable[[str], Awaitable[CompiledFlow]],
-                report: Callable[[AuditFinding], None]) -> AuditSummary:
+                report: Callable[[AuditFinding], None], *, fast: bool = True) -> AuditSummary:
     """Replay every history against its own version and compare it with the live row.
 
     ``histories`` yields each instance with all its events; ``compiled`` gives the
     machine of a stored version (it may raise: a version that cannot be built is a
     finding for each of its instances); ``report`` is called once per divergent instance.
     Nothing is kept between instances, so memory stays flat however many there are.
+    Each history goes through :func:`verify` first, and through :func:`replay` only if
+    that does not vouch for it (``fast=False``: :func:`replay` always); the findings
+    are the same either way.
     """
     summary = AuditSummary()
     for_version: dict[str, CompiledFlow | Exception] = {}
@@ -168,9 +280,13 @@ async def audit(histories: AsyncIterable[tuple[Instance, list[Event]]],
             if isinstance(machine, Exception):
                 raise ReplayDivergence(0, "definition", "a version the registry can build",
                                        f"{type(machine).__name__}: {machine}")
-            result = replay(machine, events)
-            compare_live(result, instance.state, instance.context, instance.version,
-                         instance.last_hash)
+            quick = verify(machine, events) if fast else None
+            if quick is None or not same_as_live(quick, instance.state, instance.context,
+                                                 instance.version, instance.last_hash):
+                # The reference path names what diverges (or finds that nothing does).
+                result = replay(machine, events)
+                compare_live(result, instance.state, instance.context, instance.version,
+                             instance.last_hash)
         except ReplayDivergence as exc:
             summary.findings += 1
             report(AuditFinding(instance.id, instance.flow, version, exc.seq, exc.what,

@@ -7,7 +7,8 @@ messages. One round trip, one implicit transaction, prepared by asyncpg's cache.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from datetime import datetime, timedelta
@@ -23,15 +24,15 @@ from engine.values import Event, Instance, OutboxMessage, Write
 
 # Compact, exact JSON; key order does not matter here (hashes are taken over the
 # canonical form of the values read back), so no sorting on the hot path. Written with
-# orjson, read with the standard library, which reads every integer exactly.
+# orjson, read as the standard library reads it (every integer exactly).
 _encode = jsonio.dumps_text
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # `json` columns keep the text as written: hashed values come back unchanged.
-    await conn.set_type_codec("json", encoder=_encode, decoder=json.loads,
+    await conn.set_type_codec("json", encoder=_encode, decoder=jsonio.loads_column,
                               schema="pg_catalog")
-    await conn.set_type_codec("jsonb", encoder=_encode, decoder=json.loads,
+    await conn.set_type_codec("jsonb", encoder=_encode, decoder=jsonio.loads_column,
                               schema="pg_catalog")
 
 
@@ -348,19 +349,22 @@ class PgStore:
         return [_event(r) for r in rows]
 
     async def histories(self, *, flow: str | None = None, since: datetime | None = None,
-                        until: datetime | None = None, batch: int = 500,
+                        until: datetime | None = None, batch: int = 1000,
                         part: tuple[int, int] | None = None,
                         ) -> AsyncIterator[tuple[Instance, list[Event]]]:
         """Every instance (oldest first) with its whole history, ``batch`` at a time.
 
-        Keyset pages over (created_at, id) and one events query a page: memory is one
-        page, however many instances there are. ``since``/``until`` bound created_at
-        (until excluded). ``part=(k, n)``: only the k-th of n disjoint parts (by a hash
-        of the instance id), so that n processes share the work.
+        Keyset pages over (created_at, id) and one events query a page: memory is two
+        pages (the one being read, and the next, asked for meanwhile on a connection of
+        its own, so that the database works while the caller does), however many
+        instances there are. ``since``/``until`` bound created_at (until excluded).
+        ``part=(k, n)``: only the k-th of n disjoint parts (by a hash of the instance
+        id), so that n processes share the work.
         """
         k, n = part or (0, 1)
-        after: tuple[datetime, uuid.UUID] | None = None
-        while True:
+
+        async def page(after: tuple[datetime, uuid.UUID] | None,
+                       ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(
                     f"SELECT {_INSTANCE_COLS} FROM flow_instances i"
@@ -373,21 +377,38 @@ class PgStore:
                     flow, since, until, after[0] if after else None,
                     after[1] if after else None, batch, n, k)
                 if not rows:
-                    return
-                ids = [r["id"] for r in rows]
+                    return rows, []
                 event_rows = await conn.fetch(
                     f"SELECT {_EVENT_COLS} FROM flow_events e"
-                    " WHERE e.instance_id = ANY($1::uuid[]) ORDER BY e.instance_id, e.seq", ids)
-            by_instance: dict[str, list[Event]] = {}
-            for r in event_rows:
-                ev = _event(r)
-                by_instance.setdefault(ev.instance_id, []).append(ev)
-            for r in rows:
-                instance = _instance(r)
-                yield instance, by_instance.get(instance.id, [])
-            after = (rows[-1]["created_at"], rows[-1]["id"])
-            if len(rows) < batch:
-                return
+                    " WHERE e.instance_id = ANY($1::uuid[]) ORDER BY e.instance_id, e.seq",
+                    [r["id"] for r in rows])
+            return rows, event_rows
+
+        coming: asyncio.Task[tuple[list[asyncpg.Record], list[asyncpg.Record]]] | None = \
+            asyncio.ensure_future(page(None))
+        try:
+            while coming is not None:
+                rows, event_rows = await coming
+                coming = None
+                if not rows:
+                    return
+                if len(rows) == batch:
+                    coming = asyncio.ensure_future(
+                        page((rows[-1]["created_at"], rows[-1]["id"])))
+                by_instance: dict[str, list[Event]] = {}
+                for r in event_rows:
+                    ev = _event(r)
+                    by_instance.setdefault(ev.instance_id, []).append(ev)
+                del event_rows
+                for r in rows:
+                    instance = _instance(r)
+                    yield instance, by_instance.get(instance.id, [])
+        finally:
+            if coming is not None:
+                coming.cancel()
+                # Whatever became of the page no one reads any more does not matter now.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await coming
 
     async def versions_in_use(self) -> list[tuple[str, str, int]]:
         async with self.pool.acquire() as conn:

@@ -12,7 +12,8 @@ from bench import procedures
 def test_a_tiny_run_reports_every_figure() -> None:
     opts = procedures.Options(
         registrations=2, reg_concurrency=2, login_concurrency=2, seconds=0.5, warmup=0.2,
-        argon2_samples=2, timers=5,
+        argon2_samples=2, timers=5, steady_timer_rate=20, steady_timer_seconds=0.5,
+        timer_interval=0.2,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
         or procedures.DEFAULT_ADMIN_URL,
         redis_url=os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
@@ -23,6 +24,10 @@ def test_a_tiny_run_reports_every_figure() -> None:
                    "registrations_per_s", "timers_per_s", "audit_events_per_s"):
         assert result[figure] > 0, figure
     assert result["login_p50_ms"] <= result["login_p99_ms"]
+    # Every timer of the steady phase fired, once; how late is reported, not asserted.
+    assert (result["timers_steady"], result["timer_duplicates"], result["timer_missed"]) \
+        == (10, 0, 0)
+    assert 0 <= result["timer_late_p50_ms"] <= result["timer_late_p99_ms"]
     assert abs(result["login_ratio"] - result["logins_per_s_per_core"]
                / result["argon2_limit_per_s_per_core"]) < 0.01
     # Two registrations, then every log-in and the audit's own count of them.

@@ -49,3 +49,22 @@ def test_bodies_are_parsed_strictly(raw: bytes) -> None:
 def test_a_body_never_yields_a_float_that_is_not_finite() -> None:
     value = jsonio.loads_body(b'{"a": 1e308, "b": -0.0}')
     assert all(math.isfinite(v) for v in value.values())
+
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 1, "a": 2}', "-0", "-0.0", "[1e400]", "[-1e400]", "[123456789012345678901]",
+    "[-9223372036854775809]", "[18446744073709551615]", "[9223372036854775807]",
+    '"\\ud800"', '{"k": "\\udc00x"}', "[1E5, 0.1e-400, 2.2250738585072011e-308]",
+    "NaN", "[Infinity]", '{"id": "110105199001011234", "n": 1234567890123456789012}',
+    '{"a": [1.0, 1, true, null, "é\\n", 5e-324, 1.7976931348623157e308]}',
+])
+def test_columns_read_exactly_as_the_standard_library_reads_them(text: str) -> None:
+    # repr tells 1 from 1.0 and True, and a huge integer from a float near it.
+    assert repr(jsonio.loads_column(text)) == repr(json.loads(text))
+
+
+@given(_json_values)
+def test_any_column_value_reads_back_exactly(value: Any) -> None:
+    for text in (jsonio.dumps_text(value), json.dumps(value), json.dumps(value, indent=1)):
+        assert repr(jsonio.loads_column(text)) == repr(json.loads(text))
