@@ -228,7 +228,7 @@ class Settings:
     # `flowctl serve` processes sharing the port (SO_REUSEPORT): one Python process uses
     # one core.
     serve_workers: int = 1
-    timer_interval: float = 1.0
+    timer_interval: float = 0.5
     outbox_interval: float = 1.0
     # Development and tests only: the clock is real time plus the seconds in this file.
     clock_file: str | None = None
@@ -360,7 +360,7 @@ class Settings:
             max_body_bytes=r.integer("MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
             workers=r.boolean("WORKERS", True),
             serve_workers=r.integer("SERVE_WORKERS", 1, 1, 256),
-            timer_interval=r.number("TIMER_INTERVAL", 1.0, 0, 3600, unit="of seconds"),
+            timer_interval=r.number("TIMER_INTERVAL", 0.5, 0, 3600, unit="of seconds"),
             outbox_interval=r.number("OUTBOX_INTERVAL", 1.0, 0, 3600, unit="of seconds"),
             clock_file=r.optional("CLOCK_FILE"),
             data_dir=r.optional("DATA_DIR") or ".data",
