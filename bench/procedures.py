@@ -331,24 +331,29 @@ async def steady_logins(target: Target, logins: Sequence[str], rate: float,
     return took
 
 
-TIMER_YAML = """\
+def _timer_yaml(name: str) -> str:
+    """A flow whose only step waits three days for its timer."""
+    return f"""\
 flows:
-  lapse:
-    title: {zh: 计时, en: Timers}
+  {name}:
+    title: {{zh: 计时, en: Timers}}
     expires_in: 30d
     initial: waiting
     states:
       waiting:
-        label: {zh: 等待, en: Waiting}
-        timeout: {after: 3d, trigger: expire}
+        label: {{zh: 等待, en: Waiting}}
+        timeout: {{after: 3d, trigger: expire}}
       lapsed:
         final: true
-        label: {zh: 已过期, en: Lapsed}
+        label: {{zh: 已过期, en: Lapsed}}
     transitions:
       - trigger: expire
         source: waiting
         dest: lapsed
 """
+
+
+TIMER_YAML = _timer_yaml("lapse")
 
 
 async def timers_per_s(dsn: str, n: int) -> float:
@@ -386,24 +391,7 @@ async def timers_per_s(dsn: str, n: int) -> float:
         await pool.close()
 
 
-STEADY_YAML = """\
-flows:
-  lapse_soon:
-    title: {zh: 计时, en: Timers}
-    expires_in: 30d
-    initial: waiting
-    states:
-      waiting:
-        label: {zh: 等待, en: Waiting}
-        timeout: {after: 3d, trigger: expire}
-      lapsed:
-        final: true
-        label: {zh: 已过期, en: Lapsed}
-    transitions:
-      - trigger: expire
-        source: waiting
-        dest: lapsed
-"""
+STEADY_YAML = _timer_yaml("lapse_soon")
 
 
 class _Shifted:

@@ -13,6 +13,7 @@ from aiohttp import web
 from playwright.sync_api import BrowserContext, Request, expect
 
 from examples.business_system import Config, create_app
+from tests.examples.test_business_system import SYSTEMS
 from tests.platform import PASSWORD
 from tests.web.client.conftest import Server, free_port, serving
 from tests.web.client.walk import Walk, account_with_phone
@@ -20,20 +21,6 @@ from web import keys
 from web.oidc import OIDC, example
 
 pytestmark = pytest.mark.browser
-
-SYSTEMS = """
-systems:
-  example:
-    name: {{zh: 示例业务系统, en: Example business system}}
-    icon: http://127.0.0.1:{port}/icon.svg
-    initiate_login_uri: http://127.0.0.1:{port}/login
-    redirect_uris: [http://127.0.0.1:{port}/callback]
-    post_logout_redirect_uris: [http://127.0.0.1:{port}/]
-    backchannel_logout_uri: http://127.0.0.1:{port}/backchannel-logout
-    account_kinds: [personal, organisation, supervisor]
-    scopes: [openid, profile]
-"""
-
 
 class World:
     def __init__(self, server: Server, rp_url: str) -> None:
