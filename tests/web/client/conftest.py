@@ -137,6 +137,9 @@ def browser() -> Iterator[Any]:
 def context(browser: Any) -> Iterator[Any]:
     """A browser context in Chinese, 1280 px wide."""
     ctx = browser.new_context(locale="zh-CN", viewport={"width": WIDTHS[0], "height": 900})
+    # Every page of it, the sandbox phone pages a walk opens too, waits 15 s at most.
+    ctx.set_default_timeout(15000)
+    ctx.set_default_navigation_timeout(15000)
     try:
         yield ctx
     finally:
