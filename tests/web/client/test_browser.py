@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.platform import PASSWORD, new_id_number, new_login_name, new_mobile
 from tests.web.client.conftest import WIDTHS, Server
-from tests.web.client.walk import Walk, account_with_phone
+from tests.web.client.walk import Walk, account_with_phone, done_with
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +55,7 @@ def test_a_person_registers_signs_in_and_makes_a_seal_in_the_browser(
     phone_page.goto(w.page.get_by_role("link", name="无法扫码？在手机上打开此链接")
                     .get_attribute("href"))
     phone_page.get_by_role("button", name=re.compile("^通过")).click()
-    phone_page.close()
+    done_with(phone_page)
     w.heading("设置账号信息")
     w.shot("account-info")
 

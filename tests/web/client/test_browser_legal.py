@@ -22,7 +22,7 @@ from tests.platform import (
     new_mobile,
 )
 from tests.web.client.conftest import Server
-from tests.web.client.walk import Walk
+from tests.web.client.walk import Walk, done_with
 
 pytestmark = pytest.mark.browser
 
@@ -181,18 +181,22 @@ def test_an_organisation_verifies_by_the_legal_representatives_face(
     # The first scan fails, on the sandbox phone page; the waiting page moves on.
     phone_page = context.new_page()
     link = w.page.get_by_role("link", name="无法扫码？在手机上打开此链接")
-    phone_page.goto(link.get_attribute("href") or "")
+    first = link.get_attribute("href") or ""
+    phone_page.goto(first)
     phone_page.get_by_role("button", name=re.compile("^不通过")).click()
-    phone_page.close()
+    done_with(phone_page)
     w.heading("人脸识别未通过")
     w.shot("face-failed")
     w.press("重新识别")
     w.heading("法定代表人刷脸认证：请用支付宝或微信扫码")
+    # The same heading as before: wait for the new session's link (the old session's
+    # scan would be refused as superseded).
+    link = w.page.get_by_role("link", name="无法扫码？在手机上打开此链接")
+    expect(link).not_to_have_attribute("href", first)
     phone_page = context.new_page()
-    phone_page.goto(w.page.get_by_role("link", name="无法扫码？在手机上打开此链接")
-                    .get_attribute("href") or "")
+    phone_page.goto(link.get_attribute("href") or "")
     phone_page.get_by_role("button", name=re.compile("^通过")).click()
-    phone_page.close()
+    done_with(phone_page)
     w.heading("企业已认证")
     w.shot("verified")
 

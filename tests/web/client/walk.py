@@ -52,6 +52,15 @@ ACCESSIBILITY_PROBLEMS = """() => {
 }"""
 
 
+def done_with(page: Page) -> None:
+    """Close a page the walk opened beside its own (the sandbox phone), once what its
+    last click sent has arrived. Without waiting for the close itself: a plain
+    ``page.close()`` while that click's form post was still settling once waited for
+    ever (Playwright gives it no timeout)."""
+    page.wait_for_load_state()
+    page.close(run_before_unload=True)
+
+
 class Walk:
     """One browser context walking a procedure, photographing each step it reaches."""
 
