@@ -23,7 +23,7 @@ from engine import Flow, Registry
 from flows.accounts import CertificationChange
 from flows.identity import mask_mobile, mask_resident_id
 from flows.pii import MOBILE, RESIDENT_ID
-from flows.seals import ORGANISATION_SEALS, listing, seal_kind
+from flows.seals import ORGANISATION_SEALS, listing, name_in_force, seal_kind
 from flows.sessions import Session
 from flows.support import Services
 
@@ -178,8 +178,8 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
             s, account.id, session, now)
     # A seal shows the name it was made with: after a rename it is out of date until
     # it is restyled (change_seal_style draws the name in force).
-    in_force = "".join((page.get("organisation", {}).get("name")
-                        or account.display_name).split())
+    in_force = name_in_force(page.get("organisation", {}).get("name")
+                             or account.display_name)
     for seal in page["seals"]:
         seal["outdated"] = seal["text"] != in_force
     agents = page.get("organisation", {}).get("agents", [])

@@ -176,6 +176,11 @@ def seal_kind(account_kind: str) -> str | None:
     return "square" if account_kind in SQUARE_KINDS else None
 
 
+def name_in_force(name: str) -> str:
+    """The text a seal of ``name`` shows: the name without its spaces."""
+    return "".join(name.split())
+
+
 async def _owner(a: ActionInput) -> tuple[str, str, str]:
     """The signed-in account's id, seal kind and the name its seal shows, now."""
     account = await signed_in_account(a)
@@ -185,11 +190,11 @@ async def _owner(a: ActionInput) -> tuple[str, str, str]:
     if kind == "round":
         organisation = await services(a).accounts.organisation(account.id)
         text = (organisation.name if organisation is not None else account.display_name)
-        text = "".join(text.split())
+        text = name_in_force(text)
         if not 1 <= len(text) <= sealart.MAX_NAME:
             raise SealNameUnfit()
     else:
-        text = "".join(account.display_name.split())
+        text = name_in_force(account.display_name)
         if len(text) not in sealart.NAME_SUFFIX:
             raise SealNameUnfit()
     return account.id, kind, text

@@ -128,6 +128,35 @@ async def _lock_organisation(conn: asyncpg.Connection, organisation: uuid.UUID,
     return None if primary else NOT_PRIMARY
 
 
+async def _other_agent(conn: asyncpg.Connection, organisation: uuid.UUID,
+                       acting_agent: uuid.UUID, target: uuid.UUID | None) -> str | None:
+    """With the organisation locked and the acting agent its primary one, whether
+    ``target`` is another agent of it (None: it is), ordinary, to remove or promote."""
+    refused = await _lock_organisation(conn, organisation, acting_agent)
+    if refused:
+        return refused
+    primary = None if target is None else await conn.fetchval(
+        "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
+        target, organisation)
+    if primary is None:
+        return AGENT_UNKNOWN
+    # The primary agent is the acting one: not to be removed, nothing to hand over.
+    return AGENT_IS_PRIMARY if primary else None
+
+
+async def _insert_agent(conn: asyncpg.Connection, agent: uuid.UUID, organisation: uuid.UUID,
+                        name: str, id_number_sealed: bytes, id_number_index: bytes,
+                        phone_sealed: bytes, phone_index: bytes, *, primary: bool,
+                        now: datetime) -> None:
+    await _execute(
+        conn,
+        "INSERT INTO agents (id, organisation_id, name, id_number_sealed,"
+        " id_number_index, phone_sealed, phone_index, is_primary, created_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        agent, organisation, name, id_number_sealed, id_number_index, phone_sealed,
+        phone_index, primary, now)
+
+
 async def _exactly_one_primary(conn: asyncpg.Connection) -> None:
     """Check the deferred constraints now, inside the write, not at the commit: the
     organisation's row is locked, so only another writer that skipped the lock can make
@@ -280,13 +309,9 @@ class PgAccounts:
                 " legal_rep_id_sealed, legal_rep_id_index) VALUES ($1,$2,$3,$4,$5,$6)",
                 uuid.UUID(account_id), name, credit_code, legal_rep_name,
                 legal_rep_id_sealed, legal_rep_id_index)
-            await _execute(
-                conn,
-                "INSERT INTO agents (id, organisation_id, name, id_number_sealed,"
-                " id_number_index, phone_sealed, phone_index, is_primary, created_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,true,$8)",
-                uuid.UUID(agent_id), uuid.UUID(account_id), agent_name, agent_id_sealed,
-                agent_id_index, agent_phone_sealed, agent_phone_index, now)
+            await _insert_agent(conn, uuid.UUID(agent_id), uuid.UUID(account_id), agent_name,
+                                agent_id_sealed, agent_id_index, agent_phone_sealed,
+                                agent_phone_index, primary=True, now=now)
         return write
 
     def add_agent(self, organisation_id: str, *, acting_agent_id: str, agent_id: str,
@@ -298,13 +323,9 @@ class PgAccounts:
             refused = await _lock_organisation(conn, org, uuid.UUID(acting_agent_id))
             if refused:
                 return refused
-            await _execute(
-                conn,
-                "INSERT INTO agents (id, organisation_id, name, id_number_sealed,"
-                " id_number_index, phone_sealed, phone_index, is_primary, created_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,false,$8)",
-                uuid.UUID(agent_id), org, name, id_number_sealed, id_number_index,
-                phone_sealed, phone_index, now)
+            await _insert_agent(conn, uuid.UUID(agent_id), org, name, id_number_sealed,
+                                id_number_index, phone_sealed, phone_index, primary=False,
+                                now=now)
             await _exactly_one_primary(conn)
             return None
         return write
@@ -313,16 +334,9 @@ class PgAccounts:
                      agent_id: str) -> AgentWrite:
         async def write(conn: asyncpg.Connection) -> str | None:
             org, target = uuid.UUID(organisation_id), _uuid(agent_id)
-            refused = await _lock_organisation(conn, org, uuid.UUID(acting_agent_id))
+            refused = await _other_agent(conn, org, uuid.UUID(acting_agent_id), target)
             if refused:
                 return refused
-            primary = None if target is None else await conn.fetchval(
-                "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
-                target, org)
-            if primary is None:
-                return AGENT_UNKNOWN
-            if primary:
-                return AGENT_IS_PRIMARY
             await conn.execute("DELETE FROM agents WHERE id = $1 AND organisation_id = $2",
                                target, org)
             await _exactly_one_primary(conn)
@@ -334,16 +348,9 @@ class PgAccounts:
         async def write(conn: asyncpg.Connection) -> str | None:
             org, acting, target = (uuid.UUID(organisation_id), uuid.UUID(acting_agent_id),
                                    _uuid(to_agent_id))
-            refused = await _lock_organisation(conn, org, acting)
+            refused = await _other_agent(conn, org, acting, target)
             if refused:
                 return refused
-            primary = None if target is None else await conn.fetchval(
-                "SELECT is_primary FROM agents WHERE id = $1 AND organisation_id = $2",
-                target, org)
-            if primary is None:
-                return AGENT_UNKNOWN
-            if primary:  # the acting agent itself: nothing to hand over
-                return AGENT_IS_PRIMARY
             # Demote and promote in one statement: the row order does not matter, the
             # exclusion constraint being deferred.
             await conn.execute(

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from web.keys import SERVICES
 from web.problems import HttpProblem, json_response
-from web.sessions import session_of
+from web.sessions import signed_in
 
 admin_routes = web.RouteTableDef()
 
@@ -45,9 +45,7 @@ def audit_entry(row: dict[str, Any]) -> dict[str, Any]:
 @admin_routes.get("/api/admin/audit")
 async def audit_log(request: web.Request) -> web.Response:
     """What administrators did, newest first; filters: target, actor, action; paging."""
-    session = session_of(request)
-    if session is None:
-        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
+    session = signed_in(request)
     if session.kind != "admin":
         raise HttpProblem(403, "admin_only", "仅限后台管理员", "Only administrators may do this")
     limit = _int(request, "limit", 100, low=1, high=MAX_LIMIT)

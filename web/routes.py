@@ -30,10 +30,10 @@ from web.sessions import (
     device_cookie,
     ensure_device,
     identities_of,
-    session_of,
     session_ref_of,
     session_token,
     set_session_cookie,
+    signed_in,
     starter_of,
     wants_token,
 )
@@ -243,9 +243,7 @@ async def captcha(request: web.Request) -> web.Response:
 
 @routes.get("/api/session")
 async def whoami(request: web.Request) -> web.Response:
-    session = session_of(request)
-    if session is None:
-        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
+    session = signed_in(request)
     return json_response({"account_id": session.account_id, "kind": session.kind,
                               "display_name": session.display_name,
                               "agent_id": session.agent_id,

@@ -17,10 +17,9 @@ from aiohttp import web
 
 from flows import sealart
 from flows.seals import listing
-from flows.sessions import Session
 from web.keys import SERVICES
 from web.problems import HttpProblem, json_response
-from web.sessions import session_of
+from web.sessions import signed_in
 
 seal_routes = web.RouteTableDef()
 
@@ -29,13 +28,6 @@ CACHE_CONTROL = "private, max-age=60"
 _TYPES = {"svg": "image/svg+xml", "png": "image/png"}
 _DRAW: Mapping[str, Callable[[sealart.Style, str], bytes]] = {"svg": sealart.svg,
                                                               "png": sealart.png}
-
-
-def _signed_in(request: web.Request) -> Session:
-    session = session_of(request)
-    if session is None:
-        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
-    return session
 
 
 def _not_found() -> HttpProblem:
@@ -57,14 +49,14 @@ def _matches(header: str, etag: str) -> bool:
 @seal_routes.get("/api/me/seals")
 async def my_seals(request: web.Request) -> web.Response:
     """The signed-in account's seals, oldest first, with their image URLs."""
-    session = _signed_in(request)
+    session = signed_in(request)
     seals = await request.app[SERVICES].seals.list(session.account_id)
     return json_response({"seals": listing(seals)},
                          headers={"Cache-Control": "private, no-cache"})
 
 
 async def _image(request: web.Request, fmt: str) -> web.StreamResponse:
-    session = _signed_in(request)
+    session = signed_in(request)
     seal = await request.app[SERVICES].seals.get(session.account_id,
                                                   request.match_info["id"])
     if seal is None:

@@ -151,6 +151,14 @@ def session_of(request: web.Request) -> Session | None:
     return request.get(SESSION)
 
 
+def signed_in(request: web.Request) -> Session:
+    """The caller's session; 401 ``not_signed_in`` without one."""
+    session = session_of(request)
+    if session is None:
+        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
+    return session
+
+
 def session_ref_of(request: web.Request) -> str | None:
     """The caller's valid session, named without its token (flows.sessions.ref)."""
     token = session_token(request)

@@ -48,7 +48,7 @@ from web.oidc.signing import JWKS_MAX_AGE
 from web.oidc.state import OIDC, Provider
 from web.oidc.systems import SCOPES, System
 from web.problems import HttpProblem, json_response
-from web.sessions import device_cookie, ensure_device, session_of, session_ref_of
+from web.sessions import device_cookie, ensure_device, session_of, session_ref_of, signed_in
 
 log = structlog.get_logger("web.oidc")
 
@@ -584,9 +584,7 @@ async def _released(s: Services, person: Person, scope: str) -> Released:
 @oidc_routes.get("/api/hall")
 async def hall(request: web.Request) -> web.Response:
     """The business systems the signed-in account may enter, and where each starts."""
-    session = session_of(request)
-    if session is None:
-        raise HttpProblem(401, "not_signed_in", "未登录", "Not signed in")
+    session = signed_in(request)
     return json_response({"systems": hall_of(_provider(request), session)},
                          headers={"Cache-Control": "no-store"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,14 +49,22 @@ systems:
 """
 
 
+@contextlib.asynccontextmanager
+async def with_systems(text: str, database_url: str, redis_prefix: str, clock: FrozenClock,
+                       tmp_path: Path) -> AsyncIterator[Platform]:
+    """The platform on the real flows.yaml with the systems ``text`` configures."""
+    path = tmp_path / "systems.yaml"
+    path.write_text(text, encoding="utf-8")
+    async with serve_platform(database_url, redis_prefix, clock,
+                              systems_file=str(path)) as served:
+        yield served
+
+
 @pytest.fixture
 async def oidc(database_url: str, redis_prefix: str, clock: FrozenClock,
                tmp_path: Path) -> AsyncIterator[Platform]:
     """The platform on the real flows.yaml with the systems above."""
-    path = tmp_path / "systems.yaml"
-    path.write_text(SYSTEMS, encoding="utf-8")
-    async with serve_platform(database_url, redis_prefix, clock,
-                              systems_file=str(path)) as served:
+    async with with_systems(SYSTEMS, database_url, redis_prefix, clock, tmp_path) as served:
         yield served
 
 

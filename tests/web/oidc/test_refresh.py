@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from engine import FrozenClock
-from tests.conftest import serve_platform
 from tests.platform import Platform
-from tests.web.oidc.conftest import new_secret
+from tests.web.oidc.conftest import new_secret, with_systems
 from tests.web.oidc.test_provider import RelyingParty, code_for, signed_in_person
 from web import keys
 
@@ -46,10 +45,7 @@ systems:
 @pytest.fixture
 async def oidc(database_url: str, redis_prefix: str, clock: FrozenClock,
                tmp_path: Path) -> AsyncIterator[Platform]:
-    path = tmp_path / "systems.yaml"
-    path.write_text(SYSTEMS, encoding="utf-8")
-    async with serve_platform(database_url, redis_prefix, clock,
-                              systems_file=str(path)) as served:
+    async with with_systems(SYSTEMS, database_url, redis_prefix, clock, tmp_path) as served:
         yield served
 
 
