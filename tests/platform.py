@@ -159,7 +159,7 @@ class Platform:
         client = client or self.client
         resp = await client.get(f"/api/flows/{iid}/captcha")
         assert resp.status == 200, await resp.text()
-        assert (await resp.read()).startswith(b"\x89PNG")
+        assert (await resp.read()).startswith(b"\xff\xd8\xff")  # a JPEG
         resp = await client.get("/sandbox/captchas.json", params={"instance": iid})
         assert resp.status == 200, await resp.text()
         return str((await resp.json())["captchas"][0]["answer"])

@@ -436,7 +436,7 @@ def document(flows: FlowSet | None = None,
                 "summary": "A new image captcha for this instance (the previous one dies)",
                 "parameters": [_ID],
                 "responses": {"200": {"description": "PNG image",
-                                      "content": {"image/png": {}}},
+                                      "content": {"image/jpeg": {}}},
                               "404": _ERRORS["404"], "409": _ERRORS["409"]}}},
             "/api/session": {"get": {
                 "operationId": "session", "tags": ["session"], "summary": "Who is signed in",

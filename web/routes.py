@@ -236,8 +236,8 @@ async def captcha(request: web.Request) -> web.Response:
         (await runtime.compiled(instance.definition_hash)).flow.policies.get("captcha"))
     await runtime.hit_limits(_captcha_limits(policy), {"instance": instance.id,
                                                        "client": client_address(request)}, {})
-    png = await request.app[SERVICES].captchas.new(instance.id)
-    return web.Response(body=png, content_type="image/png",
+    image = await request.app[SERVICES].captchas.new(instance.id)
+    return web.Response(body=image, content_type="image/jpeg",
                         headers={"Cache-Control": "no-store"})
 
 

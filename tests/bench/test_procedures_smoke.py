@@ -30,5 +30,8 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert 0 <= result["timer_late_p50_ms"] <= result["timer_late_p99_ms"]
     assert abs(result["login_ratio"] - result["logins_per_s_per_core"]
                / result["argon2_limit_per_s_per_core"]) < 0.01
+    assert abs(result["login_ratio_all_cores"] - result["logins_per_s_per_core"]
+               * result["argon2_verify_ms_all_cores"] / 1000) < 0.01
+    assert result["login_steady_busy"] >= 0
     # Two registrations, then every log-in and the audit's own count of them.
     assert result["audit_events"] > 2 * 4

@@ -16,7 +16,7 @@ from flows import captcha
 from flows.captcha import ALPHABET, CAPTCHA_EXPIRED, CAPTCHA_WRONG, CaptchaAnswers, Captchas
 from storage.ephemeral import RedisEphemeral
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 INSTANCE = "0b7c2a9e-8d1f-4c55-9a70-3f2e1d0c9b8a"
 OTHER = "6f1d3c2b-1a09-4e8f-b7d6-5c4b3a291807"
 
@@ -144,10 +144,10 @@ async def test_a_new_captcha_replaces_the_old_one(captchas: Captchas, drawn: Dra
     assert await captchas.check(INSTANCE, drawn.last) is None
 
 
-async def test_returns_a_png(captchas: Captchas) -> None:
-    png = await captchas.new(INSTANCE)
-    assert png.startswith(PNG_SIGNATURE)
-    assert len(png) > 1000
+async def test_returns_a_jpeg(captchas: Captchas) -> None:
+    image = await captchas.new(INSTANCE)
+    assert image.startswith(JPEG_SIGNATURE)
+    assert len(image) > 1000
 
 
 async def test_renders_off_the_event_loop_in_the_given_executor(captchas: Captchas,
@@ -274,3 +274,28 @@ async def test_without_an_answer_log_only_the_hash_is_kept(
     assert stored is not None
     assert drawn.last.encode() not in stored
     assert drawn.last.lower().encode() not in stored
+
+
+def test_a_drawn_shape_serves_a_bounded_number_of_images_then_is_drawn_anew() -> None:
+    renderer = captcha._Renderer()
+    drawn: list[str] = []
+    draw_character = renderer._draw_character
+
+    def counting(c: str, *args: object) -> object:
+        drawn.append(c)
+        return draw_character(c, *args)  # type: ignore[arg-type]
+
+    renderer._draw_character = counting  # type: ignore[method-assign,assignment]
+    images = 400
+    for _ in range(images):
+        renderer.generate_image("A")
+    stock = renderer._stock["A"]
+    assert len(stock) <= renderer.SHAPES
+    assert all(1 <= uses <= renderer.USES for _, uses in stock)
+    # Each use either reused a shape or drew one: never more uses than a shape allows.
+    assert drawn.count("A") >= images / renderer.USES
+    assert drawn.count("A") < images
+
+
+def test_two_images_of_one_text_differ() -> None:
+    assert captcha._render("AB3D") != captcha._render("AB3D")

@@ -391,7 +391,7 @@ async def test_the_sandbox_api_refuses_bad_requests_as_problems(client: TestClie
 async def captcha_image(client: TestClient, iid: str) -> None:
     resp = await client.get(f"/api/flows/{iid}/captcha")
     assert resp.status == 200
-    assert (await resp.read()).startswith(b"\x89PNG")
+    assert (await resp.read()).startswith(b"\xff\xd8\xff")  # a JPEG
 
 
 async def test_the_sandbox_shows_each_captcha_answer_and_the_newest_passes(
