@@ -1,4 +1,5 @@
-"""The Ephemeral port on Redis (redis.asyncio), one server or a Redis Cluster.
+"""The Ephemeral port on Redis (redis.asyncio): one server, a Redis Cluster, or the master
+that Redis Sentinel names.
 
 On a cluster every command and script touches one slot: each takes a single key, or
 keys that share a hash tag (``{...}``), and the one pipeline of several keys
@@ -10,11 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
 # A client of one Redis server, or of a Redis Cluster: the same commands, and
@@ -49,8 +53,43 @@ return 1
 """
 
 
-def create_redis(url: str, *, timeout: float | None = None,
-                 cluster: bool = False) -> RedisClient:
+class _MasterConnection(SentinelManagedConnection):
+    """A connection to wherever the sentinels say the master is now, on every connect.
+
+    redis-py (8.1) reconnects a dropped connection through ``connect_check_health``,
+    which uses the address of the last connect and skips the sentinels (its issue
+    3874): after a failover the retry went back to the demoted master and met READONLY
+    again. Here every connect asks first; a connect is rare, a question is one round
+    trip to a sentinel.
+    """
+
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _MasterSSLConnection(_MasterConnection, SSLConnection):
+    """The same over TLS (``rediss://``)."""
+
+
+class SentinelMaster(aioredis.Redis):
+    """The master a Sentinel names, followed through failovers; closing it closes the
+    connections to the sentinels as well."""
+
+    watchers: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watchers is not None:
+            for client in self.watchers.sentinels:
+                await client.aclose()
+
+
+def create_redis(url: str, *, timeout: float | None = None, cluster: bool = False,
+                 sentinels: Sequence[tuple[str, int]] = (),
+                 sentinel_master: str = "mymaster") -> RedisClient:
     """A client that answers or fails within ``timeout`` seconds (None: no bound).
 
     redis-py retries a failed command ten times with backoff by default: with Redis
@@ -61,8 +100,28 @@ def create_redis(url: str, *, timeout: float | None = None,
     ``cluster``: ``url`` names one node of a Redis Cluster (any will do); the client
     reads the slot map from it and follows MOVED and ASK redirections. Once too: a
     node that fails over is answered by its replica after the map is read again.
+
+    ``sentinels``: the addresses of Redis Sentinel processes watching ``sentinel_master``;
+    ``url`` then gives only the master's password, database and TLS (``rediss://``), its
+    host is not used. Each new connection asks a sentinel where the master is now; a
+    connection to a master that was demoted (READONLY) or is gone is dropped, and the
+    one retry asks again, so a failover costs the commands in flight, not the process.
     """
     retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+    if sentinels:
+        parts = urlsplit(url)
+        bounds = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        watchers = Sentinel(  # type: ignore[no-untyped-call]
+            list(sentinels), sentinel_kwargs=dict(bounds), **bounds)
+        master: SentinelMaster = watchers.master_for(
+            sentinel_master, redis_class=SentinelMaster, retry=retry,
+            connection_class=_MasterSSLConnection if parts.scheme == "rediss"
+            else _MasterConnection,
+            db=int(parts.path.strip("/") or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None)
+        master.watchers = watchers
+        return master
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout,
                                      socket_connect_timeout=timeout, retry=retry)

@@ -120,7 +120,9 @@ def backends() -> dict[str, Any]:
 
 def redis_of(backends: dict[str, Any]) -> RedisClient:
     """A client of the tests' Redis, a single server or a cluster."""
-    return create_redis(backends["redis_url"], cluster=backends.get("redis_cluster", False))
+    return create_redis(backends["redis_url"], cluster=backends.get("redis_cluster", False),
+                        sentinels=backends.get("redis_sentinels", ()),
+                        sentinel_master=backends.get("redis_sentinel_master", "mymaster"))
 
 
 @pytest.fixture
@@ -243,7 +245,7 @@ async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenCloc
         yield Platform(client, app)
     finally:
         await client.close()
-        cleaner = create_redis(settings.redis_url or REDIS_URL, cluster=settings.redis_cluster)
+        cleaner = create_redis(settings.redis_url or REDIS_URL, **settings.redis_topology())
         await _search_redis(cleaner, prefix)
         stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
         if stale:

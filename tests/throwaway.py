@@ -327,3 +327,112 @@ class RedisCluster:
                 proc.kill()
                 proc.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisSentinel:
+    """A Redis master, one replica and three sentinels watching them, on loopback.
+
+    ``failover()`` asks a sentinel to promote the replica and waits until the sentinels
+    name it and the old master follows it, as a real failover ends.
+    """
+
+    MASTER = "flows"
+
+    def __init__(self) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            pytest.skip("redis-server and redis-cli are not installed "
+                        "(.ci/run installs redis-server from apt)")
+        self.cli = cli
+        self.folder = Path(tempfile.mkdtemp(prefix="flows-redis-sentinel-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        try:
+            self.master_port = free_port()
+            self.replica_port = _port_near(free_port())
+            self._server(binary, self.master_port)
+            self._server(binary, self.replica_port,
+                         "--replicaof", "127.0.0.1", str(self.master_port))
+            self.sentinel_ports: list[int] = []
+            for _ in range(3):
+                port = free_port()
+                while port in (self.master_port, self.replica_port, *self.sentinel_ports):
+                    port = free_port()
+                conf = self.folder / f"sentinel-{port}.conf"
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                    f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master_port} 2\n"
+                    f"sentinel down-after-milliseconds {self.MASTER} 2000\n"
+                    f"sentinel failover-timeout {self.MASTER} 10000\n", encoding="utf-8")
+                self.sentinel_ports.append(port)
+                self._start([binary, str(conf), "--sentinel"], port)
+            _wait("the replica to be in sync", lambda: b"master_link_status:up" in
+                  self._ask(self.replica_port, "info", "replication"))
+            _wait("the sentinels to know the replica and each other", self._settled)
+        except BaseException:
+            self.close()
+            raise
+
+    def _server(self, binary: str, port: int, *extra: str) -> None:
+        # A replica syncs at once, not after the five seconds' wait diskless sync makes
+        # for more replicas to come.
+        self._start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(self.folder),
+                     "--repl-diskless-sync-delay", "0", *extra], port)
+
+    def _start(self, command: list[str], port: int) -> None:
+        if _listening(port):
+            pytest.fail(f"port {port} is taken")
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        _wait(f"redis on :{port}", lambda: _listening(port) or proc.poll() is not None)
+        if proc.poll() is not None:
+            pytest.fail(f"redis could not listen on :{port}")
+
+    def _ask(self, port: int, *command: str) -> bytes:
+        return subprocess.run([self.cli, "-p", str(port), *command], capture_output=True,
+                              timeout=10).stdout
+
+    def _settled(self) -> bool:
+        return all(
+            str(self.replica_port).encode() in self._ask(p, "sentinel", "replicas",
+                                                         self.MASTER)
+            and self._ask(p, "sentinel", "sentinels", self.MASTER).count(b"\nname\n")
+            + self._ask(p, "sentinel", "sentinels", self.MASTER).startswith(b"name\n") >= 2
+            for p in self.sentinel_ports)
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        return tuple(("127.0.0.1", p) for p in self.sentinel_ports)
+
+    def master(self) -> int:
+        """The port the sentinels name as the master's now."""
+        answer = self._ask(self.sentinel_ports[0], "sentinel", "get-master-addr-by-name",
+                           self.MASTER).split()
+        return int(answer[1])
+
+    def failover(self) -> None:
+        """Promote the replica; return once every sentinel names it and the old master
+        has stepped down (it answers READONLY to writes)."""
+        old, new = self.master(), self.replica_port if self.master() == self.master_port \
+            else self.master_port
+        answer = self._ask(self.sentinel_ports[0], "sentinel", "failover", self.MASTER)
+        if not answer.startswith(b"OK"):
+            pytest.fail(f"sentinel failover: {answer!r}")
+        _wait("the sentinels to name the new master", lambda: all(
+            str(new).encode() in self._ask(p, "sentinel", "get-master-addr-by-name",
+                                           self.MASTER) for p in self.sentinel_ports))
+        _wait("the new master to take writes", lambda: b"role:master" in
+              self._ask(new, "info", "replication"))
+        # The sentinels turn the old master into a replica when they next read its INFO
+        # (every 10 s); tell it now what they would.
+        self._ask(old, "replicaof", "127.0.0.1", str(new))
+        _wait("the old master to step down", lambda: b"role:slave" in
+              self._ask(old, "info", "replication"))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)

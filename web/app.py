@@ -208,7 +208,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     assert settings.redis_url
     client = create_redis(settings.redis_url, timeout=settings.redis_timeout or None,
-                          cluster=settings.redis_cluster)
+                          **settings.redis_topology())
     await warm(client)
     try:
         app[keys.REDIS] = client

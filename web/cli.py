@@ -369,9 +369,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.ok else 1
 
 
-async def _publish_reload(url: str, channel: str, bound: float | None, *,
-                          cluster: bool = False) -> int:
-    client = create_redis(url, timeout=bound, cluster=cluster)
+async def _publish_reload(url: str, channel: str, bound: float | None,
+                          topology: dict[str, Any]) -> int:
+    client = create_redis(url, timeout=bound, **topology)
     try:
         return int(await client.publish(channel, "reload"))
     finally:
@@ -409,7 +409,7 @@ def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
             n = asyncio.run(_publish_reload(settings.redis_url,
                                             settings.redis_prefix + "reload",
                                             settings.redis_timeout or None,
-                                            cluster=settings.redis_cluster))
+                                            settings.redis_topology()))
         except (RedisError, OSError) as exc:
             print(f"not published over Redis ({describe(exc)}): servers elsewhere reload "
                   "with SIGHUP or at their next start", file=sys.stderr)

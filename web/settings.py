@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -184,6 +184,30 @@ class _Reader:
                            "comma-separated addresses or networks (CIDR, e.g. 10.0.0.0/8, "
                            "with no bits set after the prefix)")
 
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """Comma-separated ``host:port`` (``[v6]:port`` for an IPv6 address)."""
+        def one(item: str) -> tuple[str, int] | None:
+            host, colon, port = item.rpartition(":")
+            if not colon or not host or _in_range(port, 1, 65535) is None:
+                return None
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            elif ":" in host:  # an IPv6 address goes in brackets
+                return None
+            if not host or any(c.isspace() or c in "/[]" for c in host):
+                return None
+            return host, int(port)
+
+        def parse(text: str) -> tuple[tuple[str, int], ...] | None:
+            found = [one(p.strip()) for p in text.split(",") if p.strip()]
+            if not found or None in found:
+                return None
+            return tuple(a for a in found if a is not None)
+
+        return self._parse(name, (), parse,
+                           "comma-separated host:port addresses (e.g. 10.0.3.21:26379, "
+                           "[fd00::21]:26379)")
+
     def keys(self, name: str, *, many: bool = False) -> tuple[str, ...]:
         """PII keys: base64 of 32 bytes each (comma-separated if ``many``); never shown."""
         text = self.raw(name)
@@ -256,6 +280,10 @@ class Settings:
     db_transaction_pooling: bool = False
     # REDIS_URL names one node of a Redis Cluster; the client finds the others.
     redis_cluster: bool = False
+    # Redis Sentinel: the sentinels' addresses and the name of the master they watch;
+    # REDIS_URL then gives only the password, database and TLS of that master.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
     # Connecting to Redis, and each command:
     redis_timeout: float = 2.0
     # development: sandbox pages mounted, development keys allowed. production: neither.
@@ -291,6 +319,11 @@ class Settings:
     def secure_cookies(self) -> bool:
         """Every cookie the app sets is ``Secure``: always in production."""
         return self.cookie_secure or self.production
+
+    def redis_topology(self) -> dict[str, Any]:
+        """How to reach Redis besides REDIS_URL: ``create_redis``'s keyword arguments."""
+        return {"cluster": self.redis_cluster, "sentinels": self.redis_sentinels,
+                "sentinel_master": self.redis_sentinel_master}
 
     @property
     def metrics_public(self) -> bool:
@@ -374,6 +407,9 @@ class Settings:
             db_statement_timeout=r.bound("DB_STATEMENT_TIMEOUT", 0.0 if pooling else 3.0),
             db_transaction_pooling=pooling,
             redis_cluster=r.boolean("REDIS_CLUSTER", False),
+            redis_sentinels=r.addresses("REDIS_SENTINELS"),
+            redis_sentinel_master=r.text("REDIS_SENTINEL_MASTER", "mymaster").strip()
+            or "mymaster",
             redis_timeout=r.bound("REDIS_TIMEOUT", 2.0),
             environment=r.choice("ENVIRONMENT", "development", ENVIRONMENTS),
             public_url=r.url("PUBLIC_URL", ("http", "https")),
@@ -415,6 +451,12 @@ def _relations(s: Settings) -> Iterable[str]:
         yield ("DB_STATEMENT_TIMEOUT must be 0 with DB_TRANSACTION_POOLING: a transaction "
                "pooler refuses it as a startup parameter; set it on the database role "
                "instead (ALTER ROLE ... SET statement_timeout = '3s')")
+    if s.redis_cluster and s.redis_sentinels:
+        yield ("REDIS_CLUSTER and REDIS_SENTINELS exclude each other: a Redis Cluster fails "
+               "over by itself, Sentinel watches one master")
+    if s.redis_sentinels and s.redis_url is None:
+        yield ("REDIS_URL must be set with REDIS_SENTINELS (its password and database are "
+               "the master's; its host is not used, e.g. redis://:secret@mymaster/0)")
     if s.pool_min > s.pool_max:
         yield f"DB_POOL_MIN ({s.pool_min}) must not be more than DB_POOL_MAX ({s.pool_max})"
     if s.metrics_port is not None and s.metrics_port == s.port:

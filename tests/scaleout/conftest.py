@@ -1,5 +1,6 @@
 """Many servers: the same tests through PgBouncer in transaction pooling and on a Redis
-Cluster of three masters, both started here in temporary folders.
+Cluster of three masters, both started here in temporary folders (test_sentinel.py: on
+the master a Redis Sentinel names instead of the cluster).
 
 The fixtures `database_url`, `backends` (and through them `pool`, `redis_client`,
 `settings`, `platform`) are replaced for the tests in this folder; each test module
@@ -21,7 +22,7 @@ import pytest
 from storage import migrate_database
 from storage.scratch import create_database, drop_database
 from tests.conftest import ADMIN_URL
-from tests.throwaway import PgBouncer, RedisCluster
+from tests.throwaway import PgBouncer, RedisCluster, RedisSentinel
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,13 @@ def redis_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    sentinel = RedisSentinel()
+    yield sentinel
+    sentinel.close()
 
 
 @pytest.fixture(scope="session")

@@ -137,7 +137,7 @@ async def test_flowctl_reload_reaches_a_server_listening_on_another_node(
         # Published through the last node: PUBLISH reaches every node of the cluster.
         other = f"redis://127.0.0.1:{redis_cluster.ports[-1]}/0"
         for _ in range(100):
-            if await _publish_reload(other, channel, 2.0, cluster=True):
+            if await _publish_reload(other, channel, 2.0, {"cluster": True}):
                 break
             await asyncio.sleep(0.05)  # until the listener has subscribed
         await asyncio.wait_for(reloaded.wait(), 10)

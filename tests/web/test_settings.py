@@ -134,6 +134,31 @@ def test_a_redis_cluster_is_named_by_one_node_and_a_flag() -> None:
         "REDIS_CLUSTER must be true or false (also 1/0, yes/no, on/off), not 'maybe'"]
 
 
+def test_redis_sentinel_is_named_by_its_sentinels_and_the_master_they_watch() -> None:
+    s = Settings.from_env({"REDIS_URL": "redis://:pw@flows/2",
+                           "REDIS_SENTINELS":
+                               " 10.0.3.21:26379, [fd00::22]:26380 ,sentinel-c:26379",
+                           "REDIS_SENTINEL_MASTER": "flows"})
+    assert s.redis_sentinels == (("10.0.3.21", 26379), ("fd00::22", 26380),
+                                 ("sentinel-c", 26379))
+    assert s.redis_topology() == {"cluster": False, "sentinels": s.redis_sentinels,
+                                  "sentinel_master": "flows"}
+    assert Settings.from_env({}).redis_topology() == {
+        "cluster": False, "sentinels": (), "sentinel_master": "mymaster"}
+    expected = ("REDIS_SENTINELS must be comma-separated host:port addresses "
+                "(e.g. 10.0.3.21:26379, [fd00::21]:26379)")
+    for bad in ("10.0.3.21", "10.0.3.21:0", "fd00::22:26379", "a:1,,b", ":26379",
+                "10.0.3.21:26379/x", "a b:1"):
+        assert problems({"REDIS_URL": "redis://flows/0", "REDIS_SENTINELS": bad}) == [
+            f"{expected}, not {bad!r}"], bad
+    assert problems({"REDIS_URL": "redis://h/0", "REDIS_CLUSTER": "true",
+                     "REDIS_SENTINELS": "h:26379"}) == [
+        "REDIS_CLUSTER and REDIS_SENTINELS exclude each other: a Redis Cluster fails over "
+        "by itself, Sentinel watches one master"]
+    [problem] = problems({"REDIS_SENTINELS": "h:26379"})
+    assert problem.startswith("REDIS_URL must be set with REDIS_SENTINELS")
+
+
 def test_a_real_face_provider_needs_its_url_and_a_callback_secret() -> None:
     assert problems({"FACE_PROVIDER": "http", "FACE_API_KEY": "k"}) == [
         "FACE_URL must be an http(s) URL when FACE_PROVIDER=http",
