@@ -27,7 +27,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from engine import EngineError, Instance, ValidationFailed
-from engine.errors import PreconditionFailed, VersionConflict
+from engine.errors import Forbidden, InstanceNotFound, PreconditionFailed, VersionConflict
 from flows.center import account_page
 from web.client.messages import LANGUAGES, choose_language, label, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
@@ -264,11 +264,44 @@ async def account(request: web.Request) -> web.StreamResponse:
 @client_routes.get("/flows/{name}/start")
 @pages
 async def start_page(request: web.Request) -> web.StreamResponse:
-    """A page with one button that starts the flow (a link may only ever read)."""
+    """A page with one button that starts the flow (a link may only ever read); or,
+    from a finished instance that offers this flow as its next action (``?from=``), the
+    flow's first step itself: see ``_next_of``."""
     flow = request.app[RUNTIME].current(request.match_info["name"])
     if flow.access == "account" and session_of(request) is None:
         return _redirect(request, "/")
+    started = await _next_of(request, flow.name)
+    if started is not None:
+        return _redirect(request, f"/f/{started}")
     return _render(request, "start.html", {"flow": flow, "key": str(uuid.uuid4())})
+
+
+async def _next_of(request: web.Request, name: str) -> str | None:
+    """The instance of flow ``name`` that this browser's finished instance ``?from=``
+    goes on to (its final step's ``next``: the password reset's "to sign-in in 6
+    seconds"), started on the first GET, and the same one on every GET after.
+
+    A GET that starts a flow, and still only ever reads in effect: it starts nothing
+    for a browser that does not hold the finished instance (a crawler, a shared link),
+    nor for a flow that step does not offer, and its idempotency key is the finished
+    instance's, so a reload, a prefetch or the button beside the countdown all land on
+    one instance. None: show the start page's button instead."""
+    source = request.query.get("from", "")
+    if not source or len(source) > 64:
+        return None
+    runtime = request.app[RUNTIME]
+    try:
+        finished = await _mine(request, source)
+    except (InstanceNotFound, Forbidden):
+        return None
+    view = await runtime.view(finished)
+    if not view["ui"]["final"] or all(n["flow"] != name for n in view["ui"]["next"]):
+        return None
+    outcome = await runtime.start(
+        name, {}, idempotency_key=f"next:{finished.id}:{name}",
+        actor=starter_of(request, runtime.current(name).access),
+        client=client_address(request), session=session_ref_of(request))
+    return outcome.instance.id
 
 
 @client_routes.post("/flows/{name}/start")
@@ -334,8 +367,9 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     flow = (await runtime.compiled(instance.definition_hash)).flow
     next_actions = []
     for n in ui["next"]:
+        # A flow: its start page, which starts it from here at once (``_next_of``).
         href = PAGES.get(n["page"] or "", "/") if n["flow"] is None \
-            else f"/flows/{quote(n['flow'])}/start"
+            else f"/flows/{quote(n['flow'])}/start?from={instance.id}"
         next_actions.append({**n, "href": href})
     auto = next((n for n in next_actions if n["after_seconds"]), None)
     primary, inline, buttons = _buttons(ui)

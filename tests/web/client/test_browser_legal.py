@@ -97,7 +97,7 @@ def test_an_organisation_registers_signs_in_with_its_agent_and_verifies_by_depos
     w.shot("registered")
 
     # Sign in: the organisation's name and password, then an agent's SMS code.
-    w.press("立即登录")
+    w.page.get_by_role("link", name="立即登录").click()
     w.heading("法人登录")
     w.fill("登录名", login)
     w.fill("密码", PASSWORD)
@@ -225,8 +225,11 @@ def test_an_organisation_resets_its_password_with_an_agents_phone(
     w.press("确定")
     w.heading("密码已重置，6秒后自动跳转登录页")
     w.shot("done")
-    w.press("立即前往登录")
+    # After the six seconds, the sign-in form itself, ready to type in.
     w.heading("法人登录")
+    expect(w.page.get_by_label("登录名", exact=True)).to_be_visible()
+    expect(w.page.get_by_role("img", name="图形验证码图片")).to_be_visible()
+    w.shot("sign-in")
     w.fill("登录名", org.login_name)
     w.fill("密码", new)
     w.fill("图形验证码", w.captcha())
