@@ -15,7 +15,7 @@ import io
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -347,7 +347,12 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
                      entered: Mapping[str, Any] | None = None,
                      notice: str | None = None,
                      retry_after: int | None = None,
-                     once: list[dict[str, Any]] | None = None) -> web.Response:
+                     once: list[dict[str, Any]] | None = None,
+                     searched: Mapping[str, Any] | None = None,
+                     retype: Collection[str] = ()) -> web.Response:
+    """The instance's step. ``entered``: what was typed, shown again; ``retype``: the
+    fields typed but not shown again (secret or personal data), which say so;
+    ``searched``: a field's search results (``web/client/search.py``)."""
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
     ui = view["ui"]
@@ -378,6 +383,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
         "entered": entered or {}, "notice": notice, "qr": qr, "key": str(uuid.uuid4()),
         "next_actions": next_actions, "auto": auto, "retry_after": retry_after,
         "primary": primary, "inline": inline, "buttons": buttons, "once": once or [],
+        "searched": searched or {}, "retype": set(retype),
         "field_labels": {f["name"]: f["label"] for f in ui["fields"]},
         "all_errors": [*general, *(e for v in by_field.values() for e in v)],
     }, status=status)
@@ -535,3 +541,9 @@ def _kept(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:
     return {f["name"]: form.get(f["name"]) for f in fields
             if not f["secret"] and not f["sensitive"]
             and isinstance(form.get(f["name"]), str)}
+
+
+def _not_kept(fields: Any, form: MultiDictProxy[Any]) -> list[str]:
+    """The fields typed in that ``_kept`` does not show again: they are typed again."""
+    return [f["name"] for f in fields if (f["secret"] or f["sensitive"]) and not f["locked"]
+            and isinstance(form.get(f["name"]), str) and form.get(f["name"], "").strip()]

@@ -121,7 +121,7 @@ async def _verify(platform: Platform, credit_code: str) -> None:
     status, where, html = await post(platform, f"/f/{iid}/submit", {
         "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
         "key": hidden(html, "key"), "credit_code": credit_code, "reason": "核验营业执照"})
-    assert status == 303, html
+    assert (status, where) == (303, f"/f/{iid}"), html
 
 
 def _cells(html: str, column: int) -> list[str]:
