@@ -281,11 +281,11 @@ async def _next_of(request: web.Request, name: str) -> str | None:
     goes on to (its final step's ``next``: the password reset's "to sign-in in 6
     seconds"), started on the first GET, and the same one on every GET after.
 
-    A GET that starts a flow, and still only ever reads in effect: it starts nothing
-    for a browser that does not hold the finished instance (a crawler, a shared link),
-    nor for a flow that step does not offer, and its idempotency key is the finished
-    instance's, so a reload, a prefetch or the button beside the countdown all land on
-    one instance. None: show the start page's button instead."""
+    A GET that starts a flow, kept safe: it starts nothing for a browser that does not
+    hold the finished instance (a crawler, a shared link), nor a flow that step does not
+    offer; and its idempotency key is the finished instance's, so a reload, a prefetch
+    or the link beside the countdown all land on one instance, and count once against
+    the flow's start limits. None: show the start page's button instead."""
     source = request.query.get("from", "")
     if not source or len(source) > 64:
         return None

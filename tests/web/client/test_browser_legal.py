@@ -135,7 +135,7 @@ def test_an_organisation_registers_signs_in_with_its_agent_and_verifies_by_depos
     w.heading("填写对公账户信息")
     account = new_account_number()
     w.fill("对公账号", account)
-    branch = w.page.get_by_label("开户网点")
+    branch = w.page.get_by_label("开户网点", exact=True)
     branch.press_sequentially("工商 北京")
     # The suggestions come as one types; the branch is picked from them.
     options = w.page.locator("datalist option")
