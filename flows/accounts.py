@@ -48,6 +48,21 @@ class Account(Protocol):
     def id_number_sealed(self) -> bytes | None: ...
 
 
+class AccountName(Protocol):
+    """How pages name an account (the audit log's actors and targets)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def login_name(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def organisation_name(self) -> str | None: ...  # an organisation's registered name
+
+
 class Organisation(Protocol):
     @property
     def account_id(self) -> str: ...
@@ -197,10 +212,17 @@ class Accounts(Protocol):
     def audit(self, *, actor: str, action: str, target: str, reason: str,
               details: dict[str, Any], now: datetime) -> Write: ...
 
-    async def audit_page(self, *, target: str | None = None, actor: str | None = None,
+    async def audit_page(self, *, target: str | Sequence[str] | None = None,
+                         actor: str | Sequence[str] | None = None,
                          action: str | None = None, before: int | None = None,
                          limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries, newest first, optionally filtered; ``before``: ids below it."""
+        """Audit entries, newest first, optionally filtered (a target or actor: one
+        value, or any of several); ``before``: ids below it."""
+        ...
+
+    async def names(self, account_ids: Sequence[str]) -> Sequence[AccountName]:
+        """How pages name these accounts, in one query however many there are (ids
+        that are no account's are left out)."""
         ...
 
     # -- certification changes (SPEC 10.1.1) ----------------------------------------

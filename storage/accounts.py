@@ -69,6 +69,18 @@ class AgentRow:
     is_primary: bool
 
 
+@attrs.frozen
+class AccountNameRow:
+    """How pages name an account: its kind, login and display names, and for an
+    organisation its registered name."""
+
+    id: str
+    kind: str
+    login_name: str
+    display_name: str
+    organisation_name: str | None
+
+
 _ACCOUNT = ("id, kind, login_name, display_name, password_hash, must_change_password, "
             "phone_sealed, id_number_sealed")
 
@@ -95,6 +107,13 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except ValueError:
         return None
+
+
+def _any(value: str | Sequence[str] | None) -> list[str] | None:
+    """A filter's values as a text[] parameter: None filters nothing."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
 
 
 # The constraints that keep exactly one primary agent (0007_agents.sql).
@@ -425,17 +444,36 @@ class PgAccounts:
                 " WHERE $1::text IS NULL OR target = $1 ORDER BY id", target)
         return [dict(r) for r in rows]
 
-    async def audit_page(self, *, target: str | None = None, actor: str | None = None,
+    async def audit_page(self, *, target: str | Sequence[str] | None = None,
+                         actor: str | Sequence[str] | None = None,
                          action: str | None = None, before: int | None = None,
                          limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries, newest first, optionally filtered; ``before``: ids below it."""
+        """Audit entries, newest first, optionally filtered (a target or actor: one
+        value, or any of several); ``before``: ids below it."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT id, at, actor, action, target, reason, details FROM audit_log"
-                " WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)"
+                " WHERE ($1::text[] IS NULL OR target = ANY($1))"
+                " AND ($2::text[] IS NULL OR actor = ANY($2))"
                 " AND ($3::text IS NULL OR action = $3) AND ($4::bigint IS NULL OR id < $4)"
-                " ORDER BY id DESC LIMIT $5", target, actor, action, before, limit)
+                " ORDER BY id DESC LIMIT $5", _any(target), _any(actor), action, before,
+                limit)
         return [dict(r) for r in rows]
+
+    async def names(self, account_ids: Sequence[str]) -> list[AccountNameRow]:
+        """How pages name these accounts, in one query however many there are (ids
+        that are no account's are left out)."""
+        keys = list({key for i in account_ids if (key := _uuid(i)) is not None})
+        if not keys:
+            return []
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT a.id, a.kind, a.login_name, a.display_name, o.name AS organisation"
+                " FROM accounts a LEFT JOIN organisations o ON o.account_id = a.id"
+                " WHERE a.id = ANY($1::uuid[])", keys)
+        return [AccountNameRow(id=str(r["id"]), kind=r["kind"], login_name=r["login_name"],
+                               display_name=r["display_name"],
+                               organisation_name=r["organisation"]) for r in rows]
 
     # -- certification changes (SPEC 10.1.1; migration 0008 says how they live) ------
     async def pending_change(self, organisation_id: str, *,

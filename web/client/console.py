@@ -5,16 +5,24 @@ and stepped like any other through the generic renderer; a one-time password the
 hand out is shown once, as their descriptions' ``replies`` say. The audit log is what
 ``GET /api/admin/audit`` serves, filtered by actor, action and target, a page at a time
 (newest first; the next page starts below the last entry shown).
+
+The log names actors and targets by raw ids (``admin:<id>``, ``account:<id>``); the
+table names them as people do (an administrator's login name, a person's masked name
+and login name, an organisation's name), all of a page's in one query, and keeps the
+raw id beside each for auditors. The actor and target filters take a login name too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
 
+from flows.accounts import AccountName, Accounts
+from flows.support import mask
 from web.admin import audit_entry
 from web.client.views import _PageError, _render, client_routes, pages
 from web.keys import RUNTIME, SERVICES
@@ -47,10 +55,14 @@ async def console(request: web.Request) -> web.StreamResponse:
     entries: list[dict[str, Any]] = []
     more = False
     if not errors:
-        rows = await request.app[SERVICES].accounts.audit_page(
-            before=before, limit=PAGE_SIZE + 1, **filters)
+        accounts = request.app[SERVICES].accounts
+        rows = await accounts.audit_page(
+            before=before, limit=PAGE_SIZE + 1, action=filters.get("action"),
+            actor=await _refs(accounts, filters.get("actor"), as_actor=True),
+            target=await _refs(accounts, filters.get("target"), as_actor=False))
         entries = [_shown(audit_entry(r)) for r in rows[:PAGE_SIZE]]
         more = len(rows) > PAGE_SIZE
+        await _name(accounts, entries)
     actions = [f for f in request.app[RUNTIME].flows.flows.values() if f.access == "admin"]
     return _render(request, "console.html", {
         "admin": True, "actions": actions, "entries": entries, "filters": filters,
@@ -68,3 +80,73 @@ def _shown(entry: dict[str, Any]) -> dict[str, Any]:
     entry["details_text"] = orjson.dumps(details, option=orjson.OPT_SORT_KEYS).decode() \
         if details else ""
     return entry
+
+
+# The prefixes of the log's actors and targets that an account id follows.
+_ACCOUNT_REFS = ("admin", "account", "organisation")
+# Actors that are no account, named by the catalogue: a browser not signed in (its
+# device), the clock.
+_NOT_ACCOUNTS = {"device": "actor_device", "timer": "actor_timer",
+                 "anonymous": "actor_anonymous"}
+
+
+async def _refs(accounts: Accounts, value: str | None, *,
+                as_actor: bool) -> Sequence[str] | None:
+    """What a filter matches: a raw id as typed; a login name (no colon), the ids the
+    log names its account by: as an actor ``admin:<id>`` or ``account:<id>``, as a
+    target ``account:<id>`` and, for an organisation, ``organisation:<id>``. A login
+    name of nobody matches nothing."""
+    if value is None:
+        return None
+    if ":" in value:
+        return [value]
+    account = await accounts.by_login_name(value)
+    if account is None:
+        return [value]
+    if as_actor:
+        return [f"admin:{account.id}" if account.kind == "admin" else f"account:{account.id}"]
+    if account.kind == "organisation":
+        return [f"account:{account.id}", f"organisation:{account.id}"]
+    return [f"account:{account.id}"]
+
+
+async def _name(accounts: Accounts, entries: list[dict[str, Any]]) -> None:
+    """Give each entry's actor and target the name people know them by (one query for
+    the page); the raw id stays."""
+    ids = {i for e in entries for ref in (e["actor"], e["target"])
+           if (i := _account_id(ref)) is not None}
+    found = {n.id: n for n in await accounts.names(sorted(ids))} if ids else {}
+    for e in entries:
+        e["actor_named"] = _who(e["actor"], found)
+        e["target_named"] = _who(e["target"], found)
+
+
+def _account_id(ref: object) -> str | None:
+    if not isinstance(ref, str):
+        return None
+    prefix, _, rest = ref.partition(":")
+    return rest if prefix in _ACCOUNT_REFS and rest else None
+
+
+def _who(ref: object, names: Mapping[str, AccountName]) -> dict[str, Any]:
+    """How the table shows an actor or a target: ``name`` (data, as it is), or ``text``
+    (a catalogue key), ``login`` beside a person's masked name, ``kind`` (a catalogue
+    key); ``raw``, the id as the log holds it."""
+    shown: dict[str, Any] = {"raw": ref, "name": None, "text": None, "login": None,
+                             "kind": None}
+    account_id = _account_id(ref)
+    found = names.get(account_id) if account_id else None
+    if found is not None:
+        shown["kind"] = f"kind_{found.kind}"
+        if found.kind == "admin":
+            shown["name"] = found.login_name
+        elif found.kind == "organisation":
+            shown["name"] = found.organisation_name or found.display_name
+        else:
+            # A person's name is personal data: its first character, and the login name
+            # (what the back office resets a password by) to tell people apart.
+            shown["name"] = mask("name", found.display_name)
+            shown["login"] = found.login_name
+    elif isinstance(ref, str) and ref.partition(":")[0] in _NOT_ACCOUNTS:
+        shown["text"] = _NOT_ACCOUNTS[ref.partition(":")[0]]
+    return shown

@@ -15,7 +15,7 @@ import io
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,7 +27,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from engine import EngineError, Instance, ValidationFailed
-from engine.errors import PreconditionFailed, VersionConflict
+from engine.errors import Forbidden, InstanceNotFound, PreconditionFailed, VersionConflict
 from flows.center import account_page
 from web.client.messages import LANGUAGES, choose_language, label, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
@@ -264,11 +264,44 @@ async def account(request: web.Request) -> web.StreamResponse:
 @client_routes.get("/flows/{name}/start")
 @pages
 async def start_page(request: web.Request) -> web.StreamResponse:
-    """A page with one button that starts the flow (a link may only ever read)."""
+    """A page with one button that starts the flow (a link may only ever read); or,
+    from a finished instance that offers this flow as its next action (``?from=``), the
+    flow's first step itself: see ``_next_of``."""
     flow = request.app[RUNTIME].current(request.match_info["name"])
     if flow.access == "account" and session_of(request) is None:
         return _redirect(request, "/")
+    started = await _next_of(request, flow.name)
+    if started is not None:
+        return _redirect(request, f"/f/{started}")
     return _render(request, "start.html", {"flow": flow, "key": str(uuid.uuid4())})
+
+
+async def _next_of(request: web.Request, name: str) -> str | None:
+    """The instance of flow ``name`` that this browser's finished instance ``?from=``
+    goes on to (its final step's ``next``: the password reset's "to sign-in in 6
+    seconds"), started on the first GET, and the same one on every GET after.
+
+    A GET that starts a flow, kept safe: it starts nothing for a browser that does not
+    hold the finished instance (a crawler, a shared link), nor a flow that step does not
+    offer; and its idempotency key is the finished instance's, so a reload, a prefetch
+    or the link beside the countdown all land on one instance, and count once against
+    the flow's start limits. None: show the start page's button instead."""
+    source = request.query.get("from", "")
+    if not source or len(source) > 64:
+        return None
+    runtime = request.app[RUNTIME]
+    try:
+        finished = await _mine(request, source)
+    except (InstanceNotFound, Forbidden):
+        return None
+    view = await runtime.view(finished)
+    if not view["ui"]["final"] or all(n["flow"] != name for n in view["ui"]["next"]):
+        return None
+    outcome = await runtime.start(
+        name, {}, idempotency_key=f"next:{finished.id}:{name}",
+        actor=starter_of(request, runtime.current(name).access),
+        client=client_address(request), session=session_ref_of(request))
+    return outcome.instance.id
 
 
 @client_routes.post("/flows/{name}/start")
@@ -314,7 +347,12 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
                      entered: Mapping[str, Any] | None = None,
                      notice: str | None = None,
                      retry_after: int | None = None,
-                     once: list[dict[str, Any]] | None = None) -> web.Response:
+                     once: list[dict[str, Any]] | None = None,
+                     searched: Mapping[str, Any] | None = None,
+                     retype: Collection[str] = ()) -> web.Response:
+    """The instance's step. ``entered``: what was typed, shown again; ``retype``: the
+    fields typed but not shown again (secret or personal data), which say so;
+    ``searched``: a field's search results (``web/client/search.py``)."""
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
     ui = view["ui"]
@@ -334,8 +372,9 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     flow = (await runtime.compiled(instance.definition_hash)).flow
     next_actions = []
     for n in ui["next"]:
+        # A flow: its start page, which starts it from here at once (``_next_of``).
         href = PAGES.get(n["page"] or "", "/") if n["flow"] is None \
-            else f"/flows/{quote(n['flow'])}/start"
+            else f"/flows/{quote(n['flow'])}/start?from={instance.id}"
         next_actions.append({**n, "href": href})
     auto = next((n for n in next_actions if n["after_seconds"]), None)
     primary, inline, buttons = _buttons(ui)
@@ -344,6 +383,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
         "entered": entered or {}, "notice": notice, "qr": qr, "key": str(uuid.uuid4()),
         "next_actions": next_actions, "auto": auto, "retry_after": retry_after,
         "primary": primary, "inline": inline, "buttons": buttons, "once": once or [],
+        "searched": searched or {}, "retype": set(retype),
         "field_labels": {f["name"]: f["label"] for f in ui["fields"]},
         "all_errors": [*general, *(e for v in by_field.values() for e in v)],
     }, status=status)
@@ -501,3 +541,9 @@ def _kept(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:
     return {f["name"]: form.get(f["name"]) for f in fields
             if not f["secret"] and not f["sensitive"]
             and isinstance(form.get(f["name"]), str)}
+
+
+def _not_kept(fields: Any, form: MultiDictProxy[Any]) -> list[str]:
+    """The fields typed in that ``_kept`` does not show again: they are typed again."""
+    return [f["name"] for f in fields if (f["secret"] or f["sensitive"]) and not f["locked"]
+            and isinstance(form.get(f["name"]), str) and form.get(f["name"], "").strip()]

@@ -81,7 +81,7 @@ def test_a_person_registers_signs_in_and_makes_a_seal_in_the_browser(
     w.shot("registered")
 
     # "Sign in now" starts the sign-in; the captcha's answer comes from the sandbox.
-    w.press("立即登录")
+    w.page.get_by_role("link", name="立即登录").click()
     w.heading("个人登录")
     expect(w.page.get_by_role("img", name="图形验证码图片")).to_be_visible()
     w.shot("sign-in")
@@ -168,7 +168,8 @@ def test_a_password_reset_works_with_javascript_off(server: Server,
         assert refresh.get_attribute("content").startswith("6;url=/flows/personal_login/start")
         w.shot("done")
         # With the new password, sign-in works (the captcha image works without scripts).
-        w.press("立即前往登录")
+        w.page.get_by_role("link", name="立即前往登录").click()
+        w.heading("个人登录")
         w.fill("身份证号码/手机号码/登录名", login)
         w.fill("密码", new)
         w.fill("图形验证码", w.captcha())

@@ -100,22 +100,36 @@ def test_an_administrator_works_in_the_console(server: Server,
     w.shot("supervisor-created")
     w.page.get_by_role("link", name="返回后台管理").click()
 
-    # The audit log, newest first: this administrator's three entries by the link of
-    # the newest's actor; then by action, then by a target's link.
+    # The audit log, newest first, naming people as people know them: this
+    # administrator's three entries by the link of the newest's actor (its login name;
+    # the raw id it filters by is there for auditors); then by action, then by a
+    # target's link (a person: the name masked, the login name beside it).
     log = w.page.get_by_role("region", name="操作日志")
     rows = log.locator("tbody tr")
     expect(rows.first).to_contain_text("create_supervisor")
-    rows.first.get_by_role("link", name=re.compile("^admin:")).click()
-    expect(w.page.get_by_label("操作人")).to_have_value(re.compile("^admin:"))
+    expect(rows.first.get_by_role("link", name="市******")).to_be_visible()
+    newest = rows.first.get_by_role("link", name=admin, exact=True)
+    raw = newest.get_attribute("title") or ""
+    assert raw.startswith("admin:")
+    newest.click()
+    expect(w.page.get_by_label("操作人")).to_have_value(raw)
+    expect(rows).to_have_count(3)
+    rows.first.locator("details").first.locator("summary").click()
+    expect(rows.first.locator("details code").first).to_have_text(raw)
+    w.shot("audit-by-actor")
+    # A login name filters as well as the id.
+    w.fill("操作人", admin)
+    w.press("筛选")
     expect(rows).to_have_count(3)
     w.fill("操作", "reset_password")
     w.press("筛选")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("工单 2026-001")
     w.shot("audit-by-action")
-    rows.first.get_by_role("link", name=re.compile("^account:")).click()
+    rows.first.get_by_role("link", name=f"赵*（{person}）").click()
     expect(w.page.get_by_label("对象")).to_have_value(re.compile("^account:"))
     expect(rows).to_have_count(1)
+    assert "赵六" not in w.page.content()
     w.fill("对象", "x" * 201)
     w.press("筛选")
     expect(w.page.locator("#error-filter-target")).to_be_visible()

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, expect
+from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.flows.test_verification import REP_NAME, Who, new_account_number, new_organisation
 from tests.platform import (
@@ -21,7 +21,7 @@ from tests.platform import (
     new_login_name,
     new_mobile,
 )
-from tests.web.client.conftest import Server
+from tests.web.client.conftest import WIDTHS, Server
 from tests.web.client.walk import Walk, done_with
 
 pytestmark = pytest.mark.browser
@@ -97,7 +97,7 @@ def test_an_organisation_registers_signs_in_with_its_agent_and_verifies_by_depos
     w.shot("registered")
 
     # Sign in: the organisation's name and password, then an agent's SMS code.
-    w.press("立即登录")
+    w.page.get_by_role("link", name="立即登录").click()
     w.heading("法人登录")
     w.fill("登录名", login)
     w.fill("密码", PASSWORD)
@@ -135,7 +135,7 @@ def test_an_organisation_registers_signs_in_with_its_agent_and_verifies_by_depos
     w.heading("填写对公账户信息")
     account = new_account_number()
     w.fill("对公账号", account)
-    branch = w.page.get_by_label("开户网点")
+    branch = w.page.get_by_label("开户网点", exact=True)
     branch.press_sequentially("工商 北京")
     # The suggestions come as one types; the branch is picked from them.
     options = w.page.locator("datalist option")
@@ -163,6 +163,48 @@ def test_an_organisation_registers_signs_in_with_its_agent_and_verifies_by_depos
     w.page.get_by_role("link", name="返回个人中心").click()
     expect(w.page.locator(".status-verified")).to_have_text("已认证")
     w.shot("account-verified")
+
+
+def test_a_bank_branch_is_found_by_name_with_javascript_off(server: Server,
+                                                            browser: Browser) -> None:
+    context = browser.new_context(java_script_enabled=False, locale="zh-CN",
+                                  viewport={"width": WIDTHS[0], "height": 900})
+    try:
+        w = Walk(server, context, "branch-search-no-js")
+        signed_in(w, organisation(server))
+        w.goto("/account")
+        w.press("企业账号实名认证")
+        w.page.get_by_label("对公账户打款认证").check()
+        w.press("下一步")
+        w.heading("填写对公账户信息")
+        account = new_account_number()
+        w.fill("对公账号", account)
+        w.fill("开户网点", "工商 北京")
+        w.shot("typed")
+        # No suggestions without scripts: the search button shows the same step with
+        # the matching branches to pick from.
+        w.page.get_by_role("button", name="搜索开户网点").click()
+        w.heading("填写对公账户信息")
+        branches = w.page.get_by_role("radio")
+        expect(branches.first).to_be_visible()
+        expect(w.page.locator("#found-branch_code")).to_contain_text("请选择一个")
+        expect(w.page.get_by_label("重新搜索开户网点")).to_have_value("工商 北京")
+        # The account number is not shown again: the page says to type it again.
+        expect(w.page.get_by_label("对公账号", exact=True)).to_have_value("")
+        expect(w.page.locator("#retype-account_number")).to_be_visible()
+        w.shot("branches-found")
+        picked = branches.first.get_attribute("value")
+        assert picked
+        assert picked.isdigit()
+        name = w.page.locator("label[for=field-branch_code]").inner_text()
+        branches.first.check()
+        w.fill("对公账号", account)
+        w.press("确认打款")
+        w.heading("已向对公账户打款，请填写收到的金额")
+        expect(w.page.locator("dt:text-is('开户网点') + dd")).to_have_text(name)
+        w.shot("awaiting-deposit")
+    finally:
+        context.close()
 
 
 def test_an_organisation_verifies_by_the_legal_representatives_face(
@@ -225,8 +267,11 @@ def test_an_organisation_resets_its_password_with_an_agents_phone(
     w.press("确定")
     w.heading("密码已重置，6秒后自动跳转登录页")
     w.shot("done")
-    w.press("立即前往登录")
+    # After the six seconds, the sign-in form itself, ready to type in.
     w.heading("法人登录")
+    expect(w.page.get_by_label("登录名", exact=True)).to_be_visible()
+    expect(w.page.get_by_role("img", name="图形验证码图片")).to_be_visible()
+    w.shot("sign-in")
     w.fill("登录名", org.login_name)
     w.fill("密码", new)
     w.fill("图形验证码", w.captcha())

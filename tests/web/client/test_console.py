@@ -7,11 +7,13 @@ import re
 
 import pytest
 
-from tests.flows.test_backoffice import as_admin
+from tests.flows.test_backoffice import admin_sign_in, as_admin, new_admin
 from tests.flows.test_phones import new_account, sign_in
+from tests.flows.test_verification import new_organisation
 from tests.platform import Platform, new_mobile
 from tests.web.client.test_pages import hidden, page, post, start
 from web.client import console
+from web.keys import SERVICES
 
 
 async def test_the_console_is_for_administrators_only(platform: Platform) -> None:
@@ -104,3 +106,91 @@ async def test_a_filter_too_long_is_an_error_tied_to_its_field(platform: Platfor
     assert 'aria-describedby="help-filter-target error-filter-target"' in field.group(0)
     assert 'id="error-filter-target"' in html
     assert 'href="#filter-target"' in html
+
+
+async def _reset(platform: Platform, login: str) -> None:
+    iid, html = await start(platform, "admin_reset_password")
+    status, _, html = await post(platform, f"/f/{iid}/submit", {
+        "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+        "key": hidden(html, "key"), "login_name": login, "reason": "工单"})
+    assert status == 200, html
+
+
+async def _verify(platform: Platform, credit_code: str) -> None:
+    iid, html = await start(platform, "admin_verify_organisation")
+    status, where, html = await post(platform, f"/f/{iid}/submit", {
+        "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+        "key": hidden(html, "key"), "credit_code": credit_code, "reason": "核验营业执照"})
+    assert (status, where) == (303, f"/f/{iid}"), html
+
+
+def _cells(html: str, column: int) -> list[str]:
+    """The table's cells of one column (0: time, 1: actor, 2: action, 3: target)."""
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]
+    return [re.findall(r"<td>(.*?)</td>", row, re.S)[column] for row in rows]
+
+
+async def test_the_audit_log_names_actors_and_targets_and_keeps_their_ids(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = await new_admin(platform)
+    await admin_sign_in(platform, admin)
+    actor = f"admin:{(await (await platform.client.get('/api/session')).json())['account_id']}"
+    person = await new_account(platform, phone=new_mobile())
+    org = await new_organisation(platform)
+    assert org.credit_code is not None
+    await _reset(platform, person["login"])
+    await _verify(platform, org.credit_code)
+    # One query names the whole page, however many rows it has.
+    accounts = platform.app[SERVICES].accounts
+    asked: list[list[str]] = []
+    names = accounts.names
+
+    async def counted(ids: list[str]) -> object:
+        asked.append(list(ids))
+        return await names(ids)
+
+    monkeypatch.setattr(accounts, "names", counted)
+    status, html = await page(platform, f"/admin?actor={actor}")
+    assert status == 200
+    assert len(asked) == 1
+    assert sorted(asked[0]) == sorted({actor.removeprefix("admin:"), person["id"],
+                                       org.account_id})
+    actors, targets = _cells(html, 1), _cells(html, 3)
+    assert len(actors) == 2
+    for cell in actors:  # the administrator's login name; the raw id in a title and a detail
+        assert f'title="{actor}">{admin}</a>' in cell
+        assert "管理员" in cell
+        assert f"<code>{actor}</code>" in cell
+    verified, reset = targets
+    assert f'title="organisation:{org.account_id}">测试科技有限公司</a>' in verified
+    # A person: the name masked, the login name beside it.
+    assert f'title="account:{person["id"]}">赵*（{person["login"]}）</a>' in reset
+    assert "赵六" not in html
+    # English names the kinds in English.
+    _, html = await page(platform, f"/admin?actor={actor}",
+                         headers={"Accept-Language": "en"})
+    assert f'{person["login"]})</a> <span class="who-kind">Personal account</span>' in html
+
+
+async def test_the_audit_log_filters_by_login_name_as_by_id(platform: Platform) -> None:
+    admin = await new_admin(platform)
+    await admin_sign_in(platform, admin)
+    actor = f"admin:{(await (await platform.client.get('/api/session')).json())['account_id']}"
+    person = await new_account(platform, phone=new_mobile())
+    org = await new_organisation(platform)
+    assert org.credit_code is not None
+    await _reset(platform, person["login"])
+    await _verify(platform, org.credit_code)
+    _, by_id = await page(platform, f"/admin?actor={actor}")
+    # Login names are case-insensitive, as at sign-in.
+    _, by_name = await page(platform, f"/admin?actor={admin.upper()}")
+    assert _cells(by_name, 1) == _cells(by_id, 1)
+    assert len(_cells(by_name, 1)) == 2
+    assert f'value="{admin.upper()}"' in by_name  # the filter shows what was typed
+    _, html = await page(platform, f"/admin?target={person['login']}")
+    assert [c.count(person["id"]) > 0 for c in _cells(html, 3)] == [True]
+    # An organisation's login name finds it as an account and as an organisation.
+    _, html = await page(platform, f"/admin?target={org.login_name}")
+    assert any(f"organisation:{org.account_id}" in c for c in _cells(html, 3))
+    _, html = await page(platform, "/admin?actor=nobody-has-this-name")
+    assert "没有符合条件的记录。" in html

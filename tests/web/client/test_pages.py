@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from tests.flows.test_phones import new_account
 from tests.platform import Platform, new_mobile
 from web.client.messages import TEXTS, choose_language
-from web.keys import RUNTIME
+from web.keys import POOL, RUNTIME
 
 
 def hidden(html: str, name: str) -> str:
@@ -175,3 +176,60 @@ def test_every_catalogue_text_is_used_by_a_page() -> None:
     built = ("tab_", "_intro", "register_", "forgot_", "kind_")
     assert [key for key in TEXTS if f"'{key}'" not in source and f'"{key}"' not in source
             and not any(part in key for part in built)] == []
+
+
+async def _started(p: Platform, flow: str) -> int:
+    async with p.app[POOL].acquire() as conn:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM flow_instances WHERE flow = $1", flow))
+
+
+async def test_a_finished_reset_goes_on_to_the_sign_in_form_started_once(
+        platform: Platform) -> None:
+    person = await new_account(platform, phone=new_mobile())
+    iid = (await platform.start("personal_password_reset"))["id"]
+    await platform.ok(iid, "send_code", {"mobile": person["phone"]})
+    code = await platform.sms_code(person["phone"])
+    await platform.ok(iid, "submit", {"mobile": person["phone"], "sms_code": code})
+    new = "Another-Secret-9"
+    await platform.ok(iid, "submit", {"password": new, "password_confirm": new})
+    _, html = await page(platform, f"/f/{iid}")
+    target = f"/flows/personal_login/start?from={iid}"
+    # After six seconds (no script needed), and the button beside the countdown.
+    assert f'<meta http-equiv="refresh" content="6;url={target}">' in html
+    assert f'href="{target}"' in html
+    before = await _started(platform, "personal_login")
+    legal_before = await _started(platform, "legal_login")
+    resp = await platform.client.get(target, allow_redirects=False)
+    assert resp.status == 303
+    sign_in = resp.headers["Location"]
+    assert sign_in.startswith("/f/")
+    # The sign-in form itself, ready to type in.
+    status, html = await page(platform, sign_in)
+    assert status == 200
+    assert "<h1>个人登录</h1>" in html
+    assert 'id="field-identifier"' in html
+    assert 'id="field-password"' in html
+    assert f'src="/api/flows/{sign_in.removeprefix("/f/")}/captcha"' in html
+    # A reload, a prefetch, the button after the countdown: the same instance.
+    for _ in range(2):
+        resp = await platform.client.get(target, allow_redirects=False)
+        assert (resp.status, resp.headers["Location"]) == (303, sign_in)
+    assert await _started(platform, "personal_login") == before + 1
+    # Another browser (a crawler, a shared link) starts nothing: the start page's button.
+    async with platform.another_browser() as other:
+        resp = await other.get(target, allow_redirects=False)
+        assert resp.status == 200
+        assert 'action="/flows/personal_login/start"' in await resp.text()
+    # Nor does a flow the finished step does not offer, an unfinished instance, or
+    # anything that is no instance.
+    unfinished = (await platform.start("personal_password_reset"))["id"]
+    for elsewhere in (f"/flows/legal_login/start?from={iid}",
+                      f"/flows/personal_login/start?from={unfinished}",
+                      "/flows/personal_login/start?from=not-an-instance",
+                      "/flows/personal_login/start?from=" + "9" * 65):
+        status, html = await page(platform, elsewhere)
+        assert status == 200, elsewhere
+        assert 'action="/flows/' in html
+    assert await _started(platform, "personal_login") == before + 1
+    assert await _started(platform, "legal_login") == legal_before
