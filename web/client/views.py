@@ -279,9 +279,13 @@ async def start(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     flow = runtime.current(request.match_info["name"])
     key = form.get("key")
+    # The session too, as the API's start passes it: a first step may need to know which
+    # of the account's sessions starts it (the agent flows check it is the primary agent's).
+    session = session_ref_of(request) if flow.access != "anyone" else None
     outcome = await runtime.start(flow.name, {}, idempotency_key=key if isinstance(
         key, str) and 0 < len(key) <= 200 else None,
-        actor=starter_of(request, flow.access), client=client_address(request))
+        actor=starter_of(request, flow.access), client=client_address(request),
+        session=session)
     return _redirect(request, f"/f/{outcome.instance.id}")
 
 
