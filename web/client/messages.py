@@ -81,6 +81,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "verification": ("认证状态", "Verification"),
     "verified_by": ("认证方式", "Verified by"),
     "pending_change": ("待认证的变更", "A change waiting for verification"),
+    "pending_change_intro": ("以下变更须重新认证后生效；在此之前，上方的认证信息继续有效。",
+                             "These changes take effect once the organisation is verified "
+                             "again; until then the data above stays in force."),
     "agents": ("经办人", "Agents"),
     "agent_name": ("姓名", "Name"),
     "primary_agent": ("主经办人", "Primary agent"),
