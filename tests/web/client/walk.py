@@ -128,7 +128,10 @@ class Walk:
         self.page.get_by_role("button", name=name, exact=True).click()
 
     def heading(self, text: str) -> None:
+        """Wait for the page whose heading is ``text``, and check it (every page a walk
+        reaches, photographed or not)."""
         expect(self.page.get_by_role("heading", level=1)).to_have_text(text)
+        self.check_accessibility()
 
 
 def account_with_phone(server: Server) -> tuple[str, str]:
