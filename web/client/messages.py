@@ -34,6 +34,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "resume": ("继续办理", "Continue"),
     "start_intro": ("点击下方按钮开始办理。", "Press the button below to start."),
     "errors_title": ("请修改以下问题：", "Please correct the following:"),
+    "field_error": ("{label}：{message}", "{label}: {message}"),
     "stale": ("页面已过期：该事项已进入下一步，以下为最新内容，请核对后重新操作。",
               "This page was out of date: the procedure had moved on. Here is where it is "
               "now; check it and try again."),
