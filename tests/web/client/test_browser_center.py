@@ -131,6 +131,9 @@ def test_a_verified_organisations_change_waits_for_the_new_representatives_face(
     w.press("提交变更")
     w.heading("变更待认证：请选择重新认证方式")
     expect(w.page.get_by_label("法定代表人姓名（变更后）")).to_have_value("李娜")
+    # What changes, each by its name, as a list.
+    expect(w.page.locator("dl.shown li")).to_have_text(["企业名称", "法定代表人姓名",
+                                                        "法定代表人身份证号码"])
     assert rep_id not in w.page.content()
     w.shot("choose-method")
 
@@ -206,7 +209,10 @@ def test_the_primary_agent_adds_removes_and_hands_over_and_then_is_offered_none_
         phones[name] = new_mobile()
         offers.get_by_role("button", name="添加经办人").click()
         w.heading("填写新经办人信息")
-        expect(w.page.locator("dl.shown")).to_contain_text(REP_NAME)
+        # The agents so far, one a line, each by name, masked phone and primary mark.
+        expect(w.page.locator("dl.shown li").first).to_have_text(
+            re.compile(rf"^{REP_NAME} \d{{3}}\*{{4}}\d{{4}}（主经办人）$"))
+        expect(w.page.locator("dl.shown li")).to_have_count(len(phones))
         w.fill("经办人姓名", name)
         w.fill("经办人身份证号码", new_id_number())
         w.fill("经办人手机号码", phones[name])
