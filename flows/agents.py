@@ -133,14 +133,20 @@ def agent_list(s: Services, agents: tuple[Agent, ...] | list[Agent],
                signed_in: str | None = None) -> list[dict[str, Any]]:
     """An organisation's agents as a page shows them: id, name, phone masked, whether
     primary, whether the session's (``signed_in``: its agent id)."""
-    return [{"id": g.id, "name": g.name,
-             "mobile": mask_mobile(s.vault.open(MOBILE, g.phone_sealed)),
-             "primary": g.is_primary, "signed_in": g.id == signed_in} for g in agents]
+    found = []
+    for g in agents:
+        mobile = mask_mobile(s.vault.open(MOBILE, g.phone_sealed))
+        marks = PRIMARY_MARK if g.is_primary else ("", "")
+        found.append({"id": g.id, "name": g.name, "mobile": mobile, "primary": g.is_primary,
+                      "signed_in": g.id == signed_in,
+                      # How a client names the agent, in either language.
+                      "label": {"zh": f"{g.name} {mobile}{marks[0]}",
+                                "en": f"{g.name} {mobile}{marks[1]}"}})
+    return found
 
 
-def _choice(shown: Mapping[str, Any]) -> dict[str, str]:
-    mark = PRIMARY_MARK[0] if shown["primary"] else ""
-    return {"value": str(shown["id"]), "label": f"{shown['name']} {shown['mobile']}{mark}"}
+def _choice(shown: Mapping[str, Any]) -> dict[str, Any]:
+    return {"value": str(shown["id"]), "label": shown["label"]}
 
 
 async def load_agents(a: ActionInput) -> dict[str, Any] | None:
@@ -325,9 +331,9 @@ def register(registry: Registry) -> None:
         results={"organisation_id": "The signed-in organisation's id.",
                  "agent_id": "The primary agent taking the step.",
                  "agents": "The organisation's agents: [{id, name, mobile (masked), "
-                           "primary, signed_in}].",
-                 "choices": "Every agent, to choose from: [{value: agent id, label: name, "
-                            "masked phone and a primary mark}].",
+                           "primary, signed_in, label}], label {zh, en}: name, masked "
+                           "phone and a primary mark.",
+                 "choices": "Every agent, to choose from: [{value: agent id, label}].",
                  "others": "The same, the primary agent left out.",
                  "mobile": "The primary agent's mobile number, sealed (for a locked "
                            "sensitive field's value_from, shown masked).",

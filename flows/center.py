@@ -23,7 +23,7 @@ from engine import Flow, Registry
 from flows.accounts import CertificationChange
 from flows.identity import mask_mobile, mask_resident_id
 from flows.pii import MOBILE, RESIDENT_ID
-from flows.seals import ORGANISATION_SEALS, listing, name_in_force, seal_kind
+from flows.seals import ORGANISATION_SEALS, fits, listing, name_in_force, seal_kind
 from flows.sessions import Session
 from flows.support import Services
 
@@ -35,7 +35,7 @@ AUDIENCES = {
     "organisation:unverified": "Organisations not yet verified (SPEC 4: their first "
                                "sign-in prompts verification).",
     "seal_room": "Accounts that may make one more seal: a person without one, an "
-                 "organisation with fewer than its cap.",
+                 "organisation with fewer than its cap; and whose name fits a seal.",
     "seal_holder": "Accounts that hold at least one seal.",
     "primary_agent": "Organisations signed in as their primary agent (SPEC 10.3).",
     "primary_agent_with_agents": "Organisations signed in as their primary agent, with "
@@ -53,10 +53,12 @@ UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
 
 
 def audiences_of(kind: str, *, verified: bool | None = None, seals: int = 0,
-                 primary: bool = False, agents: int = 0) -> tuple[str, ...]:
+                 primary: bool = False, agents: int = 0,
+                 seal_name: str | None = None) -> tuple[str, ...]:
     """The audiences an account belongs to, narrowest first: its kind (with an
-    organisation's status), what it may do with seals (``seals``: how many it has), and
-    for an organisation signed in as its ``primary`` agent, with its other agents."""
+    organisation's status), what it may do with seals (``seals``: how many it has;
+    ``seal_name``: the name a new one would show, which must fit it), and for an
+    organisation signed in as its ``primary`` agent, with its other agents."""
     found: tuple[str, ...] = (kind,)
     if kind == "organisation":
         status = "organisation:verified" if verified else "organisation:unverified"
@@ -67,7 +69,8 @@ def audiences_of(kind: str, *, verified: bool | None = None, seals: int = 0,
                 found += ("primary_agent_with_agents",)
     kind_of_seal = seal_kind(kind)
     if kind_of_seal is not None and seals < (ORGANISATION_SEALS if kind_of_seal == "round"
-                                             else 1):
+                                             else 1) \
+            and (seal_name is None or fits(kind_of_seal, seal_name)):
         found += ("seal_room",)
     if seals:
         found += ("seal_holder",)
@@ -186,7 +189,7 @@ async def account_page(s: Services, session: Session, flows: Iterable[Flow], *,
     primary = any(a["primary"] and a["signed_in"] for a in agents)
     page["flows"] = offered(flows, audiences_of(account.kind, verified=verified,
                                                 seals=len(held), primary=primary,
-                                                agents=len(agents)),
+                                                agents=len(agents), seal_name=in_force),
                             under_way=under_way)
     return page
 

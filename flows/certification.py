@@ -51,8 +51,15 @@ from flows.verification import VERIFIED, OrganisationRequired
 log = structlog.get_logger("flows.certification")
 
 UNVERIFIED = ("未认证", "unverified")
-# The data a change may change, in the order pages list it.
+# The data a change may change, in the order pages list it, and how a page names each.
 FIELDS = ("name", "credit_code", "legal_rep_name", "legal_rep_id", "contact_phone")
+FIELD_LABELS = {
+    "name": {"zh": "企业名称", "en": "Organisation name"},
+    "credit_code": {"zh": "统一社会信用代码", "en": "Unified social credit code"},
+    "legal_rep_name": {"zh": "法定代表人姓名", "en": "Legal representative's name"},
+    "legal_rep_id": {"zh": "法定代表人身份证号码", "en": "Legal representative's ID number"},
+    "contact_phone": {"zh": "联系电话", "en": "Contact phone"},
+}
 
 
 class CertificationChangePending(EngineError, RuntimeError):
@@ -103,8 +110,15 @@ async def _organisation(a: ActionInput) -> Organisation:
     return organisation
 
 
-def _status(verified: bool) -> str:
-    return (VERIFIED if verified else UNVERIFIED)[0]
+def _status(verified: bool) -> dict[str, str]:
+    """The organisation's status as a page shows it, in either language."""
+    zh, en = VERIFIED if verified else UNVERIFIED
+    return {"zh": zh, "en": en.capitalize()}
+
+
+def labelled(changed: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
+    """The data a change changes, as a page names them."""
+    return [FIELD_LABELS[name] for name in changed]
 
 
 # -- start ------------------------------------------------------------------------------
@@ -193,7 +207,8 @@ async def check_certification_change(a: ActionInput) -> dict[str, Any]:
         log.info("certification_change_proposed", organisation_id=organisation.account_id,
                  change_id=change_id, changed=changed)
     return {"organisation_id": organisation.account_id, "pending": change_id is not None,
-            "change_id": change_id, "changed": changed, "org_name": name,
+            "change_id": change_id, "changed": changed,
+            "changed_labels": labelled(changed), "org_name": name,
             "credit_code": credit_code, "legal_rep_name": rep_name,
             "legal_rep_id": a.sealer.seal(RESIDENT_ID, rep_id),
             "mobile": a.sealer.seal(MOBILE, phone) if phone else None,
@@ -274,7 +289,8 @@ async def apply_certification_change(a: ActionInput) -> dict[str, Any]:
              change_id=fact.get("change_id"), method=method)
     return {"organisation_id": organisation_id, "method": method,
             "status": _status(organisation.verified), "name": fact["org_name"],
-            "changed": list(fact.get("changed", []))}
+            "changed": list(fact.get("changed", [])),
+            "changed_labels": labelled(fact.get("changed", []))}
 
 
 async def end_certification_change(a: ActionInput) -> dict[str, Any]:
@@ -298,7 +314,8 @@ def register(registry: Registry) -> None:
         "load_certification", params=[],
         results={"organisation_id": "The organisation account's id.",
                  "verified": "Whether it is verified.",
-                 "status": "已认证 or 未认证.",
+                 "status": "How a page names its status: {zh: 已认证, en: Verified} or "
+                           "{zh: 未认证, en: Unverified}.",
                  "name": "Its name.", "credit_code": "Its unified social credit code.",
                  "legal_rep_name": "Its legal representative's name.",
                  "legal_rep_id": "The representative's ID number, sealed (for a sensitive "
@@ -316,6 +333,7 @@ def register(registry: Registry) -> None:
                  "change_id": "The pending change's id, or null.",
                  "changed": "The data that changes: name, credit_code, legal_rep_name, "
                             "legal_rep_id, contact_phone.",
+                 "changed_labels": "The same, as a page names them: [{zh, en}].",
                  "org_name": "The new name.", "credit_code": "The new credit code.",
                  "legal_rep_name": "The new legal representative's name.",
                  "legal_rep_id": "Their ID number, sealed (shown masked).",
@@ -330,8 +348,9 @@ def register(registry: Registry) -> None:
         results={"organisation_id": "The organisation changed.",
                  "method": "How it was verified again: face or deposit (null: it was not "
                            "verified, the change applied at once).",
-                 "status": "已认证 or 未认证.", "name": "Its name now.",
-                 "changed": "The data that changed."},
+                 "status": "Its status, as a page names it: {zh, en}.",
+                 "name": "Its name now.", "changed": "The data that changed.",
+                 "changed_labels": "The same, as a page names them: [{zh, en}]."},
         refusals=[ORGANISATION_GONE, CREDIT_CODE_APPLIED])(apply_certification_change)
     registry.action(
         "end_certification_change", params=[OUTCOME],

@@ -181,6 +181,14 @@ def name_in_force(name: str) -> str:
     return "".join(name.split())
 
 
+def fits(kind: str, text: str) -> bool:
+    """Whether ``text`` (a name in force) can be drawn on a seal of ``kind``: a round
+    seal's rim takes 1 to MAX_NAME characters, a square seal a name of 2 to 4."""
+    if kind == "round":
+        return 1 <= len(text) <= sealart.MAX_NAME
+    return len(text) in sealart.NAME_SUFFIX
+
+
 async def _owner(a: ActionInput) -> tuple[str, str, str]:
     """The signed-in account's id, seal kind and the name its seal shows, now."""
     account = await signed_in_account(a)
@@ -191,12 +199,10 @@ async def _owner(a: ActionInput) -> tuple[str, str, str]:
         organisation = await services(a).accounts.organisation(account.id)
         text = (organisation.name if organisation is not None else account.display_name)
         text = name_in_force(text)
-        if not 1 <= len(text) <= sealart.MAX_NAME:
-            raise SealNameUnfit()
     else:
         text = name_in_force(account.display_name)
-        if len(text) not in sealart.NAME_SUFFIX:
-            raise SealNameUnfit()
+    if not fits(kind, text):
+        raise SealNameUnfit()
     return account.id, kind, text
 
 

@@ -23,8 +23,10 @@ from web.sessions import signed_in
 
 seal_routes = web.RouteTableDef()
 
-# The browser keeps an image a minute, then asks again with its ETag.
-CACHE_CONTROL = "private, max-age=60"
+# The browser keeps an image but asks again with its ETag each time it shows it (a 304
+# while the style stands): a restyle keeps the URL, and the account page shown right
+# after it drew the old style for up to a minute under "max-age=60".
+CACHE_CONTROL = "private, no-cache"
 _TYPES = {"svg": "image/svg+xml", "png": "image/png"}
 _DRAW: Mapping[str, Callable[[sealart.Style, str], bytes]] = {"svg": sealart.svg,
                                                               "png": sealart.png}

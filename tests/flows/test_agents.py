@@ -140,7 +140,8 @@ async def test_the_primary_agent_adds_an_agent_who_then_signs_in_for_the_organis
     assert view["state"] == "agent_info"
     assert view["ui"]["data"]["agents"] == [
         {"id": primary.id, "name": REP_NAME, "mobile": masked(primary.phone), "primary": True,
-         "signed_in": True}]
+         "signed_in": True, "label": {"zh": f"{REP_NAME} {masked(primary.phone)}（主经办人）",
+                                      "en": f"{REP_NAME} {masked(primary.phone)} (primary)"}}]
     phone, id_number = new_mobile(), new_id_number()
     view = await platform.ok(iid, "send_code", {"mobile": phone}, headers=org.auth)
     assert view["ui"]["data"]["sent_to"] == masked(phone)
@@ -306,7 +307,7 @@ async def test_the_primary_agent_removes_an_agent_whose_sessions_end_at_once(
     assert (await (await platform.client.get("/api/session")).json())["agent_id"] == leaving.id
     view = await started(platform, "remove_agent", org)
     iid = view["id"]
-    assert [c["label"] for c in field(view, "agent")["choices"]] == [
+    assert [c["label"]["zh"] for c in field(view, "agent")["choices"]] == [
         f"{REP_NAME} {masked(primary.phone)}（主经办人）", f"李四 {masked(leaving.phone)}",
         f"王五 {masked(staying.phone)}"]
     assert [(g["name"], g["primary"], g["signed_in"]) for g in view["ui"]["data"]["agents"]] \
@@ -407,7 +408,7 @@ async def test_the_primary_agent_hands_the_role_over_with_a_code_to_their_own_ph
     assert await signed_in(platform, org)
     assert forbidden(await start(platform, "add_agent", org)) == "primary_agent_required"
     view = await started(platform, "remove_agent", heir)
-    assert [c["label"] for c in field(view, "agent")["choices"]] == [
+    assert [c["label"]["zh"] for c in field(view, "agent")["choices"]] == [
         f"李四 {masked(heir.phone)}（主经办人）", f"{REP_NAME} {masked(primary.phone)}"]
     [entry] = await audit_of(pool, org)
     assert entry["details"] == {"by_agent": primary.id, "from_agent": primary.id,

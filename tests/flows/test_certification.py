@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from engine import FrozenClock
+from flows.certification import labelled
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.flows.test_legal import errors_of, field
 from tests.flows.test_legal import sign_in as legal_sign_in
@@ -116,12 +117,13 @@ async def test_an_unverified_organisation_changes_at_once_and_signs_in_with_the_
     assert fields["legal_rep_id"]["value"] == masked_id(org.rep_id)
     assert (fields["legal_rep_id"]["locked"], fields["legal_rep_id"]["sensitive"]) == (False, True)
     assert fields["mobile"]["value"] is None  # no contact phone yet
-    assert view["ui"]["data"]["status"] == "未认证"
+    assert view["ui"]["data"]["status"] == {"zh": "未认证", "en": "Unverified"}
     credit = new_credit_code()
     view = await platform.ok(iid, "submit", form(view, org_name=NEW_NAME, credit_code=credit))
     assert view["state"] == "applied"
-    assert view["ui"]["data"] == {"organisation": NEW_NAME, "status": "未认证", "method": None,
-                                  "changed": ["name", "credit_code"]}
+    assert view["ui"]["data"] == {"organisation": NEW_NAME, "method": None,
+                                  "status": {"zh": "未认证", "en": "Unverified"},
+                                  "changed": labelled(["name", "credit_code"])}
     row = await organisation_row(platform, org.account_id)
     assert (row["name"], row["credit_code"], row["legal_rep_name"]) == (NEW_NAME, credit,
                                                                         REP_NAME)
@@ -161,7 +163,8 @@ async def test_a_new_contact_phone_is_proven_by_an_sms_code_and_stored_sealed(
     status, answer = await platform.step(iid, "submit", form(view, mobile=other, sms_code=code))
     assert (status, errors_of(answer)) == (422, {"sms_code_expired": "sms_code"})
     view = await platform.ok(iid, "submit", form(view, mobile=phone, sms_code=code))
-    assert (view["state"], view["ui"]["data"]["changed"]) == ("applied", ["contact_phone"])
+    assert (view["state"], view["ui"]["data"]["changed"]) == ("applied",
+                                                             labelled(["contact_phone"]))
     row = await organisation_row(platform, org.account_id)
     vault = platform.app[keys.SERVICES].vault
     assert vault.open(MOBILE, row["contact_phone_sealed"]) == phone
@@ -172,7 +175,7 @@ async def test_a_new_contact_phone_is_proven_by_an_sms_code_and_stored_sealed(
     assert field(view, "mobile")["value"] == masked_mobile(phone)
     assert view["ui"]["data"]["contact_phone"] == masked_mobile(phone)
     view = await platform.ok(view["id"], "submit", form(view, org_name=NEW_NAME))
-    assert view["ui"]["data"]["changed"] == ["name"]
+    assert view["ui"]["data"]["changed"] == labelled(["name"])
     row = await organisation_row(platform, org.account_id)
     assert vault.open(MOBILE, row["contact_phone_sealed"]) == phone
     text = json.dumps(await history(platform, iid), ensure_ascii=False)
@@ -240,7 +243,7 @@ async def propose(p: Platform, org: Who, **changes: Any) -> str:
     """Start a change of a verified organisation and submit ``changes``: the instance,
     waiting for re-verification."""
     view = await start(p, org)
-    assert view["ui"]["data"]["status"] == "已认证"
+    assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
     view = await p.ok(view["id"], "submit", form(view, **changes))
     assert view["state"] == "choose_method", view
     return str(view["id"])
@@ -261,8 +264,8 @@ async def test_a_verified_organisations_change_waits_and_the_old_data_stays_in_f
         view, org_name=NEW_NAME, legal_rep_name=NEW_REP, legal_rep_id=new_rep_id,
         mobile=phone, sms_code=code))
     assert view["state"] == "choose_method"
-    assert view["ui"]["data"]["changed"] == ["name", "legal_rep_name", "legal_rep_id",
-                                             "contact_phone"]
+    assert view["ui"]["data"]["changed"] == labelled(["name", "legal_rep_name",
+                                                      "legal_rep_id", "contact_phone"])
     rep = {f["name"]: f for f in view["ui"]["fields"]}
     assert (rep["rep_name"]["value"], rep["rep_name"]["locked"]) == (NEW_REP, True)
     assert rep["rep_id"]["value"] == masked_id(new_rep_id)
@@ -306,7 +309,7 @@ async def test_a_verified_organisations_change_waits_and_the_old_data_stays_in_f
     await platform.face(iid, "pass")
     view = await platform.wait_for(iid, "applied")
     assert view["ui"]["data"]["method"] == "face"
-    assert view["ui"]["data"]["status"] == "已认证"
+    assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
     row = await organisation_row(platform, org.account_id)
     vault = platform.app[keys.SERVICES].vault
     assert (row["name"], row["legal_rep_name"], row["verified"], row["verified_by"]) == (

@@ -117,7 +117,8 @@ async def test_a_person_makes_views_restyles_and_deletes_a_square_seal(
     assert svg.status == 200
     assert svg.content_type == "image/svg+xml"
     assert svg.headers["ETag"] == sealart.etag(digest)
-    assert svg.headers["Cache-Control"].startswith("private, max-age=")
+    # Kept, but asked for again each time (a restyle keeps the URL): never shown stale.
+    assert svg.headers["Cache-Control"] == "private, no-cache"
     assert svg.headers["Content-Disposition"].startswith("inline")
     root = ET.fromstring(await svg.read())  # noqa: S314 - our own SVG
     assert root.get("width") == "20mm"

@@ -207,3 +207,17 @@ async def test_seals_are_listed_and_offer_their_changes_once_there_is_one(
                            uuid.UUID(org.account_id))
     _, page = await me(platform, org)
     assert [s["outdated"] for s in page["seals"]] == [True]
+
+
+async def test_a_seal_is_not_offered_to_a_name_that_cannot_make_one(
+        platform: Platform) -> None:
+    """A supervisor named for its department (more than a person's four characters) would
+    be refused at the start: the page does not offer it."""
+    supervisor = await new_person(platform, kind="supervisor")
+    _, page = await me(platform, supervisor)
+    assert "create_seal" in flow_names(page)
+    async with platform.app[keys.POOL].acquire() as conn:
+        await conn.execute("UPDATE accounts SET display_name = '市住建局监督科' WHERE id = $1",
+                           uuid.UUID(supervisor.account_id))
+    _, page = await me(platform, supervisor)
+    assert flow_names(page) == ["change_phone", "change_password"]

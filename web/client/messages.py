@@ -34,6 +34,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "resume": ("继续办理", "Continue"),
     "start_intro": ("点击下方按钮开始办理。", "Press the button below to start."),
     "errors_title": ("请修改以下问题：", "Please correct the following:"),
+    "field_error": ("{label}：{message}", "{label}: {message}"),
     "stale": ("页面已过期：该事项已进入下一步，以下为最新内容，请核对后重新操作。",
               "This page was out of date: the procedure had moved on. Here is where it is "
               "now; check it and try again."),
@@ -94,6 +95,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "verification": ("认证状态", "Verification"),
     "verified_by": ("认证方式", "Verified by"),
     "pending_change": ("待认证的变更", "A change waiting for verification"),
+    "pending_change_intro": ("以下变更须重新认证后生效；在此之前，上方的认证信息继续有效。",
+                             "These changes take effect once the organisation is verified "
+                             "again; until then the data above stays in force."),
     "agents": ("经办人", "Agents"),
     "agent_name": ("姓名", "Name"),
     "primary_agent": ("主经办人", "Primary agent"),

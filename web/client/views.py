@@ -53,6 +53,11 @@ _CSRF = web.RequestKey("client_csrf", str)
 _LANG = web.RequestKey("client_lang", str)
 # The client's own pages, by the names a final state's next action gives (flows.yaml).
 PAGES = {"home": "/", "account": "/account", "admin": "/admin"}
+# The data a certification change changes (flows/certification.py), by the catalogue's
+# captions of the organisation's data in force on the account page.
+CHANGED_CAPTIONS = {"name": "org_name", "credit_code": "credit_code",
+                    "legal_rep_name": "legal_rep", "legal_rep_id": "legal_rep_id",
+                    "contact_phone": "contact_mobile"}
 # Where a browser goes once it signed in for a business system (web/client/signin.py).
 CONTINUE_PATH = "/login/continue"
 # Which waiting authorization request (web/oidc) the browser is signing in for: set by
@@ -246,6 +251,10 @@ async def _account(request: web.Request) -> dict[str, Any] | None:
     pending = (page.get("organisation") or {}).get("pending_change")
     if pending:
         pending["page"] = f"/f/{pending['instance'].rsplit('/', 1)[1]}"
+        # What changes, captioned as the data in force above it is.
+        pending["rows"] = [{"name": name, "key": CHANGED_CAPTIONS.get(name),
+                             "value": (pending.get("new") or {}).get(name)}
+                            for name in pending["changed"]]
     return page or None
 
 
@@ -312,9 +321,13 @@ async def start(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     flow = runtime.current(request.match_info["name"])
     key = form.get("key")
+    # The session too, as the API's start passes it: a first step may need to know which
+    # of the account's sessions starts it (the agent flows check it is the primary agent's).
+    session = session_ref_of(request) if flow.access != "anyone" else None
     outcome = await runtime.start(flow.name, {}, idempotency_key=key if isinstance(
         key, str) and 0 < len(key) <= 200 else None,
-        actor=starter_of(request, flow.access), client=client_address(request))
+        actor=starter_of(request, flow.access), client=client_address(request),
+        session=session)
     return _redirect(request, f"/f/{outcome.instance.id}")
 
 

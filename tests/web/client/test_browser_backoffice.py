@@ -1,6 +1,7 @@
 """The back-office console in Chromium: an administrator signs in, resets a password (the
 one-time password shown once), marks an organisation verified, creates a supervisor and
-reads the audit log by its filters; and a procedure walked with the keyboard alone."""
+reads the audit log by its filters; a supervisor created there signs in and does what a
+supervisor may; and a procedure walked with the keyboard alone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from tests.flows.test_backoffice import ADMIN_PASSWORD
-from tests.platform import PASSWORD, new_login_name
+from tests.platform import PASSWORD, new_login_name, new_mobile
 from tests.web.client.conftest import Server
 from tests.web.client.test_browser_legal import organisation
 from tests.web.client.walk import Walk, account_with_phone
@@ -20,24 +21,29 @@ from web import keys
 pytestmark = pytest.mark.browser
 
 
-def administrator(server: Server) -> str:
-    """An administrator written as ``flowctl admin create`` writes one; its login name."""
+def administrator(server: Server, *, session: bool = False) -> str:
+    """An administrator written as ``flowctl admin create`` writes one: its login name,
+    or with ``session``, the token of a session of it (as its sign-in would start)."""
     app = server.app
     assert app is not None
-    login = "admin" + uuid.uuid4().hex[:8]
+    login, account_id = "admin" + uuid.uuid4().hex[:8], str(uuid.uuid4())
 
-    async def create() -> None:
+    async def create() -> str:
         s = app[keys.SERVICES]
         write = s.accounts.create_person(
-            account_id=str(uuid.uuid4()), kind="admin", login_name=login,
+            account_id=account_id, kind="admin", login_name=login,
             display_name="运营小王", password_hash=await s.hasher.hash(ADMIN_PASSWORD),
             id_number_sealed=None, id_number_index=None, phone_sealed=None, phone_index=None,
             must_change_password=False, now=app[keys.CLOCK].now())
         async with app[keys.POOL].acquire() as conn:
             await write(conn)
+        if not session:
+            return login
+        return await s.sessions.create(account_id=account_id, kind="admin",
+                                       display_name="运营小王", now=app[keys.CLOCK].now())
 
-    server.run(create())
-    return login
+    found: str = server.run(create())
+    return found
 
 
 def test_an_administrator_works_in_the_console(server: Server,
@@ -146,6 +152,89 @@ def test_an_administrator_works_in_the_console(server: Server,
     w.press("登录")
     w.heading("首次登录请修改密码")
     w.shot("must-change")
+
+
+def test_a_supervisor_from_the_back_office_signs_in_binds_a_phone_and_makes_a_seal(
+        server: Server, context: BrowserContext) -> None:
+    w = Walk(server, context, "supervisor")
+    context.add_cookies([{"name": "session", "value": administrator(server, session=True),
+                          "url": server.url}])
+    w.goto("/admin")
+    supervisor = new_login_name()
+    w.press("创建监管账号")
+    w.fill("姓名或单位名称", "周建国")
+    w.fill("登录名", supervisor)
+    w.fill("原因（如申请单号）", "申请单 89")
+    w.press("创建")
+    w.heading("已创建：一次性密码仅显示这一次")
+    once = w.page.locator("#once-one_time_password").inner_text()
+    w.press("退出登录")
+
+    # The first sign-in, with the one-time password, asks for a new one.
+    w.goto("/")
+    w.press("登录")
+    w.fill("身份证号码/手机号码/登录名", supervisor)
+    w.fill("密码", once)
+    w.fill("图形验证码", w.captcha())
+    w.press("登录")
+    w.heading("首次登录请修改密码")
+    w.shot("must-change")
+    w.fill("新密码", PASSWORD)
+    w.fill("确认新密码", PASSWORD)
+    w.press("确定")
+    w.heading("登录成功")
+    w.page.get_by_role("link", name="进入个人中心").click()
+
+    # A supervisor's account: no phone yet; a phone, a password, a seal of its name on
+    # offer, and nothing of an organisation's or of the back office.
+    w.heading("个人中心")
+    expect(w.page.locator("dl.shown").first).to_contain_text("监管账号")
+    expect(w.page.locator("dl.shown").first).to_contain_text("未设置")
+    offers = w.page.get_by_role("region", name="可办理事项")
+    expect(offers.get_by_role("button")).to_have_text(["绑定手机号", "修改密码", "创建电子印章"])
+    w.shot("account")
+
+    # With no phone, only the new one is proven.
+    offers.get_by_role("button", name="绑定手机号").click()
+    w.heading("更换绑定的手机号码")
+    w.press("下一步")
+    w.heading("验证新手机号码")
+    phone = new_mobile()
+    w.fill("新手机号码", phone)
+    w.press("获取验证码")
+    expect(w.page.locator("#status-mobile")).to_have_text("获取验证码：成功")
+    w.fill("短信验证码", w.sms_code(phone))
+    w.shot("bind-phone")
+    w.press("确定更换")
+    w.heading("手机号码已更换，其他设备上的登录已退出")
+    w.page.get_by_role("link", name="返回个人中心").click()
+    expect(w.page.locator("dl.shown").first).to_contain_text(phone[-4:])
+
+    offers.get_by_role("button", name="创建电子印章").click()
+    w.heading("创建电子印章")
+    w.press("下一步")
+    w.heading("方形印章样式")
+    w.press("创建印章")
+    w.heading("印章已创建")
+    w.page.get_by_role("link", name="返回个人中心").click()
+    preview = w.page.get_by_role("img", name=re.compile("^印章预览：周建国"))
+    expect(preview).to_be_visible()
+    w.shot("account-with-seal")
+
+    # Not an administrator: the console says so.
+    w.goto("/admin")
+    expect(w.page.get_by_text("仅限后台管理员")).to_be_visible()
+    w.shot("console-refused")
+
+    # The phone now signs in.
+    w.press("退出登录")
+    w.goto("/")
+    w.press("登录")
+    w.fill("身份证号码/手机号码/登录名", phone)
+    w.fill("密码", PASSWORD)
+    w.fill("图形验证码", w.captcha())
+    w.press("登录")
+    w.heading("登录成功")
 
 
 def test_a_person_signs_in_with_the_keyboard_alone(server: Server,

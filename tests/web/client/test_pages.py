@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.flows.test_phones import new_account
+from tests.flows.test_verification import new_organisation, sign_in
 from tests.platform import Platform, new_mobile
 from web.client.messages import TEXTS, choose_language
 from web.keys import POOL, RUNTIME
@@ -156,6 +157,20 @@ async def test_someone_elses_instance_shows_nothing(platform: Platform) -> None:
 async def test_the_personal_center_needs_a_session(platform: Platform) -> None:
     status, _html = await page(platform, "/account")
     assert status == 303
+
+
+async def test_the_primary_agent_starts_an_agent_flow_from_the_account_page(
+        platform: Platform) -> None:
+    """The client's start passes the session, as the API's does: the agent flows' first
+    action checks that the session's agent is the primary one."""
+    org = await new_organisation(platform)
+    sign_in(platform, org)
+    status, html = await page(platform, "/account")
+    assert status == 200
+    assert 'action="/flows/add_agent/start"' in html
+    iid, html = await start(platform, "add_agent")
+    assert "填写新经办人信息" in html
+    assert (await platform.get(iid))["state"] == "agent_info"
 
 
 def test_every_datum_flows_yaml_shows_has_a_caption(platform: Platform) -> None:

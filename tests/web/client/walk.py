@@ -52,6 +52,34 @@ ACCESSIBILITY_PROBLEMS = """() => {
 }"""
 
 
+# Chinese text on a page (in its text, its images' alt texts, its labels and placeholders,
+# its title), except inside an element marked lang="zh" (the language switch's 中文),
+# under the selectors ``skip`` names (records such as the audit log's), or the data
+# strings ``allowed`` (a person's name); with full-width punctuation, which is Chinese
+# typography too.
+CHINESE_LEFT = """([allowed, skip]) => {
+  const cjk = /[\\u3000-\\u303f\\u3400-\\u9fff\\uff00-\\uffef]/;
+  const visible = (e) => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
+  const exempt = (e) => e.closest('[lang^="zh"]') || skip.some((s) => e.closest(s));
+  const left = (t) => cjk.test(allowed.reduce((s, a) => s.split(a).join(""), t || ""));
+  const found = [];
+  if (left(document.title)) found.push("title: " + document.title);
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const e = node.parentElement;
+    if (!e || !visible(e) || exempt(e) || e.closest("script, style")) continue;
+    if (left(node.textContent)) found.push(node.textContent.trim());
+  }
+  for (const e of document.querySelectorAll("[alt], [aria-label], [placeholder], [title]")) {
+    if (exempt(e)) continue;
+    for (const name of ["alt", "aria-label", "placeholder", "title"]) {
+      if (left(e.getAttribute(name))) found.push(name + ": " + e.getAttribute(name));
+    }
+  }
+  return found;
+}"""
+
+
 def done_with(page: Page) -> None:
     """Close a page the walk opened beside its own (the sandbox phone), once what its
     last click sent has arrived. Without waiting for the close itself: a plain
@@ -89,6 +117,11 @@ class Walk:
             return
         assert self.page.evaluate(ACCESSIBILITY_PROBLEMS) == [], self.page.url
         self.checked += 1
+
+    def english(self, *allowed: str, skip: tuple[str, ...] = ()) -> None:
+        """The page is English: no Chinese left but the data ``allowed``."""
+        found = self.page.evaluate(CHINESE_LEFT, [list(allowed), list(skip)])
+        assert found == [], (self.page.url, found)
 
     def goto(self, path: str) -> None:
         self.page.goto(self.server.url + path)
@@ -128,7 +161,10 @@ class Walk:
         self.page.get_by_role("button", name=name, exact=True).click()
 
     def heading(self, text: str) -> None:
+        """Wait for the page whose heading is ``text``, and check it (every page a walk
+        reaches, photographed or not)."""
         expect(self.page.get_by_role("heading", level=1)).to_have_text(text)
+        self.check_accessibility()
 
 
 def account_with_phone(server: Server) -> tuple[str, str]:
