@@ -37,6 +37,7 @@ from flows.signin import (
     check_credentials,
 )
 from flows.support import password_policy, refuse, services
+from flows.verification import VERIFIED
 
 log = structlog.get_logger("flows.backoffice")
 
@@ -178,7 +179,7 @@ async def verify_organisation_by_admin(a: ActionInput) -> dict[str, Any]:
         details={"name": target.get("name"), "credit_code": target.get("credit_code"),
                  "instance_id": a.instance_id}))
     log.info("admin_organisation_verified", actor=actor, organisation_id=organisation_id)
-    return {"organisation_id": organisation_id, "status": "已认证", "status_en": "verified"}
+    return {"organisation_id": organisation_id, "status": dict(VERIFIED)}
 
 
 # -- supervisor accounts --------------------------------------------------------------
@@ -247,7 +248,7 @@ def register(registry: Registry) -> None:
                               ALREADY_VERIFIED])(find_organisation_to_verify)
     registry.action("verify_organisation_by_admin", params=[],
                     results={"organisation_id": "The organisation verified.",
-                             "status": "已认证.", "status_en": "verified."},
+                             "status": "{zh: 已认证, en: Verified}."},
                     refusals=[ADMIN_ONLY, REASON_REQUIRED])(verify_organisation_by_admin)
     registry.action("check_new_supervisor", params=[],
                     results={"login_name": "The login name, free when the step was taken."},

@@ -26,6 +26,7 @@ from flows.pii import MOBILE, RESIDENT_ID
 from flows.seals import ORGANISATION_SEALS, fits, listing, name_in_force, seal_kind
 from flows.sessions import Session
 from flows.support import Services
+from flows.verification import METHOD_LABELS, UNVERIFIED, VERIFIED
 
 AUDIENCES = {
     "personal": "Personal accounts.",
@@ -42,14 +43,10 @@ AUDIENCES = {
                                  "other agents to remove or hand the role to.",
 }
 
-# How an organisation was verified (organisations.verified_by), as the page names it.
+# How an organisation was verified (organisations.verified_by): the API's name for it,
+# and how a page names it.
 METHODS: dict[str, tuple[str, dict[str, str]]] = {
-    "face": ("face", {"zh": "法定代表人刷脸认证", "en": "Face scan of the legal representative"}),
-    "deposit": ("deposit", {"zh": "对公账户打款认证", "en": "Corporate account deposit"}),
-    "admin": ("manual", {"zh": "人工审核认证", "en": "Checked by an administrator"}),
-}
-VERIFIED = {"zh": "已认证", "en": "Verified"}
-UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
+    by: ("manual" if by == "admin" else by, label) for by, label in METHOD_LABELS.items()}
 
 
 def audiences_of(kind: str, *, verified: bool | None = None, seals: int = 0,

@@ -46,11 +46,10 @@ from flows.pii import MOBILE, RESIDENT_ID
 from flows.registration import CREDIT_CODE_REGISTERED, refusing_duplicates, under
 from flows.sms import BAD_PHONE, CODE, CODE_REFUSALS, PHONE, PURPOSE, prove_phone
 from flows.support import refuse_as, services, signed_in_account_id
-from flows.verification import VERIFIED, OrganisationRequired
+from flows.verification import METHOD_LABELS, UNVERIFIED, VERIFIED, OrganisationRequired
 
 log = structlog.get_logger("flows.certification")
 
-UNVERIFIED = ("未认证", "unverified")
 # The data a change may change, in the order pages list it, and how a page names each.
 FIELDS = ("name", "credit_code", "legal_rep_name", "legal_rep_id", "contact_phone")
 FIELD_LABELS = {
@@ -112,8 +111,7 @@ async def _organisation(a: ActionInput) -> Organisation:
 
 def _status(verified: bool) -> dict[str, str]:
     """The organisation's status as a page shows it, in either language."""
-    zh, en = VERIFIED if verified else UNVERIFIED
-    return {"zh": zh, "en": en.capitalize()}
+    return dict(VERIFIED if verified else UNVERIFIED)
 
 
 def labelled(changed: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
@@ -288,6 +286,7 @@ async def apply_certification_change(a: ActionInput) -> dict[str, Any]:
     log.info("certification_changed", organisation_id=organisation_id,
              change_id=fact.get("change_id"), method=method)
     return {"organisation_id": organisation_id, "method": method,
+            "method_label": METHOD_LABELS[method] if method else None,
             "status": _status(organisation.verified), "name": fact["org_name"],
             "changed": list(fact.get("changed", [])),
             "changed_labels": labelled(fact.get("changed", []))}
@@ -315,7 +314,7 @@ def register(registry: Registry) -> None:
         results={"organisation_id": "The organisation account's id.",
                  "verified": "Whether it is verified.",
                  "status": "How a page names its status: {zh: 已认证, en: Verified} or "
-                           "{zh: 未认证, en: Unverified}.",
+                           "{zh: 未认证, en: Not verified}.",
                  "name": "Its name.", "credit_code": "Its unified social credit code.",
                  "legal_rep_name": "Its legal representative's name.",
                  "legal_rep_id": "The representative's ID number, sealed (for a sensitive "
@@ -348,6 +347,7 @@ def register(registry: Registry) -> None:
         results={"organisation_id": "The organisation changed.",
                  "method": "How it was verified again: face or deposit (null: it was not "
                            "verified, the change applied at once).",
+                 "method_label": "The same, as a page names it: {zh, en}, or null.",
                  "status": "Its status, as a page names it: {zh, en}.",
                  "name": "Its name now.", "changed": "The data that changed.",
                  "changed_labels": "The same, as a page names them: [{zh, en}]."},

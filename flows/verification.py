@@ -29,7 +29,15 @@ from flows.support import refuse_as, services
 log = structlog.get_logger("flows.verification")
 
 ACCOUNT_PREFIX = "account:"
-VERIFIED = ("已认证", "verified")
+# An organisation's status, and how it was verified (organisations.verified_by), as a
+# page names them: one wording wherever they are shown.
+VERIFIED = {"zh": "已认证", "en": "Verified"}
+UNVERIFIED = {"zh": "未认证", "en": "Not verified"}
+METHOD_LABELS = {
+    "face": {"zh": "法定代表人刷脸认证", "en": "Face scan of the legal representative"},
+    "deposit": {"zh": "对公账户打款认证", "en": "Corporate account deposit"},
+    "admin": {"zh": "人工审核认证", "en": "Checked by an administrator"},
+}
 
 
 class OrganisationRequired(EngineError, PermissionError):
@@ -198,8 +206,8 @@ async def mark_organisation_verified(a: ActionInput) -> dict[str, Any]:
         a.write(s.accounts.mark_verified(organisation_id, by=method,
                                          note=f"flow {a.instance_id}", now=a.now))
     log.info("organisation_verified", organisation_id=organisation_id, method=method)
-    return {"organisation_id": organisation_id, "method": method, "status": VERIFIED[0],
-            "status_en": VERIFIED[1]}
+    return {"organisation_id": organisation_id, "method": method,
+            "method_label": METHOD_LABELS[method], "status": dict(VERIFIED)}
 
 
 def register(registry: Registry) -> None:
@@ -243,8 +251,9 @@ def register(registry: Registry) -> None:
     registry.action(
         "mark_organisation_verified", params=[],
         results={"organisation_id": "The organisation verified.",
-                 "method": "face or deposit.", "status": "已认证.",
-                 "status_en": "verified."},
+                 "method": "face or deposit.",
+                 "method_label": "The same, as a page names it: {zh, en}.",
+                 "status": "{zh: 已认证, en: Verified}."},
         refusals=[ORGANISATION_GONE])(mark_organisation_verified)
     registry.guard("chose_face", params=[METHOD])(chose_face)
     registry.guard("amount_right", params=[])(amount_right)

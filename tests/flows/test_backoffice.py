@@ -208,7 +208,7 @@ async def test_an_administrator_verifies_an_organisation_with_a_reason(
     reason = "党政机关无法对公打款，已核验组织机构代码证原件；工单 7"
     view = await platform.ok(iid, "submit", {"credit_code": org.credit_code, "reason": reason})
     assert view["state"] == "done"
-    assert view["ui"]["data"]["status"] == "已认证"
+    assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
     row = await organisation_row(platform, org.account_id)
     assert row["verified"]
     assert row["verified_by"] == actor

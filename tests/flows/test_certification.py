@@ -117,12 +117,12 @@ async def test_an_unverified_organisation_changes_at_once_and_signs_in_with_the_
     assert fields["legal_rep_id"]["value"] == masked_id(org.rep_id)
     assert (fields["legal_rep_id"]["locked"], fields["legal_rep_id"]["sensitive"]) == (False, True)
     assert fields["mobile"]["value"] is None  # no contact phone yet
-    assert view["ui"]["data"]["status"] == {"zh": "未认证", "en": "Unverified"}
+    assert view["ui"]["data"]["status"] == {"zh": "未认证", "en": "Not verified"}
     credit = new_credit_code()
     view = await platform.ok(iid, "submit", form(view, org_name=NEW_NAME, credit_code=credit))
     assert view["state"] == "applied"
     assert view["ui"]["data"] == {"organisation": NEW_NAME, "method": None,
-                                  "status": {"zh": "未认证", "en": "Unverified"},
+                                  "status": {"zh": "未认证", "en": "Not verified"},
                                   "changed": labelled(["name", "credit_code"])}
     row = await organisation_row(platform, org.account_id)
     assert (row["name"], row["credit_code"], row["legal_rep_name"]) == (NEW_NAME, credit,
@@ -308,7 +308,8 @@ async def test_a_verified_organisations_change_waits_and_the_old_data_stays_in_f
     assert session["name"] == NEW_REP
     await platform.face(iid, "pass")
     view = await platform.wait_for(iid, "applied")
-    assert view["ui"]["data"]["method"] == "face"
+    assert view["ui"]["data"]["method"] == {"zh": "法定代表人刷脸认证",
+                                            "en": "Face scan of the legal representative"}
     assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
     row = await organisation_row(platform, org.account_id)
     vault = platform.app[keys.SERVICES].vault
@@ -359,7 +360,8 @@ async def test_a_deposit_applies_a_pending_change(platform: Platform, pool: asyn
     assert view["state"] == "awaiting_deposit"
     assert (await organisation_row(platform, org.account_id))["credit_code"] == org.credit_code
     view = await platform.ok(iid, "submit_amount", {"amount": yuan(amount)})
-    assert (view["state"], view["ui"]["data"]["method"]) == ("applied", "deposit")
+    assert (view["state"], view["ui"]["data"]["method"]) == (
+        "applied", {"zh": "对公账户打款认证", "en": "Corporate account deposit"})
     row = await organisation_row(platform, org.account_id)
     assert (row["credit_code"], row["verified"], row["verified_by"]) == (credit, True, "deposit")
     assert [r["status"] for r in await changes(pool, org.account_id)] == ["applied"]

@@ -198,8 +198,9 @@ async def test_an_organisation_verifies_by_the_legal_representatives_face(
     await platform.face(iid, "pass")
     view = await platform.wait_for(iid, "verified")
     assert view["status"] == "finished"
-    assert view["ui"]["data"]["status"] == "已认证"
-    assert view["ui"]["data"]["method"] == "face"
+    assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
+    assert view["ui"]["data"]["method"] == {"zh": "法定代表人刷脸认证",
+                                            "en": "Face scan of the legal representative"}
     row = await organisation_row(platform, org.account_id)
     assert row["verified"]
     assert row["verified_by"] == "face"
@@ -256,7 +257,7 @@ async def test_an_organisation_verifies_by_a_micro_deposit(platform: Platform) -
     assert [f["name"] for f in answer["ui"]["fields"]] == ["amount"]  # callback fields hidden
     view = await platform.ok(iid, "submit_amount", {"amount": yuan(amount)})
     assert view["state"] == "verified"
-    assert view["ui"]["data"]["status"] == "已认证"
+    assert view["ui"]["data"]["status"] == {"zh": "已认证", "en": "Verified"}
     row = await organisation_row(platform, org.account_id)
     assert row["verified"]
     assert row["verified_by"] == "deposit"

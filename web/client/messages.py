@@ -72,6 +72,7 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "This form is no longer valid; go back, reload the page and try again"),
     "not_found": ("没有找到该页面或事项", "No such page or procedure"),
     "back_home": ("返回首页", "Back to the home page"),
+    "back_account": ("返回个人中心", "Back to my account"),
     # The personal center
     "account_title": ("个人中心", "My account"),
     "account_info": ("账号信息", "Account"),

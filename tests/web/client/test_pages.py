@@ -111,6 +111,23 @@ async def test_every_public_flow_renders_its_first_step(platform: Platform) -> N
             assert f'for="{input_id}"' in html, (flow.name, input_id)
 
 
+def input_type(html: str, name: str) -> str:
+    tag = re.search(rf'<input [^>]*name="{name}"[^>]*>', html)
+    assert tag, f"no input {name}"
+    found = re.search(r'type="([^"]+)"', tag.group(0))
+    assert found
+    return found.group(1)
+
+
+async def test_only_a_password_is_typed_unseen(platform: Platform) -> None:
+    # An SMS code and a captcha are read off a phone or a picture: typed where they
+    # can be seen, never written back into the page all the same.
+    _, html = await start(platform, "personal_password_reset")
+    assert input_type(html, "sms_code") == "text"
+    _, html = await start(platform, "personal_login")
+    assert (input_type(html, "password"), input_type(html, "captcha")) == ("password", "text")
+
+
 async def test_a_refused_step_shows_errors_under_their_fields_and_no_personal_data(
         platform: Platform) -> None:
     iid, html = await start(platform, "personal_password_reset")
@@ -168,6 +185,8 @@ async def test_the_primary_agent_starts_an_agent_flow_from_the_account_page(
     status, html = await page(platform, "/account")
     assert status == 200
     assert 'action="/flows/add_agent/start"' in html
+    _, html = await page(platform, "/flows/add_agent/start")
+    assert '<a href="/account">返回个人中心</a>' in html
     iid, html = await start(platform, "add_agent")
     assert "填写新经办人信息" in html
     assert (await platform.get(iid))["state"] == "agent_info"
