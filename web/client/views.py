@@ -409,8 +409,10 @@ def _buttons(ui: Mapping[str, Any]) -> tuple[Any, dict[str, list[Any]], list[Any
     if not triggers:
         return None, {}, []
     primary = max(triggers, key=lambda t: len(t["fields"]))  # the first of equals
+    # A locked field too ("send code" to the current phone, shown masked): the script
+    # sends it as shown, which the engine takes for the value recorded.
     texts = {f["name"] for f in ui["fields"] if f["type"] in ("string", "integer")
-             and f.get("widget") not in ("textarea", "captcha") and not f["locked"]}
+             and f.get("widget") not in ("textarea", "captcha")}
     inline: dict[str, list[Any]] = {}
     buttons = []
     for trig in triggers:

@@ -58,7 +58,9 @@ def test_a_person_changes_the_phone_and_the_password_then_signs_in_with_both(
     current = w.page.get_by_label("当前手机号码")
     expect(current).not_to_be_editable()
     w.press("获取验证码")
-    expect(w.page.locator("dl.shown")).to_contain_text(who.phone[-4:])
+    # The button beside the locked number steps the flow without leaving the page.
+    expect(w.page.locator("#status-current_mobile")).to_have_text("获取验证码：成功")
+    expect(current).to_have_value(who.phone[:3] + "****" + who.phone[-4:])
     w.fill("短信验证码", w.sms_code(who.phone))
     w.shot("current-phone")
     w.press("下一步")
@@ -246,7 +248,9 @@ def test_the_primary_agent_adds_removes_and_hands_over_and_then_is_offered_none_
     expect(w.page.get_by_label(re.compile(f"^{REP_NAME}"))).to_have_count(0)
     w.page.get_by_label(re.compile("^刘洋")).check()
     w.press("获取验证码")
-    w.page.get_by_label(re.compile("^刘洋")).check()
+    # Sent without leaving the page: the agent chosen stays chosen.
+    expect(w.page.locator("#status-current_mobile")).to_have_text("获取验证码：成功")
+    expect(w.page.get_by_label(re.compile("^刘洋"))).to_be_checked()
     w.fill("短信验证码", w.sms_code(org.phone))
     w.shot("transfer-primary")
     w.press("确定变更")
