@@ -26,13 +26,13 @@ as one core of a deployment runs one), and clients in this process:
    rate of 3 (open loop: each is started on time, whatever the others do), the time
    from its planned start to the answer of its submit.
 5. ``timers_per_s``: ``--timers`` instances whose timeout is due at once, fired by one
-   ``TimerWorker`` per core in this process (the engine's own, over the pool, each
-   firing its default number of timers at a time), timed from the first claim to the
-   last step.
+   ``TimerWorker`` per core in this process (the engine's own, over the pool, with its
+   default batch), timed from the first claim to the last step.
 6. ``timer_late_p50_ms``, ``timer_late_p99_ms`` (and ``_max_ms``): timers falling due
    at a steady ``--steady-timer-rate`` (1,000/s) for ``--steady-timer-seconds``, fired by
-   one worker per core looping as a server's does (idle pause ``--timer-interval``, the
-   TIMER_INTERVAL default): each one's event time minus its due time.
+   one worker per core looping as a server's does (when idle it sleeps until the next
+   timer falls due, at most ``--timer-interval``, the TIMER_INTERVAL default): each
+   one's event time minus its due time.
    ``timer_duplicates`` (a timer fired twice) and ``timer_missed`` must be 0.
 7. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
    timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
@@ -373,8 +373,7 @@ async def timers_per_s(dsn: str, n: int) -> float:
 
         await asyncio.gather(*(start() for _ in range(n)))
         clock.advance(timedelta(days=3, seconds=1))
-        workers = [TimerWorker(runtime, runtime.store, clock, batch=200)
-                   for _ in range(cores())]
+        workers = [TimerWorker(runtime, runtime.store, clock) for _ in range(cores())]
 
         async def drain(worker: TimerWorker) -> None:
             while await worker.run_once():
@@ -408,8 +407,8 @@ class _Shifted:
 async def steady_timers(dsn: str, rate: float, seconds: float,
                         interval: float) -> dict[str, float | int]:
     """Timers falling due at a steady ``rate`` for ``seconds``, fired by one worker per
-    core running as a server runs them (``TimerWorker.run``, every ``interval`` seconds
-    when idle): how late each fired (its event's time minus its due time), and how many
+    core running as a server runs them (``TimerWorker.run``: when idle, until the next
+    one falls due, at most ``interval`` seconds): how late each fired (its event's time minus its due time), and how many
     fired more than once or never.
 
     The instances are started first, their clock moved on one due slot (1/rate s) at a
