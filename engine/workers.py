@@ -46,8 +46,7 @@ class TimerWorker:
     """Fire due timers: claim a batch, then fire it together.
 
     Firing a timer is a step. One by one, each is a load and a commit: two round trips
-    and a transaction, and 20,000 timers due at once fired at 4.2k/s on 2 loaded cores,
-    most of it in socket sends. So a claimed batch fires through
+    and a transaction, most of what a timer cost. So a claimed batch fires through
     ``Runtime.fire_timers``: one load and one commit for all of its instances. Timers of
     one instance fire in due order, one batch after another: they would only race for
     its version.

@@ -268,6 +268,36 @@ async def test_a_batch_drops_the_timers_of_instances_that_moved_on_and_fires_the
         await runtime.fire_timers([timers[0], timers[0]])
 
 
+async def test_a_timer_whose_step_fails_is_left_for_later_and_the_rest_of_its_batch_fires(
+        runtime: Runtime, clock: FrozenClock, registry: Registry) -> None:
+    failing: set[str] = set()
+
+    async def provider_down(ai: Any) -> None:
+        if ai.instance_id in failing:
+            raise ConnectionError("the provider is down")
+
+    registry.actions["provider_down"] = provider_down
+    text = SAMPLE_YAML.replace("      - trigger: expire\n        source: code\n"
+                               "        dest: lapsed\n",
+                               "      - trigger: expire\n        source: code\n"
+                               "        dest: lapsed\n        actions: [provider_down]\n")
+    rt = Runtime(runtime.store, clock, registry, load_text(text, registry=registry))
+    await rt.publish()
+    ids = [await at_code(rt) for _ in range(3)]
+    failing.add(ids[1])
+    clock.advance(timedelta(hours=72, seconds=1))
+    worker = TimerWorker(rt, rt.store, clock)
+    assert await worker.run_once() == 3
+    assert worker.fired == 2
+    assert [(await rt.store.load(iid))[0].state for iid in ids] == ["lapsed", "code", "lapsed"]
+    # Still there, leased: tried again once the lease runs out, and then it fires.
+    assert await worker.run_once() == 0
+    failing.clear()
+    clock.advance(worker.lease)
+    assert await worker.run_once() == 1
+    assert (await rt.store.load(ids[1]))[0].state == "lapsed"
+
+
 async def test_a_timer_armed_sooner_than_an_idle_workers_pause_wakes_it(
         runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker would sleep an hour (nothing is due, none is armed); the timer a step
