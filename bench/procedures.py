@@ -32,13 +32,16 @@ as one core of a deployment runs one), and clients in this process:
    from its planned start to the answer of its submit; ``login_steady_busy``: how many
    the server shed as busy meanwhile (none, unless the machine is loaded by others).
 5. ``timers_per_s``: ``--timers`` instances whose timeout is due at once, fired by one
-   ``TimerWorker`` per core in this process (the engine's own, over the pool, each
-   firing its default number of timers at a time), timed from the first claim to the
-   last step.
+   ``TimerWorker`` per core in this process (the engine's own, over the pool, with its
+   default batch), timed from the first claim to the last step. ``timers_cpu_ms``: CPU
+   of this process per timer; ``timers_db_cpu_ms``: of the PostgreSQL backends serving
+   it (when PostgreSQL runs on this machine); ``timers_per_s_per_core``: timers per
+   second of the two together, what a machine of its own would do per core.
 6. ``timer_late_p50_ms``, ``timer_late_p99_ms`` (and ``_max_ms``): timers falling due
    at a steady ``--steady-timer-rate`` (1,000/s) for ``--steady-timer-seconds``, fired by
-   one worker per core looping as a server's does (idle pause ``--timer-interval``, the
-   TIMER_INTERVAL default): each one's event time minus its due time.
+   one worker per core looping as a server's does (when idle it sleeps until the next
+   timer falls due, at most ``--timer-interval``, the TIMER_INTERVAL default): each
+   one's event time minus its due time.
    ``timer_duplicates`` (a timer fired twice) and ``timer_missed`` must be 0.
 7. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
    timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
@@ -379,8 +382,31 @@ flows:
 TIMER_YAML = _timer_yaml("lapse")
 
 
-async def timers_per_s(dsn: str, n: int) -> float:
-    """``n`` timers due at once, fired by one worker per core: timers per second."""
+def _postgres_cpu_s(pids: set[int]) -> float | None:
+    """CPU seconds of these PostgreSQL backends, if they run on this machine."""
+    total = 0.0
+    for pid in pids:
+        comm = Path(f"/proc/{pid}/comm")
+        try:
+            if comm.read_text().strip() != "postgres":
+                return None  # a server elsewhere: the pid is some other process here
+            total += proc_cpu_s(pid)
+        except OSError:
+            return None
+    return total
+
+
+async def _backends(pool: Any) -> set[int]:
+    async with pool.acquire() as conn:
+        return set(await conn.fetchval(
+            "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database()"))
+
+
+async def timers_per_s(dsn: str, n: int) -> dict[str, float]:
+    """``n`` timers due at once, fired by one worker per core: timers per second, and
+    the CPU they cost, of this process and of the PostgreSQL backends serving it (when
+    PostgreSQL runs on this machine): on a machine shared with other work the rate
+    says how much of it was ours, the CPU what a timer costs."""
     registry = Registry()
     clock = FrozenClock()
     pool = await create_pool(dsn, min_size=2, max_size=4 * cores())
@@ -396,20 +422,30 @@ async def timers_per_s(dsn: str, n: int) -> float:
 
         await asyncio.gather(*(start() for _ in range(n)))
         clock.advance(timedelta(days=3, seconds=1))
-        workers = [TimerWorker(runtime, runtime.store, clock, batch=200)
-                   for _ in range(cores())]
+        workers = [TimerWorker(runtime, runtime.store, clock) for _ in range(cores())]
 
         async def drain(worker: TimerWorker) -> None:
             while await worker.run_once():
                 pass
 
+        backends = await _backends(pool)
+        db0, cpu0 = _postgres_cpu_s(backends), time.process_time()
         t0 = time.perf_counter()
         await asyncio.gather(*(drain(w) for w in workers))
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        # Backends the pool opened meanwhile count from nothing.
+        later = await _backends(pool)
+        db1 = _postgres_cpu_s(backends | later)
         fired = sum(w.fired for w in workers)
         if fired != n:
             raise RuntimeError(f"{fired} of {n} timers fired")
-        return n / elapsed
+        out = {"timers_per_s": n / elapsed, "timers_cpu_ms": 1000 * cpu / n}
+        if db0 is not None and db1 is not None:
+            db = db1 - db0
+            out.update(timers_db_cpu_ms=1000 * db / n,
+                       timers_per_s_per_core=n / (cpu + db) if cpu + db else 0.0)
+        return out
     finally:
         await pool.close()
 
@@ -431,9 +467,9 @@ class _Shifted:
 async def steady_timers(dsn: str, rate: float, seconds: float,
                         interval: float) -> dict[str, float | int]:
     """Timers falling due at a steady ``rate`` for ``seconds``, fired by one worker per
-    core running as a server runs them (``TimerWorker.run``, every ``interval`` seconds
-    when idle): how late each fired (its event's time minus its due time), and how many
-    fired more than once or never.
+    core running as a server runs them (``TimerWorker.run``: when idle, until the next
+    one falls due, at most ``interval`` seconds): how late each fired (its event's time
+    minus its due time), and how many fired more than once or never.
 
     The instances are started first, their clock moved on one due slot (1/rate s) at a
     time; the workers' clock is real time shifted to when those slots come.
@@ -578,7 +614,8 @@ async def _run(opts: Options) -> dict[str, Any]:
                       if took else None)
         await server.stop()
         log(f"timers: {opts.timers} due at once, {cores()} workers")
-        result["timers_per_s"] = round(await timers_per_s(dsn, opts.timers), 1)
+        result.update({k: round(v, 3 if k.endswith("_ms") else 1)
+                       for k, v in (await timers_per_s(dsn, opts.timers)).items()})
         log(f"timers: due at a steady {opts.steady_timer_rate:g}/s for "
             f"{opts.steady_timer_seconds:g}s, {cores()} workers every "
             f"{opts.timer_interval:g}s when idle")

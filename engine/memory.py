@@ -30,7 +30,7 @@ import itertools
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -321,54 +321,97 @@ class MemoryStore:
                    idempotency_key: str | None = None) -> tuple[Instance, Event | None]:
         iid = _uuid(instance_id)
         await self._round_trip()
+        return self._loaded(iid, idempotency_key)
+
+    async def load_many(self, requests: Sequence[tuple[str, str | None]],
+                        ) -> list[tuple[Instance, Event | None] | None]:
+        await self._round_trip()
+        found: list[tuple[Instance, Event | None] | None] = []
+        for instance_id, key in requests:
+            try:
+                found.append(self._loaded(_uuid(instance_id), key))
+            except InstanceNotFound:
+                found.append(None)
+        return found
+
+    def _loaded(self, iid: str, key: str | None) -> tuple[Instance, Event | None]:
         row = self._instances.get(iid)
         if row is None:
             raise InstanceNotFound()
-        seq = None if idempotency_key is None else self._keys.get((iid, idempotency_key))
+        seq = None if key is None else self._keys.get((iid, key))
         return row.instance(), (None if seq is None else self._events[iid][seq].event())
 
     async def commit(self, step: StepCommit) -> None:
-        inst, ev = step.instance, step.event
-        iid = str(uuid.UUID(inst.id))
+        iid = str(uuid.UUID(step.instance.id))
         await self._round_trip()
         async with self._lock:
-            row = self._instances.get(iid)
-            if row is None or row.version != step.expected_version:
+            if not self._at_version(iid, step):
                 raise ConcurrencyConflict()
-            key = step.idempotency_key
-            if key is not None and (iid, key) in self._keys:
-                raise DuplicateKey("idempotency key already used")
-            history = self._events[iid]
-            if inst.version in history:
-                # PostgreSQL's primary key on (instance, seq): a caller's bug, not a race.
-                raise ValueError(f"event {inst.version} of {iid} is already recorded")
-            now = _utc(inst.updated_at)
-            deadline = _utc(inst.deadline_at) if inst.deadline_at else None
-            # As COMMIT_SQL: the event's seq, destination and hash are the instance's.
-            after = attrs.evolve(row, state=inst.state, context=_dump(inst.context),
-                                 version=inst.version, status=inst.status, updated_at=now,
-                                 last_hash=inst.last_hash, deadline_at=deadline)
-            recorded = _EventRow(
-                instance_id=iid, seq=inst.version, trigger=ev.trigger,
-                from_state=ev.from_state, to_state=inst.state, input=_dump(ev.input),
-                facts=_dump(ev.facts), effects=_dump(ev.effects), actor=ev.actor, at=ev.at,
-                definition_hash=ev.definition_hash, prev_hash=ev.prev_hash,
-                hash=inst.last_hash, idempotency_key=key)
-            messages = self._messages(iid, inst.version, now, step.outbox)
+            staged = self._stage(iid, step)
             tx = MemoryTransaction(self)
             await tx._run(step.writes)
             # Applied from here on with nothing awaited: no reader sees half of it.
-            self._instances[iid] = after
-            history[recorded.seq] = recorded
-            if key is not None:
-                self._keys[(iid, key)] = recorded.seq
-            for timer in [t for t in self._timers.values() if t.instance_id == iid and (
-                    step.cancel_timers or t.id == step.fired_timer_id)]:
-                del self._timers[timer.id]
-            if step.new_timer is not None:
-                self._arm(iid, step.new_timer)
-            self._outbox.update((m.id, m) for m in messages)
+            self._apply(iid, step, *staged)
             tx._committed()
+
+    async def commit_many(self, steps: Sequence[StepCommit]) -> list[bool]:
+        ids = [str(uuid.UUID(step.instance.id)) for step in steps]
+        if len(set(ids)) != len(ids):
+            raise ValueError("one step an instance in a batch")
+        if any(step.writes for step in steps):
+            raise ValueError("a step with writes is committed on its own")
+        await self._round_trip()
+        async with self._lock:
+            applied = [self._at_version(iid, step) for iid, step in zip(ids, steps,
+                                                                        strict=True)]
+            # Every check before any change: a used key leaves all of them unapplied.
+            staged = [(iid, step, self._stage(iid, step))
+                      for iid, step, ok in zip(ids, steps, applied, strict=True) if ok]
+            for iid, step, (after, recorded, messages) in staged:
+                self._apply(iid, step, after, recorded, messages)
+            return applied
+
+    def _at_version(self, iid: str, step: StepCommit) -> bool:
+        row = self._instances.get(iid)
+        return row is not None and row.version == step.expected_version
+
+    def _stage(self, iid: str, step: StepCommit,
+               ) -> tuple[_InstanceRow, _EventRow, list[StoredMessage]]:
+        """The rows a step writes; DuplicateKey if its key was used (nothing changes)."""
+        inst, ev = step.instance, step.event
+        row = self._instances[iid]
+        key = step.idempotency_key
+        if key is not None and (iid, key) in self._keys:
+            raise DuplicateKey("idempotency key already used")
+        if inst.version in self._events[iid]:
+            # PostgreSQL's primary key on (instance, seq): a caller's bug, not a race.
+            raise ValueError(f"event {inst.version} of {iid} is already recorded")
+        now = _utc(inst.updated_at)
+        deadline = _utc(inst.deadline_at) if inst.deadline_at else None
+        # As COMMIT_SQL: the event's seq, destination and hash are the instance's.
+        after = attrs.evolve(row, state=inst.state, context=_dump(inst.context),
+                             version=inst.version, status=inst.status, updated_at=now,
+                             last_hash=inst.last_hash, deadline_at=deadline)
+        recorded = _EventRow(
+            instance_id=iid, seq=inst.version, trigger=ev.trigger,
+            from_state=ev.from_state, to_state=inst.state, input=_dump(ev.input),
+            facts=_dump(ev.facts), effects=_dump(ev.effects), actor=ev.actor, at=ev.at,
+            definition_hash=ev.definition_hash, prev_hash=ev.prev_hash,
+            hash=inst.last_hash, idempotency_key=key)
+        return after, recorded, self._messages(iid, inst.version, now, step.outbox)
+
+    def _apply(self, iid: str, step: StepCommit, after: _InstanceRow, recorded: _EventRow,
+               messages: list[StoredMessage]) -> None:
+        self._instances[iid] = after
+        self._events[iid][recorded.seq] = recorded
+        if recorded.idempotency_key is not None:
+            self._keys[(iid, recorded.idempotency_key)] = recorded.seq
+        for timer in [t for t in self._timers.values() if t.instance_id == iid and (
+                step.cancel_timers or t.id == step.fired_timer_id)]:
+            del self._timers[timer.id]
+        if step.new_timer is not None:
+            self._arm(iid, step.new_timer)
+        self._outbox.update((m.id, m) for m in messages)
 
     def _arm(self, iid: str, timer: NewTimer) -> None:
         armed = StoredTimer(next(self._timer_ids), iid, timer.state, timer.trigger,
@@ -443,6 +486,11 @@ class MemoryStore:
         claimed = [attrs.evolve(t, leased_until=now + lease) for t in free[:max(limit, 0)]]
         self._timers.update((t.id, t) for t in claimed)
         return [t.as_timer() for t in claimed]
+
+    async def next_timer_due(self, now: datetime) -> datetime | None:
+        await self._round_trip()
+        now = _utc(now)
+        return min((t.due_at for t in self._timers.values() if t.due_at > now), default=None)
 
     async def drop_timer(self, timer_id: int) -> None:
         await self._round_trip()

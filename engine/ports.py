@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -94,6 +94,22 @@ class Store(Protocol):
         """
         ...
 
+    async def load_many(self, requests: Sequence[tuple[str, str | None]],
+                        ) -> list[tuple[Instance, Event | None] | None]:
+        """``load`` for each (instance id, key) at once; None where no such instance."""
+        ...
+
+    async def commit_many(self, steps: Sequence[StepCommit]) -> list[bool]:
+        """Apply each step whose instance is still at its expected_version, together.
+
+        One transaction for all; says which were applied (the others changed nothing).
+        The steps are of distinct instances and carry no writes (ValueError). Raises
+        DuplicateKey when a key was already used, ConcurrencyConflict when the steps
+        could not be applied together (a deadlock with another batch): then nothing
+        was, and each may be committed on its own.
+        """
+        ...
+
     async def events(self, instance_id: str) -> list[Event]: ...
 
     async def versions_in_use(self) -> list[tuple[str, str, int]]:
@@ -103,6 +119,10 @@ class Store(Protocol):
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]: ...
 
     async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[Timer]: ...
+
+    async def next_timer_due(self, now: datetime) -> datetime | None:
+        """When the earliest timer not yet due at ``now`` falls due; None if none."""
+        ...
 
     async def drop_timer(self, timer_id: int) -> None: ...
 

@@ -6,6 +6,7 @@ the ports in :mod:`engine.ports`; time comes only from the injected clock.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -100,6 +101,14 @@ class StepOutcome:
     replies: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class _Decided:
+    """A step decided and not yet committed."""
+
+    step: StepCommit
+    replies: Mapping[str, Any]
+
+
 class Runtime:
     """Runs flow instances: one object per process, shared by all requests."""
 
@@ -109,7 +118,8 @@ class Runtime:
                  limiter: Limiter | None = None,
                  sealer: Sealer | None = None,
                  key_digest: Callable[[str], str] | None = None,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None,
+                 on_timer: Callable[[datetime], None] | None = None) -> None:
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -121,6 +131,8 @@ class Runtime:
         # a keyed hash: a plain one of an 11-digit number is undone by trying them all.
         self.key_digest = key_digest or sha256_hex
         self.on_commit = on_commit or (lambda: None)
+        # Told each timer a step arms, by its due time: the timer worker's wake-up.
+        self.on_timer: Callable[[datetime], None] = on_timer or (lambda due_at: None)
         self._compiled: dict[str, CompiledFlow] = {}
         self.flows = flows
         for flow in flows.flows.values():
@@ -213,6 +225,8 @@ class Runtime:
             assert start_key is not None
             return await self._replayed_start(name, start_key)
         self.on_commit()
+        if first.new_timer is not None:
+            self.on_timer(first.new_timer.due_at)
         log.info("flow_started", flow=flow.name, instance=instance_ref(instance_id),
                  state=flow.initial)
         return StepOutcome(instance, event, replies=dict(ai.replies))
@@ -351,6 +365,15 @@ class Runtime:
                     client: str | None, fired_timer: Timer | None,
                     session: str | None = None) -> StepOutcome:
         """The step's I/O around the pure decisions of engine.step."""
+        return await self._commit(await self._decide(
+            instance, trigger, raw_input, idempotency_key, expected_version, actor, client,
+            fired_timer, session))
+
+    async def _decide(self, instance: Instance, trigger: str, raw_input: Mapping[str, Any],
+                      idempotency_key: str | None, expected_version: int | None,
+                      actor: str, client: str | None, fired_timer: Timer | None,
+                      session: str | None = None) -> _Decided:
+        """Everything of a step but its commit: what it will write, if still in time."""
         now = self.clock.now()
         # The version is almost always compiled already: no coroutine for the common case.
         compiled = self._compiled.get(instance.definition_hash) or \
@@ -385,25 +408,38 @@ class Runtime:
             effects = await self._run_actions(dest.on_enter, ai)
         done = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded_input,
                       facts=facts, effects=effects, actor=actor, now=now, by_clock=by_clock)
-        after, event = done.instance, done.event
-        step = StepCommit(instance=after, expected_version=instance.version, event=event,
-                          idempotency_key=idempotency_key, cancel_timers=done.cancel_timers,
-                          new_timer=done.new_timer,
+        step = StepCommit(instance=done.instance, expected_version=instance.version,
+                          event=done.event, idempotency_key=idempotency_key,
+                          cancel_timers=done.cancel_timers, new_timer=done.new_timer,
                           fired_timer_id=fired_timer.id if fired_timer else None,
                           outbox=tuple(ai.outbox), writes=tuple(ai.writes))
+        return _Decided(step, dict(ai.replies))
+
+    async def _commit(self, decided: _Decided) -> StepOutcome:
+        """Commit one decided step; a lost race is the step's earlier outcome (same key)
+        or ConcurrencyConflict."""
+        step = decided.step
         try:
             await self.store.commit(step)
         except (ConcurrencyConflict, DuplicateKey):
-            if idempotency_key is not None:
-                current, prior = await self.store.load(instance.id, idempotency_key)
+            if step.idempotency_key is not None:
+                current, prior = await self.store.load(step.instance.id, step.idempotency_key)
                 if prior is not None:
-                    return await self._replay_outcome(current, prior, trigger)
+                    return await self._replay_outcome(current, prior, step.event.trigger)
             raise ConcurrencyConflict() from None
-        if ai.outbox:
+        return self._committed(decided)
+
+    def _committed(self, decided: _Decided) -> StepOutcome:
+        step = decided.step
+        after, event = step.instance, step.event
+        if step.outbox:
             self.on_commit()
-        log.info("step_committed", flow=flow.name, instance=instance_ref(instance.id),
-                 state=instance.state, trigger=trigger, to=dest.name, seq=event.seq)
-        return StepOutcome(after, event, replies=dict(ai.replies))
+        if step.new_timer is not None:
+            self.on_timer(step.new_timer.due_at)
+        log.info("step_committed", flow=after.flow, instance=instance_ref(after.id),
+                 state=event.from_state, trigger=event.trigger, to=event.to_state,
+                 seq=event.seq)
+        return StepOutcome(after, event, replies=decided.replies)
 
     async def hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
                           clean: Mapping[str, Any]) -> None:
@@ -454,13 +490,127 @@ class Runtime:
         """Fire one due timer through the ordinary step, keyed by the timer id."""
         try:
             return await self.advance(timer.instance_id, timer.trigger, {},
-                                      idempotency_key=f"timer:{timer.id}", actor=TIMER_ACTOR,
+                                      idempotency_key=_timer_key(timer), actor=TIMER_ACTOR,
                                       fired_timer=timer)
         except ConcurrencyConflict:
             return None  # a user step won the race; the timer is still there if still due
-        except (TriggerNotAllowed, FlowFinished, FlowExpired, TransitionRefused,
-                InstanceNotFound, ValidationFailed) as exc:
-            log.warning("timer_dropped", timer_id=timer.id,
-                        instance=instance_ref(timer.instance_id), reason=exc.error_id)
-            await self.store.drop_timer(timer.id)
+        except _TIMER_REFUSALS as exc:
+            await self._drop(timer, exc)
             return None
+
+    async def _drop(self, timer: Timer, refusal: EngineError) -> None:
+        log.warning("timer_dropped", timer_id=timer.id,
+                    instance=instance_ref(timer.instance_id), reason=refusal.error_id)
+        await self.store.drop_timer(timer.id)
+
+    async def fire_timers(self, timers: Sequence[Timer], *,
+                          concurrency: int = 8) -> list[StepOutcome | None]:
+        """Fire due timers of distinct instances together: one load, one commit for all.
+
+        Each is decided as ``fire_timer`` decides it (``concurrency`` at a time: an
+        action may wait on a provider) and applied only if its instance is still at the
+        version it was decided on; the one a person's step overtook meanwhile is fired
+        again on its own. Returns each one's outcome; None where it did not fire (refused
+        and dropped, or failed: logged, and tried again when its lease runs out).
+
+        One by one, a timer is two round trips and a transaction of its own, and most of
+        its cost was those (socket sends, PostgreSQL's per-statement and per-commit
+        work): measured, 0.9-1.1 ms of CPU a timer, this process and PostgreSQL
+        together; in batches of 200, 0.23-0.29 ms (docs/operations.md).
+        """
+        if len({t.instance_id for t in timers}) != len(timers):
+            raise ValueError("one timer an instance in a batch")
+        started = time.perf_counter()
+        keys = [scoped_key(TIMER_ACTOR, _timer_key(t)) for t in timers]
+        loaded = await self.store.load_many(
+            [(t.instance_id, key) for t, key in zip(timers, keys, strict=True)])
+        outcomes: list[StepOutcome | None] = [None] * len(timers)
+        decided: dict[int, _Decided] = {}
+        labels: list[tuple[str, str]] = [("?", "unknown")] * len(timers)
+
+        async def decide(i: int) -> None:
+            timer, found = timers[i], loaded[i]
+            try:
+                if found is None:
+                    raise InstanceNotFound()
+                instance, prior = found
+                if timer.trigger in self._known_triggers(instance.definition_hash):
+                    labels[i] = (instance.flow, timer.trigger)
+                if prior is not None:
+                    outcomes[i] = await self._replay_outcome(instance, prior, timer.trigger)
+                    self._observe(labels[i], "replayed", started)
+                    return
+                decided[i] = await self._decide(instance, timer.trigger, {}, keys[i], None,
+                                                TIMER_ACTOR, None, timer)
+            except _TIMER_REFUSALS as exc:
+                self._observe(labels[i], exc.error_id, started)
+                try:
+                    await self._drop(timer, exc)
+                except Exception:
+                    log.exception("timer_failed", **_timer_ref(timer))
+            except Exception:
+                self._observe(labels[i], "error", started)
+                log.exception("timer_failed", **_timer_ref(timer))
+
+        lanes = iter(range(len(timers)))
+
+        async def lane() -> None:
+            for i in lanes:
+                await decide(i)
+
+        await asyncio.gather(*(lane() for _ in range(min(max(1, concurrency), len(timers)))))
+        # A step with writes of its own (an account, a seal) runs them in a transaction
+        # of its own, as it would have when a person took it.
+        together = [i for i in sorted(decided) if not decided[i].step.writes]
+        alone = [i for i in sorted(decided) if decided[i].step.writes]
+        again: list[int] = []
+        try:
+            applied = await self.store.commit_many(
+                [decided[i].step for i in together]) if together else []
+        except (ConcurrencyConflict, DuplicateKey):
+            # Nothing of the batch was applied: each on its own, as a lone step is.
+            alone, applied = sorted(decided), []
+        for i, done in zip(together, applied, strict=False):
+            if done:
+                outcomes[i] = self._committed(decided[i])
+                self._observe(labels[i], "applied", started)
+            else:
+                again.append(i)
+        for i in alone:
+            try:
+                outcome = await self._commit(decided[i])
+            except ConcurrencyConflict:
+                again.append(i)
+            except Exception:
+                # A write that failed: this timer's own trouble, not the batch's.
+                self._observe(labels[i], "error", started)
+                log.exception("timer_failed", **_timer_ref(timers[i]))
+            else:
+                outcomes[i] = outcome
+                self._observe(labels[i], "replayed" if outcome.replayed else "applied",
+                              started)
+        for i in sorted(again):
+            # Overtaken since it was loaded: decided afresh on what the instance is now.
+            try:
+                outcomes[i] = await self.fire_timer(timers[i])
+            except Exception:
+                log.exception("timer_failed", **_timer_ref(timers[i]))
+        return outcomes
+
+    def _observe(self, label: tuple[str, str], outcome: str, started: float) -> None:
+        self.observer.step(label[0], label[1], outcome, time.perf_counter() - started)
+
+
+def _timer_ref(timer: Timer) -> dict[str, Any]:
+    """How logs name a timer that failed: its lease runs out and it is tried again."""
+    return {"timer_id": timer.id, "instance": instance_ref(timer.instance_id)}
+
+
+def _timer_key(timer: Timer) -> str:
+    """The Idempotency-Key a timer's step is taken under: it fires at most once."""
+    return f"timer:{timer.id}"
+
+
+# A timer whose instance moved on, finished or expired meanwhile: it is dropped.
+_TIMER_REFUSALS = (TriggerNotAllowed, FlowFinished, FlowExpired, TransitionRefused,
+                   InstanceNotFound, ValidationFailed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,6 +163,67 @@ WITH upd AS (
     FROM upd, unnest($24::text[], $25::json[]) WITH ORDINALITY AS m(topic, payload, n)
 )
 SELECT count(*) FROM ev
+"""
+
+# LOAD_SQL for many (instance, key) pairs at once, each row numbered as it was asked.
+LOAD_MANY_SQL = f"""
+SELECT k.n, {_INSTANCE_COLS}, {", ".join(f"e.{c} AS e_{c}" for c in _EVENT_NAMES)}
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS k(id, key, n)
+JOIN flow_instances i ON i.id = k.id
+LEFT JOIN flow_events e ON e.instance_id = i.id AND e.idempotency_key = k.key
+"""
+
+# COMMIT_SQL for many steps of distinct instances: one statement, one transaction, one
+# WAL flush. Each step goes only where its instance is still at the version it was
+# decided on (`done`); the others change nothing. Arrays in, one element a step;
+# messages are flattened, each naming its step's place (`ord`).
+COMMIT_MANY_SQL = """
+WITH s AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::json[], $5::int[],
+                         $6::text[], $7::timestamptz[], $8::text[], $9::timestamptz[],
+                         $10::text[], $11::text[], $12::json[], $13::json[], $14::text[],
+                         $15::text[], $16::text[], $17::text[], $18::text[], $19::bool[],
+                         $20::bigint[], $21::text[], $22::text[], $23::timestamptz[],
+                         $24::json[])
+        WITH ORDINALITY AS s(id, expected, state, context, version, status, updated_at,
+                             last_hash, deadline_at, trigger, from_state, input, facts,
+                             actor, at, definition_version, prev_hash, idempotency_key,
+                             cancel_all, fired_timer, timer_state, timer_trigger,
+                             timer_due, effects, ord)
+), upd AS (
+    UPDATE flow_instances i
+    SET state = s.state, context = s.context, version = s.version, status = s.status,
+        updated_at = s.updated_at, last_hash = s.last_hash, deadline_at = s.deadline_at
+    FROM s
+    WHERE i.id = s.id AND i.version = s.expected
+    RETURNING i.id
+), done AS (
+    SELECT s.* FROM s JOIN upd ON upd.id = s.id
+), ev AS (
+    INSERT INTO flow_events (instance_id, seq, trigger, from_state, to_state, input, facts,
+                             effects, actor, at, definition_version, prev_hash, hash,
+                             idempotency_key)
+    SELECT id, version, trigger, from_state, state, input, facts, effects, actor, at,
+           definition_version, prev_hash, last_hash, idempotency_key FROM done
+    RETURNING instance_id
+), cancelled AS (
+    DELETE FROM flow_timers t USING done
+    WHERE t.instance_id = done.id AND (done.cancel_all OR t.id = done.fired_timer)
+), timer AS (
+    INSERT INTO flow_timers (instance_id, state, trigger, due_at)
+    SELECT id, timer_state, timer_trigger, timer_due FROM done
+    WHERE timer_trigger IS NOT NULL
+), outgoing AS (
+    INSERT INTO outbox (instance_id, seq, topic, payload, idempotency_key, created_at,
+                        next_attempt_at)
+    SELECT done.id, done.version, m.topic, m.payload,
+           done.id::text || ':' || done.version::text || ':' || m.n::text,
+           done.updated_at, done.updated_at
+    FROM unnest($25::bigint[], $26::text[], $27::json[], $28::int[]) AS m(ord, topic,
+                                                                          payload, n)
+    JOIN done ON done.ord = m.ord
+)
+SELECT instance_id FROM ev
 """
 
 # A new instance with its first event, its timer and its messages, in one statement.
@@ -339,6 +400,61 @@ class PgStore:
         if n != 1:
             raise ConcurrencyConflict()
 
+    async def load_many(self, requests: Sequence[tuple[str, str | None]],
+                        ) -> list[tuple[Instance, Event | None] | None]:
+        found: list[tuple[Instance, Event | None] | None] = [None] * len(requests)
+        ids: list[uuid.UUID | None] = []
+        for instance_id, _ in requests:
+            try:
+                ids.append(_uuid(instance_id))
+            except InstanceNotFound:
+                ids.append(None)  # no such instance: joins nothing
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(LOAD_MANY_SQL, ids, [key for _, key in requests])
+        for row in rows:
+            found[row["n"] - 1] = (_instance(row), _event(row, "e_")
+                                   if row["e_seq"] is not None else None)
+        return found
+
+    async def commit_many(self, steps: Sequence[StepCommit]) -> list[bool]:
+        if len({step.instance.id for step in steps}) != len(steps):
+            raise ValueError("one step an instance in a batch")
+        if any(step.writes for step in steps):
+            raise ValueError("a step with writes is committed on its own")
+        if not steps:
+            return []
+        columns: list[list[Any]] = [[] for _ in range(24)]
+        order, topics, payloads, places = [], [], [], []
+        for n, step in enumerate(steps, start=1):
+            inst, ev, timer = step.instance, step.event, step.new_timer
+            for column, value in zip(columns, (
+                    uuid.UUID(inst.id), step.expected_version, inst.state, inst.context,
+                    inst.version, inst.status, inst.updated_at, inst.last_hash,
+                    inst.deadline_at, ev.trigger, ev.from_state, ev.input, ev.facts,
+                    ev.actor, ev.at, ev.definition_hash, ev.prev_hash, step.idempotency_key,
+                    step.cancel_timers, step.fired_timer_id,
+                    timer.state if timer else None, timer.trigger if timer else None,
+                    timer.due_at if timer else None, ev.effects), strict=True):
+                column.append(value)
+            for place, (topic, payload) in enumerate(step.outbox, start=1):
+                order.append(n)
+                topics.append(topic)
+                payloads.append(payload)
+                places.append(place)
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(COMMIT_MANY_SQL, *columns, order, topics, payloads,
+                                        places)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "flow_events_idempotency":
+                raise DuplicateKey("idempotency key already used") from None
+            raise
+        except asyncpg.DeadlockDetectedError:
+            # Two batches that share instances, locking them in another order.
+            raise ConcurrencyConflict() from None
+        applied = {str(r["instance_id"]) for r in rows}
+        return [str(uuid.UUID(step.instance.id)) in applied for step in steps]
+
     async def events(self, instance_id: str) -> list[Event]:
         iid = _uuid(instance_id)
         async with self.pool.acquire() as conn:
@@ -437,6 +553,12 @@ class PgStore:
         # RETURNING comes in no particular order: the worker fires them earliest first.
         return [Timer(r["id"], str(r["instance_id"]), r["trigger"], r["due_at"])
                 for r in sorted(rows, key=lambda r: (r["due_at"], r["id"]))]
+
+    async def next_timer_due(self, now: datetime) -> datetime | None:
+        async with self.pool.acquire() as conn:
+            due: datetime | None = await conn.fetchval(
+                "SELECT min(due_at) FROM flow_timers WHERE due_at > $1", now)
+        return due
 
     async def drop_timer(self, timer_id: int) -> None:
         async with self.pool.acquire() as conn:

@@ -296,6 +296,8 @@ def _runtime(loaded: FlowSet | DefinitionError,
             app[keys.OUTBOX] = outbox
             app[keys.TIMERS] = TimerWorker(runtime, store, app[keys.CLOCK],
                                            interval=settings.timer_interval)
+            if settings.workers:
+                runtime.on_timer = app[keys.TIMERS].notify
             app[keys.RELOAD] = _reloader(app, runtime)
             async with _background(app):
                 yield

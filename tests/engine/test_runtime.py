@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 from engine import (
+    ConcurrencyConflict,
     FlowExpired,
     FlowFinished,
     FrozenClock,
@@ -169,30 +170,181 @@ async def test_timer_fires_exactly_once_with_two_competing_workers(
             await p.close()
 
 
-async def test_a_worker_fires_a_batch_several_at_a_time_each_exactly_once(
+async def test_a_worker_fires_a_claimed_batch_with_one_load_and_one_commit(
         runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = [await at_code(runtime) for _ in range(10)]
-    in_flight, most = [0], [0]
-    fire = runtime.fire_timer
-
-    async def counting(timer: Any) -> Any:
-        in_flight[0] += 1
-        most[0] = max(most[0], in_flight[0])
-        try:
-            return await fire(timer)
-        finally:
-            in_flight[0] -= 1
-
-    monkeypatch.setattr(runtime, "fire_timer", counting)
-    worker = TimerWorker(runtime, runtime.store, clock, batch=1000, concurrency=4)
+    store = runtime.store
+    calls: dict[str, int] = {"load": 0, "commit": 0, "load_many": 0, "commit_many": 0}
+    for name in calls:
+        monkeypatch.setattr(store, name, counted(getattr(store, name), calls, name))
+    worker = TimerWorker(runtime, store, clock, batch=1000)
     clock.advance(timedelta(hours=72, seconds=1))
-    while await worker.run_once():
-        pass
-    assert most[0] == 4
+    assert await worker.run_once() == 10
+    assert calls == {"load": 0, "commit": 0, "load_many": 1, "commit_many": 1}
+    assert await worker.run_once() == 0
+    assert worker.fired == 10
     for iid in ids:
         events = await runtime.history(iid)
         assert [e.trigger for e in events].count("expire") == 1
-    assert worker.fired >= 10
+        assert events[-1].to_state == "lapsed"
+        compiled = await runtime.compiled(events[0].definition_hash)
+        assert replay(compiled, events).state == "lapsed"
+
+
+def counted(method: Any, calls: dict[str, int], name: str) -> Any:
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return await method(*args, **kwargs)
+    return counting
+
+
+async def test_a_timer_overtaken_between_its_load_and_the_batch_commit_fires_afresh(
+        runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person's step between the batch's load and its commit: that instance's timer
+    step is not applied; decided again on the instance as it is now, it fires (the step
+    stayed in the state) or is dropped (the step left it), once, and the rest fire."""
+    stays, leaves, other = [await at_code(runtime) for _ in range(3)]
+    store = runtime.store
+    commit_many = store.commit_many
+    applied: list[list[bool]] = []
+
+    async def overtaken(steps: Any) -> list[bool]:
+        if not applied:  # the batch's own commit, not a retry's
+            # Taken just before the deadline (after it, a step fires the timer first).
+            clock.advance(timedelta(seconds=-2))
+            await runtime.advance(stays, "confirm", {"code": "0"})
+            await runtime.advance(leaves, "back", {})
+            clock.advance(timedelta(seconds=2))
+        applied.append(await commit_many(steps))
+        return applied[-1]
+
+    monkeypatch.setattr(store, "commit_many", overtaken)
+    clock.advance(timedelta(hours=72, seconds=1))
+    timers = await store.claim_timers(clock.now(), timedelta(seconds=30), 10)
+    by_id = {t.instance_id: t for t in timers}
+    outcomes = await runtime.fire_timers([by_id[stays], by_id[leaves], by_id[other]])
+    assert applied[0] == [False, False, True]
+    assert [o.instance.state if o else None for o in outcomes] == ["lapsed", None, "lapsed"]
+    histories = {iid: [e.trigger for e in await runtime.history(iid)]
+                 for iid in (stays, leaves, other)}
+    assert histories == {stays: ["start", "submit", "confirm", "expire"],
+                         leaves: ["start", "submit", "back"],
+                         other: ["start", "submit", "expire"]}
+    assert await store.claim_timers(clock.now() + timedelta(days=1), timedelta(seconds=30),
+                                    10) == []
+
+
+async def test_a_batch_that_cannot_commit_together_commits_each_on_its_own(
+        runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As after a deadlock with another batch: nothing of it was applied, so each step
+    goes on its own, exactly once."""
+    ids = [await at_code(runtime) for _ in range(4)]
+
+    async def deadlocked(steps: Any) -> list[bool]:
+        raise ConcurrencyConflict()
+
+    monkeypatch.setattr(runtime.store, "commit_many", deadlocked)
+    clock.advance(timedelta(hours=72, seconds=1))
+    worker = TimerWorker(runtime, runtime.store, clock)
+    assert await worker.run_once() == 4
+    assert worker.fired == 4
+    for iid in ids:
+        assert [e.trigger for e in await runtime.history(iid)].count("expire") == 1
+
+
+async def test_a_batch_drops_the_timers_of_instances_that_moved_on_and_fires_the_rest(
+        runtime: Runtime, clock: FrozenClock) -> None:
+    ids = [await at_code(runtime) for _ in range(3)]
+    clock.advance(timedelta(hours=72, seconds=1))
+    timers = await runtime.store.claim_timers(clock.now(), timedelta(seconds=30), 10)
+    # After the claim, a step taken just before the deadline cancels a timer claimed.
+    clock.advance(timedelta(seconds=-2))
+    await runtime.advance(ids[1], "back", {})
+    clock.advance(timedelta(seconds=2))
+    outcomes = await runtime.fire_timers(timers)
+    assert [o is not None for o in outcomes] == [True, False, True]
+    assert (await runtime.get(ids[1])).state == "details"
+    with pytest.raises(ValueError, match="one timer an instance"):
+        await runtime.fire_timers([timers[0], timers[0]])
+
+
+async def test_a_timer_whose_step_fails_is_left_for_later_and_the_rest_of_its_batch_fires(
+        runtime: Runtime, clock: FrozenClock, registry: Registry) -> None:
+    failing: set[str] = set()
+
+    async def provider_down(ai: Any) -> None:
+        if ai.instance_id in failing:
+            raise ConnectionError("the provider is down")
+
+    registry.actions["provider_down"] = provider_down
+    text = SAMPLE_YAML.replace("      - trigger: expire\n        source: code\n"
+                               "        dest: lapsed\n",
+                               "      - trigger: expire\n        source: code\n"
+                               "        dest: lapsed\n        actions: [provider_down]\n")
+    rt = Runtime(runtime.store, clock, registry, load_text(text, registry=registry))
+    await rt.publish()
+    ids = [await at_code(rt) for _ in range(3)]
+    failing.add(ids[1])
+    clock.advance(timedelta(hours=72, seconds=1))
+    worker = TimerWorker(rt, rt.store, clock)
+    assert await worker.run_once() == 3
+    assert worker.fired == 2
+    assert [(await rt.store.load(iid))[0].state for iid in ids] == ["lapsed", "code", "lapsed"]
+    # Still there, leased: tried again once the lease runs out, and then it fires.
+    assert await worker.run_once() == 0
+    failing.clear()
+    clock.advance(worker.lease)
+    assert await worker.run_once() == 1
+    assert (await rt.store.load(ids[1]))[0].state == "lapsed"
+
+
+async def test_a_timer_armed_sooner_than_an_idle_workers_pause_wakes_it(
+        runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker would sleep an hour (nothing is due, none is armed); the timer a step
+    arms wakes it, and it fires it (its clock is past the due time already)."""
+    later = FrozenClock(clock.now() + timedelta(hours=73))
+    worker = TimerWorker(runtime, runtime.store, later, interval=3600)
+    runtime.on_timer = worker.notify
+    fired = asyncio.Event()
+    fire_timers = runtime.fire_timers
+
+    async def firing(timers: Any, **kwargs: Any) -> Any:
+        outcomes = await fire_timers(timers, **kwargs)
+        fired.set()
+        return outcomes
+
+    runtime.fire_timers = firing  # type: ignore[method-assign]
+    idle = asyncio.Event()
+    next_timer_due = runtime.store.next_timer_due
+
+    async def looking(now: Any) -> Any:
+        try:
+            return await next_timer_due(now)
+        finally:
+            idle.set()  # it goes to sleep now, with nothing to wait for
+
+    monkeypatch.setattr(runtime.store, "next_timer_due", looking)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(idle.wait(), 60)
+        iid = await at_code(runtime)
+        await asyncio.wait_for(fired.wait(), 60)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert worker.fired == 1
+    assert (await runtime.store.load(iid))[0].state == "lapsed"
+
+
+def test_an_idle_worker_sleeps_until_the_next_timer_within_its_bounds(
+        runtime: Runtime, clock: FrozenClock) -> None:
+    worker = TimerWorker(runtime, runtime.store, clock, interval=0.5, gather=0.05)
+    now = clock.now()
+    assert worker.pause(now, None) == 0.5
+    assert worker.pause(now, now + timedelta(seconds=0.2)) == pytest.approx(0.2)
+    assert worker.pause(now, now + timedelta(hours=72)) == 0.5
+    assert worker.pause(now, now + timedelta(milliseconds=1)) == 0.05
+    assert worker.pause(now, now - timedelta(seconds=1)) == 0.05  # leased by another
 
 
 async def test_edited_definition_pins_old_instances_to_their_version(

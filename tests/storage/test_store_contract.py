@@ -499,6 +499,91 @@ async def test_an_instances_due_timers_come_in_due_order(store: Store) -> None:
     assert [t.trigger for t in due] == ["b", "c", "a"]
 
 
+async def test_the_next_timer_due_is_the_earliest_not_yet_due(harness: Harness) -> None:
+    store = harness.store
+    assert await store.next_timer_due(T0) is None
+    for minutes in (30, 10, 20):
+        await create(store, timer=NewTimer("details", "expire", T0 + timedelta(minutes=minutes)))
+    assert await store.next_timer_due(T0) == T0 + timedelta(minutes=10)
+    assert await store.next_timer_due(T0 + timedelta(minutes=10)) == T0 + timedelta(minutes=20)
+    assert await store.next_timer_due(T0 + timedelta(minutes=30)) is None
+
+
+# -- steps of many instances at once --------------------------------------------------------
+
+async def test_many_loads_at_once_come_in_the_order_asked_none_for_no_instance(
+        store: Store) -> None:
+    first, second = await create(store), await create(store)
+    done = step(second, key="k")
+    await store.commit(done)
+    found = await store.load_many([(second.id.upper(), "k"), ("not-a-uuid", None),
+                                   (str(uuid.uuid4()), "k"), (first.id, "k"),
+                                   (second.id, None)])
+    assert found[0] == await store.load(second.id, "k")
+    assert found[0] is not None
+    assert found[0][1] is not None
+    assert found[0][1].seq == 2
+    assert found[1:3] == [None, None]
+    assert found[3] == (first, None)
+    assert found[4] == (done.instance, None)
+    assert await store.load_many([]) == []
+
+
+async def test_steps_committed_together_each_go_only_where_their_version_still_is(
+        harness: Harness) -> None:
+    store = harness.store
+    due = T0 + timedelta(hours=1)
+    a, b, c = [await create(store, timer=NewTimer("details", "expire", due)) for _ in range(3)]
+    timers = {t.instance_id: t for t in await store.claim_timers(due, LEASE, 10)}
+    overtaken = step(b, to="details", key="person")
+    await store.commit(overtaken)
+    steps = [step(a, to="code", key="timer:a", fired=timers[a.id].id,
+                  timer=NewTimer("code", "expire", due + timedelta(hours=72)),
+                  outbox=(("sms", {"to": "a"}), ("mail", {"to": "a"}))),
+             step(b, to="code", key="timer:b", fired=timers[b.id].id,
+                  outbox=(("sms", {"to": "b"}),)),
+             step(c, to="details", key="timer:c", fired=timers[c.id].id)]
+    assert await store.commit_many(steps) == [True, False, True]
+    assert [e.seq for e in await store.events(a.id)] == [1, 2]
+    assert (await store.load(a.id, "timer:a"))[1] == steps[0].event
+    assert await store.load(a.id) == (steps[0].instance, None)
+    assert await store.load(b.id) == (overtaken.instance, None)
+    assert (await store.events(b.id))[1:] == [overtaken.event]
+    assert (await store.load(c.id))[0] == steps[2].instance
+    # The fired timers went with their steps; the overtaken one's stays; a's is re-armed.
+    assert await harness.timers() == [
+        (b.id, "details", "expire", due, due + LEASE),
+        (a.id, "code", "expire", due + timedelta(hours=72), None)]
+    claimed = await store.claim_outbox(steps[0].instance.updated_at, LEASE, 10)
+    assert [(m.instance_id, m.seq, m.topic, m.payload, m.idempotency_key) for m in claimed] \
+        == [(a.id, 2, "sms", {"to": "a"}, f"{a.id}:2:1"),
+            (a.id, 2, "mail", {"to": "a"}, f"{a.id}:2:2")]
+    assert await store.commit_many([]) == []
+
+
+async def test_a_used_key_in_a_batch_applies_none_of_it(harness: Harness) -> None:
+    store = harness.store
+    a, b = await create(store), await create(store)
+    done = step(a, to="details", key="timer:1")
+    await store.commit(done)
+    with pytest.raises(DuplicateKey):
+        await store.commit_many([step(b, key="timer:2"),
+                                 step(done.instance, key="timer:1")])
+    assert await store.load(b.id) == (b, None)
+    assert [e.seq for e in await store.events(a.id)] == [1, 2]
+
+
+async def test_a_batch_takes_one_step_an_instance_and_none_with_writes(store: Store) -> None:
+    a, b = await create(store), await create(store)
+    first = step(a, to="details")
+    with pytest.raises(ValueError, match="one step an instance"):
+        await store.commit_many([first, step(first.instance)])
+    with pytest.raises(ValueError, match="writes"):
+        await store.commit_many([step(b, writes=(refuse,))])
+    assert await store.load(a.id) == (a, None)
+    assert await store.load(b.id) == (b, None)
+
+
 # -- the outbox ---------------------------------------------------------------------------
 
 async def test_messages_are_queued_with_a_key_per_instance_step_and_place(
