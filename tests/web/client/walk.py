@@ -138,6 +138,12 @@ class Walk:
         return answer.json()
 
     def captcha(self) -> str:
+        """The answer of the picture the page shows: read once the browser has it (the
+        answer is recorded when the picture is drawn; read earlier, there may be none,
+        or the one a refreshed picture replaced)."""
+        self.page.wait_for_function(
+            "() => [...document.querySelectorAll('button.captcha img')]"
+            ".every((img) => img.complete && img.naturalWidth > 0)")
         found = self.sandbox(f"/sandbox/captchas.json?instance={self.instance()}")["captchas"]
         return str(found[0]["answer"])
 
