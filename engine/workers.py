@@ -31,18 +31,37 @@ def backoff(attempts: int, *, base: float = 2.0, cap: float = 3600.0,
     return timedelta(seconds=r)
 
 
-async def _round(work: Callable[[], Awaitable[int]], event: str) -> int:
-    """One round of a worker's loop; a failure is logged and the loop goes on."""
+async def _round(work: Callable[[], Awaitable[int]], event: str,
+                 stopping: Callable[[], bool] = lambda: False) -> int:
+    """One round of a worker's loop; a failure is logged and the loop goes on.
+
+    Once the worker is stopping, a failure is what stopping does to a round in flight
+    (the pool closing under it): not logged."""
     try:
         return await work()
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception(event)
+        if not stopping():
+            log.exception(event)
         return 0
 
 
-class TimerWorker:
+class _Loop:
+    """What both workers share: a wake-up, and a stop their loop obeys even when a
+    cancellation is swallowed below it (asyncpg can, with the database frozen)."""
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Finish the round in flight, then leave the loop."""
+        self.stopping = True
+        self._wake.set()
+
+
+class TimerWorker(_Loop):
     """Fire due timers: claim a batch, then fire it together.
 
     Firing a timer is a step. One by one, each is a load and a commit: two round trips
@@ -60,6 +79,7 @@ class TimerWorker:
     def __init__(self, runtime: Runtime, store: Store, clock: Clock, *,
                  interval: float = 1.0, lease: timedelta = timedelta(seconds=30),
                  batch: int = 200, concurrency: int = 8, gather: float = 0.05) -> None:
+        super().__init__()
         self.runtime = runtime
         self.store = store
         self.clock = clock
@@ -69,7 +89,6 @@ class TimerWorker:
         self.concurrency = max(1, concurrency)
         self.gather = min(gather, interval)
         self.fired = 0
-        self._wake = asyncio.Event()
         self._wake_at: datetime | None = None
 
     def notify(self, due_at: datetime) -> None:
@@ -114,7 +133,8 @@ class TimerWorker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("timer_round_failed")
+                if not self.stopping:
+                    log.exception("timer_round_failed")
                 next_due = None
             pause = self.pause(now, next_due)
             self._wake_at = now + timedelta(seconds=pause)
@@ -124,15 +144,17 @@ class TimerWorker:
             self._wake_at = None
 
     async def run(self) -> None:
-        while True:
-            if await _round(self.run_once, "timer_round_failed") < self.batch:
+        while not self.stopping:
+            if await _round(self.run_once, "timer_round_failed",
+                            lambda: self.stopping) < self.batch and not self.stopping:
                 await self._idle()
 
 
-class OutboxDispatcher:
+class OutboxDispatcher(_Loop):
     def __init__(self, store: Store, clock: Clock, registry: Registry, *,
                  interval: float = 1.0, lease: timedelta = timedelta(seconds=60),
                  batch: int = 50, max_attempts: int = 20) -> None:
+        super().__init__()
         self.store = store
         self.clock = clock
         self.registry = registry
@@ -140,7 +162,6 @@ class OutboxDispatcher:
         self.lease = lease
         self.batch = batch
         self.max_attempts = max_attempts
-        self._wake = asyncio.Event()
         self.sent = 0
 
     def notify(self) -> None:
@@ -174,8 +195,9 @@ class OutboxDispatcher:
         return len(messages)
 
     async def run(self) -> None:
-        while True:
-            if await _round(self.run_once, "outbox_round_failed") < self.batch:
+        while not self.stopping:
+            if await _round(self.run_once, "outbox_round_failed",
+                            lambda: self.stopping) < self.batch and not self.stopping:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)

@@ -357,7 +357,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        stop.set()  # the listener also checks this, should Redis swallow the cancel
+        # Each loop also checks its flag, should a cancel be swallowed below it.
+        stop.set()
+        app[keys.TIMERS].stop()
+        app[keys.OUTBOX].stop()
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=5.0)

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import attrs
 import pytest
+from structlog.testing import capture_logs
 
 from engine import (
     ConcurrencyConflict,
@@ -768,3 +769,46 @@ async def test_a_limit_by_a_locked_sensitive_field_counts_the_number_not_its_sea
     with pytest.raises(RateLimited):
         await rt.advance(second, "go", {})
     assert len(set(limiter.keys)) == 1
+
+
+class _Swallowing:
+    """A store whose claims fail, and swallow a cancel, as a pool under a frozen
+    database can: the loop must end by its stop flag alone."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+
+    async def _fail(self, *args: Any) -> list[Any]:
+        self.claims += 1
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            pass  # swallowed
+        raise RuntimeError("pool is closing")
+
+    claim_outbox = claim_timers = _fail
+
+    async def next_timer_due(self, now: Any) -> None:
+        return None
+
+
+async def test_stopped_workers_leave_their_loops_even_when_a_cancel_is_swallowed(
+        runtime: Runtime) -> None:
+    store = _Swallowing()
+    clock = FrozenClock(runtime.clock.now())
+    workers = [TimerWorker(runtime, store, clock, interval=0.01),  # type: ignore[arg-type]
+               OutboxDispatcher(store, clock, runtime.registry,  # type: ignore[arg-type]
+                                interval=0.01)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await asyncio.sleep(0.05)
+    with capture_logs() as logs:
+        for worker, task in zip(workers, tasks, strict=True):
+            worker.stop()
+            task.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=5)
+    assert pending == set()
+    # Failures while stopping are what stopping does: none is logged.
+    assert [e for e in logs if e["log_level"] in ("error", "exception")] == []
+    before = store.claims
+    await asyncio.sleep(0.05)
+    assert store.claims == before
