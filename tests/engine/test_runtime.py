@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -780,10 +781,8 @@ class _Swallowing:
 
     async def _fail(self, *args: Any) -> list[Any]:
         self.claims += 1
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed
             await asyncio.sleep(0.01)
-        except asyncio.CancelledError:
-            pass  # swallowed
         raise RuntimeError("pool is closing")
 
     claim_outbox = claim_timers = _fail
@@ -805,7 +804,7 @@ async def test_stopped_workers_leave_their_loops_even_when_a_cancel_is_swallowed
         for worker, task in zip(workers, tasks, strict=True):
             worker.stop()
             task.cancel()
-        done, pending = await asyncio.wait(tasks, timeout=5)
+        _, pending = await asyncio.wait(tasks, timeout=5)
     assert pending == set()
     # Failures while stopping are what stopping does: none is logged.
     assert [e for e in logs if e["log_level"] in ("error", "exception")] == []
