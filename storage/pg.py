@@ -140,8 +140,11 @@ WHERE i.id = $1
 # One page of whole histories for the audit: one JSON document (UTF-8 bytes) an instance,
 # [id, flow, definition_version, state, context, version, last_hash, events], each event
 # as its Event fields in order (engine.replay.StoredHistory.read). The json columns go
-# in as stored; the last row's keyset comes back beside the documents.
-HISTORIES_SQL = f"""
+# in as stored; the last row's keyset comes back beside the documents. Two statements,
+# the first page's and the next ones': "($4 IS NULL OR (created_at, id) > ($4, $5))"
+# in one statement gets, once PostgreSQL plans it generically (from its sixth run), an
+# index scan from the first row on every page, each page slower than the one before.
+_HISTORIES_SQL = """
 WITH page AS (
     SELECT i.id, i.flow, i.definition_version, i.state, i.context, i.version, i.last_hash,
            i.created_at
@@ -149,14 +152,14 @@ WITH page AS (
     WHERE ($1::text IS NULL OR i.flow = $1)
       AND ($2::timestamptz IS NULL OR i.created_at >= $2)
       AND ($3::timestamptz IS NULL OR i.created_at < $3)
-      AND ($4::timestamptz IS NULL OR (i.created_at, i.id) > ($4, $5))
-      AND ($7::int = 1 OR mod(abs(hashtext(i.id::text)::bigint), $7) = $8)
+      AND ($6::int = 1 OR mod(abs(hashtext(i.id::text)::bigint), $6) = $7)
+      {after}
     ORDER BY i.created_at, i.id
-    LIMIT $6
+    LIMIT $5
 )
 SELECT array_agg(convert_to(json_build_array(
            p.id, p.flow, p.definition_version, p.state, p.context, p.version, p.last_hash,
-           (SELECT coalesce(json_agg(json_build_array({_EVENT_COLS}) ORDER BY e.seq), '[]')
+           (SELECT coalesce(json_agg(json_build_array({events}) ORDER BY e.seq), '[]')
             FROM flow_events e WHERE e.instance_id = p.id))::text, 'UTF8')
          ORDER BY p.created_at, p.id) AS histories,
        count(*) AS n,
@@ -164,6 +167,11 @@ SELECT array_agg(convert_to(json_build_array(
        (array_agg(p.id ORDER BY p.created_at DESC, p.id DESC))[1] AS last_id
 FROM page p
 """
+# Built from constants, never from input.
+FIRST_HISTORIES_SQL = _HISTORIES_SQL.format(after="AND $4::text IS NULL",
+                                            events=_EVENT_COLS)
+NEXT_HISTORIES_SQL = _HISTORIES_SQL.format(
+    after="AND (i.created_at, i.id) > ($4::timestamptz, $8::uuid)", events=_EVENT_COLS)
 
 COMMIT_SQL = """
 WITH upd AS (
@@ -397,9 +405,11 @@ class PgStore:
 
         async def page(after: tuple[datetime, uuid.UUID] | None) -> asyncpg.Record:
             async with self.pool.acquire() as conn:
-                return await conn.fetchrow(
-                    HISTORIES_SQL, flow, since, until, after[0] if after else None,
-                    after[1] if after else None, batch, n, k)
+                if after is None:
+                    return await conn.fetchrow(FIRST_HISTORIES_SQL, flow, since, until,
+                                               None, batch, n, k)
+                return await conn.fetchrow(NEXT_HISTORIES_SQL, flow, since, until,
+                                           after[0], batch, n, k, after[1])
 
         coming: asyncio.Task[asyncpg.Record] | None = asyncio.ensure_future(page(None))
         try:
