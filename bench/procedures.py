@@ -44,8 +44,10 @@ as one core of a deployment runs one), and clients in this process:
    one's event time minus its due time.
    ``timer_duplicates`` (a timer fired twice) and ``timer_missed`` must be 0.
 7. ``audit_events_per_s``: ``flowctl audit`` over everything the run wrote (the
-   timers' instances too); ``audit_events_per_s_jobs_N`` the same with ``--jobs N``,
-   one process per core.
+   timers' instances too), over the command's wall-clock time; ``audit_events_per_s_cpu``
+   over its CPU time (its start included), what one core does however loaded the machine
+   is; ``audit_events_per_s_jobs_N`` the same with ``--jobs N``, one process per core.
+   ``python -m bench.audit`` measures the audit alone, on as many histories as asked.
 
 Nothing here asserts a time: tests/bench/ only runs it small. Each client address is
 new (X-Forwarded-For from a trusted proxy), as people come from many places, so the
@@ -78,7 +80,7 @@ import aiohttp
 import structlog
 from argon2 import PasswordHasher, Type
 
-from bench.steps import ROOT, Server, forget_keys, proc_cpu_s
+from bench.steps import ROOT, Server, children_cpu_s, forget_keys, proc_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
 from flows.captcha import CaptchaAnswers
 from flows.passwords import cores
@@ -531,21 +533,25 @@ async def steady_timers(dsn: str, rate: float, seconds: float,
         await pool.close()
 
 
-def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, int]:
-    """``flowctl audit --json --jobs N`` over the run's database: events per second
-    (the command's whole run, its start included), and how many events."""
+def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, float, int]:
+    """``flowctl audit --json --jobs N`` over the run's database: events per second of
+    the command's whole run (its start included) in wall-clock time and in CPU time of
+    its processes, and how many events."""
     flowctl = Path(sys.executable).with_name("flowctl")
     cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
     env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),
            "LOG_LEVEL": "warning"}
+    cpu0 = children_cpu_s()
     t0 = time.perf_counter()
     out = subprocess.run([*cmd, "audit", "--json", "--jobs", str(jobs)], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
     elapsed = time.perf_counter() - t0
+    cpu = children_cpu_s() - cpu0
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     if out.returncode != 0 or not summary.get("ok", True):
         raise RuntimeError(f"the audit failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    return summary["events"] / elapsed, int(summary["events"])
+    events = int(summary["events"])
+    return events / elapsed, events / cpu if cpu > 0 else 0.0, events
 
 
 def _refuse_if_taken(port: int) -> None:
@@ -622,10 +628,11 @@ async def _run(opts: Options) -> dict[str, Any]:
         result.update(await steady_timers(dsn, opts.steady_timer_rate,
                                           opts.steady_timer_seconds, opts.timer_interval))
         log("audit: flowctl audit over the run's database")
-        audit_rate, events = audit_events_per_s(dsn)
-        result.update(audit_events_per_s=round(audit_rate, 1), audit_events=events)
+        audit_rate, audit_cpu_rate, events = audit_events_per_s(dsn)
+        result.update(audit_events_per_s=round(audit_rate, 1),
+                      audit_events_per_s_cpu=round(audit_cpu_rate, 1), audit_events=events)
         if cores() > 1:
-            jobs_rate, _ = audit_events_per_s(dsn, cores())
+            jobs_rate, _, _ = audit_events_per_s(dsn, cores())
             result[f"audit_events_per_s_jobs_{cores()}"] = round(jobs_rate, 1)
         result["load_average_after"] = list(os.getloadavg())
         return result

@@ -14,7 +14,10 @@ are taken over the canonical form of the values read back, never over these byte
 
 Columns are read back with :func:`loads_column`: the values :func:`json.loads` gives
 (every integer exactly, so values written before, of any size, come back as they were
-hashed), with orjson's speed wherever orjson reads the same.
+hashed), with orjson's speed wherever orjson reads the same. For what orjson read in bulk (the
+audit's pages), :func:`read_as_standard` tells from orjson's output whether it is what
+the standard library reads, and :func:`same_as_canonical` whether that output is also
+the canonical form (the audit hashes over it).
 """
 
 from __future__ import annotations
@@ -69,3 +72,72 @@ def loads_column(text: str) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
+
+
+# Where orjson's output of values it read may differ from the canonical form of what the
+# standard library reads: an exponent (a float of 1e16 or more, which may be an integer
+# beyond 64 bits that orjson read as a float; or a one-digit negative one, which the
+# standard library writes with two digits), or a fixed "0.0000..." (the standard library
+# writes an exponent). Each match is then looked at closely: in an id ("…6b1e-4c55…") or
+# a time ("09:00:00.000001") it is no number. Literal prefixes, so that the regular
+# expression engine skips to them as fast as bytes.find does.
+_POSITIVE_EXPONENT = re.compile(rb"e\+\d")
+_SHORT_NEGATIVE_EXPONENT = re.compile(rb"e-\d(?!\d)")
+_FIXED_SMALL = re.compile(rb"0\.0000")
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_NUMBER = frozenset(b":,[")
+
+
+def read_as_standard(text: bytes) -> bool:
+    """Whether the values orjson read, of which ``text`` is orjson's output, are exactly
+    what :func:`json.loads` reads from the text they were read from.
+
+    They are (of JSON's own types, every float finite) but for an integer beyond 64
+    bits, which orjson reads as a float of 9.2e18 or more, and writes with an exponent
+    (``1.8446744073709552e+19``). So yes unless ``text`` has a positive exponent.
+    """
+    if text.find(b"+") >= 0:
+        for found in _POSITIVE_EXPONENT.finditer(text):
+            if _in_number(text, found.start()):
+                return False
+    return True
+
+
+def same_as_canonical(text: bytes) -> bool:
+    """Whether ``text``, orjson's compact sorted output of values that orjson read, is
+    exactly the canonical form (:func:`engine.canonical.canonical_json`, as UTF-8) of
+    the values :func:`json.loads` reads from the text they were read from.
+
+    :func:`read_as_standard`, and orjson writes them as the standard library does but
+    for floats below 1e-4 (``0.00001`` and ``1e-7`` where it writes ``1e-05`` and
+    ``1e-07``; tests/engine/test_jsonio.py checks the rest over random values). So yes
+    unless the text has a number with a positive exponent, a one-digit negative one, or
+    ``0.0000``. A scan for one character rules each out in most texts.
+    """
+    if not read_as_standard(text):
+        return False
+    if text.find(b"-") >= 0:
+        for found in _SHORT_NEGATIVE_EXPONENT.finditer(text):
+            if _in_number(text, found.start()):
+                return False
+    if text.find(b".") >= 0:
+        for found in _FIXED_SMALL.finditer(text):
+            # A number's first digit; after a digit (a time's "00.000001") none.
+            if _starts_number(text, found.start()):
+                return False
+    return True
+
+
+def _in_number(text: bytes, exponent: int) -> bool:
+    """Whether the "e" at ``exponent`` ends the mantissa of a number."""
+    start = exponent
+    while start and text[start - 1] in _MANTISSA:
+        start -= 1
+    return start < exponent and _starts_number(text, start)
+
+
+def _starts_number(text: bytes, start: int) -> bool:
+    """Whether a JSON number may start at ``start`` (or at the minus sign before it)."""
+    if start and text[start - 1] == 0x2D:  # "-": a negative number, or a string's dash
+        start -= 1
+    return not start or text[start - 1] in _BEFORE_NUMBER

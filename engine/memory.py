@@ -35,11 +35,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 
 from engine import jsonio
 from engine.errors import ConcurrencyConflict, DuplicateKey, FlowNotFound, InstanceNotFound
 from engine.model import Flow
 from engine.ports import Clock, NewTimer, StepCommit, SystemClock, Timer
+from engine.replay import StoredHistory
 from engine.values import Event, Instance, OutboxMessage, Write
 
 if TYPE_CHECKING:
@@ -435,11 +437,13 @@ class MemoryStore:
 
     async def histories(self, *, flow: str | None = None, since: datetime | None = None,
                         until: datetime | None = None, batch: int = 500,
-                        ) -> AsyncIterator[tuple[Instance, list[Event]]]:
+                        ) -> AsyncIterator[StoredHistory]:
         """Every instance (oldest first) with its whole history, ``batch`` at a time.
 
         Pages over (created_at, id) as PgStore's do, each page read at once: an
         instance created while the pages are read shows up if it sorts after them.
+        Each history is read from one JSON document with the stored JSON texts in it,
+        as PostgreSQL builds them for PgStore.
         """
         since = _utc(since) if since else None
         until = _utc(until) if until else None
@@ -457,12 +461,20 @@ class MemoryStore:
                            and (after is None or order(r) > after)), key=order)[:batch]
             if not rows:
                 return
-            page = [(r.instance(), [e.event() for e in self._history(r.id)]) for r in rows]
+            page = [StoredHistory.read(self._document(r)) for r in rows]
             for item in page:
                 yield item
             after = order(rows[-1])
             if len(rows) < batch:
                 return
+
+    def _document(self, r: _InstanceRow) -> bytes:
+        events = [[e.instance_id, e.seq, e.trigger, e.from_state, e.to_state,
+                   orjson.Fragment(e.input), orjson.Fragment(e.facts),
+                   orjson.Fragment(e.effects), e.actor, e.at, e.definition_hash,
+                   e.prev_hash, e.hash] for e in self._history(r.id)]
+        return orjson.dumps([r.id, r.flow, r.definition_hash, r.state,
+                             orjson.Fragment(r.context), r.version, r.last_hash, events])
 
     async def versions_in_use(self) -> list[tuple[str, str, int]]:
         await self._round_trip()

@@ -6,11 +6,13 @@ import json
 import math
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import jsonio
+from engine.canonical import canonical_json
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text()
@@ -68,3 +70,48 @@ def test_columns_read_exactly_as_the_standard_library_reads_them(text: str) -> N
 def test_any_column_value_reads_back_exactly(value: Any) -> None:
     for text in (jsonio.dumps_text(value), json.dumps(value), json.dumps(value, indent=1)):
         assert repr(jsonio.loads_column(text)) == repr(json.loads(text))
+
+
+# -- orjson's output of what orjson read, for the audit -----------------------------------
+
+_odd_numbers = st.sampled_from([2**63, 2**64, 2**64 + 1, -(2**63) - 1, 10**30, 1e-7, 1.5e-5,
+                                0.00001, -2.5e-9, 1e-10, 1e16, 1e20, 5e-324, 0.0001])
+_audit_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | _odd_numbers
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["f2a4c1de-6b1e-4c55-9d7e-0b7c8f3e2a11", "09:00:00.000001",
+                       "a+e+1/Z", "x:1e-5", "1e+22", "0.00001"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(_audit_values)
+def test_what_orjson_read_is_vouched_for_only_where_it_is_the_standard_librarys(
+        value: Any) -> None:
+    for text in (jsonio.dumps_text(value), json.dumps(value), json.dumps(value, indent=1)):
+        standard = json.loads(text)
+        try:
+            read = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        written = orjson.dumps(read, option=orjson.OPT_SORT_KEYS)
+        if jsonio.read_as_standard(written):
+            assert repr(read) == repr(standard)
+        if jsonio.same_as_canonical(written):
+            assert written == canonical_json(standard).encode()
+
+
+@pytest.mark.parametrize(("value", "standard", "canonical"), [
+    ({"id": "f2a4c1de-6b1e-4c55-9d7e-0b7c8f3e2a11", "at": "2026-03-01T09:00:00.000000+00:00",
+      "sealed": "a+e+1/Z", "s": "x1e-5 t00.00001 q1e+22", "n": [1, -2, 0.5, 1e-4, 1e15]},
+     True, True),
+    ({"s": "x:1e-5,1e+22"}, False, False),  # on the safe side: a number, as far as it can tell
+    ({"n": 2**64}, False, False), ({"n": [-(2**63) - 1]}, False, False),
+    ({"n": 1e16}, False, False), ({"n": 1e-7}, True, False), ({"n": -1.5e-5}, True, False),
+    ({"n": 1e-10}, True, True), ({"n": [0.00005]}, True, False),
+])
+def test_only_numbers_count_not_strings_that_look_like_them(value: Any, standard: bool,
+                                                            canonical: bool) -> None:
+    written = orjson.dumps(orjson.loads(jsonio.dumps(value)), option=orjson.OPT_SORT_KEYS)
+    assert jsonio.read_as_standard(written) is standard
+    assert jsonio.same_as_canonical(written) is canonical

@@ -3,11 +3,14 @@
 Histories of every flow in flows.yaml are made with the live step's own functions
 (engine.step: ``begin``, ``decide``, ``settle``) from random facts, then many are
 tampered with as an intruder or a bad migration might. The audit with ``fast=False``
-(every history through :func:`engine.replay.replay`) is the oracle.
+(every history through :func:`engine.replay.replay`) is the oracle. Each is audited as
+objects in memory, and read back from the JSON document the stores build (orjson first,
+then the standard library where the fast path cannot vouch for what orjson read).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 
 import flows
-from engine import CompiledFlow, Registry, load_file
-from engine.canonical import GENESIS
-from engine.replay import AuditFinding, AuditSummary, audit, replay, verify
+from engine import CompiledFlow, Registry, jsonio, load_file
+from engine.canonical import GENESIS, canonical_json
+from engine.replay import AuditFinding, AuditSummary, StoredHistory, audit, replay, verify
 from engine.step import PROVIDER_PREFIX, TIMER_ACTOR, actions_for, begin, settle
 from engine.values import Event, GuardInput, Instance
 
@@ -31,7 +35,9 @@ FACT_VALUES: list[Any] = [
     {"ok": True, "kind": "personal", "account_id": 7}, {}, {"ok": True, "count": 3},
 ]
 INPUTS: list[dict[str, Any]] = [{}, {"method": "password"}, {"answer": "yes", "n": 1},
-                                {"name": "李雷", "agree": True}, {"x": 1.5}]
+                                {"name": "李雷", "agree": True}, {"x": 1.5},
+                                {"account": "f2a4c1de-6b1e-4c55-9d7e-0b7c8f3e2a11"},
+                                {"at": "2026-03-01T09:00:00.000000+00:00", "sealed": "a+e+1/Z"}]
 History = tuple[Instance, list[Event]]
 
 
@@ -97,12 +103,13 @@ def _resealed(events: list[Event], start: int) -> list[Event]:
     return out
 
 
-def _tamper(history: History, rng: random.Random, states: list[str]) -> History:
+def _tamper(c: CompiledFlow, history: History, rng: random.Random) -> History:
     instance, events = history
+    states = list(c.flow.states)
     events = list(events)
     i = rng.randrange(len(events))
     ev = events[i]
-    kind = rng.randrange(14)
+    kind = rng.randrange(20)
     change: Callable[[Event], Event]
     if kind == 0:  # the facts changed, the chain left as it was
         events[i] = attrs.evolve(ev, facts={**ev.facts, "check": {"ok": True}})
@@ -123,6 +130,8 @@ def _tamper(history: History, rng: random.Random, states: list[str]) -> History:
                             version=instance.version + rng.choice([0, 1])), events
     if kind == 11:  # the live row's last hash
         return attrs.evolve(instance, last_hash=GENESIS), events
+    if kind in (14, 15, 16):
+        return _forged(c, instance, events, i, kind, rng)
     changes: dict[int, Callable[[Event], Event]] = {
         3: lambda e: attrs.evolve(e, facts={k: {"ok": not v.get("ok")} if isinstance(v, dict)
                                             else v for k, v in e.facts.items()}),
@@ -136,32 +145,101 @@ def _tamper(history: History, rng: random.Random, states: list[str]) -> History:
                                   trigger=rng.choice(["start", "submit", e.trigger])),
         12: lambda e: attrs.evolve(e, actor=TIMER_ACTOR, facts={**e.facts, "timer": {}}),
         13: lambda e: attrs.evolve(e, input={**e.input, "n": True}, from_state=None),
+        # Values each reader reads, or writes, its own way; the chain made good.
+        17: lambda e: attrs.evolve(e, facts={**e.facts, "n": {"big": 2**70, "neg": -(2**64),
+                                                             "edge": 2**63 - 1}}),
+        18: lambda e: attrs.evolve(e, input={**e.input, "tiny": 1e-7, "small": 0.00001,
+                                             "large": 1e20, "e": "9e-5", "t": "1e+22"}),
+        19: lambda e: attrs.evolve(e, effects={**e.effects, "f": [5e-324, -1.5e-9, 1e16]}),
     }
     change = changes[kind]
     events[i] = change(ev)
-    # Rewritten with the chain made good (the live row's hash too, now and then).
+    # Rewritten with the chain made good (the live row's hash too, now and then; for the
+    # values each reader reads its own way, the whole live row, as a careful forger would).
     events = _resealed(events, i)
+    if kind >= 17:
+        return _relived(c, instance, events), events
     if rng.random() < 0.5:
         instance = attrs.evolve(instance, last_hash=events[-1].hash)
     return instance, events
+
+
+def _relived(c: CompiledFlow, instance: Instance, events: list[Event],
+             chain: list[Event] | None = None) -> Instance:
+    """The live row as ``events`` leave it (its hash: ``chain``'s last), if they can."""
+    done = verify(c, StoredHistory.of(instance, _resealed(events, 0)))
+    if done is None:
+        return instance
+    return attrs.evolve(instance, state=done.state, context=done.context,
+                        version=done.events, last_hash=(chain or events)[-1].hash)
+
+
+def _forged(c: CompiledFlow, instance: Instance, events: list[Event], i: int,
+            kind: int, rng: random.Random) -> History:
+    """Where orjson and the standard library part ways, a history and live row made to
+    pass if the audit read as orjson does or hashed over what orjson writes."""
+    ev = events[i]
+    if kind == 14:  # a float in the history, the integer orjson reads as it in the row
+        events[i] = attrs.evolve(ev, input={**ev.input, "n": 2.0**64})
+        events = _resealed(events, i)
+        live = _relived(c, instance, events)
+        values = {**live.context.get("values", {}), "n": 2**64}
+        return attrs.evolve(live, context={**live.context, "values": values}), events
+    # Each way orjson writes a float differently alone: "1e-7", "0.00005", "-2.5e-6".
+    odd: dict[str, Any] = {**ev.input, "n": 2**64 + 1} if kind == 16 \
+        else {**ev.input, "x": rng.choice([1e-7, 0.00005, -2.5e-6])}
+
+    def text(body: dict[str, Any]) -> bytes:
+        if kind == 16:  # the huge integer hashed as the float orjson reads
+            return canonical_json({**body, "input": {**body["input"],
+                                                     "n": float(2**64 + 1)}}).encode()
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+    events[i] = _sealed_over(ev, odd, text)
+    forged = _resealed(events, i + 1)
+    return _relived(c, instance, [*events[:i], attrs.evolve(ev, input=odd),
+                                  *events[i + 1:]], forged), forged
+
+
+def _sealed_over(ev: Event, new_input: dict[str, Any],
+                 text: Callable[[dict[str, Any]], bytes]) -> Event:
+    """The event with this input, its hash taken over ``text`` of its body."""
+    changed = attrs.evolve(ev, input=new_input)
+    digest = hashlib.sha256(changed.prev_hash.encode() + text(changed.body())).hexdigest()
+    return attrs.evolve(changed, hash=digest)
+
+
+def _document(history: History) -> bytes:
+    """The history as the stores hand it to the audit: one JSON document, the values
+    in it as a step writes them (jsonio.dumps: orjson, else the standard library)."""
+    instance, events = history
+    return jsonio.dumps([instance.id, instance.flow, instance.definition_hash,
+                         instance.state, instance.context, instance.version,
+                         instance.last_hash, [attrs.astuple(e, recurse=False)
+                                              for e in events]])
+
+
+def _stored(history: History, through_json: bool) -> StoredHistory:
+    return StoredHistory.read(_document(history)) if through_json \
+        else StoredHistory.of(*history)
 
 
 def _histories(compiled: dict[str, CompiledFlow], seed: int) -> list[History]:
     rng = random.Random(seed)
     out = []
     for c in compiled.values():
-        states = list(c.flow.states)
         for _ in range(12):
             history = _walk(c, rng, rng.randrange(0, 9))
-            out.append(_tamper(history, rng, states) if rng.random() < 0.6 else history)
+            out.append(_tamper(c, history, rng) if rng.random() < 0.6 else history)
     return out
 
 
 async def _audit(compiled: dict[str, CompiledFlow], histories: list[History],
-                 *, fast: bool) -> tuple[AuditSummary, list[AuditFinding]]:
-    async def each() -> AsyncIterator[History]:
+                 *, fast: bool, through_json: bool = False,
+                 ) -> tuple[AuditSummary, list[AuditFinding]]:
+    async def each() -> AsyncIterator[StoredHistory]:
         for h in histories:
-            yield h
+            yield _stored(h, through_json)
 
     async def machine(version: str) -> CompiledFlow:
         return compiled[version]
@@ -171,12 +249,14 @@ async def _audit(compiled: dict[str, CompiledFlow], histories: list[History],
     return summary, findings
 
 
+@pytest.mark.parametrize("through_json", [False, True], ids=["objects", "json"])
 @pytest.mark.parametrize("seed", range(6))
 async def test_the_fast_path_finds_what_replay_finds(compiled: dict[str, CompiledFlow],
-                                                    seed: int) -> None:
+                                                    seed: int, through_json: bool) -> None:
     histories = _histories(compiled, seed)
     assert {i.flow for i, _ in histories} == {c.flow.name for c in compiled.values()}
-    quick, quick_findings = await _audit(compiled, histories, fast=True)
+    quick, quick_findings = await _audit(compiled, histories, fast=True,
+                                         through_json=through_json)
     slow, slow_findings = await _audit(compiled, histories, fast=False)
     assert quick.as_dict() == slow.as_dict()
     assert [f.as_dict() for f in quick_findings] == [f.as_dict() for f in slow_findings]
@@ -192,20 +272,36 @@ def test_untouched_histories_of_every_flow_verify_on_the_fast_path(
         for _ in range(10):
             instance, events = _walk(c, rng, 10)
             walked += len(events) > 1
-            result = verify(c, events)
             reference = replay(c, events)
-            assert result is not None
-            assert (result.state, result.status, result.events, result.last_hash) == (
-                reference.state, reference.status, reference.events, reference.last_hash)
-            assert result.context == reference.context == instance.context
+            for through_json in (False, True):
+                stored = _stored((instance, events), through_json)
+                assert stored.plain is through_json
+                result = verify(c, stored)
+                assert result is not None
+                assert (result.state, result.status, result.events, result.last_hash) == (
+                    reference.state, reference.status, reference.events,
+                    reference.last_hash)
+                assert result.context == reference.context == instance.context
     assert walked > 50  # the walks do take steps beyond the start
 
 
 def test_the_fast_path_declines_what_it_cannot_vouch_for(
         compiled: dict[str, CompiledFlow]) -> None:
     c = next(iter(compiled.values()))
-    _, events = _walk(c, random.Random(3), 5)
-    assert verify(c, []) is None
+    instance, events = _walk(c, random.Random(3), 5)
+
+    def stored(changed: list[Event], through_json: bool = False) -> StoredHistory:
+        return _stored((instance, changed), through_json)
+
+    assert verify(c, stored([])) is None
     as_float = attrs.evolve(events[0], seq=1.0)  # type: ignore[arg-type]
-    assert verify(c, _resealed([as_float, *events[1:]], 0)) is None
-    assert verify(c, [attrs.evolve(events[0], hash=GENESIS), *events[1:]]) is None
+    assert verify(c, stored(_resealed([as_float, *events[1:]], 0))) is None
+    assert verify(c, stored([attrs.evolve(events[0], hash=GENESIS), *events[1:]])) is None
+    # Read by orjson, a huge integer is a float, a tiny float is not written canonically:
+    # not vouched for as read, vouched for as the standard library reads it.
+    for odd in (2**64, 1e-7):
+        changed = _resealed([attrs.evolve(events[0], input={**events[0].input, "n": odd}),
+                             *events[1:]], 0)
+        assert verify(c, stored(changed, through_json=True)) is None
+        assert verify(c, stored(changed, through_json=True).exactly()) is not None
+        assert verify(c, stored(changed)) is not None

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import attrs
+import orjson
 import pytest
 
-from engine import CompiledFlow, FrozenClock, Runtime, load_text
+from engine import CompiledFlow, Event, FrozenClock, Runtime, load_text
+from engine.canonical import GENESIS, chain_hash
 from engine.loader import build_flow
-from engine.replay import AuditFinding, audit
+from engine.replay import AuditFinding, audit, replay
 from storage import PgStore
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from web.cli import main as flowctl
@@ -121,7 +126,7 @@ async def test_parts_of_the_histories_are_disjoint_and_cover_every_instance(
     ids = [*await _three_instances(store, clock), *await _three_instances(store, clock)]
     seen: list[str] = []
     for k in range(3):
-        seen += [instance.id async for instance, _ in store.histories(batch=2, part=(k, 3))]
+        seen += [history.id async for history in store.histories(batch=2, part=(k, 3))]
     assert sorted(seen) == sorted(ids)
 
 
@@ -151,3 +156,77 @@ async def test_flowctl_audit_with_jobs_finds_and_counts_what_one_process_does(
     with pytest.raises(SystemExit) as refused:
         await asyncio.to_thread(flowctl, ["audit", "--jobs", "0"])
     assert refused.value.code == 2
+
+
+async def _rewrite(store: PgStore, iid: str, seq: int, change: dict[str, Any],
+                   seal: Callable[[Event], str] | None = None) -> None:
+    """Rewrite one stored event's input and facts, the chain after it made good and the
+    live row made to agree, as only someone who can switch the trigger off could.
+
+    ``seal`` (if given) computes the changed event's hash instead of the canonical form.
+    """
+    events = await store.events(iid)
+    changed = attrs.evolve(events[seq - 1], input={**events[seq - 1].input, **change},
+                           facts={**events[seq - 1].facts, **change})
+    fields = attrs.asdict(changed, recurse=False)
+    del fields["hash"]
+    events[seq - 1] = attrs.evolve(changed, hash=seal(changed)) if seal \
+        else Event.sealed(**fields)
+    for k in range(seq, len(events)):
+        fields = attrs.asdict(events[k], recurse=False)
+        del fields["hash"]
+        events[k] = Event.sealed(**{**fields, "prev_hash": events[k - 1].hash})
+    instance, _ = await store.load(iid)
+    content = await store.definition(instance.definition_hash)
+    assert content is not None
+    live = replay(CompiledFlow(build_flow(content), sample_registry()),
+                  _canonical_chain(events))
+    async with store.pool.acquire() as conn:
+        await conn.execute("ALTER TABLE flow_events DISABLE TRIGGER USER")
+        for ev in events[seq - 1:]:
+            await conn.execute(
+                "UPDATE flow_events SET input = $3, facts = $4, prev_hash = $5, hash = $6"
+                " WHERE instance_id = $1 AND seq = $2", uuid.UUID(iid), ev.seq, ev.input,
+                ev.facts, ev.prev_hash, ev.hash)
+        await conn.execute("UPDATE flow_instances SET context = $2, last_hash = $3"
+                           " WHERE id = $1", uuid.UUID(iid), live.context, events[-1].hash)
+
+
+def _canonical_chain(events: list[Event]) -> list[Event]:
+    """The same events, each hash as the live step computes it (to replay the row)."""
+    out: list[Event] = []
+    for ev in events:
+        fields = attrs.asdict(ev, recurse=False)
+        del fields["hash"]
+        out.append(Event.sealed(**{**fields, "prev_hash": out[-1].hash if out else GENESIS}))
+    return out
+
+
+async def test_values_the_json_readers_read_differently_verify_and_forgeries_are_named(
+        store: PgStore, clock: FrozenClock, own_db: str) -> None:
+    ids = [*await _three_instances(store, clock), *await _three_instances(store, clock)]
+    # Written as a step writes them: each reads back as it was hashed, and verifies.
+    await _rewrite(store, ids[1], 2, {"big": 2**70, "neg": -(2**64), "tiny": 1e-7,
+                                      "small": 0.00005, "large": 1e20, "e": "e-5 0.00001"})
+    # Hashed over what orjson reads (a float) and what orjson writes: forged.
+    as_read = {"n": float(2**64 + 1)}
+    await _rewrite(store, ids[2], 3, {"n": 2**64 + 1}, seal=lambda e: chain_hash(
+        e.prev_hash, {**e.body(), "input": {**e.input, **as_read},
+                      "facts": {**e.facts, **as_read}}))
+    await _rewrite(store, ids[4], 2, {"x": 1e-7}, seal=lambda e: hashlib.sha256(
+        e.prev_hash.encode() + orjson.dumps(e.body(), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest())
+    conn = await asyncpg.connect(own_db)
+    try:
+        # What json columns hold but no step writes: a finding each, not an error.
+        await conn.execute("ALTER TABLE flow_events DISABLE TRIGGER USER")
+        await conn.execute("UPDATE flow_events SET effects = '{\"x\": 1e400}'"
+                           " WHERE instance_id = $1 AND seq = 1", uuid.UUID(ids[0]))
+        await conn.execute("UPDATE flow_events SET input = '{\"x\": \"\\ud800\"}'"
+                           " WHERE instance_id = $1 AND seq = 1", uuid.UUID(ids[3]))
+    finally:
+        await conn.close()
+    summary, findings = await _run_audit(store)
+    assert {f.instance_id: (f.seq, f.what) for f in findings} == {
+        ids[0]: (1, "hash"), ids[2]: (3, "hash"), ids[3]: (1, "hash"), ids[4]: (2, "hash")}
+    assert (summary.instances, summary.findings) == (6, 4)

@@ -34,6 +34,7 @@ from engine import (
 )
 from engine.canonical import GENESIS
 from engine.memory import MemoryTransaction
+from engine.replay import StoredHistory
 from engine.values import Write
 from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database
@@ -700,18 +701,21 @@ async def test_histories_page_through_every_instance_oldest_first(store: Store) 
         instance = await create(store, at=T0 + timedelta(minutes=minutes))
         commit = step(instance)
         await store.commit(commit)
-        made.append(commit.instance)
-    in_order = sorted(made, key=lambda i: (i.created_at, uuid.UUID(i.id)))
+        made.append((commit.instance, await store.events(instance.id)))
+    in_order = sorted(made, key=lambda m: (m[0].created_at, uuid.UUID(m[0].id)))
 
-    async def read(**kwargs: Any) -> list[tuple[Instance, list[int]]]:
-        return [(i, [e.seq for e in events])
-                async for i, events in store.histories(**kwargs)]  # type: ignore[attr-defined]
+    async def read(**kwargs: Any) -> list[StoredHistory]:
+        return [h async for h in store.histories(**kwargs)]  # type: ignore[attr-defined]
 
-    assert await read() == [(i, [1, 2]) for i in in_order]
+    # Each as the audit reads it: the live row's fields it checks, every event as stored,
+    # read by orjson.
+    assert [(*h[:7], h.event_objects(), h.plain) for h in await read()] == [
+        (i.id, i.flow, i.definition_hash, i.state, i.context, i.version, i.last_hash,
+         events, True) for i, events in in_order]
     assert await read(batch=2) == await read(batch=3) == await read()
-    assert [i for i, _ in await read(since=T0 + timedelta(minutes=3),
+    assert [h.id for h in await read(since=T0 + timedelta(minutes=3),
                                      until=T0 + timedelta(minutes=9), batch=2)] == \
-        [i for i in in_order if T0 + timedelta(minutes=3) <= i.created_at
+        [i.id for i, _ in in_order if T0 + timedelta(minutes=3) <= i.created_at
          < T0 + timedelta(minutes=9)]
     assert await read(flow="another") == []
 
