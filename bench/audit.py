@@ -93,12 +93,14 @@ def _compiled() -> list[CompiledFlow]:
     return [CompiledFlow(f, registry) for f in flow_set.flows.values()]
 
 
-def walk(c: CompiledFlow, rng: random.Random, steps: int, start: datetime,
-         small: bool = False) -> tuple[Instance, list[Event]]:
-    """One history of ``c``'s flow, as the live step would have stored it."""
+def walk(c: CompiledFlow, rng: random.Random, steps: int, start: datetime, *,
+         fact_values: Sequence[Any], inputs: Sequence[dict[str, Any]],
+         gap_us: tuple[int, int] = (10**6, 400 * 10**6)) -> tuple[Instance, list[Event]]:
+    """One history of ``c``'s flow, as the live step would have stored it: random
+    triggers its guards allow, facts and input drawn from ``fact_values`` and
+    ``inputs``, steps ``gap_us`` microseconds apart (also the fast path's differential
+    test's histories: tests/engine/test_replay_fast.py)."""
     flow = c.flow
-    fact_values, inputs = (SMALL_FACT_VALUES, SMALL_INPUTS) if small \
-        else (FACT_VALUES, INPUTS)
     now = start
     done = begin(flow, str(uuid.UUID(int=rng.getrandbits(128))), dict(rng.choice(inputs)),
                  {a.fact: rng.choice(fact_values)
@@ -107,7 +109,7 @@ def walk(c: CompiledFlow, rng: random.Random, steps: int, start: datetime,
     for _ in range(steps):
         if flow.states[instance.state].final:
             break
-        now += timedelta(microseconds=rng.randrange(10**6, 400 * 10**6))
+        now += timedelta(microseconds=rng.randrange(*gap_us))
         for _attempt in range(12):
             trigger = rng.choice(flow.triggers_from(instance.state))
             timeout = flow.states[instance.state].timeout
@@ -179,6 +181,8 @@ async def fill(dsn: str, n: int, seed: int, payload: str = "sealed") -> int:
     try:
         await PgStore(pool).save_definitions(c.flow for c in compiled)
         start = datetime(2026, 3, 1, 9, tzinfo=UTC)
+        values, inputs = (SMALL_FACT_VALUES, SMALL_INPUTS) if payload == "small" \
+            else (FACT_VALUES, INPUTS)
         chunk = 5000
         for lo in range(0, n, chunk):
             instances: list[tuple[Any, ...]] = []
@@ -187,7 +191,8 @@ async def fill(dsn: str, n: int, seed: int, payload: str = "sealed") -> int:
                 c = rng.choice(compiled)
                 steps = rng.choice((0, 0, 0, 1, 1, 1, 2, 3))
                 instance, history = walk(c, rng, steps, start + timedelta(
-                    seconds=k, microseconds=rng.randrange(10**6)), small=payload == "small")
+                    seconds=k, microseconds=rng.randrange(10**6)),
+                    fact_values=values, inputs=inputs)
                 instances.append((uuid.UUID(instance.id), instance.flow,
                                   instance.definition_hash, instance.state, instance.context,
                                   instance.version, instance.status, instance.created_at,

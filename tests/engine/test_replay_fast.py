@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,12 @@ import orjson
 import pytest
 
 import flows
+from bench.audit import walk
 from engine import CompiledFlow, Registry, jsonio, load_file
 from engine.canonical import GENESIS, canonical_json
 from engine.replay import AuditFinding, AuditSummary, StoredHistory, audit, replay, verify
-from engine.step import PROVIDER_PREFIX, TIMER_ACTOR, actions_for, begin, settle
-from engine.values import Event, GuardInput, Instance
+from engine.step import TIMER_ACTOR
+from engine.values import Event, Instance
 
 ROOT = Path(__file__).resolve().parents[2]
 FACT_VALUES: list[Any] = [
@@ -51,45 +51,9 @@ def compiled() -> dict[str, CompiledFlow]:
 
 def _walk(c: CompiledFlow, rng: random.Random, steps: int) -> History:
     """One history of ``c``'s flow, as the live step would have stored it."""
-    flow = c.flow
-    now = datetime(2026, 3, 1, 9, tzinfo=UTC) + timedelta(seconds=rng.randrange(10**6))
-    done = begin(flow, str(uuid.UUID(int=rng.getrandbits(128))), dict(rng.choice(INPUTS)),
-                 {a.fact: rng.choice(FACT_VALUES)
-                  for a in flow.states[flow.initial].on_enter}, actor="account:1", now=now)
-    instance, events = done.instance, [done.event]
-    for _ in range(steps):
-        if flow.states[instance.state].final:
-            break
-        now += timedelta(seconds=rng.randrange(1, 4000))
-        for _attempt in range(12):
-            trigger = rng.choice(flow.triggers_from(instance.state))
-            timeout = flow.states[instance.state].timeout
-            by_clock = timeout is not None and trigger == timeout.trigger
-            actor = TIMER_ACTOR if by_clock else (
-                PROVIDER_PREFIX + "face" if trigger in flow.callback_triggers(instance.state)
-                else "account:1")
-            facts = {a.fact: rng.choice(FACT_VALUES)
-                     for a in actions_for(flow, instance.state, trigger)}
-            if by_clock:
-                facts["timer"] = {"id": rng.randrange(10**6), "due_at": now.isoformat()}
-            given = dict(rng.choice(INPUTS))
-            try:
-                taken = c.decide(GuardInput(instance.state, trigger, instance.context, given,
-                                            facts, flow.policies))
-            except Exception:  # noqa: BLE001 - a guard that cannot read these facts
-                taken = None
-            if taken is None:
-                continue
-            dest = flow.states[taken.target(instance.state)]
-            effects = {a.fact: rng.choice(FACT_VALUES) for a in dest.on_enter} \
-                if dest.name != instance.state else {}
-            done = settle(flow, instance, taken, trigger=trigger, recorded_input=given,
-                          facts=facts, effects=effects, actor=actor, now=now,
-                          by_clock=by_clock)
-            instance = done.instance
-            events.append(done.event)
-            break
-    return instance, events
+    start = datetime(2026, 3, 1, 9, tzinfo=UTC) + timedelta(seconds=rng.randrange(10**6))
+    return walk(c, rng, steps, start, fact_values=FACT_VALUES, inputs=INPUTS,
+                gap_us=(10**6, 4000 * 10**6))
 
 
 def _resealed(events: list[Event], start: int) -> list[Event]:
