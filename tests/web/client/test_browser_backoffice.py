@@ -146,10 +146,7 @@ def test_an_administrator_works_in_the_console(server: Server,
     w.press("退出登录")
     w.goto("/")
     w.press("登录")
-    w.fill("身份证号码/手机号码/登录名", person)
-    w.fill("密码", password)
-    w.fill("图形验证码", w.captcha())
-    w.press("登录")
+    w.sign_in(person, password)
     w.heading("首次登录请修改密码")
     w.shot("must-change")
 
@@ -173,10 +170,7 @@ def test_a_supervisor_from_the_back_office_signs_in_binds_a_phone_and_makes_a_se
     # The first sign-in, with the one-time password, asks for a new one.
     w.goto("/")
     w.press("登录")
-    w.fill("身份证号码/手机号码/登录名", supervisor)
-    w.fill("密码", once)
-    w.fill("图形验证码", w.captcha())
-    w.press("登录")
+    w.sign_in(supervisor, once)
     w.heading("首次登录请修改密码")
     w.shot("must-change")
     w.fill("新密码", PASSWORD)
@@ -230,10 +224,7 @@ def test_a_supervisor_from_the_back_office_signs_in_binds_a_phone_and_makes_a_se
     w.press("退出登录")
     w.goto("/")
     w.press("登录")
-    w.fill("身份证号码/手机号码/登录名", phone)
-    w.fill("密码", PASSWORD)
-    w.fill("图形验证码", w.captcha())
-    w.press("登录")
+    w.sign_in(phone, PASSWORD)
     w.heading("登录成功")
 
 

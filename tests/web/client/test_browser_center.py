@@ -106,10 +106,7 @@ def test_a_person_changes_the_phone_and_the_password_then_signs_in_with_both(
     w.press("退出登录")
     w.goto("/")
     w.press("登录")
-    w.fill("身份证号码/手机号码/登录名", new)
-    w.fill("密码", password)
-    w.fill("图形验证码", w.captcha())
-    w.press("登录")
+    w.sign_in(new, password)
     w.heading("登录成功")
     w.shot("signed-in")
 

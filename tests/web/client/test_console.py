@@ -4,12 +4,13 @@ shown once and never again, the audit log's filters and pages."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
 from tests.flows.test_backoffice import admin_sign_in, as_admin, new_admin
 from tests.flows.test_phones import new_account, sign_in
-from tests.flows.test_verification import new_organisation
+from tests.flows.test_verification import Who, new_organisation
 from tests.platform import Platform, new_mobile
 from tests.web.client.test_pages import hidden, page, post, start
 from web.client import console
@@ -130,8 +131,10 @@ def _cells(html: str, column: int) -> list[str]:
     return [re.findall(r"<td>(.*?)</td>", row, re.S)[column] for row in rows]
 
 
-async def test_the_audit_log_names_actors_and_targets_and_keeps_their_ids(
-        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+async def _two_entries(platform: Platform) -> tuple[str, str, dict[str, Any], Who]:
+    """An administrator, signed in, who resets a person's password and verifies an
+    organisation: the administrator's login name and actor id, the person, the
+    organisation."""
     admin = await new_admin(platform)
     await admin_sign_in(platform, admin)
     actor = f"admin:{(await (await platform.client.get('/api/session')).json())['account_id']}"
@@ -140,6 +143,12 @@ async def test_the_audit_log_names_actors_and_targets_and_keeps_their_ids(
     assert org.credit_code is not None
     await _reset(platform, person["login"])
     await _verify(platform, org.credit_code)
+    return admin, actor, person, org
+
+
+async def test_the_audit_log_names_actors_and_targets_and_keeps_their_ids(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin, actor, person, org = await _two_entries(platform)
     # One query names the whole page, however many rows it has.
     accounts = platform.app[SERVICES].accounts
     asked: list[list[str]] = []
@@ -173,14 +182,7 @@ async def test_the_audit_log_names_actors_and_targets_and_keeps_their_ids(
 
 
 async def test_the_audit_log_filters_by_login_name_as_by_id(platform: Platform) -> None:
-    admin = await new_admin(platform)
-    await admin_sign_in(platform, admin)
-    actor = f"admin:{(await (await platform.client.get('/api/session')).json())['account_id']}"
-    person = await new_account(platform, phone=new_mobile())
-    org = await new_organisation(platform)
-    assert org.credit_code is not None
-    await _reset(platform, person["login"])
-    await _verify(platform, org.credit_code)
+    admin, actor, person, org = await _two_entries(platform)
     _, by_id = await page(platform, f"/admin?actor={actor}")
     # Login names are case-insensitive, as at sign-in.
     _, by_name = await page(platform, f"/admin?actor={admin.upper()}")

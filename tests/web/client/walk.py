@@ -160,6 +160,14 @@ class Walk:
             assert time.monotonic() < deadline, f"no SMS code for the phone after {after}"
             time.sleep(0.1)
 
+    def sign_in(self, identifier: str, password: str) -> None:
+        """Fill the personal sign-in form shown now (the captcha's answer from the
+        sandbox) and press its button."""
+        self.fill("身份证号码/手机号码/登录名", identifier)
+        self.fill("密码", password)
+        self.fill("图形验证码", self.captcha())
+        self.press("登录")
+
     def fill(self, label: str, value: str) -> None:
         self.page.get_by_label(label, exact=True).fill(value)
 
