@@ -31,9 +31,10 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-# pytest exits 5 when it ran no test; make treats that as the failure it is.
+# pytest exits 5 when it ran no test; make treats that as the failure it is. One worker
+# per core (pytest-xdist), handed tests in the order tests/conftest.py gives them.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.steps

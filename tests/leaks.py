@@ -13,11 +13,16 @@ holds ``13800138000``). A spelling that is not plain digits is also searched as 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 # Canonical numbers: 11-digit mobile numbers and 18-character ID numbers (X upper-case).
 NUMBERS: set[str] = set()
@@ -27,6 +32,8 @@ SPELLINGS: set[str] = set()
 FOUND: list[tuple[str, list[str]]] = []
 # How much was searched, so that a search of nothing cannot pass.
 SEARCHED: Counter[str] = Counter()
+# Whether this process collected tests/test_at_rest.py, and ran its search already.
+AT_REST = {"collected": False, "ran": False}
 
 _FULL_WIDTH_DIGITS = {cp: cp - 0xFEE0 for cp in range(0xFF10, 0xFF1A)} | {0xFF38: "X",
                                                                             0xFF58: "x"}
@@ -76,3 +83,78 @@ def tee(_: Any, __: str, rendered: Any) -> Any:
     search(f"a log line of {test}", rendered if isinstance(rendered, str) else repr(rendered),
            "log lines")
     return rendered
+
+
+async def search_database(database_url: str) -> None:
+    """Search every column of every table of a database (public schema): text and json
+    columns as text, bytea as raw bytes, anything else in its text form."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = [r["table_name"] for r in await conn.fetch(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")]
+        for table in tables:
+            columns = await conn.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                table)
+            # Everything but bytea as the server writes it as text; bytea as bytes.
+            select = ", ".join(
+                f'"{c["column_name"]}"' if c["data_type"] == "bytea"
+                else f'"{c["column_name"]}"::text' for c in columns)
+            for row in await conn.fetch(f'SELECT {select} FROM "{table}"'):
+                SEARCHED["rows"] += 1
+                for column, value in zip(columns, row, strict=True):
+                    if value is None:
+                        continue
+                    text = value.decode("latin-1") if isinstance(value, bytes) else value
+                    search(f"table {table}, column {column['column_name']}", text, "values")
+    finally:
+        await conn.close()
+
+
+# -- many processes (pytest-xdist): each searches its own, one test reads them all ------
+#
+# Each worker process has its own database, log lines and Redis prefix. A worker that did
+# not run tests/test_at_rest.py searches its database as its session ends and leaves what
+# it found and how much it searched in a file of the run's shared folder; the worker that
+# runs the test searches its own and waits for those files. The test is the last one
+# handed out, so every other worker is told to stop once it has it: they all end.
+
+
+def worker() -> tuple[str, int]:
+    """This process's pytest-xdist worker name and the number of workers ("", 1 alone)."""
+    return (os.environ.get("PYTEST_XDIST_WORKER", ""),
+            int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def leave_for_the_search(folder: Path) -> None:
+    """Write what this worker found and searched for the worker running the test."""
+    name, _ = worker()
+    folder.mkdir(parents=True, exist_ok=True)
+    searched = {k: v for k, v in SEARCHED.items() if k != "platform tests collected"}
+    part = folder / f"{name}.json.part"
+    part.write_text(json.dumps({"found": FOUND, "searched": searched,
+                                "numbers": len(NUMBERS)}), encoding="utf-8")
+    part.rename(folder / f"{name}.json")
+
+
+async def gather_the_others(folder: Path) -> tuple[list[tuple[str, list[str]]], Counter[str]]:
+    """Wait for every other worker's file (as long as the caller lets it); return this
+    process's findings and counts with theirs added (``numbers``: how many numbers were
+    searched for in all)."""
+    name, count = worker()
+    found = list(FOUND)
+    searched = Counter({**SEARCHED, "numbers": len(NUMBERS)})
+    others = {f"gw{i}" for i in range(count)} - {name} if name else set()
+    while others:
+        for other in sorted(others):
+            path = folder / f"{other}.json"
+            if path.exists():
+                data = json.loads(path.read_text(encoding="utf-8"))
+                found += [(where, list(numbers)) for where, numbers in data["found"]]
+                searched.update({**data["searched"], "numbers": data["numbers"]})
+                others.discard(other)
+        if others:
+            await asyncio.sleep(0.2)
+    return found, searched

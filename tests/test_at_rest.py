@@ -13,6 +13,10 @@ other spelling a test typed (``mobile_spellings``, ``id_spellings``) is looked f
   and stdlib logging included;
 - every Redis value a platform test left behind, searched as the test ends.
 
+Run on many processes (``pytest -n``, as ``make test`` does), each worker searches its
+own database, log lines and Redis keys, and this test adds up what all of them found and
+searched (tests/leaks.py).
+
 Left out, on purpose: the sandbox providers' own Redis keys (``sandbox:``: the SMS
 inbox, face sessions, real-name pairs), whose whole point is to show phone and ID
 numbers on the development pages; and the output of server subprocesses, which the
@@ -26,7 +30,10 @@ to search.
 
 from __future__ import annotations
 
-import asyncpg
+import asyncio
+from collections import Counter
+from pathlib import Path
+
 import pytest
 
 from tests import leaks
@@ -40,40 +47,18 @@ MIN_PLATFORM_TESTS = 20
 PER_PLATFORM_TEST = {"numbers": 2, "rows": 5, "log lines": 10, "redis keys": 2}
 
 
-async def _search_database(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        tables = [r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")]
-        for table in tables:
-            columns = await conn.fetch(
-                "SELECT column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
-                table)
-            # Everything but bytea as the server writes it as text; bytea as bytes.
-            select = ", ".join(
-                f'"{c["column_name"]}"' if c["data_type"] == "bytea"
-                else f'"{c["column_name"]}"::text' for c in columns)
-            for row in await conn.fetch(f'SELECT {select} FROM "{table}"'):
-                leaks.SEARCHED["rows"] += 1
-                for column, value in zip(columns, row, strict=True):
-                    if value is None:
-                        continue
-                    text = value.decode("latin-1") if isinstance(value, bytes) else value
-                    leaks.search(f"table {table}, column {column['column_name']}", text,
-                                 "values")
-    finally:
-        await conn.close()
-
-
-async def test_no_id_or_phone_number_is_stored_or_logged_in_clear(database_url: str) -> None:
+async def test_no_id_or_phone_number_is_stored_or_logged_in_clear(
+        database_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     if leaks.SEARCHED["platform tests collected"] < MIN_PLATFORM_TESTS:
         pytest.skip("searches what the platform's tests leave: run it with them")
-    await _search_database(database_url)
-    found = "\n".join(f"{where}: {', '.join(numbers)}" for where, numbers in leaks.FOUND)
-    assert not leaks.FOUND, f"numbers in clear:\n{found}"
-    searched = {**leaks.SEARCHED, "numbers": len(leaks.NUMBERS)}
+    leaks.AT_REST["ran"] = True
+    await leaks.search_database(database_url)
+    # With pytest-xdist, the other workers' searches (tests/leaks.py) are added.
+    async with asyncio.timeout(240):
+        found, searched = await leaks.gather_the_others(
+            tmp_path_factory.getbasetemp().parent / "at-rest")
+    listed = "\n".join(f"{where}: {', '.join(numbers)}" for where, numbers in found)
+    assert not found, f"numbers in clear:\n{listed}"
     tests = searched["platform tests collected"]
     for what, per_test in PER_PLATFORM_TEST.items():
         assert searched.get(what, 0) >= per_test * tests, (what, searched)
@@ -100,3 +85,29 @@ def test_the_search_finds_every_spelling_as_a_person_reads_it() -> None:
     finally:
         leaks.NUMBERS.difference_update({phone, id_number})
         leaks.SPELLINGS.discard("139 1234 5678")
+
+
+async def test_a_worker_adds_what_the_other_workers_searched_and_waits_for_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def as_worker(name: str, count: int, found: list[tuple[str, list[str]]],
+                  searched: dict[str, int], numbers: set[str]) -> None:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", name)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(count))
+        monkeypatch.setattr(leaks, "FOUND", found)
+        monkeypatch.setattr(leaks, "SEARCHED", Counter(searched))
+        monkeypatch.setattr(leaks, "NUMBERS", numbers)
+
+    # Every worker collects every test: the count is not added up.
+    as_worker("gw1", 2, [("a log line of t", ["139******01"])],
+              {"rows": 5, "platform tests collected": 9}, {"13912340001"})
+    leaks.leave_for_the_search(tmp_path)
+    as_worker("gw0", 2, [], {"rows": 3, "platform tests collected": 9}, {"1", "2"})
+    found, searched = await leaks.gather_the_others(tmp_path)
+    assert found == [("a log line of t", ["139******01"])]
+    assert searched == Counter({"rows": 8, "platform tests collected": 9, "numbers": 3})
+
+    # A third worker that never leaves its file: the search waits for it.
+    as_worker("gw0", 3, [], {}, set())
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await leaks.gather_the_others(tmp_path)

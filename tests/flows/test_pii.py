@@ -201,7 +201,8 @@ def test_reprs_hide_keys_and_values(keys: dict[str, str]) -> None:
     ("not base64 at all!", b64(os.urandom(32)), "enc_key_b64 is not valid base64"),
     (b64(os.urandom(16)), b64(os.urandom(32)), "enc_key_b64 must decode to 32 bytes, not 16"),
     (b64(os.urandom(32)), b64(os.urandom(33)), "index_key_b64 must decode to 32 bytes"),
-])
+], ids=["enc-empty", "enc-none", "index-blank", "enc-not-base64", "enc-16-bytes",
+        "index-33-bytes"])
 def test_bad_keys_are_refused_at_construction(enc: Any, index: Any, message: str) -> None:
     with pytest.raises(VaultConfigError, match=message) as info:
         Vault.from_config(enc, index)

@@ -179,7 +179,7 @@ def test_a_complete_production_configuration_is_accepted() -> None:
     ("PII_PREVIOUS_KEYS", f"{generate_keys()['enc_key_b64']},{DEV_ENC_KEY}"),
     # URL-safe and unpadded spellings of the same bytes are the same key.
     ("PII_ENC_KEY", DEV_ENC_KEY.replace("+", "-").replace("/", "_").rstrip("=")),
-])
+], ids=["enc", "index", "enc-swapped", "previous", "enc-url-safe"])
 def test_production_refuses_the_development_pii_keys_given_explicitly(
         name: str, value: str) -> None:
     assert problems(production_env(**{name: value})) == [

@@ -111,8 +111,7 @@ def test_a_person_registers_signs_in_and_makes_a_seal_in_the_browser(
     w.shot("seal-made")
     w.page.get_by_role("link", name="返回个人中心").click()
     preview = w.page.get_by_role("img", name=re.compile("印章预览"))
-    expect(preview).to_be_visible()
-    assert w.page.evaluate("(img) => img.naturalWidth", preview.element_handle()) > 0
+    assert w.image_width(preview) > 0
     w.shot("account-with-seal")
 
     # English by the switch; signing out ends the session.

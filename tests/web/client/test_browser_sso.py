@@ -95,7 +95,7 @@ def test_a_person_signs_in_for_a_system_then_enters_it_again_from_the_hall(
     system = hall.get_by_role("link", name="示例业务系统")
     expect(system).to_be_visible()
     icon = system.locator("img")
-    assert w.page.evaluate("(img) => img.naturalWidth", icon.element_handle()) > 0
+    assert w.image_width(icon) > 0
     w.shot("hall")
     visited: list[str] = []
     w.page.on("request", lambda r: visited.append(r.url) if _navigation(r) else None)

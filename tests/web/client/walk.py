@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from flows.pii import MOBILE
 from tests.platform import PASSWORD, new_login_name, new_mobile
@@ -136,6 +136,14 @@ class Walk:
         answer = self.context.request.get(self.server.url + path)
         assert answer.ok, answer.text()
         return answer.json()
+
+    def image_width(self, image: Locator) -> int:
+        """The natural width of a visible picture once the browser is done loading it
+        (0: it could not be shown)."""
+        expect(image).to_be_visible()
+        handle = image.element_handle()
+        self.page.wait_for_function("(img) => img.complete", arg=handle)
+        return int(self.page.evaluate("(img) => img.naturalWidth", handle))
 
     def captcha(self) -> str:
         """The answer of the picture the page shows: read once the browser has it (the
