@@ -328,19 +328,29 @@ def _audit_part(dsn: str, settings: Settings, args: argparse.Namespace,
 
 def _audit_in_parts(dsn: str, settings: Settings, args: argparse.Namespace,
                     since: datetime | None, until: datetime | None) -> AuditSummary:
-    """Audit with ``args.jobs`` processes, each the instances of one hash part.
+    """Audit with ``args.jobs`` processes, each the instances of one hash part: this one
+    and ``args.jobs - 1`` more.
 
     Replay is pure CPU in one Python thread: processes, not tasks, use more cores. Each
-    reads its part in pages, as one process reads everything: memory stays flat.
+    reads its part in pages, as one process reads everything: memory stays flat. The
+    others are forked from this process as it is, its modules imported (a new
+    interpreter spends about a second of CPU importing them), when it runs no other
+    thread (flowctl); else, as from within a test's thread, started anew.
     """
     import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
     n = args.jobs
+    method = "fork" if threading.active_count() == 1 else "spawn"
     sys.stdout.flush()
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_audit_part, *zip(*[(dsn, settings, args, since, until, (k, n))
-                                                  for k in range(n)], strict=True)))
+    with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context(method)) as pool:
+        others = [pool.submit(_audit_part, dsn, settings, args, since, until, (k, n))
+                  for k in range(1, n)]
+        parts = [asyncio.run(_audit(dsn, settings.db_transaction_pooling,
+                                    _registry(settings, args.module), args, since, until,
+                                    (0, n)))]
+        parts += [other.result() for other in others]
     total = AuditSummary()
     for part in parts:
         total.instances += part.instances
