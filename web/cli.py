@@ -298,11 +298,15 @@ async def _audit(dsn: str, pooling: bool, registry: Registry, args: argparse.Nam
                       f"found {finding.found!r}", flush=True)
 
         histories = store.histories(flow=args.flow, since=since, until=until, part=part)
-        # What was made so far (the modules, the registry) lives as long as the process:
-        # the collector, run again and again by the audit's many short-lived values,
-        # need not look at it each time.
+        # What was made so far (the modules, the registry) outlives the audit: the
+        # collector, run again and again by the audit's many short-lived values, need
+        # not look at it each time (until the audit ends: flowctl is also called in a
+        # process that goes on, as the tests do).
         gc.freeze()
-        return await audit(histories, compiled, report)
+        try:
+            return await audit(histories, compiled, report)
+        finally:
+            gc.unfreeze()
     finally:
         await pool.close()
 
