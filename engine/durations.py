@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 _PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -15,6 +16,13 @@ def parse_duration(text: object) -> timedelta:
         raise ValueError(f"a duration such as '72h' or '15m' is expected, not {text!r}")
     if isinstance(text, int):
         raise ValueError(f"a duration needs a unit (d, h, m, s): '{text}s'?")
+    return _parsed(text)
+
+
+# Guards read their policies from the pinned mappings at every step, and so at every
+# event an audit replays: the few texts a file has, each parsed once.
+@lru_cache(maxsize=256)
+def _parsed(text: str) -> timedelta:
     s = text.strip().replace(" ", "")
     pos = 0
     seconds = 0

@@ -123,15 +123,21 @@ class CompiledFlow:
         probe.taken = None
         return taken
 
-    def decide_directly(self, guard_input: GuardInput) -> Transition | None:
-        """What :meth:`decide` returns, found without the ``transitions`` machine.
+    def decide_directly(self, state: str, trigger: str, context: Mapping[str, Any],
+                        input: Mapping[str, Any], facts: Mapping[str, Any],
+                        ) -> Transition | None:
+        """What :meth:`decide` returns for ``GuardInput(state, trigger, context, input,
+        facts, flow.policies)``, found without the ``transitions`` machine.
 
         The first transition from the state on the trigger whose guards all allow it, its
-        guards called in the machine's order (a guard that raises raises here too).
+        guards called in the machine's order (a guard that raises raises here too). A
+        transition without guards is taken without making a guard input.
         """
-        for taken, checks in self._routes.get((guard_input.state, guard_input.trigger), ()):
+        policies = self.flow.policies
+        for taken, checks in self._routes.get((state, trigger), ()):
             for fn, params, negated in checks:
-                if bool(fn(with_params(guard_input, params))) == negated:
+                if bool(fn(GuardInput(state, trigger, context, input, facts, policies,
+                                      params))) == negated:
                     break
             else:
                 return taken

@@ -17,7 +17,7 @@ import orjson
 
 from engine.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from engine.errors import ReplayDivergence
-from engine.jsonio import read_as_standard, same_as_canonical
+from engine.jsonio import same_as_canonical
 from engine.loader import build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
 from engine.model import Timeout
@@ -193,18 +193,33 @@ def verify(compiled: CompiledFlow, history: StoredHistory) -> ReplayResult | Non
     merely cautious, finds none): findings are :func:`replay`'s, always.
 
     A ``plain`` history is hashed over orjson's output, about seven times cheaper than
-    the standard library's canonical form, wherever that output is the canonical form of
-    what the standard library would read (:func:`engine.jsonio.same_as_canonical`; the
-    body is written in three parts so that the ids, hashes and time, which cannot hold
-    a number, are not looked at); where it may not be, None: the caller asks again
-    with :meth:`StoredHistory.exactly`.
+    the standard library's canonical form, if that output is the canonical form of
+    what the standard library would read, which is looked at once for all the events'
+    values (:func:`engine.jsonio.same_as_canonical`); where it may not be, None: the
+    caller asks again with :meth:`StoredHistory.exactly`.
     """
+    done = _folded(compiled, history)
+    if done is None:
+        return None
+    state, context, last = done
+    return ReplayResult(state=state, context=context,
+                        status="finished" if compiled.flow.states[state].final else "active",
+                        events=len(history.events), last_hash=last)
+
+
+def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null",
+            ) -> tuple[str, dict[str, Any], str] | None:
+    """:func:`verify`'s work: the state, context and last hash, or None. ``live``:
+    orjson's output of other values orjson read with the history (the live context),
+    looked at with it (:func:`engine.jsonio.same_as_canonical`)."""
     flow = compiled.flow
-    version, policies, states = flow.version, flow.policies, flow.states
+    version, states = flow.version, flow.states
     events = history.events
     if not events:
         return None
     plain = history.plain
+    decide = compiled.decide_directly
+    dumps, sorted_keys, sha256 = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     iid = events[0][0]
     last = GENESIS
     state = ""
@@ -217,24 +232,14 @@ def verify(compiled: CompiledFlow, history: StoredHistory) -> ReplayResult | Non
                 or type(effects) is not dict or type(ev_iid) is not str \
                 or type(actor) is not str:
             return None
+        body = {"actor": actor, "at": at, "definition_hash": version, "effects": effects,
+                "facts": facts, "from": from_state, "input": input_, "instance_id": iid,
+                "prev_hash": last, "seq": seq, "to": to_state, "trigger": trigger}
         if plain:
-            # Sorted keys: actor, at, definition_hash | effects, facts, from, input |
-            # instance_id, prev_hash, seq, to, trigger.
-            values = orjson.dumps({"effects": effects, "facts": facts, "from": from_state,
-                                   "input": input_}, option=orjson.OPT_SORT_KEYS)
-            if not same_as_canonical(values):
+            text = dumps(body, option=sorted_keys)
+            if sha256(last.encode() + text).hexdigest() != hash_:
                 return None
-            head = orjson.dumps({"actor": actor, "at": at, "definition_hash": version})
-            tail = orjson.dumps({"instance_id": iid, "prev_hash": last, "seq": seq,
-                                 "to": to_state, "trigger": trigger})
-            text = b"".join((last.encode(), head[:-1], b",", values[1:-1], b",", tail[1:]))
-            if hashlib.sha256(text).hexdigest() != hash_:
-                return None
-        elif not _hashes_to(last, {"instance_id": ev_iid, "seq": seq, "trigger": trigger,
-                                   "from": from_state, "to": to_state, "input": input_,
-                                   "facts": facts, "effects": effects, "actor": actor,
-                                   "at": at, "definition_hash": definition_hash,
-                                   "prev_hash": prev_hash}, hash_):
+        elif not _hashes_to(last, body, hash_):
             return None
         try:
             when = datetime.fromisoformat(at)
@@ -244,30 +249,34 @@ def verify(compiled: CompiledFlow, history: StoredHistory) -> ReplayResult | Non
             if trigger != "start" or from_state is not None or facts \
                     or to_state != flow.initial:
                 return None
-            if not _followable(when, flow.expires_in, flow.states[flow.initial].timeout):
+            if not _followable(when, flow.expires_in, states[flow.initial].timeout):
                 return None
             state = flow.initial
             context = initial_context(input_, effects)
         else:
             if from_state != state or states[state].final:
                 return None
-            taken = compiled.decide_directly(GuardInput(state, trigger, context, input_,
-                                                        facts, policies))
+            taken = decide(state, trigger, context, input_, facts)
             if taken is None or taken.dest != to_state:
                 return None
             dest = states[to_state]
-            if dest.timeout and (dest.name != state
+            if dest.timeout and (to_state != state
                                  or (actor == TIMER_ACTOR and "timer" in facts)) \
                     and not _followable(when, dest.timeout.after):
                 return None
-            context = next_context(context, from_state=state, to_state=dest.name,
+            context = next_context(context, from_state=state, to_state=to_state,
                                    input=input_, facts=facts, effects=effects,
                                    transition=taken)
-            state = dest.name
+            state = to_state
         last = hash_
-    return ReplayResult(state=state, context=context,
-                        status="finished" if states[state].final else "active",
-                        events=len(events), last_hash=last)
+    # Only input, facts and effects may hold a number that orjson writes otherwise (the
+    # rest is the seq, an integer, or was found equal to a string or None above): one
+    # look at them all, as one JSON array, with the live values. Sorting keys moves no
+    # number, nor changes how one is written.
+    if plain and not same_as_canonical(
+            b"[" + dumps([row[5:8] for row in events]) + b"," + live + b"]"):
+        return None
+    return state, context, last
 
 
 def _followable(at: datetime, after: timedelta, timeout: Timeout | None = None) -> bool:
@@ -283,28 +292,6 @@ def _followable(at: datetime, after: timedelta, timeout: Timeout | None = None) 
 
 def _orjson_sorted(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def same_as_live(result: ReplayResult, state: str, context: Mapping[str, Any],
-                 version: int, last_hash: str, *, plain: bool = True) -> bool:
-    """True only if :func:`compare_live` would find nothing (False: let it look).
-
-    The contexts are compared as orjson writes them with sorted keys: for values orjson
-    read (strings, integers of 64 bits, finite floats, true, false, null, lists,
-    objects) that is equal exactly when their canonical JSON is, provided the live one
-    is what the standard library reads (:func:`engine.jsonio.read_as_standard`: no
-    integer beyond 64 bits that orjson read as a float; the replayed one came through
-    :func:`verify`'s checks). Not ``plain`` (values the standard library read, which may
-    hold an infinity that orjson writes as null): False, and :func:`compare_live` looks.
-    """
-    if not plain or result.events != version or result.last_hash != last_hash \
-            or result.state != state:
-        return False
-    try:
-        live = _orjson_sorted(context)
-        return read_as_standard(live) and _orjson_sorted(result.context) == live
-    except TypeError:
-        return False
 
 
 def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
@@ -405,10 +392,25 @@ async def audit(histories: AsyncIterable[StoredHistory],
 
 
 def _vouched(machine: CompiledFlow, history: StoredHistory) -> bool:
-    quick = verify(machine, history)
-    return quick is not None and same_as_live(quick, history.state, history.context,
-                                              history.version, history.last_hash,
-                                              plain=history.plain)
+    """True only if :func:`replay` and :func:`compare_live` would find nothing (False:
+    let them look).
+
+    The contexts are compared as orjson writes them with sorted keys: for values orjson
+    read that is equal exactly when their canonical JSON is, provided both are what the
+    standard library reads: the replayed one came through :func:`_folded`'s checks,
+    and the live one is looked at with the history's values. Not ``plain`` (values the
+    standard library read, which may hold an infinity that orjson writes as null):
+    False, and they look.
+    """
+    if not history.plain:
+        return False
+    live = _orjson_sorted(history.context)
+    done = _folded(machine, history, live)
+    if done is None:
+        return False
+    state, context, last = done
+    return len(history.events) == history.version and last == history.last_hash \
+        and state == history.state and _orjson_sorted(context) == live
 
 
 # -- export files: JSON Lines ---------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import json
 import os
@@ -297,7 +298,15 @@ async def _audit(dsn: str, pooling: bool, registry: Registry, args: argparse.Nam
                       f"found {finding.found!r}", flush=True)
 
         histories = store.histories(flow=args.flow, since=since, until=until, part=part)
-        return await audit(histories, compiled, report)
+        # What was made so far (the modules, the registry) outlives the audit: the
+        # collector, run again and again by the audit's many short-lived values, need
+        # not look at it each time (until the audit ends: flowctl is also called in a
+        # process that goes on, as the tests do).
+        gc.freeze()
+        try:
+            return await audit(histories, compiled, report)
+        finally:
+            gc.unfreeze()
     finally:
         await pool.close()
 
@@ -323,19 +332,29 @@ def _audit_part(dsn: str, settings: Settings, args: argparse.Namespace,
 
 def _audit_in_parts(dsn: str, settings: Settings, args: argparse.Namespace,
                     since: datetime | None, until: datetime | None) -> AuditSummary:
-    """Audit with ``args.jobs`` processes, each the instances of one hash part.
+    """Audit with ``args.jobs`` processes, each the instances of one hash part: this one
+    and ``args.jobs - 1`` more.
 
     Replay is pure CPU in one Python thread: processes, not tasks, use more cores. Each
-    reads its part in pages, as one process reads everything: memory stays flat.
+    reads its part in pages, as one process reads everything: memory stays flat. The
+    others are forked from this process as it is, its modules imported (a new
+    interpreter spends about a second of CPU importing them), when it runs no other
+    thread (flowctl); else, as from within a test's thread, started anew.
     """
     import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
     n = args.jobs
+    method = "fork" if threading.active_count() == 1 else "spawn"
     sys.stdout.flush()
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_audit_part, *zip(*[(dsn, settings, args, since, until, (k, n))
-                                                  for k in range(n)], strict=True)))
+    with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context(method)) as pool:
+        others = [pool.submit(_audit_part, dsn, settings, args, since, until, (k, n))
+                  for k in range(1, n)]
+        parts = [asyncio.run(_audit(dsn, settings.db_transaction_pooling,
+                                    _registry(settings, args.module), args, since, until,
+                                    (0, n)))]
+        parts += [other.result() for other in others]
     total = AuditSummary()
     for part in parts:
         total.instances += part.instances
@@ -707,9 +726,19 @@ def main(argv: list[str] | None = None) -> int:
     keys = sub.add_parser("signing-keys", help="the OpenID Connect signing keys: list, new, "
                                                "rotate")
     keys.set_defaults(fn=cmd_signing_keys)
-    from web.oidc.cli import add_arguments as oidc_arguments
-
-    oidc_arguments(systems, keys)
+    # Here, not beside the commands in web.oidc.cli: importing web.oidc costs every
+    # command (flowctl audit too) a third of a second.
+    sub_systems = systems.add_subparsers(dest="systems_command")
+    sub_systems.add_parser("list", help="every system, its kind of client, and its secrets")
+    p = sub_systems.add_parser("secret",
+                               help="make a new client secret; printed once, stored hashed")
+    p.add_argument("system")
+    p.add_argument("--revoke-others", action="store_true",
+                   help="revoke the system's older secrets at once")
+    sub_keys = keys.add_subparsers(dest="keys_command")
+    sub_keys.add_parser("list", help="every key and its state (next, current, retired)")
+    sub_keys.add_parser("new", help="a new key: current if none signs, else next (published)")
+    sub_keys.add_parser("rotate", help="the next key signs; the current one retires")
 
     p = sub.add_parser("versions", help="list every stored definition version")
     p.add_argument("flow", nargs="?")

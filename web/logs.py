@@ -13,7 +13,6 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 from web.outages import dependency_of, describe
 
@@ -168,6 +167,9 @@ class _MalformedRequests(logging.Filter):
     hold a token)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Only on aiohttp's server logger, so aiohttp is imported: not in flowctl's start.
+        from aiohttp.http_exceptions import HttpProcessingError
+
         exc = record.exc_info[1] if record.exc_info else None
         code = getattr(exc, "code", None)
         if isinstance(exc, HttpProcessingError) and isinstance(code, int) and code < 500:

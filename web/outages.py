@@ -8,11 +8,13 @@ request.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.exceptions
 
-from web.problems import HttpProblem
+if TYPE_CHECKING:  # at run time only where a 503 is made: not in flowctl's start
+    from web.problems import HttpProblem
 
 DATABASE = "database"
 CACHE = "cache"
@@ -73,6 +75,8 @@ def dependency_of(exc: BaseException) -> str | None:
 
 def unavailable(kind: str) -> HttpProblem:
     """The 503 for a dependency that is down: a stable id per dependency."""
+    from web.problems import HttpProblem
+
     if kind == DATABASE:
         return HttpProblem(503, "database_unavailable", "数据库暂时不可用，请稍后再试",
                            "The database is unavailable at the moment; try again shortly",

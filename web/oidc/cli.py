@@ -137,16 +137,3 @@ def cmd_signing_keys(args: argparse.Namespace, settings: Settings, dsn_of: objec
         print(f"{row.kid}\t{row.state}\t{row.alg}\tcreated {row.created_at:%Y-%m-%d %H:%M}"
               f"{until}")
     return 0
-
-
-def add_arguments(systems: argparse.ArgumentParser, keys: argparse.ArgumentParser) -> None:
-    sub = systems.add_subparsers(dest="systems_command")
-    sub.add_parser("list", help="every system, its kind of client, and its secrets")
-    p = sub.add_parser("secret", help="make a new client secret; printed once, stored hashed")
-    p.add_argument("system")
-    p.add_argument("--revoke-others", action="store_true",
-                   help="revoke the system's older secrets at once")
-    sub = keys.add_subparsers(dest="keys_command")
-    sub.add_parser("list", help="every key and its state (next, current, retired)")
-    sub.add_parser("new", help="a new key: current if none signs, else next (published)")
-    sub.add_parser("rotate", help="the next key signs; the current one retires")
