@@ -224,7 +224,10 @@ class Runtime:
         except DuplicateKey:
             assert start_key is not None
             return await self._replayed_start(name, start_key)
-        self.on_commit()
+        if ai.outbox:
+            # As a step: only messages wake the dispatcher. Woken by every start, it
+            # asked PostgreSQL for messages once a sign-in, and found none.
+            self.on_commit()
         if first.new_timer is not None:
             self.on_timer(first.new_timer.due_at)
         log.info("flow_started", flow=flow.name, instance=instance_ref(instance_id),
