@@ -9,8 +9,9 @@ keys that share a hash tag (``{...}``), and the one pipeline of several keys
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -147,6 +148,13 @@ def _ms(ttl: timedelta) -> int:
     return max(1, int(ttl.total_seconds() * 1000))
 
 
+def _ttl(ms: int) -> timedelta | None:
+    """PTTL's answer: -2 no such key, -1 no expiry."""
+    if ms < 0:
+        return None if ms == -2 else timedelta.max
+    return timedelta(milliseconds=ms)
+
+
 class RedisEphemeral:
     def __init__(self, redis: RedisClient, prefix: str = "flows:") -> None:
         self.redis = redis
@@ -191,10 +199,7 @@ class RedisEphemeral:
                                           args=[_ms(ttl)]))
 
     async def ttl(self, key: str) -> timedelta | None:
-        ms = int(await self.redis.pttl(self._k(key)))
-        if ms < 0:
-            return None if ms == -2 else timedelta.max
-        return timedelta(milliseconds=ms)
+        return _ttl(int(await self.redis.pttl(self._k(key))))
 
     async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
         await self._push(keys=[self._k(key)], args=[value, keep, _ms(ttl)])
@@ -214,6 +219,59 @@ class RedisEphemeral:
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         return [v if isinstance(v, bytes) else v.encode()
                 for v in await self.redis.lrange(self._k(key), 0, limit - 1)]
+
+    def batch(self) -> RedisBatch:
+        return RedisBatch(self)
+
+
+class RedisBatch:
+    """The Ephemeral port's Batch: a non-transactional pipeline (split by node on a
+    Redis Cluster), each command's answer in the port's terms."""
+
+    def __init__(self, ephemeral: RedisEphemeral) -> None:
+        self._ephemeral = ephemeral
+        # Each command: how many Redis commands it queues, and what its answer is made of.
+        self._queued: list[tuple[int, Callable[[list[Any]], Any]]] = []
+        self._calls: list[Callable[[Any], object]] = []
+
+    def _add(self, calls: Sequence[Callable[[Any], object]],
+             answer: Callable[[list[Any]], Any]) -> None:
+        self._calls.extend(calls)
+        self._queued.append((len(calls), answer))
+
+    def get(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.get(k)], lambda r: _bytes(r[0]))
+
+    def take(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.getdel(k)], lambda r: _bytes(r[0]))
+
+    def ttl(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.pttl(k)], lambda r: _ttl(int(r[0])))
+
+    def put(self, key: str, value: bytes, ttl: timedelta) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.set(k, value, px=_ms(ttl))], lambda r: bool(r[0]))
+
+    def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.lpush(k, value), lambda p: p.ltrim(k, 0, keep - 1),
+                   lambda p: p.pexpire(k, _ms(ttl))], lambda r: None)
+
+    async def run(self) -> list[Any]:
+        if not self._calls:
+            return []
+        async with self._ephemeral.redis.pipeline(transaction=False) as pipe:
+            for call in self._calls:
+                call(pipe)
+            raw = await pipe.execute()
+        answers, at = [], 0
+        for n, answer in self._queued:
+            answers.append(answer(raw[at:at + n]))
+            at += n
+        return answers
 
 
 class RedisLimiter:

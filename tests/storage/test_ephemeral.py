@@ -79,3 +79,29 @@ async def test_count_once_counts_each_token_once_even_when_asked_at_once(
     left = await eph.ttl("{c}")
     assert left is not None
     assert left <= window
+
+
+async def test_a_batch_answers_each_command_in_order(redis_client: aioredis.Redis,
+                                                     redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    await eph.put("b1", b"one", timedelta(seconds=30))
+    await eph.put("b2", b"two", timedelta(seconds=30))
+    batch = eph.batch()
+    batch.get("b1")
+    batch.take("b2")
+    batch.ttl("b1")
+    batch.ttl("absent")
+    batch.put("b3", b"three", timedelta(seconds=30))
+    batch.push("blist", b"x", keep=2, ttl=timedelta(seconds=30))
+    batch.get("absent")
+    got = await batch.run()
+    assert got[:2] == [b"one", b"two"]
+    assert timedelta(seconds=29) < got[2] <= timedelta(seconds=30)
+    assert got[3:] == [None, True, None, None]
+    assert await eph.get("b2") is None  # taken
+    assert await eph.get("b3") == b"three"
+    assert await eph.items("blist") == [b"x"]
+    blist = await eph.ttl("blist")
+    assert blist is not None
+    assert blist <= timedelta(seconds=30)
+    assert await eph.batch().run() == []
