@@ -22,7 +22,9 @@ as one core of a deployment runs one), and clients in this process:
    server that does nothing but hash. ``login_ratio_all_cores`` divides by the verify
    as it costs with every core hashing at once instead (``argon2_verify_ms_all_cores``),
    which is what a server's hashing threads pay under a log-in load: the share of the
-   server's CPU that went to hashing at all. A sign-in the server sheds as busy (503
+   server's CPU that went to hashing at all. ``login_loop_cpu_ms``: CPU of the server's
+   event-loop thread a sign-in (all of its CPU but the hashing and drawing threads'),
+   what the platform adds to the hash. A sign-in the server sheds as busy (503
    ``server_busy``) is not counted; its client pauses and goes on. The captcha's answer
    is read from Redis, where the development server keeps it for the sandbox pages (as
    a test helper may), not from a sandbox page: that request is one a real client does
@@ -309,8 +311,10 @@ async def registrations(base: str, opts: Options,
 
 async def peak_logins(server: Server, target: Target, logins: Sequence[str],
                       opts: Options, concurrency: int,
-                      profile: bool = False) -> tuple[float, float]:
-    """Closed loop: sign-ins per second, and the server's cores used meanwhile.
+                      profile: bool = False) -> tuple[float, float, float]:
+    """Closed loop: sign-ins per second, the server's cores used meanwhile, and the CPU
+    milliseconds of its event loop's thread a sign-in (all but the hashing and drawing
+    threads: what the platform adds to the hash, whatever the hash costs on this machine).
 
     ``profile``: the server runs under bench.cprofile_serve; profile the window."""
     done, stop, counter = [0], asyncio.Event(), iter(range(10**9))
@@ -332,14 +336,27 @@ async def peak_logins(server: Server, target: Target, logins: Sequence[str],
         if profile:
             os.kill(server.pid, signal.SIGUSR1)
         n0, cpu0, t0 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+        loop0 = thread_cpu_s(server.pid, server.pid)
         await asyncio.sleep(opts.seconds)
         n1, cpu1, t1 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+        loop1 = thread_cpu_s(server.pid, server.pid)
         if profile:
             os.kill(server.pid, signal.SIGUSR2)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
+    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0), \
+        1000 * (loop1 - loop0) / (n1 - n0) if n1 > n0 else 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """User plus system CPU seconds of one thread of a process (its main thread: the
+    process id)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def steady_logins(target: Target, logins: Sequence[str], rate: float,
@@ -626,10 +643,12 @@ async def _run(opts: Options) -> dict[str, Any]:
         logins, reg_rate = await registrations(server.url, opts, rng)
         result["registrations_per_s"] = round(reg_rate, 1)
         log(f"log-ins: {concurrency} clients for {opts.seconds}s")
-        peak, server_cores = await peak_logins(server, target, logins, opts, concurrency,
-                                               profile=bool(opts.profile))
+        peak, server_cores, loop_ms = await peak_logins(server, target, logins, opts,
+                                                        concurrency,
+                                                        profile=bool(opts.profile))
         per_core = peak / server_cores if server_cores else 0.0
         result.update(logins_per_s=round(peak, 1), login_server_cores=round(server_cores, 2),
+                      login_loop_cpu_ms=round(loop_ms, 2),
                       logins_per_s_per_core=round(per_core, 1),
                       login_ratio=round(per_core / limit, 3),
                       login_ratio_all_cores=round(
