@@ -33,6 +33,22 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
+# A limit's hit: _INCR, and when over the limit (ARGV[2]) the time left (PTTL), else -3.
+_WITHIN = -3
+_HIT = f"""
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then return redis.call('PTTL', KEYS[1]) end
+return {_WITHIN}
+"""
+
+# A hit given back: one less, unless that would end the window (or it ended already).
+_UNHIT = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 1 then redis.call('DECR', KEYS[1]) end
+return n
+"""
+
 # Count once per token: the token's key remembers the count it got, so asking again
 # answers the same. Both keys share a hash tag ({...}): one Redis Cluster slot.
 _COUNT_ONCE = """
@@ -275,12 +291,40 @@ class RedisBatch:
 
 
 class RedisLimiter:
-    """The engine's Limiter port: fixed windows that start at the first step counted."""
+    """The engine's Limiter port: fixed windows that start at the first step counted.
+
+    The limits of a step are counted in one pipeline (a Redis Cluster splits it by
+    node), each by a script of one key; those after the first one over are then given
+    their hit back. Meanwhile they show it: a step that races this one may be refused
+    where it would have passed a moment later, never the other way round. A count
+    that the hit took from nothing is left at one rather than deleted, so a window
+    another step started meanwhile is never lost.
+    """
 
     def __init__(self, ephemeral: RedisEphemeral) -> None:
         self.ephemeral = ephemeral
+        self._hit = ephemeral.redis.register_script(_HIT)
 
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
-        if await self.ephemeral.incr(key, window) <= limit:
-            return None
-        return await self.ephemeral.ttl(key) or window
+    async def hit_each(self, hits: Sequence[tuple[str, int, timedelta]],
+                       ) -> tuple[int, timedelta] | None:
+        redis = self.ephemeral.redis
+        if len(hits) == 1:  # most steps count one: no pipeline to build
+            key, limit, window = hits[0]
+            answers = [await self._hit(keys=[self.ephemeral._k(key)],
+                                       args=[_ms(window), limit])]
+        else:
+            # EVAL, not EVALSHA: a cluster's pipeline does not load a script a node lacks.
+            async with redis.pipeline(transaction=False) as pipe:
+                for key, limit, window in hits:
+                    pipe.eval(_HIT, 1, self.ephemeral._k(key), _ms(window), limit)
+                answers = await pipe.execute()
+        for i, ms in enumerate(answers):
+            if int(ms) != _WITHIN:
+                later = hits[i + 1:]
+                if later:
+                    async with redis.pipeline(transaction=False) as pipe:
+                        for key, _, _ in later:
+                            pipe.eval(_UNHIT, 1, self.ephemeral._k(key))
+                        await pipe.execute()
+                return i, _ttl(int(ms)) or hits[i][2]
+        return None

@@ -784,9 +784,12 @@ class _Limiter:
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
-        self.keys.append(key)
-        return timedelta(seconds=1) if self.keys.count(key) > limit else None
+    async def hit_each(self, hits: Any) -> tuple[int, timedelta] | None:
+        for i, (key, limit, _) in enumerate(hits):
+            self.keys.append(key)
+            if self.keys.count(key) > limit:
+                return i, timedelta(seconds=1)
+        return None
 
 
 async def test_a_limit_by_a_locked_sensitive_field_counts_the_number_not_its_sealed_text(
