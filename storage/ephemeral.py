@@ -2,8 +2,9 @@
 that Redis Sentinel names.
 
 On a cluster every command and script touches one slot: each takes a single key, or
-keys that share a hash tag (``{...}``), and the one pipeline of several keys
-(``get_many``) is split by slot by the cluster client.
+keys that share a hash tag (``{...}``), and the pipelines of several keys
+(``get_many``, ``push_many``, batches, a step's limits) are split by slot by the
+cluster client: never a transaction, never a script of keys of two slots.
 """
 
 from __future__ import annotations
