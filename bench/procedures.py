@@ -22,7 +22,9 @@ as one core of a deployment runs one), and clients in this process:
    server that does nothing but hash. ``login_ratio_all_cores`` divides by the verify
    as it costs with every core hashing at once instead (``argon2_verify_ms_all_cores``),
    which is what a server's hashing threads pay under a log-in load: the share of the
-   server's CPU that went to hashing at all. A sign-in the server sheds as busy (503
+   server's CPU that went to hashing at all. ``login_loop_cpu_ms``: CPU of the server's
+   event-loop thread a sign-in (all of its CPU but the hashing and drawing threads'),
+   what the platform adds to the hash. A sign-in the server sheds as busy (503
    ``server_busy``) is not counted; its client pauses and goes on. The captcha's answer
    is read from Redis, where the development server keeps it for the sandbox pages (as
    a test helper may), not from a sandbox page: that request is one a real client does
@@ -62,6 +64,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -110,6 +113,8 @@ class Options:
     admin_url: str = DEFAULT_ADMIN_URL
     redis_url: str = DEFAULT_REDIS_URL
     port: int = 0  # 0: any free port
+    only: str = "all"  # "login": argon2, registrations and the log-ins, no timers or audit
+    profile: str | None = None  # cProfile of the server's peak log-in window, to this file
 
 
 def log(message: str) -> None:
@@ -305,8 +310,13 @@ async def registrations(base: str, opts: Options,
 
 
 async def peak_logins(server: Server, target: Target, logins: Sequence[str],
-                      opts: Options, concurrency: int) -> tuple[float, float]:
-    """Closed loop: sign-ins per second, and the server's cores used meanwhile."""
+                      opts: Options, concurrency: int,
+                      profile: bool = False) -> tuple[float, float, float]:
+    """Closed loop: sign-ins per second, the server's cores used meanwhile, and the CPU
+    milliseconds of its event loop's thread a sign-in (all but the hashing and drawing
+    threads: what the platform adds to the hash, whatever the hash costs on this machine).
+
+    ``profile``: the server runs under bench.cprofile_serve; profile the window."""
     done, stop, counter = [0], asyncio.Event(), iter(range(10**9))
 
     async def worker() -> None:
@@ -323,13 +333,30 @@ async def peak_logins(server: Server, target: Target, logins: Sequence[str],
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
         await asyncio.sleep(opts.warmup)
+        if profile:
+            os.kill(server.pid, signal.SIGUSR1)
         n0, cpu0, t0 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+        loop0 = thread_cpu_s(server.pid, server.pid)
         await asyncio.sleep(opts.seconds)
         n1, cpu1, t1 = done[0], proc_cpu_s(server.pid), time.perf_counter()
+        loop1 = thread_cpu_s(server.pid, server.pid)
+        if profile:
+            os.kill(server.pid, signal.SIGUSR2)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
+    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0), \
+        1000 * (loop1 - loop0) / (n1 - n0) if n1 > n0 else 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """User plus system CPU seconds of one thread of a process (its main thread: the
+    process id)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def steady_logins(target: Target, logins: Sequence[str], rate: float,
@@ -554,6 +581,18 @@ def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, float, int]:
     return events / elapsed, events / cpu if cpu > 0 else 0.0, events
 
 
+class ProfiledServer(Server):
+    """The server under bench.cprofile_serve: SIGUSR1 and SIGUSR2 bound its profile."""
+
+    def __init__(self, dsn: str, redis_url: str, folder: Path, concurrency: int,
+                 out: Path) -> None:
+        super().__init__(dsn, redis_url, folder, concurrency)
+        self.out = out.resolve()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.cprofile_serve", str(self.out)]
+
+
 def _refuse_if_taken(port: int) -> None:
     """Stop here if something listens on ``port``: its /readyz would pass for ours."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -572,7 +611,9 @@ async def _run(opts: Options) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-procedures-"))
     concurrency = opts.login_concurrency or 2 * cores() + 2
     result: dict[str, Any] = {"cores": cores(), "load_average": list(os.getloadavg())}
-    server = Server(dsn, opts.redis_url, folder, concurrency=max(4, concurrency))
+    server = (ProfiledServer(dsn, opts.redis_url, folder, concurrency=max(4, concurrency),
+                             out=Path(opts.profile)) if opts.profile else
+              Server(dsn, opts.redis_url, folder, concurrency=max(4, concurrency)))
     if opts.port:
         _refuse_if_taken(opts.port)
         server.port, server.url = opts.port, f"http://127.0.0.1:{opts.port}"
@@ -602,9 +643,12 @@ async def _run(opts: Options) -> dict[str, Any]:
         logins, reg_rate = await registrations(server.url, opts, rng)
         result["registrations_per_s"] = round(reg_rate, 1)
         log(f"log-ins: {concurrency} clients for {opts.seconds}s")
-        peak, server_cores = await peak_logins(server, target, logins, opts, concurrency)
+        peak, server_cores, loop_ms = await peak_logins(server, target, logins, opts,
+                                                        concurrency,
+                                                        profile=bool(opts.profile))
         per_core = peak / server_cores if server_cores else 0.0
         result.update(logins_per_s=round(peak, 1), login_server_cores=round(server_cores, 2),
+                      login_loop_cpu_ms=round(loop_ms, 2),
                       logins_per_s_per_core=round(per_core, 1),
                       login_ratio=round(per_core / limit, 3),
                       login_ratio_all_cores=round(
@@ -619,6 +663,9 @@ async def _run(opts: Options) -> dict[str, Any]:
                                                   int(0.99 * len(took)))], 1)
                       if took else None)
         await server.stop()
+        if opts.only == "login":
+            result["load_average_after"] = list(os.getloadavg())
+            return result
         log(f"timers: {opts.timers} due at once, {cores()} workers")
         result.update({k: round(v, 3 if k.endswith("_ms") else 1)
                        for k, v in (await timers_per_s(dsn, opts.timers)).items()})
@@ -673,6 +720,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or d.redis_url)
     p.add_argument("--port", type=int, default=d.port,
                    help="the server's port (0: any free one); refused if in use")
+    p.add_argument("--only", choices=("all", "login"), default=d.only,
+                   help="login: the hash, the registrations and the log-ins alone")
+    p.add_argument("--profile", metavar="FILE",
+                   help="cProfile the server's event loop in the peak log-in window into "
+                        "FILE (python -m pstats FILE); the ratio is then not comparable")
     a = p.parse_args(argv)
     return Options(registrations=a.registrations, reg_concurrency=a.reg_concurrency,
                    login_concurrency=a.login_concurrency, seconds=a.seconds,
@@ -680,7 +732,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    steady_timer_rate=a.steady_timer_rate,
                    steady_timer_seconds=a.steady_timer_seconds,
                    timer_interval=a.timer_interval,
-                   admin_url=a.admin_url, redis_url=a.redis_url, port=a.port)
+                   admin_url=a.admin_url, redis_url=a.redis_url, port=a.port,
+                   only=a.only, profile=a.profile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,16 +158,25 @@ class NoSealer:
         raise RuntimeError("no Sealer is configured")
 
 
+# One limit to count a step against: its counter's key, how many it allows, per window.
+Hit = tuple[str, int, timedelta]
+
+
 class Limiter(Protocol):
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
-        """Count one step; when over the limit return the time until allowed again."""
+    async def hit_each(self, hits: Sequence[Hit]) -> tuple[int, timedelta] | None:
+        """Count one step against each limit in order, stopping at the first one over:
+        its index and the time until allowed again, the ones after it left as they
+        were; None when none is over. Counted in one go, this answers as counting one
+        limit after the other would (a limit past the one over may show the step for a
+        moment: stricter, never looser, meanwhile).
+        """
         ...
 
 
 class NoLimits:
     """For tests of the bare engine: nothing is ever limited."""
 
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
+    async def hit_each(self, hits: Sequence[Hit]) -> tuple[int, timedelta] | None:
         return None
 
 

@@ -224,7 +224,10 @@ class Runtime:
         except DuplicateKey:
             assert start_key is not None
             return await self._replayed_start(name, start_key)
-        self.on_commit()
+        if ai.outbox:
+            # As a step: only messages wake the dispatcher. Woken by every start, it
+            # asked PostgreSQL for messages once a sign-in, and found none.
+            self.on_commit()
         if first.new_timer is not None:
             self.on_timer(first.new_timer.due_at)
         log.info("flow_started", flow=flow.name, instance=instance_ref(instance_id),
@@ -443,7 +446,10 @@ class Runtime:
 
     async def hit_limits(self, limits: Iterable[Limit], who: Mapping[str, str | None],
                           clean: Mapping[str, Any]) -> None:
-        """Count one hit against each limit; raise RateLimited at the first one over."""
+        """Count one hit against each limit in order; raise RateLimited at the first one
+        over (the ones after it are not counted)."""
+        limits = tuple(limits)
+        hits = []
         for limit in limits:
             parts = []
             for part in limit.by:
@@ -457,15 +463,19 @@ class Runtime:
             # flow name: limits of one name count together in every flow (ten codes a
             # phone a day, whichever procedure sends them).
             digest = self.key_digest(canonical_json(parts))[:32]
-            wait = await self.limiter.hit(f"limit:{limit.name}:{digest}", limit.max,
-                                          limit.per)
-            if wait is not None:
-                seconds = max(1, math.ceil(wait.total_seconds()))
-                error = limit.error
-                raise RateLimited(
-                    error.en if error else None, retry_after=seconds, limit=limit.name,
-                    **({"error_id": error.error_id,
-                        "message": {"zh": error.zh, "en": error.en}} if error else {}))
+            hits.append((f"limit:{limit.name}:{digest}", limit.max, limit.per))
+        if not hits:
+            return
+        # One round trip for all of them (a captcha image counts two, an SMS code three).
+        refused = await self.limiter.hit_each(hits)
+        if refused is not None:
+            over, wait = limits[refused[0]], refused[1]
+            seconds = max(1, math.ceil(wait.total_seconds()))
+            error = over.error
+            raise RateLimited(
+                error.en if error else None, retry_after=seconds, limit=over.name,
+                **({"error_id": error.error_id,
+                    "message": {"zh": error.zh, "en": error.en}} if error else {}))
 
     async def _run_actions(self, calls: Sequence[ActionRef],
                            ai: ActionInput) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from PIL.Image import new as new_image
 from PIL.ImageDraw import Draw
 
 from engine import ActionInput, Clock, Param, Refusal, Registry, ValidationFailed
-from flows.ports import Ephemeral
+from flows.ports import Batch, Ephemeral
 
 __all__ = [
     "ALPHABET",
@@ -205,13 +205,19 @@ class CaptchaAnswers:
         self.ttl = ttl
 
     async def record(self, instance_id: str, answer: str) -> None:
+        batch = self._ephemeral.batch()
+        self.record_in(batch, instance_id, answer)
+        await batch.run()
+
+    def record_in(self, batch: Batch, instance_id: str, answer: str) -> None:
+        """``record``, as commands of a batch (two answers, both None)."""
         now = self._clock.now()
         entry = json.dumps({"instance_id": instance_id, "answer": answer,
                             "at": now.isoformat(),
                             "expires_at": (now + self.ttl).isoformat()}).encode()
-        await self._ephemeral.push_many(
-            [(f"sandbox:captchas:{instance_id}", entry, self.PER_INSTANCE),
-             ("sandbox:captchas", entry, self.RECENT)], ttl=self.ttl)
+        batch.push(f"sandbox:captchas:{instance_id}", entry, keep=self.PER_INSTANCE,
+                   ttl=self.ttl)
+        batch.push("sandbox:captchas", entry, keep=self.RECENT, ttl=self.ttl)
 
     async def recent(self, instance_id: str | None = None,
                      limit: int = 20) -> list[dict[str, Any]]:
@@ -253,9 +259,12 @@ class Captchas:
         text = self._text()
         loop = asyncio.get_running_loop()
         image = await loop.run_in_executor(self._executor or _render_thread(), _render, text)
-        await self._ephemeral.put(_key(instance_id), _digest(instance_id, text), self.ttl)
+        # The answer for the sandbox pages goes in the same round trip as the captcha.
+        batch = self._ephemeral.batch()
+        batch.put(_key(instance_id), _digest(instance_id, text), self.ttl)
         if self.answers is not None:
-            await self.answers.record(instance_id, text)
+            self.answers.record_in(batch, instance_id, text)
+        await batch.run()
         return image
 
     async def check(self, instance_id: str, answer: str) -> str | None:
@@ -266,6 +275,20 @@ class Captchas:
         match; it is used up all the same.
         """
         stored = await self._ephemeral.take(_key(instance_id)) if instance_id else None
+        return self.judge(instance_id, stored, answer)
+
+    def use_up_in(self, batch: Batch, instance_id: str) -> None:
+        """``check``'s first half, as a command of a batch: take the instance's captcha
+        (its answer: what ``judge`` is given as ``stored``); a batch of the store these
+        captchas are kept in. It is used up whatever comes of the batch's other
+        commands."""
+        if not instance_id:
+            raise ValueError("a captcha needs a flow instance id")
+        batch.take(_key(instance_id))
+
+    def judge(self, instance_id: str, stored: bytes | None, answer: str) -> str | None:
+        """``check``'s second half: whether ``answer`` is the captcha ``stored`` (taken
+        for ``instance_id`` by ``use_up_in``); None if it is, else an error id."""
         if stored is None:
             return CAPTCHA_EXPIRED
         if not isinstance(answer, str) or len(answer) > _MAX_ANSWER:

@@ -64,6 +64,46 @@ class Ephemeral(Protocol):
         """The newest `limit` items of a list, newest first."""
         ...
 
+    def batch(self) -> Batch:
+        """Commands to send together, in one round trip."""
+        ...
+
+
+class Batch(Protocol):
+    """Commands of the Ephemeral port queued to go in one round trip, answered in order.
+
+    Each is atomic on its own, not the batch (the keys need not share a Redis Cluster
+    slot): for reads that do not depend on each other, and writes whose order among
+    themselves does not matter to anyone reading meanwhile. A round trip costs the
+    server more than the commands in it (a sign-in's Redis work was mostly its
+    round trips), so a step that reads three keys asks once.
+    """
+
+    def get(self, key: str) -> None:
+        """Answer: the value, or None."""
+        ...
+
+    def take(self, key: str) -> None:
+        """Return and delete, as ``Ephemeral.take``. Answer: the value, or None."""
+        ...
+
+    def ttl(self, key: str) -> None:
+        """Answer: the time left, as ``Ephemeral.ttl``."""
+        ...
+
+    def put(self, key: str, value: bytes, ttl: timedelta) -> None:
+        """Store value for ttl. Answer: True."""
+        ...
+
+    def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
+        """As ``Ephemeral.push`` (not atomic here: its commands go in the batch).
+        Answer: None."""
+        ...
+
+    async def run(self) -> list[Any]:
+        """Send every command queued, in order; their answers, in the same order."""
+        ...
+
 
 class Seal(Protocol):
     """A seal image of an account (flows/seals.py): what it shows and how it looks."""

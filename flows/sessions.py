@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from flows.ports import Ephemeral
+from flows.ports import Batch, Ephemeral
 
 # Outlives every session (hours) by far.
 _GENERATION_TTL = timedelta(days=60)
@@ -79,6 +79,11 @@ class Ended:
 Listener = Callable[[Ended], Awaitable[None]]
 
 
+def generation_of(raw: bytes | None) -> int:
+    """An account's session generation, from its stored value (none: 0)."""
+    return int(raw) if raw else 0
+
+
 def ref(token: str) -> str:
     """How a session is named without its token: the SHA-256 of the token, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -103,18 +108,31 @@ class Sessions:
             await listener(ended)
 
     async def _generation(self, account_id: str) -> int:
-        raw = await self.ephemeral.get(f"session_gen:{account_id}")
-        return int(raw) if raw else 0
+        return generation_of(await self.ephemeral.get(f"session_gen:{account_id}"))
+
+    @staticmethod
+    def read_generation_in(batch: Batch, account_id: str) -> None:
+        """Read the account's generation with a batch (``generation_of`` its answer),
+        for ``create``: a sign-in reads it with the other keys it needs anyway.
+
+        Read any time after the account was loaded to check its password: whatever
+        ends its sessions after the read ends the session made with it too."""
+        batch.get(f"session_gen:{account_id}")
 
     async def create(self, *, account_id: str, kind: str, display_name: str, now: datetime,
                      agent_id: str | None = None,
                      must_change_password: bool = False,
-                     amr: tuple[str, ...] = ("pwd",)) -> str:
-        """Start a session; return its token (shown once, to the client only)."""
+                     amr: tuple[str, ...] = ("pwd",), generation: int | None = None) -> str:
+        """Start a session; return its token (shown once, to the client only).
+
+        ``generation``: the account's, as ``read_generation_in`` read it (None: read now).
+        """
         token = secrets.token_urlsafe(32)
+        if generation is None:
+            generation = await self._generation(account_id)
         session = Session(account_id=account_id, kind=kind, display_name=display_name,
                           created_at=now.isoformat(), agent_id=agent_id,
-                          generation=await self._generation(account_id),
+                          generation=generation,
                           must_change_password=must_change_password, amr=amr)
         await self.ephemeral.put(_key(token), json.dumps(attrs.asdict(session)).encode(),
                                  self.ttl)
@@ -142,7 +160,7 @@ class Sessions:
         if session.agent_id is not None:
             keys.append(_agent_gone(session.agent_id))
         found = await self.ephemeral.get_many(*keys)
-        if session.generation != (int(found[0]) if found[0] else 0):
+        if session.generation != generation_of(found[0]):
             return None
         if session.agent_id is not None and found[1] is not None:
             return None

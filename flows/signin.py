@@ -32,6 +32,7 @@ from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier_kind, norma
 from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD, UNCHANGED
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import LockoutPolicy
+from flows.sessions import generation_of
 from flows.support import Services, refuse, replace_password, services
 
 log = structlog.get_logger("flows.signin")
@@ -44,8 +45,10 @@ LOGIN_FAILED = ("login_failed", "账号、密码或验证码错误",
 # The vault purpose whose keyed hash names an unknown identifier's counter: a plain
 # hash of a phone number is no secret (there are only so many phone numbers).
 _SUBJECT_PURPOSE = "login_subject"
-# Where check_credentials leaves the account it signed in, for start_session.
+# Where check_credentials leaves the account it signed in, for start_session, and the
+# account's session generation as it read it before checking the password.
 _SIGNED_IN_ACCOUNT = "signin.account"
+_SIGNED_IN_GENERATION = "signin.generation"
 
 # What the sign-in actions take: which fields hold what was typed.
 IDENTIFIER = Param("identifier", "field", "The field that holds the ID number, mobile "
@@ -137,12 +140,20 @@ async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...
     normalised = normalise_identifier(typed)
     account = await find_account(s, normalised, kinds=kinds)
     subject = _subject(s, account, normalised)
-    left = await locked_for(s, subject)
+    # One round trip for what the checks below read: the lock, the captcha (used up
+    # whatever comes of this attempt, as a wrong answer uses it up) and the account's
+    # session generation, for the session a right password starts.
+    batch = s.ephemeral.batch()
+    batch.ttl(f"login_lock:{subject}")
+    s.captchas.use_up_in(batch, a.instance_id)
+    if account is not None:
+        s.sessions.read_generation_in(batch, account.id)
+    left, stored, *generation = await batch.run()
     if left is not None:
         _refuse_locked(left)
     password = str(a.input.get(a.params["password"]) or "")
-    if await s.captchas.check(a.instance_id,
-                              str(a.input.get(a.params["captcha"]) or "")) is not None:
+    if s.captchas.judge(a.instance_id, stored,
+                        str(a.input.get(a.params["captcha"]) or "")) is not None:
         # Only failures past the captcha count: nobody locks an account for free. The
         # check costs what a password check costs, against no account.
         await s.hasher.verify_dummy(password)
@@ -160,6 +171,7 @@ async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...
         _refuse_locked(outcome)
     if outcome and account is not None:
         a.scratch[_SIGNED_IN_ACCOUNT] = account
+        a.scratch[_SIGNED_IN_GENERATION] = generation_of(generation[0])
         return account
     return refuse(None, *LOGIN_FAILED)
 
@@ -219,11 +231,15 @@ async def start_session(a: ActionInput) -> dict[str, Any]:
     agent = a.context.get("facts", {}).get("check_agent_code") or a.facts.get(
         "check_agent_code")
     agent_id = agent.get("agent_id") if isinstance(agent, dict) else None
+    # The generation read before the password was checked, when that was in this step:
+    # anything that ended the account's sessions since ends this one too.
+    checked = a.scratch.get(_SIGNED_IN_ACCOUNT) is account
     token = await s.sessions.create(
         account_id=account.id, kind=account.kind, display_name=account.display_name,
         now=a.now, agent_id=agent_id,
         # Every sign-in checks a password; an agent's sign-in also a code sent by SMS.
-        amr=("pwd", "sms") if agent_id else ("pwd",))
+        amr=("pwd", "sms") if agent_id else ("pwd",),
+        generation=a.scratch.get(_SIGNED_IN_GENERATION) if checked else None)
     a.reply("session", token)
     return {"signed_in": account.kind}
 

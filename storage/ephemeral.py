@@ -2,15 +2,17 @@
 that Redis Sentinel names.
 
 On a cluster every command and script touches one slot: each takes a single key, or
-keys that share a hash tag (``{...}``), and the one pipeline of several keys
-(``get_many``) is split by slot by the cluster client.
+keys that share a hash tag (``{...}``), and the pipelines of several keys
+(``get_many``, ``push_many``, batches, a step's limits) are split by slot by the
+cluster client: never a transaction, never a script of keys of two slots.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -29,6 +31,22 @@ RedisClient = aioredis.Redis | RedisCluster
 _INCR = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+# A limit's hit: _INCR, and when over the limit (ARGV[2]) the time left (PTTL), else -3.
+_WITHIN = -3
+_HIT = f"""
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then return redis.call('PTTL', KEYS[1]) end
+return {_WITHIN}
+"""
+
+# A hit given back: one less, unless that would end the window (or it ended already).
+_UNHIT = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 1 then redis.call('DECR', KEYS[1]) end
 return n
 """
 
@@ -147,6 +165,13 @@ def _ms(ttl: timedelta) -> int:
     return max(1, int(ttl.total_seconds() * 1000))
 
 
+def _ttl(ms: int) -> timedelta | None:
+    """PTTL's answer: -2 no such key, -1 no expiry."""
+    if ms < 0:
+        return None if ms == -2 else timedelta.max
+    return timedelta(milliseconds=ms)
+
+
 class RedisEphemeral:
     def __init__(self, redis: RedisClient, prefix: str = "flows:") -> None:
         self.redis = redis
@@ -191,10 +216,7 @@ class RedisEphemeral:
                                           args=[_ms(ttl)]))
 
     async def ttl(self, key: str) -> timedelta | None:
-        ms = int(await self.redis.pttl(self._k(key)))
-        if ms < 0:
-            return None if ms == -2 else timedelta.max
-        return timedelta(milliseconds=ms)
+        return _ttl(int(await self.redis.pttl(self._k(key))))
 
     async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
         await self._push(keys=[self._k(key)], args=[value, keep, _ms(ttl)])
@@ -215,14 +237,95 @@ class RedisEphemeral:
         return [v if isinstance(v, bytes) else v.encode()
                 for v in await self.redis.lrange(self._k(key), 0, limit - 1)]
 
+    def batch(self) -> RedisBatch:
+        return RedisBatch(self)
+
+
+class RedisBatch:
+    """The Ephemeral port's Batch: a non-transactional pipeline (split by node on a
+    Redis Cluster), each command's answer in the port's terms."""
+
+    def __init__(self, ephemeral: RedisEphemeral) -> None:
+        self._ephemeral = ephemeral
+        # Each command: how many Redis commands it queues, and what its answer is made of.
+        self._queued: list[tuple[int, Callable[[list[Any]], Any]]] = []
+        self._calls: list[Callable[[Any], object]] = []
+
+    def _add(self, calls: Sequence[Callable[[Any], object]],
+             answer: Callable[[list[Any]], Any]) -> None:
+        self._calls.extend(calls)
+        self._queued.append((len(calls), answer))
+
+    def get(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.get(k)], lambda r: _bytes(r[0]))
+
+    def take(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.getdel(k)], lambda r: _bytes(r[0]))
+
+    def ttl(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.pttl(k)], lambda r: _ttl(int(r[0])))
+
+    def put(self, key: str, value: bytes, ttl: timedelta) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.set(k, value, px=_ms(ttl))], lambda r: bool(r[0]))
+
+    def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.lpush(k, value), lambda p: p.ltrim(k, 0, keep - 1),
+                   lambda p: p.pexpire(k, _ms(ttl))], lambda r: None)
+
+    async def run(self) -> list[Any]:
+        if not self._calls:
+            return []
+        async with self._ephemeral.redis.pipeline(transaction=False) as pipe:
+            for call in self._calls:
+                call(pipe)
+            raw = await pipe.execute()
+        answers, at = [], 0
+        for n, answer in self._queued:
+            answers.append(answer(raw[at:at + n]))
+            at += n
+        return answers
+
 
 class RedisLimiter:
-    """The engine's Limiter port: fixed windows that start at the first step counted."""
+    """The engine's Limiter port: fixed windows that start at the first step counted.
+
+    The limits of a step are counted in one pipeline (a Redis Cluster splits it by
+    node), each by a script of one key; those after the first one over are then given
+    their hit back. Meanwhile they show it: a step that races this one may be refused
+    where it would have passed a moment later, never the other way round. A count
+    that the hit took from nothing is left at one rather than deleted, so a window
+    another step started meanwhile is never lost.
+    """
 
     def __init__(self, ephemeral: RedisEphemeral) -> None:
         self.ephemeral = ephemeral
+        self._hit = ephemeral.redis.register_script(_HIT)
 
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
-        if await self.ephemeral.incr(key, window) <= limit:
-            return None
-        return await self.ephemeral.ttl(key) or window
+    async def hit_each(self, hits: Sequence[tuple[str, int, timedelta]],
+                       ) -> tuple[int, timedelta] | None:
+        redis = self.ephemeral.redis
+        if len(hits) == 1:  # most steps count one: no pipeline to build
+            key, limit, window = hits[0]
+            answers = [await self._hit(keys=[self.ephemeral._k(key)],
+                                       args=[_ms(window), limit])]
+        else:
+            # EVAL, not EVALSHA: a cluster's pipeline does not load a script a node lacks.
+            async with redis.pipeline(transaction=False) as pipe:
+                for key, limit, window in hits:
+                    pipe.eval(_HIT, 1, self.ephemeral._k(key), _ms(window), limit)
+                answers = await pipe.execute()
+        for i, ms in enumerate(answers):
+            if int(ms) != _WITHIN:
+                later = hits[i + 1:]
+                if later:
+                    async with redis.pipeline(transaction=False) as pipe:
+                        for key, _, _ in later:
+                            pipe.eval(_UNHIT, 1, self.ephemeral._k(key))
+                        await pipe.execute()
+                return i, _ttl(int(ms)) or hits[i][2]
+        return None

@@ -32,7 +32,7 @@ from engine import (
 )
 from engine.values import Instance
 from storage import PgStore, create_pool
-from tests.sample_flows import SAMPLE_YAML
+from tests.sample_flows import SAMPLE_YAML, sample_registry
 
 DETAILS = {"name": "Ada", "password": "hunter2-Secret", "agree": True}
 
@@ -442,6 +442,42 @@ async def test_outbox_is_sent_after_commit_and_retried_with_a_stable_key(
     assert row["last_error"] is None
 
 
+WAKES_YAML = """\
+flows:
+  wakes:
+    initial: a
+    states:
+      a: {on_enter: [notify]}
+      b: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b}
+"""
+
+
+async def test_only_steps_that_queue_messages_wake_the_dispatcher(
+        runtime: Runtime) -> None:
+    registry = sample_registry()
+
+    @registry.action("notify")
+    async def notify(a: Any) -> None:
+        a.emit("sms", {"to": "x", "template": "code"})
+
+    woken: list[str] = []
+    rt = Runtime(runtime.store, runtime.clock, registry,
+                 load_text(SAMPLE_YAML, registry=registry), on_commit=lambda: woken.append("x"))
+    await rt.publish()
+    iid = (await rt.start("signup")).instance.id
+    assert woken == []  # a start that queues nothing: nothing to send
+    await rt.advance(iid, "submit", DETAILS)  # send_code queues the code's message
+    assert woken == ["x"]
+    noisy = Runtime(runtime.store, runtime.clock, registry,
+                    load_text(WAKES_YAML, registry=registry),
+                    on_commit=lambda: woken.append("start"))
+    await noisy.publish()
+    await noisy.start("wakes")
+    assert woken == ["x", "start"]
+
+
 EFFECTS_YAML = """\
 flows:
   effects:
@@ -748,9 +784,12 @@ class _Limiter:
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    async def hit(self, key: str, limit: int, window: timedelta) -> timedelta | None:
-        self.keys.append(key)
-        return timedelta(seconds=1) if self.keys.count(key) > limit else None
+    async def hit_each(self, hits: Any) -> tuple[int, timedelta] | None:
+        for i, (key, limit, _) in enumerate(hits):
+            self.keys.append(key)
+            if self.keys.count(key) > limit:
+                return i, timedelta(seconds=1)
+        return None
 
 
 async def test_a_limit_by_a_locked_sensitive_field_counts_the_number_not_its_sealed_text(

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 
+from flows.captcha import CAPTCHA_EXPIRED
 from flows.pii import MOBILE, RESIDENT_ID
 from tests.flows.test_backoffice import ADMIN_PASSWORD, new_admin
 from tests.flows.test_passwords import Gate, until
@@ -135,6 +136,45 @@ async def test_a_wrong_captcha_neither_counts_nor_checks_the_password(
         assert answer.error_ids == ["login_failed"]
     assert checks == {"verify": 0, "verify_dummy": MAX_FAILURES + 2}
     assert signed_in(await attempt(platform, person.phone, PASSWORD))
+
+
+async def test_an_attempt_refused_as_locked_uses_up_its_captcha(platform: Platform) -> None:
+    person = await new_person(platform)
+    await fail(platform, person.login)
+    iid = (await platform.start("personal_login"))["id"]
+    captcha = await platform.captcha(iid)
+    answer = await platform.answer(iid, "submit", {
+        "identifier": person.phone, "password": PASSWORD, "captcha": captcha})
+    assert answer.error_ids == ["login_locked"]
+    # Read with the lock in one round trip, it is used up as any attempt's is.
+    assert await platform.app[keys.SERVICES].captchas.check(iid, captcha) == CAPTCHA_EXPIRED
+
+
+async def test_sessions_ended_while_the_password_is_checked_end_the_one_it_starts(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The account's session generation is read before its password is checked: ending
+    its sessions meanwhile (a password reset elsewhere) ends the one this sign-in makes."""
+    person = await new_person(platform)
+    s = platform.app[keys.SERVICES]
+    account = await s.accounts.by_login_name(person.login)
+    assert account is not None
+    gate = Gate()
+    monkeypatch.setattr(s.hasher, "_verify", gate)
+    iid = (await platform.start("personal_login"))["id"]
+    captcha = await platform.captcha(iid)
+    signing_in = asyncio.create_task(platform.answer(iid, "submit", {
+        "identifier": person.login, "password": PASSWORD, "captcha": captcha}))
+    await until(lambda: gate.running == 1)
+    await s.sessions.end_all(account.id)
+    gate.open.set()
+    assert signed_in(await signing_in)
+    assert (await platform.client.get("/api/session")).status == 401
+    # Signing in again, nothing ended meanwhile: a session that holds.
+    iid = (await platform.start("personal_login"))["id"]
+    assert signed_in(await platform.answer(iid, "submit", {
+        "identifier": person.login, "password": PASSWORD,
+        "captcha": await platform.captcha(iid)}))
+    assert (await platform.client.get("/api/session")).status == 200
 
 
 def count_checks(p: Platform) -> dict[str, int]:

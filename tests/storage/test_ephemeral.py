@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import redis.asyncio as aioredis
 
-from storage.ephemeral import RedisEphemeral
+from storage.ephemeral import RedisEphemeral, RedisLimiter
 
 
 async def test_put_take_and_only_new(redis_client: aioredis.Redis, redis_prefix: str) -> None:
@@ -79,3 +79,62 @@ async def test_count_once_counts_each_token_once_even_when_asked_at_once(
     left = await eph.ttl("{c}")
     assert left is not None
     assert left <= window
+
+
+async def test_a_batch_answers_each_command_in_order(redis_client: aioredis.Redis,
+                                                     redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    await eph.put("b1", b"one", timedelta(seconds=30))
+    await eph.put("b2", b"two", timedelta(seconds=30))
+    batch = eph.batch()
+    batch.get("b1")
+    batch.take("b2")
+    batch.ttl("b1")
+    batch.ttl("absent")
+    batch.put("b3", b"three", timedelta(seconds=30))
+    batch.push("blist", b"x", keep=2, ttl=timedelta(seconds=30))
+    batch.get("absent")
+    got = await batch.run()
+    assert got[:2] == [b"one", b"two"]
+    assert timedelta(seconds=29) < got[2] <= timedelta(seconds=30)
+    assert got[3:] == [None, True, None, None]
+    assert await eph.get("b2") is None  # taken
+    assert await eph.get("b3") == b"three"
+    assert await eph.items("blist") == [b"x"]
+    blist = await eph.ttl("blist")
+    assert blist is not None
+    assert blist <= timedelta(seconds=30)
+    assert await eph.batch().run() == []
+
+
+async def test_limits_are_counted_in_order_up_to_the_first_one_over(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    eph = RedisEphemeral(redis_client, redis_prefix)
+    limiter = RedisLimiter(eph)
+    minute = timedelta(minutes=1)
+    hits = [("l:a", 5, minute), ("l:b", 1, minute), ("l:c", 5, minute)]
+    assert await limiter.hit_each(hits) is None
+    refused = await limiter.hit_each(hits)
+    assert refused is not None
+    assert refused[0] == 1
+    assert timedelta(seconds=59) < refused[1] <= minute
+    # Counted up to the one over, as one limit after the other: c kept its one hit.
+    assert [await eph.get(k) for k in ("l:a", "l:b", "l:c")] == [b"2", b"2", b"1"]
+    await eph.put("l:c", b"3", minute)
+    assert (await limiter.hit_each(hits) or (0,))[0] == 1
+    assert await eph.get("l:c") == b"3"  # given back
+    assert await limiter.hit_each([]) is None
+    assert await limiter.hit_each([("l:one", 1, minute)]) is None
+    alone = await limiter.hit_each([("l:one", 1, minute)])
+    assert alone is not None
+    assert alone[0] == 0
+    assert timedelta(seconds=59) < alone[1] <= minute
+
+
+async def test_twenty_hits_at_once_pass_a_limit_of_five_exactly_five_times(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    limiter = RedisLimiter(RedisEphemeral(redis_client, redis_prefix))
+    hits = [("race:client", 100, timedelta(minutes=1)), ("race:who", 5, timedelta(minutes=1))]
+    answers = await asyncio.gather(*(limiter.hit_each(hits) for _ in range(20)))
+    assert sum(a is None for a in answers) == 5
+    assert {a[0] for a in answers if a is not None} == {1}
