@@ -55,11 +55,6 @@ class Ephemeral(Protocol):
         """Prepend to a list, keeping the newest `keep` items."""
         ...
 
-    async def push_many(self, entries: Sequence[tuple[str, bytes, int]], *,
-                        ttl: timedelta) -> None:
-        """``push`` of each (key, value, keep), in one round trip (not atomic together)."""
-        ...
-
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         """The newest `limit` items of a list, newest first."""
         ...

@@ -3,7 +3,7 @@ that Redis Sentinel names.
 
 On a cluster every command and script touches one slot: each takes a single key, or
 keys that share a hash tag (``{...}``), and the pipelines of several keys
-(``get_many``, ``push_many``, batches, a step's limits) are split by slot by the
+(``get_many``, batches, a step's limits) are split by slot by the
 cluster client: never a transaction, never a script of keys of two slots.
 """
 
@@ -220,18 +220,6 @@ class RedisEphemeral:
 
     async def push(self, key: str, value: bytes, *, keep: int, ttl: timedelta) -> None:
         await self._push(keys=[self._k(key)], args=[value, keep, _ms(ttl)])
-
-    async def push_many(self, entries: Sequence[tuple[str, bytes, int]], *,
-                        ttl: timedelta) -> None:
-        # Plain commands in a non-transactional pipeline, which a cluster client splits
-        # by node: one write, each list's three commands in order. Not atomic as the
-        # script is: a connection lost in between can leave a list a step behind.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, value, keep in entries:
-                pipe.lpush(self._k(key), value)
-                pipe.ltrim(self._k(key), 0, keep - 1)
-                pipe.pexpire(self._k(key), _ms(ttl))
-            await pipe.execute()
 
     async def items(self, key: str, limit: int = 100) -> list[bytes]:
         return [v if isinstance(v, bytes) else v.encode()

@@ -50,12 +50,14 @@ async def test_lists_keep_the_newest(redis_client: aioredis.Redis, redis_prefix:
     assert await eph.items("inbox") == [b"4", b"3", b"2"]
 
 
-async def test_push_many_keeps_the_newest_of_each_list_and_their_ttl(
+async def test_pushes_in_a_batch_keep_the_newest_of_each_list_and_their_ttl(
         redis_client: aioredis.Redis, redis_prefix: str) -> None:
     eph = RedisEphemeral(redis_client, redis_prefix)
     for i in range(5):
-        await eph.push_many([("one", str(i).encode(), 2), ("all", str(i).encode(), 4)],
-                            ttl=timedelta(minutes=1))
+        batch = eph.batch()
+        batch.push("one", str(i).encode(), keep=2, ttl=timedelta(minutes=1))
+        batch.push("all", str(i).encode(), keep=4, ttl=timedelta(minutes=1))
+        assert await batch.run() == [None, None]
     assert await eph.items("one") == [b"4", b"3"]
     assert await eph.items("all") == [b"4", b"3", b"2", b"1"]
     for key in ("one", "all"):
