@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -24,6 +24,35 @@ def _known(mapping: Mapping[str, Any] | None, keys: set[str], what: str) -> Mapp
     return mapping
 
 
+P = TypeVar("P")
+
+# Parsed policies, by class and section. Guards parse their policies at every step, and
+# an audit at every event it replays, always the same few sections of the pinned
+# definitions: each parsed once. Only a dict of plain values is kept, as YAML gives
+# them: strings and whole numbers, no bools (True == 1 would find the parse of 1),
+# so equal keys are equal sections; the policies are frozen, safe to share.
+_PARSED: dict[tuple[type[Any], tuple[tuple[str, str | int], ...] | None], Any] = {}
+_PARSED_MAX = 512
+
+
+def _once(cls: type[P], parse: Callable[[Mapping[str, Any] | None], P],
+          mapping: Mapping[str, Any] | None) -> P:
+    """``parse(mapping)``, parsed once per class and section of plain values."""
+    if mapping is None:
+        key = None
+    elif type(mapping) is dict and all(type(k) is str and type(v) in (str, int)
+                                       for k, v in mapping.items()):
+        key = tuple(mapping.items())
+    else:
+        return parse(mapping)
+    found: P | None = _PARSED.get((cls, key))
+    if found is None:
+        found = parse(mapping)  # a section it refuses raises and is not kept
+        if len(_PARSED) < _PARSED_MAX:
+            _PARSED[cls, key] = found
+    return found
+
+
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive whole number")
@@ -41,6 +70,10 @@ class LockoutPolicy:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> LockoutPolicy:
+        return _once(cls, cls._parse, mapping)
+
+    @classmethod
+    def _parse(cls, mapping: Mapping[str, Any] | None) -> LockoutPolicy:
         m = _known(mapping, {"max_failures", "window", "lock"}, "login_lockout")
         default = cls()
         return cls(max_failures=_count(m.get("max_failures", default.max_failures),
@@ -58,6 +91,10 @@ class AttemptsPolicy:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> AttemptsPolicy:
+        return _once(cls, cls._parse, mapping)
+
+    @classmethod
+    def _parse(cls, mapping: Mapping[str, Any] | None) -> AttemptsPolicy:
         m = _known(mapping, {"face_sessions", "deposit_tries"}, "attempts")
         default = cls()
         return cls(face_sessions=_count(m.get("face_sessions", default.face_sessions),
@@ -78,6 +115,10 @@ class FaceSkipPolicy:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSkipPolicy:
+        return _once(cls, cls._parse, mapping)
+
+    @classmethod
+    def _parse(cls, mapping: Mapping[str, Any] | None) -> FaceSkipPolicy:
         m = _known(mapping, {"within"}, "face_skip")
         return cls(within=_duration(m, "within", cls().within))
 
@@ -91,6 +132,10 @@ class FaceSessionsPolicy:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> FaceSessionsPolicy:
+        return _once(cls, cls._parse, mapping)
+
+    @classmethod
+    def _parse(cls, mapping: Mapping[str, Any] | None) -> FaceSessionsPolicy:
         m = _known(mapping, {"per_person", "within"}, "face_sessions")
         default = cls()
         return cls(per_person=_count(m.get("per_person", default.per_person), "per_person"),
@@ -111,6 +156,10 @@ class CaptchaPolicy:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CaptchaPolicy:
+        return _once(cls, cls._parse, mapping)
+
+    @classmethod
+    def _parse(cls, mapping: Mapping[str, Any] | None) -> CaptchaPolicy:
         m = _known(mapping, {"per_instance", "per_client", "window"}, "captcha")
         default = cls()
         return cls(per_instance=_count(m.get("per_instance", default.per_instance),

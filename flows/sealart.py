@@ -27,20 +27,20 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-from fontTools.misc.transform import Transform
-from fontTools.pens.basePen import AbstractPen
-from fontTools.pens.freetypePen import FreeTypePen
-from fontTools.pens.recordingPen import RecordingPen, replayRecording
-from fontTools.pens.svgPathPen import SVGPathPen
-from fontTools.pens.transformPen import TransformPen
-from fontTools.ttLib import TTCollection, TTFont
 from PIL import Image
 
 from engine import EngineError
 from engine.canonical import content_hash as canonical_hash
+
+# fontTools (and FreeType through it) is imported where a seal is drawn or a font read,
+# not with the module: every flowctl command loads the flows' modules, an audit too,
+# and they cost it a twentieth of a second.
+if TYPE_CHECKING:
+    from fontTools.pens.basePen import AbstractPen
+    from fontTools.ttLib import TTFont
 
 # Debian's fonts-noto-cjk puts them here (.ci/run installs it where it is missing).
 FONT_DIR = Path("/usr/share/fonts/opentype/noto")
@@ -214,6 +214,8 @@ def _face(font: str) -> _Face:
 
 @functools.cache
 def _load(path: Path, family: str) -> _Face | None:
+    from fontTools.ttLib import TTCollection
+
     collection = TTCollection(str(path), lazy=True)
     for face in collection.fonts:
         if _family(face).startswith(family):
@@ -251,6 +253,10 @@ def _glyph(face: _Face, ch: str, *, width: float, height: float, x: float, y: fl
     centred on (x, y) and turned ``angle`` radians clockwise."""
     if ch.isspace():
         return None
+    from fontTools.misc.transform import Transform
+    from fontTools.pens.recordingPen import RecordingPen
+    from fontTools.pens.transformPen import TransformPen
+
     advance = face.advance(ch)
     em = _EM_TOP - _EM_BOTTOM
     t = Transform().translate(x, y).rotate(angle).scale(width / advance, -height / em) \
@@ -281,6 +287,8 @@ def _circle(pen: AbstractPen, cx: float, cy: float, r: float, *, clockwise: bool
 
 
 def _ring(cx: float, cy: float, outer: float, inner: float) -> tuple[Any, ...]:
+    from fontTools.pens.recordingPen import RecordingPen
+
     pen = RecordingPen()
     _circle(pen, cx, cy, outer, clockwise=True)
     _circle(pen, cx, cy, inner, clockwise=False)
@@ -288,6 +296,8 @@ def _ring(cx: float, cy: float, outer: float, inner: float) -> tuple[Any, ...]:
 
 
 def _frame(x0: float, y0: float, x1: float, y1: float, width: float) -> tuple[Any, ...]:
+    from fontTools.pens.recordingPen import RecordingPen
+
     pen = RecordingPen()
     for (a, b, c, d), clockwise in (((x0, y0, x1, y1), True),
                                     ((x0 + width, y0 + width, x1 - width, y1 - width), False)):
@@ -303,6 +313,8 @@ def _frame(x0: float, y0: float, x1: float, y1: float, width: float) -> tuple[An
 
 def _star(cx: float, cy: float, r: float) -> tuple[Any, ...]:
     """A five-pointed star, one point up, its inner corners where a regular one has them."""
+    from fontTools.pens.recordingPen import RecordingPen
+
     inner = r * math.sin(math.radians(18)) / math.sin(math.radians(126))
     pen = RecordingPen()
     for i in range(10):
@@ -406,6 +418,9 @@ def _number(value: float) -> str:
 def svg(style: Style, text: str) -> bytes:
     """The seal as SVG: sized in millimetres, a viewBox in millimetres, a ``<path>`` per
     shape (the rim, the star, each character), no text and no font reference."""
+    from fontTools.pens.recordingPen import replayRecording
+    from fontTools.pens.svgPathPen import SVGPathPen
+
     with _lock:
         shapes = _layout(style, text)
     s = style.size_mm
@@ -429,6 +444,9 @@ def pixels(size_mm: int) -> int:
 def png(style: Style, text: str) -> bytes:
     """The seal as PNG at 300 dpi (its pHYs chunk says so): the colour on a transparent
     ground, its alpha the shapes' anti-aliased coverage."""
+    from fontTools.pens.freetypePen import FreeTypePen
+    from fontTools.pens.recordingPen import replayRecording
+
     n = pixels(style.size_mm)
     k = n / style.size_mm
     with _lock:

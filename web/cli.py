@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from engine import (
     CompiledFlow,
     DefinitionError,
@@ -44,9 +42,8 @@ from engine.runtime import PinnedProblem
 from engine.schema import flows_schema
 from flows.common import login_name as check_login_name
 from flows.passwords import Hasher, PasswordPolicy, check
-from storage import PgAccounts, PgStore, create_pool, create_redis, migrate_database
+from storage import PgAccounts, PgStore, create_pool, migrate_database
 from web.logs import configure_logging
-from web.outages import describe
 from web.settings import Settings, SettingsError, is_loopback
 
 
@@ -390,6 +387,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _publish_reload(url: str, channel: str, bound: float | None,
                           topology: dict[str, Any]) -> int:
+    from storage import create_redis  # redis: the one command that talks to it
+
     client = create_redis(url, timeout=bound, **topology)
     try:
         return int(await client.publish(channel, "reload"))
@@ -424,6 +423,10 @@ def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
         return code
     sent = False
     if settings.redis_url:
+        from redis.exceptions import RedisError
+
+        from web.outages import describe
+
         try:
             n = asyncio.run(_publish_reload(settings.redis_url,
                                             settings.redis_prefix + "reload",

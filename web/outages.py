@@ -7,11 +7,11 @@ request.
 
 from __future__ import annotations
 
+import sys
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import asyncpg
-import redis.exceptions
 
 if TYPE_CHECKING:  # at run time only where a 503 is made: not in flowctl's start
     from web.problems import HttpProblem
@@ -31,14 +31,22 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,   # a standby, before a failover has finished
 )
-_CACHE_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,      # refused, lost, still loading its data
-    redis.exceptions.TimeoutError,         # REDIS_TIMEOUT
-    redis.exceptions.ReadOnlyError,        # a replica, before a failover has finished
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.MasterDownError,
-)
+
+
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    """The redis errors that say it is down. Importing redis costs flowctl a fifth of a
+    second, and while it is not imported no error is one of them."""
+    errors = sys.modules.get("redis.exceptions")
+    if errors is None:
+        return ()
+    return (
+        errors.ConnectionError,      # refused, lost, still loading its data
+        errors.TimeoutError,         # REDIS_TIMEOUT
+        errors.ReadOnlyError,        # a replica, before a failover has finished
+        errors.ClusterDownError,
+        errors.TryAgainError,
+        errors.MasterDownError,
+    )
 
 
 def _passes_through(tb: TracebackType | None, package: str) -> bool:
@@ -57,12 +65,13 @@ def dependency_of(exc: BaseException) -> str | None:
     asyncpg (or redis). An error raised ``from`` an outage (an action wrapping it) is one.
     """
     seen: BaseException | None = exc
+    cache_errors = _cache_errors()
     for _ in range(5):  # a chain of causes is short; never loop on a cycle
         if seen is None:
             return None
         if isinstance(seen, _DATABASE_ERRORS):
             return DATABASE
-        if isinstance(seen, _CACHE_ERRORS):
+        if isinstance(seen, cache_errors):
             return CACHE
         if isinstance(seen, OSError):  # TimeoutError is one too
             if _passes_through(seen.__traceback__, "asyncpg"):

@@ -21,6 +21,7 @@ from engine.loader import build_flow
 from engine.replay import AuditFinding, audit, replay
 from storage import PgStore
 from tests.sample_flows import SAMPLE_YAML, sample_registry
+from tests.web.test_processes import FLOWCTL, ROOT, base_env
 from web.cli import main as flowctl
 
 DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
@@ -156,6 +157,36 @@ async def test_flowctl_audit_with_jobs_finds_and_counts_what_one_process_does(
     with pytest.raises(SystemExit) as refused:
         await asyncio.to_thread(flowctl, ["audit", "--jobs", "0"])
     assert refused.value.code == 2
+
+
+async def test_flowctl_audit_forked_jobs_name_what_one_process_names(
+        store: PgStore, clock: FrozenClock, own_db: str) -> None:
+    # As from a shell: a flowctl process runs no other thread, so --jobs forks its parts
+    # (the test above calls flowctl in a thread, which spawns them anew instead).
+    ids = [*await _three_instances(store, clock), *await _three_instances(store, clock)]
+    conn = await asyncpg.connect(own_db)
+    try:
+        await conn.execute("ALTER TABLE flow_events DISABLE TRIGGER USER")
+        await conn.execute("UPDATE flow_events SET facts = '{\"check_code\": {\"ok\": true}}'"
+                           " WHERE instance_id = $1 AND seq = 3", uuid.UUID(ids[4]))
+    finally:
+        await conn.close()
+    env = {**base_env(), "DATABASE_URL": own_db, "LOG_LEVEL": "warning"}
+
+    async def run(jobs: str) -> tuple[int | None, list[Any]]:
+        done = await asyncio.create_subprocess_exec(
+            *FLOWCTL, "audit", "--json", "--jobs", jobs, env=env, cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(done.communicate(), 60)
+        return done.returncode, [json.loads(line) for line in out.splitlines()]
+
+    one, two = await asyncio.gather(run("1"), run("2"))
+    assert one == two
+    code, lines = two
+    assert code == 1
+    assert [(x["instance_id"], x["seq"], x["what"]) for x in lines[:-1]] == [(ids[4], 3, "hash")]
+    assert lines[-1] == {"kind": "summary", "ok": False, "instances": 6, "events": 16,
+                         "versions": 1, "findings": 1}
 
 
 async def _rewrite(store: PgStore, iid: str, seq: int, change: dict[str, Any],
