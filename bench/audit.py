@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import flows
+from bench import compile_project
 from engine import CompiledFlow, Registry, jsonio, load_file
 from engine.step import PROVIDER_PREFIX, TIMER_ACTOR, actions_for, begin, settle
 from engine.values import Event, GuardInput, Instance
@@ -219,6 +220,7 @@ async def fill(dsn: str, n: int, seed: int, payload: str = "sealed") -> int:
 
 def audit_once(dsn: str, jobs: int) -> dict[str, Any]:
     """``flowctl audit --json --jobs N`` over the database: its CPU, wall time and RSS."""
+    compile_project()
     flowctl = Path(sys.executable).with_name("flowctl")
     cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
     env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),

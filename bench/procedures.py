@@ -83,6 +83,7 @@ import aiohttp
 import structlog
 from argon2 import PasswordHasher, Type
 
+from bench import compile_project
 from bench.steps import ROOT, Server, children_cpu_s, forget_keys, proc_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
 from flows.captcha import CaptchaAnswers
@@ -564,6 +565,7 @@ def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, float, int]:
     """``flowctl audit --json --jobs N`` over the run's database: events per second of
     the command's whole run (its start included) in wall-clock time and in CPU time of
     its processes, and how many events."""
+    compile_project()
     flowctl = Path(sys.executable).with_name("flowctl")
     cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
     env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),
