@@ -25,6 +25,9 @@ def test_a_tiny_run_reports_every_figure() -> None:
                    "login_loop_cpu_ms"):
         assert result[figure] > 0, figure
     assert result["login_p50_ms"] <= result["login_p99_ms"]
+    # The verify is timed on both sides of the log-ins; the ratio divides by their mean.
+    assert abs(result["argon2_verify_ms"] - (result["argon2_verify_ms_before"]
+                                             + result["argon2_verify_ms_after"]) / 2) < 0.01
     # Every timer of the steady phase fired, once; how late is reported, not asserted.
     assert (result["timers_steady"], result["timer_duplicates"], result["timer_missed"]) \
         == (10, 0, 0)
