@@ -138,8 +138,24 @@ def _search_left_for_the_test(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="session")
-def redis_prefix() -> str:
-    return f"flows-test-{uuid.uuid4().hex[:8]}:"
+def redis_prefix() -> Iterator[str]:
+    """This process's Redis key prefix. The tests that use ``redis_client`` clear it
+    after them; what other tests left after the last of those (a limit counted by an
+    app under test) is searched and cleared as the run ends."""
+    prefix = f"flows-test-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+
+    async def clear() -> None:
+        client = create_redis(REDIS_URL)
+        try:
+            await _search_redis(client, prefix)
+            left = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if left:
+                await client.delete(*left)
+        finally:
+            await client.aclose()
+
+    asyncio.run(clear())
 
 
 @pytest.fixture(scope="session")
