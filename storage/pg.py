@@ -536,10 +536,18 @@ class PgStore:
                     return
                 if row["n"] == batch:
                     coming = asyncio.ensure_future(page((row["last_at"], row["last_id"])))
+                    # Let it send its query now: the caller's checks between the
+                    # histories below never wait for anything, so the loop would not
+                    # run the task until this page is done, and the database would
+                    # only start on the next page then.
+                    await asyncio.sleep(0)
                 documents = row["histories"]
                 del row
-                for document in documents:
+                for i, document in enumerate(documents, 1):
                     yield StoredHistory.read(document)
+                    if not i % 64:
+                        # And read what the database has sent meanwhile.
+                        await asyncio.sleep(0)
         finally:
             if coming is not None:
                 coming.cancel()
