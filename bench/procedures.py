@@ -69,7 +69,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -85,8 +84,8 @@ import aiohttp
 import structlog
 from argon2 import PasswordHasher, Type
 
-from bench import compile_project
-from bench.steps import ROOT, Server, children_cpu_s, forget_keys, proc_cpu_s
+from bench.audit import audit_once
+from bench.steps import ROOT, Server, forget_keys, proc_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
 from flows.captcha import CaptchaAnswers
 from flows.passwords import cores
@@ -564,25 +563,13 @@ async def steady_timers(dsn: str, rate: float, seconds: float,
 
 
 def audit_events_per_s(dsn: str, jobs: int = 1) -> tuple[float, float, int]:
-    """``flowctl audit --json --jobs N`` over the run's database: events per second of
-    the command's whole run (its start included) in wall-clock time and in CPU time of
-    its processes, and how many events."""
-    compile_project()
-    flowctl = Path(sys.executable).with_name("flowctl")
-    cmd = [str(flowctl)] if flowctl.exists() else [sys.executable, "-m", "web.cli"]
-    env = {**os.environ, "DATABASE_URL": dsn, "FLOWS_FILE": str(ROOT / "flows.yaml"),
-           "LOG_LEVEL": "warning"}
-    cpu0 = children_cpu_s()
-    t0 = time.perf_counter()
-    out = subprocess.run([*cmd, "audit", "--json", "--jobs", str(jobs)], env=env,
-                         cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
-    elapsed = time.perf_counter() - t0
-    cpu = children_cpu_s() - cpu0
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    if out.returncode != 0 or not summary.get("ok", True):
-        raise RuntimeError(f"the audit failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    events = int(summary["events"])
-    return events / elapsed, events / cpu if cpu > 0 else 0.0, events
+    """``flowctl audit --json --jobs N`` over the run's database (bench.audit's run of
+    it): events per second of the command's whole run (its start included) in
+    wall-clock time and in CPU time of its processes, and how many events."""
+    done = audit_once(dsn, jobs)
+    events = int(done["events"])
+    return (events / done["wall_s"], events / done["cpu_s"] if done["cpu_s"] > 0 else 0.0,
+            events)
 
 
 class ProfiledServer(Server):

@@ -106,6 +106,14 @@ async def _search_redis(client: RedisClient, prefix: str) -> None:
         leaks.search(f"redis key {key.removeprefix(prefix)}", text, "redis keys")
 
 
+async def search_and_clear(client: RedisClient, prefix: str) -> None:
+    """Search what is left under ``prefix`` (``_search_redis``), then delete it."""
+    await _search_redis(client, prefix)
+    left = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if left:
+        await client.delete(*left)
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of this test run's own, migrated; dropped afterwards."""
@@ -148,10 +156,7 @@ def redis_prefix() -> Iterator[str]:
     async def clear() -> None:
         client = create_redis(REDIS_URL)
         try:
-            await _search_redis(client, prefix)
-            left = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if left:
-                await client.delete(*left)
+            await search_and_clear(client, prefix)
         finally:
             await client.aclose()
 
@@ -293,10 +298,7 @@ async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenCloc
     finally:
         await client.close()
         cleaner = create_redis(settings.redis_url or REDIS_URL, **settings.redis_topology())
-        await _search_redis(cleaner, prefix)
-        stale = [k async for k in cleaner.scan_iter(match=f"{prefix}*")]
-        if stale:
-            await cleaner.delete(*stale)
+        await search_and_clear(cleaner, prefix)
         await cleaner.aclose()
     assert unknown == [], f"problem answers with no page under /problems/: {unknown}"
 

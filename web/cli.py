@@ -323,6 +323,12 @@ def _audit_part(dsn: str, settings: Settings, args: argparse.Namespace,
                 part: tuple[int, int]) -> AuditSummary:
     """One process's part of ``flowctl audit --jobs N``; findings printed as they come."""
     configure_logging(settings.log_format, settings.log_level)  # a new process: as main
+    return _audit_one_part(dsn, settings, args, since, until, part)
+
+
+def _audit_one_part(dsn: str, settings: Settings, args: argparse.Namespace,
+                    since: datetime | None, until: datetime | None,
+                    part: tuple[int, int]) -> AuditSummary:
     return asyncio.run(_audit(dsn, settings.db_transaction_pooling,
                               _registry(settings, args.module), args, since, until, part))
 
@@ -348,9 +354,7 @@ def _audit_in_parts(dsn: str, settings: Settings, args: argparse.Namespace,
     with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context(method)) as pool:
         others = [pool.submit(_audit_part, dsn, settings, args, since, until, (k, n))
                   for k in range(1, n)]
-        parts = [asyncio.run(_audit(dsn, settings.db_transaction_pooling,
-                                    _registry(settings, args.module), args, since, until,
-                                    (0, n)))]
+        parts = [_audit_one_part(dsn, settings, args, since, until, (0, n))]
         parts += [other.result() for other in others]
     total = AuditSummary()
     for part in parts:

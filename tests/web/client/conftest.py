@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from playwright import sync_api as playwright_api
 
-from tests.conftest import REDIS_URL, ROOT, _search_redis
+from tests.conftest import REDIS_URL, ROOT, search_and_clear
 from tests.web.oidc.conftest import oidc  # noqa: F401 - the platform with systems, here too
 from web.app import create_app
 from web.settings import Settings
@@ -106,10 +106,7 @@ def serving(database_url: str, redis_prefix: str, **overrides: Any) -> Iterator[
 
         async def clean() -> None:
             client = aioredis.from_url(REDIS_URL)
-            await _search_redis(client, prefix)
-            stale = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if stale:
-                await client.delete(*stale)
+            await search_and_clear(client, prefix)
             await client.aclose()
 
         asyncio.run(clean())
