@@ -26,7 +26,14 @@ as one core of a deployment runs one), and clients in this process:
    which is what a server's hashing threads pay under a log-in load: the share of the
    server's CPU that went to hashing at all. ``login_loop_cpu_ms``: CPU of the server's
    event-loop thread a sign-in (all of its CPU but the hashing and drawing threads'),
-   what the platform adds to the hash. A sign-in the server sheds as busy (503
+   what the platform adds to the hash. ``login_hash_share``: the CPU the server's
+   hashing threads spent in Argon2 (its /metrics, ``password_hash_cpu_seconds_total``,
+   read on both sides of the window) over all the CPU the server used meanwhile: the
+   share of a server's cores that goes to the hash, both measured in the same process
+   over the same seconds, so the machine's drift does not move it;
+   ``login_hash_cpu_ms``: one hash as the server paid for it (every core hashing at
+   once); ``login_hashes_per_login``: hashes over sign-ins (1: one verify each).
+   A sign-in the server sheds as busy (503
    ``server_busy``) is not counted; its client pauses and goes on. The captcha's answer
    is read from Redis, where the development server keeps it for the sandbox pages (as
    a test helper may), not from a sandbox page: that request is one a real client does
@@ -311,12 +318,41 @@ async def registrations(base: str, opts: Options,
     return logins, len(logins) / (time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class Peak:
+    """The peak log-in window: sign-ins a second, the server's cores used meanwhile, the
+    CPU milliseconds of its event loop's thread a sign-in, and what its hashing threads
+    spent (its /metrics, read on both sides of the window): hashes, their CPU seconds,
+    and the server's CPU seconds over the same window."""
+
+    per_s: float
+    cores: float
+    loop_ms: float
+    logins: int
+    hashes: float
+    hash_cpu_s: float
+    server_cpu_s: float
+
+
+async def hashing_spent(url: str) -> tuple[float, float]:
+    """The server's ``password_hashes_total`` and ``password_hash_cpu_seconds_total``."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("password_hashes_total", "password_hash_cpu_seconds_total"):
+            found[name] = float(value)
+    return found["password_hashes_total"], found["password_hash_cpu_seconds_total"]
+
+
 async def peak_logins(server: Server, target: Target, logins: Sequence[str],
-                      opts: Options, concurrency: int,
-                      profile: bool = False) -> tuple[float, float, float]:
+                      opts: Options, concurrency: int, profile: bool = False) -> Peak:
     """Closed loop: sign-ins per second, the server's cores used meanwhile, and the CPU
     milliseconds of its event loop's thread a sign-in (all but the hashing and drawing
-    threads: what the platform adds to the hash, whatever the hash costs on this machine).
+    threads: what the platform adds to the hash, whatever the hash costs on this machine),
+    and what its hashing threads spent meanwhile.
 
     ``profile``: the server runs under bench.cprofile_serve; profile the window."""
     done, stop, counter = [0], asyncio.Event(), iter(range(10**9))
@@ -337,18 +373,22 @@ async def peak_logins(server: Server, target: Target, logins: Sequence[str],
         await asyncio.sleep(opts.warmup)
         if profile:
             os.kill(server.pid, signal.SIGUSR1)
+        hashes0, hash_cpu0 = await hashing_spent(server.url)
         n0, cpu0, t0 = done[0], proc_cpu_s(server.pid), time.perf_counter()
         loop0 = thread_cpu_s(server.pid, server.pid)
         await asyncio.sleep(opts.seconds)
         n1, cpu1, t1 = done[0], proc_cpu_s(server.pid), time.perf_counter()
         loop1 = thread_cpu_s(server.pid, server.pid)
+        hashes1, hash_cpu1 = await hashing_spent(server.url)
         if profile:
             os.kill(server.pid, signal.SIGUSR2)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    return (n1 - n0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0), \
-        1000 * (loop1 - loop0) / (n1 - n0) if n1 > n0 else 0.0
+    return Peak(per_s=(n1 - n0) / (t1 - t0), cores=(cpu1 - cpu0) / (t1 - t0),
+                loop_ms=1000 * (loop1 - loop0) / (n1 - n0) if n1 > n0 else 0.0,
+                logins=n1 - n0, hashes=hashes1 - hashes0, hash_cpu_s=hash_cpu1 - hash_cpu0,
+                server_cpu_s=cpu1 - cpu0)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -631,9 +671,9 @@ async def _run(opts: Options) -> dict[str, Any]:
         logins, reg_rate = await registrations(server.url, opts, rng)
         result["registrations_per_s"] = round(reg_rate, 1)
         log(f"log-ins: {concurrency} clients for {opts.seconds}s")
-        peak, server_cores, loop_ms = await peak_logins(server, target, logins, opts,
-                                                        concurrency,
-                                                        profile=bool(opts.profile))
+        window = await peak_logins(server, target, logins, opts, concurrency,
+                                   profile=bool(opts.profile))
+        peak, server_cores, loop_ms = window.per_s, window.cores, window.loop_ms
         # Timed again right after the log-ins, and the two averaged: a shared machine's
         # speed drifts from one minute to the next (a verify cost 20 to 31 ms of CPU
         # within one hour on the development machine), and the ratio divides by it.
@@ -651,6 +691,11 @@ async def _run(opts: Options) -> dict[str, Any]:
                       login_ratio=round(per_core / limit, 3),
                       login_ratio_all_cores=round(
                           per_core * result["argon2_verify_ms_all_cores"] / 1000, 3))
+        if window.hashes:
+            result.update(
+                login_hashes_per_login=round(window.hashes / window.logins, 3),
+                login_hash_cpu_ms=round(1000 * window.hash_cpu_s / window.hashes, 2),
+                login_hash_share=round(window.hash_cpu_s / window.server_cpu_s, 3))
         steady = 0.8 * peak
         log(f"log-ins at a steady {steady:.1f}/s for {opts.seconds}s")
         took, busy = await steady_logins(target, logins, steady, opts.seconds)

@@ -14,6 +14,8 @@ import functools
 import importlib.resources
 import os
 import secrets
+import threading
+import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -35,6 +37,7 @@ __all__ = [
     "UNCHANGED",
     "Hasher",
     "HashingBusy",
+    "HashingSpent",
     "PasswordPolicy",
     "check",
     "check_size",
@@ -252,6 +255,19 @@ def _threads(n: int) -> ThreadPoolExecutor:
     return _POOLS[n]
 
 
+@attrs.frozen
+class HashingSpent:
+    """What a Hasher has spent so far: ``hashes`` made (verifies, hashes and dummy
+    verifies), the CPU seconds its threads spent in Argon2 (``cpu_seconds``: the hash as
+    this server pays it under its load, where another core hashing at once shares the
+    caches and the memory bandwidth), and ``refused``: hashes asked for and refused
+    as ``HashingBusy``."""
+
+    hashes: int
+    cpu_seconds: float
+    refused: int
+
+
 class HashingBusy(EngineError, RuntimeError):
     """Every hashing slot is taken and the queue is full: a flood, answered at once."""
 
@@ -292,6 +308,12 @@ class Hasher:
         self._executor = executor  # else the process's threads for this many, at first use
         self._admitted = 0  # running or waiting; only the event loop's thread counts
         self._dummy_hash: str | None = None
+        # Written by the hashing threads as each hash ends (a hash whose caller stopped
+        # waiting still counts: it was spent), read by whoever reports them.
+        self._spent_lock = threading.Lock()
+        self._hashes = 0
+        self._cpu_seconds = 0.0
+        self._refused = 0  # only the event loop's thread counts
 
     def __repr__(self) -> str:
         p = self._ph
@@ -303,12 +325,18 @@ class Hasher:
         """Hashes running or waiting for a thread now."""
         return self._admitted
 
+    def spent(self) -> HashingSpent:
+        """What the hashing threads have spent since this Hasher was made."""
+        with self._spent_lock:
+            return HashingSpent(self._hashes, self._cpu_seconds, self._refused)
+
     def check_capacity(self) -> None:
         """Raise ``HashingBusy`` if a hash asked for now would be refused.
 
         Call it before spending anything on a hash (a failure counted, a code used).
         """
         if self._admitted >= self.concurrency + self.max_waiting:
+            self._refused += 1
             raise HashingBusy()
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
@@ -318,9 +346,21 @@ class Hasher:
         self._admitted += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+            return await loop.run_in_executor(self._executor,
+                                              functools.partial(self._timed, fn, *args))
         finally:
             self._admitted -= 1
+
+    def _timed(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one hash in this (hashing) thread, counting its thread's CPU time."""
+        started = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            spent = time.thread_time() - started
+            with self._spent_lock:
+                self._hashes += 1
+                self._cpu_seconds += spent
 
     async def hash(self, password: str) -> str:
         """Return the Argon2id hash (``$argon2id$...``) of a password.

@@ -280,6 +280,7 @@ def _runtime(loaded: FlowSet | DefinitionError,
             raise
         try:
             app[keys.SERVICES] = services
+            app[keys.METRICS].watch_hashing(services.hasher)
             app[PROVIDERS] = services.providers
             if services.captchas.answers is not None:
                 app[CAPTCHA_ANSWERS] = services.captchas.answers

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from flows.passwords import Hasher
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -58,5 +63,36 @@ class Metrics:
                 (method, route, status), self.requests.labels(method, route, str(status)))
         counter.inc()
 
+    def watch_hashing(self, hasher: Hasher) -> None:
+        """Report the password hasher's work at each scrape (read then, not counted per
+        hash on the event loop): hashes made, their threads' CPU, refusals, and how many
+        run or wait now."""
+        self.registry.register(_Hashing(hasher))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Hashing(Collector):
+    """The hasher's figures, read at each scrape. ``password_hash_cpu_seconds_total``
+    over ``password_hashes_total`` is what one hash costs this server under its load;
+    against the process's CPU it is the share of the server that went to hashing."""
+
+    def __init__(self, hasher: Hasher) -> None:
+        self.hasher = hasher
+
+    def collect(self) -> Iterator[Metric]:
+        spent = self.hasher.spent()
+        yield CounterMetricFamily(
+            "password_hashes", "Argon2id hashes and verifies made (dummy ones included)",
+            value=spent.hashes)
+        yield CounterMetricFamily(
+            "password_hash_cpu_seconds",
+            "CPU seconds the hashing threads spent in Argon2id", value=spent.cpu_seconds)
+        yield CounterMetricFamily(
+            "password_hashes_refused",
+            "Hashes refused at once because every thread was busy and the queue full "
+            "(503 server_busy)", value=spent.refused)
+        yield GaugeMetricFamily(
+            "password_hashes_admitted", "Hashes running or waiting for a thread now",
+            value=self.hasher.admitted)

@@ -37,5 +37,10 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert abs(result["login_ratio_all_cores"] - result["logins_per_s_per_core"]
                * result["argon2_verify_ms_all_cores"] / 1000) < 0.01
     assert result["login_steady_busy"] >= 0
+    # The server's own account of its hashing (its /metrics) over the same window: one
+    # verify a sign-in (give or take those in flight at either end), a share of the CPU.
+    assert 0.5 <= result["login_hashes_per_login"] <= 2
+    assert result["login_hash_cpu_ms"] > 0
+    assert 0 < result["login_hash_share"] < 1
     # Two registrations, then every log-in and the audit's own count of them.
     assert result["audit_events"] > 2 * 4

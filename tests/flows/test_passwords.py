@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import importlib.resources
 import string
 import threading
@@ -391,6 +392,32 @@ async def test_a_flood_is_refused_at_once_past_the_queue_and_one_hash_runs_per_s
     assert gate.most == 2
     assert hasher.admitted == 0
     hasher.check_capacity()  # room again
+    # Seven refused as they came, one asked: counted; the five that ran, counted too.
+    assert hasher.spent().refused == 8
+    assert hasher.spent().hashes == 5
+
+
+async def test_a_hashers_cpu_is_its_threads_cpu_not_the_time_it_took(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hasher = Hasher(time_cost=1, memory_cost=8 * 1024, concurrency=1)
+    stored = await hasher.hash(GOOD)
+    assert await hasher.verify(stored, GOOD)
+    assert not await hasher.verify(stored, GOOD + "x")
+    await hasher.verify_dummy(GOOD)  # makes the dummy hash
+    await hasher.verify_dummy(GOOD)
+    worked = hasher.spent()
+    assert worked.hashes == 5
+    assert worked.cpu_seconds > 0
+
+    def waiting(hash: str, password: str) -> bool:
+        time.sleep(0.3)  # a thread that waits spends no CPU
+        return True
+
+    monkeypatch.setattr(hasher, "_verify", waiting)
+    assert await hasher.verify(stored, GOOD)
+    waited = hasher.spent()
+    assert waited.hashes == 6
+    assert waited.cpu_seconds - worked.cpu_seconds < 0.1
 
 
 async def test_by_default_one_hash_runs_per_core() -> None:

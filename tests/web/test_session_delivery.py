@@ -77,3 +77,24 @@ async def test_logout_from_another_site_is_refused_and_the_session_lives_on(
     out = await platform.client.post("/api/session/logout", headers={"Origin": ours})
     assert out.status == 200
     assert (await platform.client.get("/api/session")).status == 401
+
+
+def _metric(text: str, name: str) -> float:
+    """One unlabelled sample of the Prometheus text ``text``."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+async def test_metrics_count_the_hash_of_each_sign_in_and_its_cpu(platform: Platform) -> None:
+    person = await register(platform)
+    before = await (await platform.client.get("/metrics")).text()
+    await sign_in(platform, platform.client, person["login"])
+    after = await (await platform.client.get("/metrics")).text()
+    assert _metric(after, "password_hashes_total") - \
+        _metric(before, "password_hashes_total") == 1
+    assert _metric(after, "password_hash_cpu_seconds_total") > \
+        _metric(before, "password_hash_cpu_seconds_total")
+    assert _metric(after, "password_hashes_refused_total") == 0
+    assert _metric(after, "password_hashes_admitted") == 0
