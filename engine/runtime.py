@@ -216,6 +216,7 @@ class Runtime:
                          owner=actor, policies=flow.policies, sealer=self.sealer,
                          session=session)
         effects = await self._run_actions(state.on_enter, ai)
+        await _run_at_end(ai)
         first = begin(flow, instance_id, values, effects, actor=actor, now=now)
         instance, event = first.instance, first.event
         try:
@@ -409,6 +410,7 @@ class Runtime:
         if dest.name != instance.state and dest.on_enter:
             ai.state = dest.name
             effects = await self._run_actions(dest.on_enter, ai)
+        await _run_at_end(ai)
         done = settle(flow, instance, taken, trigger=trigger, recorded_input=recorded_input,
                       facts=facts, effects=effects, actor=actor, now=now, by_clock=by_clock)
         step = StepCommit(instance=done.instance, expected_version=instance.version,
@@ -624,3 +626,9 @@ def _timer_key(timer: Timer) -> str:
 # A timer whose instance moved on, finished or expired meanwhile: it is dropped.
 _TIMER_REFUSALS = (TriggerNotAllowed, FlowFinished, FlowExpired, TransitionRefused,
                    InstanceNotFound, ValidationFailed)
+
+
+async def _run_at_end(ai: ActionInput) -> None:
+    """What the step's actions left for its end (``ActionInput.at_end``), in order."""
+    for work in ai.at_end:
+        await work()

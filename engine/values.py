@@ -83,6 +83,12 @@ class ActionInput:
     # What an action leaves for a later action of the same step (an account it read,
     # so the next one need not read it again). Never recorded, never replayed.
     scratch: dict[str, Any] = attrs.field(factory=dict)
+    # Work an action leaves for the end of the step's actions: run in order once every
+    # action has run (the entered state's too), before the step is written, and only if
+    # none raised. An action queues here what a later action of the same step may take
+    # over, to send it in a round trip of its own (a sign-in's cleared failure count,
+    # with the session it starts). Never recorded, never replayed.
+    at_end: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
 
     @property
     def idempotency_key(self) -> str:

@@ -95,6 +95,15 @@ class Batch(Protocol):
         Answer: None."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Delete the key. Answer: None."""
+        ...
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is queued yet."""
+        ...
+
     async def run(self) -> list[Any]:
         """Send every command queued, in order; their answers, in the same order."""
         ...

@@ -122,10 +122,12 @@ class Sessions:
     async def create(self, *, account_id: str, kind: str, display_name: str, now: datetime,
                      agent_id: str | None = None,
                      must_change_password: bool = False,
-                     amr: tuple[str, ...] = ("pwd",), generation: int | None = None) -> str:
+                     amr: tuple[str, ...] = ("pwd",), generation: int | None = None,
+                     also: Callable[[Batch], None] | None = None) -> str:
         """Start a session; return its token (shown once, to the client only).
 
         ``generation``: the account's, as ``read_generation_in`` read it (None: read now).
+        ``also``: queues other commands to send with the session's (one round trip).
         """
         token = secrets.token_urlsafe(32)
         if generation is None:
@@ -134,8 +136,15 @@ class Sessions:
                           created_at=now.isoformat(), agent_id=agent_id,
                           generation=generation,
                           must_change_password=must_change_password, amr=amr)
-        await self.ephemeral.put(_key(token), json.dumps(attrs.asdict(session)).encode(),
-                                 self.ttl)
+        value = json.dumps(attrs.asdict(session)).encode()
+        batch = self.ephemeral.batch()
+        if also is not None:
+            also(batch)
+        if batch.empty:
+            await self.ephemeral.put(_key(token), value, self.ttl)
+        else:
+            batch.put(_key(token), value, self.ttl)
+            await batch.run()
         return token
 
     async def get(self, token: str) -> Session | None:

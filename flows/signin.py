@@ -32,6 +32,7 @@ from flows.identity import MOBILE_KIND, RESIDENT_ID_KIND, identifier_kind, norma
 from flows.passwords import CONFIRM, NEW_PASSWORD_REFUSALS, PASSWORD, UNCHANGED
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.policies import LockoutPolicy
+from flows.ports import Batch
 from flows.sessions import generation_of
 from flows.support import Services, refuse, replace_password, services
 
@@ -49,6 +50,9 @@ _SUBJECT_PURPOSE = "login_subject"
 # account's session generation as it read it before checking the password.
 _SIGNED_IN_ACCOUNT = "signin.account"
 _SIGNED_IN_GENERATION = "signin.generation"
+# The failure count a right password clears, until the step's end or start_session,
+# which clears it in the round trip that stores the session.
+_FAILURES_TO_CLEAR = "signin.failures_to_clear"
 
 # What the sign-in actions take: which fields hold what was typed.
 IDENTIFIER = Param("identifier", "field", "The field that holds the ID number, mobile "
@@ -106,13 +110,17 @@ async def locked_for(s: Services, subject: str) -> timedelta | None:
 
 
 async def counted_check(s: Services, subject: str, policy: LockoutPolicy,
-                        check: Callable[[], Awaitable[bool]]) -> bool | timedelta:
+                        check: Callable[[], Awaitable[bool]], *,
+                        step: ActionInput | None = None) -> bool | timedelta:
     """Count a password check against the subject's failures, then make it: True if it is
     right (the count is cleared), False if wrong, or the time left when the subject is
     over the limit (refused unchecked). The failure that reaches the limit locks.
 
     The attempt is reserved before checking: parallel guesses each take a number, and
-    those past the limit are refused unchecked.
+    those past the limit are refused unchecked. ``step``: the action's input, to clear
+    the count at the end of its step's actions (:func:`clear_failures_in` lets a later
+    action of the step send it with its own commands) rather than at once; a step that
+    fails before its end leaves this attempt counted, as a failure.
     """
     lock_key, fail_key = f"login_lock:{subject}", f"login_fail:{subject}"
     failures = await s.ephemeral.incr(fail_key, policy.window)
@@ -120,12 +128,34 @@ async def counted_check(s: Services, subject: str, policy: LockoutPolicy,
         return (await s.ephemeral.ttl(lock_key) or await s.ephemeral.ttl(fail_key)
                 or policy.lock)
     if await check():
-        await s.ephemeral.delete(fail_key)
+        if step is None:
+            await s.ephemeral.delete(fail_key)
+        else:
+            _clear_at_end(s, step, fail_key)
         return True
     if failures == policy.max_failures:
         await s.ephemeral.put(lock_key, b"1", policy.lock)
         log.info("login_locked", subject=subject)
     return False
+
+
+def _clear_at_end(s: Services, a: ActionInput, fail_key: str) -> None:
+    a.scratch[_FAILURES_TO_CLEAR] = fail_key
+
+    async def clear() -> None:
+        key = a.scratch.pop(_FAILURES_TO_CLEAR, None)
+        if key is not None:  # no later action of the step took it over
+            await s.ephemeral.delete(key)
+
+    a.at_end.append(clear)
+
+
+def clear_failures_in(a: ActionInput, batch: Batch) -> None:
+    """Queue in ``batch`` the clearing of the failure count that a right password left
+    for the end of this step (see :func:`counted_check`), if there is one."""
+    key = a.scratch.pop(_FAILURES_TO_CLEAR, None)
+    if key is not None:
+        batch.delete(key)
 
 
 async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...]) -> Account:
@@ -166,7 +196,7 @@ async def check_credentials(a: ActionInput, typed: str, *, kinds: tuple[str, ...
 
     # A flood is refused here, before a failure is counted for a check never made.
     s.hasher.check_capacity()
-    outcome = await counted_check(s, subject, policy, check)
+    outcome = await counted_check(s, subject, policy, check, step=a)
     if isinstance(outcome, timedelta):
         _refuse_locked(outcome)
     if outcome and account is not None:
@@ -239,7 +269,9 @@ async def start_session(a: ActionInput) -> dict[str, Any]:
         now=a.now, agent_id=agent_id,
         # Every sign-in checks a password; an agent's sign-in also a code sent by SMS.
         amr=("pwd", "sms") if agent_id else ("pwd",),
-        generation=a.scratch.get(_SIGNED_IN_GENERATION) if checked else None)
+        generation=a.scratch.get(_SIGNED_IN_GENERATION) if checked else None,
+        # The failure count the password just cleared goes in the same round trip.
+        also=lambda batch: clear_failures_in(a, batch))
     a.reply("session", token)
     return {"signed_in": account.kind}
 

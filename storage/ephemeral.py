@@ -265,6 +265,14 @@ class RedisBatch:
         self._add([lambda p: p.lpush(k, value), lambda p: p.ltrim(k, 0, keep - 1),
                    lambda p: p.pexpire(k, _ms(ttl))], lambda r: None)
 
+    def delete(self, key: str) -> None:
+        k = self._ephemeral._k(key)
+        self._add([lambda p: p.delete(k)], lambda r: None)
+
+    @property
+    def empty(self) -> bool:
+        return not self._queued
+
     async def run(self) -> list[Any]:
         if not self._calls:
             return []

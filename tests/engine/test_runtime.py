@@ -538,6 +538,57 @@ async def test_on_enter_effects_are_recorded_apart_and_never_seen_by_guards(
     assert replay(compiled, await rt.history(iid)).state == "b"
 
 
+AT_END_YAML = """\
+flows:
+  at_end:
+    initial: a
+    states:
+      a: {on_enter: [leave]}
+      b: {on_enter: [take]}
+      c: {final: true}
+    transitions:
+      - {trigger: go, source: a, dest: b, actions: [leave]}
+      - {trigger: fail, source: a, dest: c, actions: [leave, boom]}
+      - {trigger: finish, source: b, dest: c}
+"""
+
+
+async def test_work_left_for_the_steps_end_runs_after_every_action_unless_one_raised(
+        pool: asyncpg.Pool, clock: FrozenClock) -> None:
+    registry = Registry()
+    done: list[str] = []
+
+    @registry.action("leave")
+    async def leave(a: Any) -> None:
+        async def work() -> None:
+            done.append(f"end of {a.trigger}: {sorted(a.scratch)}")
+        a.scratch["left"] = True
+        a.at_end.append(work)
+
+    @registry.action("take")
+    async def take(a: Any) -> None:
+        done.append(f"take: {a.scratch.pop('left', None)}")
+
+    @registry.action("boom")
+    async def boom(a: Any) -> None:
+        raise RuntimeError("boom")
+
+    rt = Runtime(PgStore(pool), clock, registry, load_text(AT_END_YAML, registry=registry))
+    await rt.publish()
+    iid = (await rt.start("at_end")).instance.id
+    assert done == ["end of start: ['left']"]
+    done.clear()
+    await rt.advance(iid, "go", {})
+    # The entered state's action ran first, and took what was left.
+    assert done == ["take: True", "end of go: []"]
+    other = (await rt.start("at_end")).instance.id
+    done.clear()
+    with pytest.raises(RuntimeError):
+        await rt.advance(other, "fail", {})
+    assert done == []
+    assert (await rt.get(other)).state == "a"
+
+
 async def test_a_timeout_that_loops_back_is_armed_again(pool: asyncpg.Pool,
                                                         clock: FrozenClock) -> None:
     registry = effects_registry()

@@ -44,7 +44,7 @@ class Person:
     id_number: str
 
 
-async def new_person(p: Platform) -> Person:
+async def new_person(p: Platform, *, must_change_password: bool = False) -> Person:
     """A personal account with a login name, a mobile number and an ID number."""
     s = p.app[keys.SERVICES]
     person = Person(new_login_name(), new_mobile(), new_id_number())
@@ -55,7 +55,7 @@ async def new_person(p: Platform) -> Person:
         id_number_index=s.vault.index(RESIDENT_ID, person.id_number),
         phone_sealed=s.vault.seal(MOBILE, person.phone),
         phone_index=s.vault.index(MOBILE, person.phone),
-        must_change_password=False, now=p.app[keys.CLOCK].now())
+        must_change_password=must_change_password, now=p.app[keys.CLOCK].now())
     async with p.app[keys.POOL].acquire() as conn:
         await write(conn)
     return person
@@ -122,6 +122,37 @@ async def test_a_right_password_clears_the_failures(platform: Platform) -> None:
     assert signed_in(await attempt(platform, person.id_number, PASSWORD))
     await fail(platform, person.login, MAX_FAILURES - 1)
     assert signed_in(await attempt(platform, person.phone, PASSWORD))
+
+
+async def test_the_failures_a_right_password_clears_go_with_the_session_it_starts(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    person = await new_person(platform)
+    await fail(platform, person.phone, MAX_FAILURES - 1)
+    ephemeral = platform.app[keys.SERVICES].ephemeral
+    deleted: list[str] = []
+    plain_delete = ephemeral.delete
+
+    async def delete(key: str) -> None:
+        deleted.append(key)
+        await plain_delete(key)
+
+    monkeypatch.setattr(ephemeral, "delete", delete)
+    assert signed_in(await attempt(platform, person.id_number, PASSWORD))
+    # Not a round trip of its own: in the session's batch.
+    assert deleted == []
+    await fail(platform, person.login, MAX_FAILURES - 1)
+    assert signed_in(await attempt(platform, person.phone, PASSWORD))
+
+
+async def test_a_right_password_clears_the_failures_where_no_session_starts_yet(
+        platform: Platform) -> None:
+    # A one-time password: the step goes on to change it, not to a session, and the
+    # count is cleared at the step's end instead of with the session.
+    person = await new_person(platform, must_change_password=True)
+    for _ in range(2):
+        await fail(platform, person.phone, MAX_FAILURES - 1)
+        answer = await attempt(platform, person.login, PASSWORD)
+        assert answer.status == 200 and answer.body["state"] == "change_password", answer
 
 
 async def test_a_wrong_captcha_neither_counts_nor_checks_the_password(

@@ -89,18 +89,23 @@ async def test_a_batch_answers_each_command_in_order(redis_client: aioredis.Redi
     await eph.put("b1", b"one", timedelta(seconds=30))
     await eph.put("b2", b"two", timedelta(seconds=30))
     batch = eph.batch()
+    assert batch.empty
     batch.get("b1")
+    assert not batch.empty
     batch.take("b2")
     batch.ttl("b1")
     batch.ttl("absent")
     batch.put("b3", b"three", timedelta(seconds=30))
     batch.push("blist", b"x", keep=2, ttl=timedelta(seconds=30))
     batch.get("absent")
+    await eph.put("b4", b"four", timedelta(seconds=30))
+    batch.delete("b4")
     got = await batch.run()
     assert got[:2] == [b"one", b"two"]
     assert timedelta(seconds=29) < got[2] <= timedelta(seconds=30)
-    assert got[3:] == [None, True, None, None]
+    assert got[3:] == [None, True, None, None, None]
     assert await eph.get("b2") is None  # taken
+    assert await eph.get("b4") is None  # deleted
     assert await eph.get("b3") == b"three"
     assert await eph.items("blist") == [b"x"]
     blist = await eph.ttl("blist")
