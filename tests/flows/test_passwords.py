@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import importlib.resources
 import string
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 

@@ -152,7 +152,8 @@ async def test_a_right_password_clears_the_failures_where_no_session_starts_yet(
     for _ in range(2):
         await fail(platform, person.phone, MAX_FAILURES - 1)
         answer = await attempt(platform, person.login, PASSWORD)
-        assert answer.status == 200 and answer.body["state"] == "change_password", answer
+        assert answer.status == 200, answer
+        assert answer.body["state"] == "change_password", answer
 
 
 async def test_a_wrong_captcha_neither_counts_nor_checks_the_password(
