@@ -488,6 +488,11 @@ class MemoryStore:
                 in sorted(counts.items(), key=lambda item: (item[0][1], item[0][0]))]
 
     # -- timers ---------------------------------------------------------------------
+    async def pending_timers(self, instance_id: str) -> list[NewTimer]:
+        iid = _uuid(instance_id)
+        await self._round_trip()
+        return [NewTimer(t.state, t.trigger, t.due_at) for t in self.timers(iid)]
+
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         iid = _uuid(instance_id)
         await self._round_trip()

@@ -22,7 +22,7 @@ from engine.jsonio import same_as_canonical
 from engine.loader import build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
 from engine.model import Flow
-from engine.ports import NewTimer
+from engine.ports import Clock, NewTimer
 from engine.registry import Registry
 from engine.step import TIMER_ACTOR, begin, iso, settle
 from engine.values import EVENT_KEYS, Event, GuardInput, Instance
@@ -191,7 +191,8 @@ class StoredHistory(NamedTuple):
     def _made(cls, values: Any, raw: bytes, *, plain: bool) -> StoredHistory:
         if not isinstance(values, list) or not 8 <= len(values) <= 13:
             raise ValueError("a history is an array of 8 to 13 values")
-        return cls(*values, raw=raw, plain=plain)
+        # The live columns left out (all but the first eight) were not read: None.
+        return cls._make((*values, *[None] * (13 - len(values)), raw, plain))
 
     @classmethod
     def of(cls, instance: Instance, events: Iterable[Event],
@@ -429,14 +430,15 @@ def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
         return
     pending = result.timer
     armed = [] if pending is None else [(pending.state, pending.trigger, pending.due_at)]
-    rows = [tuple(row) if isinstance(row, Sequence) and not isinstance(row, str) else row
-            for row in timers] if isinstance(timers, Sequence) else timers
-    if rows == armed and all(_same_time(a[2], r[2]) for a, r in zip(armed, rows)):
+    found = [tuple(t) if isinstance(t, list | tuple) else t for t in timers] \
+        if isinstance(timers, list | tuple) else timers
+    if found == armed and (pending is None or _same_time(pending.due_at, found[0][2])):
         return
-    if rows == [] and pending is not None and _may_be_dropped(result, derived, now):
+    if found == [] and pending is not None and _may_be_dropped(result, derived, now):
         return
     raise ReplayDivergence(seq, "timer", [_timer_shown(t) for t in armed],
-                           [_timer_shown(t) for t in rows] if isinstance(rows, list) else rows)
+                           [_timer_shown(t) for t in found] if isinstance(found, list)
+                           else found)
 
 
 def _same_time(expected: datetime | None, found: Any) -> bool:
@@ -509,11 +511,14 @@ class AuditSummary:
 async def audit(histories: AsyncIterable[StoredHistory],
                 compiled: Callable[[str], Awaitable[CompiledFlow]],
                 report: Callable[[AuditFinding], None], *, fast: bool = True,
-                now: datetime | None = None) -> AuditSummary:
+                clock: Clock | None = None) -> AuditSummary:
     """Replay every history against its own version and compare it with the live row:
     state, context, version and last hash, and the other columns the history was read
-    with (:class:`StoredHistory`): status, owner, expiry, deadline and pending timers
-    (``now``: the time the timers were read, as :func:`compare_live` takes it).
+    with (:class:`StoredHistory`): status, owner, expiry, deadline and pending timers.
+
+    ``clock``: asked, only where a timer is missing, for a time after the history was
+    read, by which the timer worker may have dropped a due timer (:func:`compare_live`'s
+    ``now``); None: no timer may be missing.
 
     ``histories`` yields each instance with all its events; ``compiled`` gives the
     machine of a stored version (it may raise: a version that cannot be built is a
@@ -541,14 +546,15 @@ async def audit(histories: AsyncIterable[StoredHistory],
             if isinstance(machine, Exception):
                 raise ReplayDivergence(0, "definition", "a version the registry can build",
                                        f"{type(machine).__name__}: {machine}")
-            if fast and _vouched(machine, history, now):
+            if fast and _vouched(machine, history, clock):
                 continue
             exact = history.exactly()
-            if not (fast and exact is not history and _vouched(machine, exact, now)):
+            if not (fast and exact is not history and _vouched(machine, exact, clock)):
                 # The reference path names what diverges (or finds that nothing does).
                 result = replay(machine, exact.event_objects())
                 compare_live(result, exact.state, exact.context, exact.version,
-                             exact.last_hash, **exact.live_columns(), now=now)
+                             exact.last_hash, **exact.live_columns(),
+                             now=clock.now() if clock is not None else None)
         except ReplayDivergence as exc:
             summary.findings += 1
             report(AuditFinding(history.id, history.flow, version, exc.seq, exc.what,
@@ -557,7 +563,7 @@ async def audit(histories: AsyncIterable[StoredHistory],
 
 
 def _vouched(machine: CompiledFlow, history: StoredHistory,
-             now: datetime | None = None) -> bool:
+             clock: Clock | None = None) -> bool:
     """True only if :func:`replay` and :func:`compare_live` would find nothing (False:
     let them look).
 
@@ -596,13 +602,16 @@ def _vouched(machine: CompiledFlow, history: StoredHistory,
     if timers is None or (due is None and not timers):
         return True
     timeout = machine.flow.states[state].timeout
-    if due is None or timeout is None:
+    if deadline is None or timeout is None:
         return False
     if len(timers) == 1 and timers[0] == [state, timeout.trigger, due]:
         return True
+    if timers or clock is None:
+        return False
     # Gone once due, where the worker may have dropped it (as compare_live allows).
-    return not timers and now is not None and deadline is not None and deadline <= now \
-        and (final or expires <= now or _refusable(machine.flow, state, timeout.trigger))
+    now = clock.now()
+    return deadline <= now and (final or expires <= now
+                                or _refusable(machine.flow, state, timeout.trigger))
 
 
 # -- export files: JSON Lines ---------------------------------------------------------
@@ -615,6 +624,46 @@ def export_lines(definition: Mapping[str, Any], instance: Mapping[str, Any],
              canonical_json({"kind": "instance", **instance})]
     lines += [canonical_json({"kind": "event", **ev.as_dict()}) for ev in events]
     return lines
+
+
+def _live_columns(live: Mapping[str, Any]) -> dict[str, Any]:
+    """The live columns an export's instance line carries (an older one, only some), as
+    :func:`compare_live` takes them; a value no export writes is passed on as it is, to
+    be named."""
+    columns = {k: live[k] for k in ("status", "owner") if k in live}
+    columns |= {k: _time_read(live[k]) for k in ("expires_at", "deadline_at") if k in live}
+    if "timers" in live:
+        timers = live["timers"]
+        columns["timers"] = [
+            (t["state"], t["trigger"], _time_read(t["due_at"]))
+            if isinstance(t, dict) and set(t) == {"state", "trigger", "due_at"} else t
+            for t in timers] if isinstance(timers, list) else timers
+    return columns
+
+
+def _time_read(value: Any) -> Any:
+    """An ISO time as a datetime; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def export_columns(instance: Instance, timers: Iterable[NewTimer],
+                   exported_at: datetime) -> dict[str, Any]:
+    """The instance line's columns (:func:`export_lines`): every live column the replay
+    derives, its pending timers, and when they were read (which timers may be gone)."""
+    return {"id": instance.id, "flow": instance.flow, "state": instance.state,
+            "status": instance.status, "version": instance.version,
+            "context": instance.context, "last_hash": instance.last_hash,
+            "owner": instance.owner, "expires_at": iso(instance.expires_at),
+            "deadline_at": None if instance.deadline_at is None
+            else iso(instance.deadline_at),
+            "timers": [{"state": t.state, "trigger": t.trigger, "due_at": iso(t.due_at)}
+                       for t in timers],
+            "exported_at": iso(exported_at)}
 
 
 @attrs.frozen
@@ -667,10 +716,12 @@ def replay_export(data: bytes, registry: Registry) -> ReplayReport:
             events.append(Event.from_dict(raw))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             return fail(n, "event", "a valid event line", str(exc))
+    exported_at = _time_read(live.get("exported_at"))
     try:
         result = replay(compiled, events)
         compare_live(result, live.get("state"), live.get("context"), live.get("version"),
-                     live.get("last_hash"))
+                     live.get("last_hash"), **_live_columns(live),
+                     now=exported_at if isinstance(exported_at, datetime) else None)
     except ReplayDivergence as exc:
         return fail(exc.seq, exc.what, exc.expected, exc.found)
     return ReplayReport(True, result.events, result.state)

@@ -578,6 +578,14 @@ class PgStore:
                 " ORDER BY flow, definition_version")
         return [(r["definition_version"], r["flow"], int(r["n"])) for r in rows]
 
+    async def pending_timers(self, instance_id: str) -> list[NewTimer]:
+        """The instance's rows in flow_timers, by due time (for an export)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT state, trigger, due_at FROM flow_timers WHERE instance_id = $1"
+                " ORDER BY due_at, id", _uuid(instance_id))
+        return [NewTimer(r["state"], r["trigger"], r["due_at"]) for r in rows]
+
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

@@ -25,7 +25,7 @@ import flows
 from bench.audit import walk
 from engine import CompiledFlow, Registry, jsonio, load_file
 from engine.canonical import GENESIS, canonical_json
-from engine.ports import NewTimer
+from engine.ports import FrozenClock, NewTimer
 from engine.replay import (
     AuditFinding,
     AuditSummary,
@@ -278,7 +278,8 @@ async def _audit(compiled: dict[str, CompiledFlow], histories: list[Audited],
         return compiled[version]
 
     findings: list[AuditFinding] = []
-    summary = await audit(each(), machine, findings.append, fast=fast, now=now)
+    summary = await audit(each(), machine, findings.append, fast=fast,
+                          clock=FrozenClock(now))
     return summary, findings
 
 
@@ -408,7 +409,7 @@ async def test_each_live_column_changed_is_named_alike_on_both_paths(
         # an unguarded timeout, is never refused), else it must have fired.
         gone = (instance, events, [])
         assert await _named(compiled, gone, max(due, expires)) == []
-        assert _vouched(c, _stored(gone, through_json=True), max(due, expires))
+        assert _vouched(c, _stored(gone, through_json=True), FrozenClock(max(due, expires)))
         if due < expires:
             assert await _named(compiled, gone, due) == ["timer"]
         # Whatever the time, a timer still there is the one armed.
