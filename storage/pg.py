@@ -147,7 +147,11 @@ WHERE i.id = $1
 # documents. Two statements, the first page's and the next ones': "($4 IS NULL OR
 # (created_at, id) > ($4, $5))" in one statement gets, once PostgreSQL plans it
 # generically (from its sixth run), an index scan from the first row on every page, each
-# page slower than the one before.
+# page slower than the one before. The timers of a page's instances are read with one
+# index scan for all their ids (= ANY of an array made once): measured on 1,000-instance
+# pages, a subquery an instance (as the events') took 40-110 ms a page where this takes
+# 29-55 ms, with 160 and with 300,000 timers in the table; a join with the page instead
+# read the whole table each page once it was large (1 s a page at 300,000).
 _HISTORIES_SQL = """
 WITH page AS (
     SELECT i.id, i.flow, i.definition_version, i.state, i.context, i.version, i.last_hash,
@@ -160,20 +164,25 @@ WITH page AS (
       {after}
     ORDER BY i.created_at, i.id
     LIMIT $5
+), pending AS (
+    SELECT t.instance_id,
+           json_agg(json_build_array(t.state, t.trigger, {due_at}) ORDER BY t.due_at, t.id)
+               AS timers
+    FROM flow_timers t
+    WHERE t.instance_id = ANY (ARRAY(SELECT id FROM page))
+    GROUP BY t.instance_id
 )
 SELECT array_agg(convert_to(json_build_array(
            p.id, p.flow, p.definition_version, p.state, p.context, p.version, p.last_hash,
            (SELECT coalesce(json_agg(json_build_array({events}) ORDER BY e.seq), '[]')
             FROM flow_events e WHERE e.instance_id = p.id),
            p.status, {expires_at}, {deadline_at}, p.owner,
-           (SELECT coalesce(json_agg(json_build_array(t.state, t.trigger, {due_at})
-                                     ORDER BY t.due_at, t.id), '[]')
-            FROM flow_timers t WHERE t.instance_id = p.id))::text, 'UTF8')
+           coalesce(t.timers, '[]'))::text, 'UTF8')
          ORDER BY p.created_at, p.id) AS histories,
        count(*) AS n,
        (array_agg(p.created_at ORDER BY p.created_at DESC, p.id DESC))[1] AS last_at,
        (array_agg(p.id ORDER BY p.created_at DESC, p.id DESC))[1] AS last_id
-FROM page p
+FROM page p LEFT JOIN pending t ON t.instance_id = p.id
 """
 # A timestamptz as whole microseconds; 'infinity' (no step writes it) as its text, a
 # finding rather than an error that ends the audit.
