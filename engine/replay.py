@@ -573,7 +573,8 @@ def _vouched(machine: CompiledFlow, history: StoredHistory,
     and the live one is looked at with the history's values. Not ``plain`` (values the
     standard library read, which may hold an infinity that orjson writes as null):
     False, and they look. The other live columns are compared as they were read: the
-    expiry and deadline as microseconds (computed once a history), the timers as rows.
+    expiry and deadline (each computed once a history) with the microseconds read, the
+    timers as rows.
     """
     if not history.plain:
         return False
@@ -592,14 +593,20 @@ def _vouched(machine: CompiledFlow, history: StoredHistory,
     if history.status != ("finished" if final else "active") \
             or history.owner != history.events[0][8]:  # the actor who started it
         return False
+    # Compared as time spans since 1970: cheaper than making microseconds of them.
+    expires_us, due = history.expires_at, history.deadline_at
     try:
-        due = None if deadline is None else micros(deadline)
-        if micros(expires) != history.expires_at or due != history.deadline_at:
+        if type(expires_us) is not int or expires - _EPOCH != _MICROSECOND * expires_us:
             return False
-    except TypeError:  # a recorded time without a zone: no step records one
+        if deadline is None:
+            if due is not None:
+                return False
+        elif type(due) is not int or deadline - _EPOCH != _MICROSECOND * due:
+            return False
+    except (TypeError, OverflowError):  # a time without a zone (no step records one)
         return False
     timers = history.timers
-    if timers is None or (due is None and not timers):
+    if timers is None or (deadline is None and not timers):
         return True
     timeout = machine.flow.states[state].timeout
     if deadline is None or timeout is None:
