@@ -3,8 +3,9 @@
 ``python -m bench.audit`` fills a fresh database (``audit_bench_<pid>``, dropped at the
 end) with ``--instances`` histories of every flow in flows.yaml, written as the live
 step writes them (engine.step's ``begin`` and ``settle`` over random facts, the rows
-through the store's own JSON codec), then runs ``flowctl audit --json`` on it
-``--rounds`` times as a subprocess and prints one JSON object last on stdout:
+through the store's own JSON codec, and the timer the last step left pending), then runs
+``flowctl audit --json`` on it ``--rounds`` times as a subprocess and prints one JSON
+object last on stdout:
 
 - ``audit_events_per_s_cpu``: events divided by the CPU seconds (user + system) of
   the audit process and its children, the best of the rounds; what one core does,
@@ -156,6 +157,8 @@ _INSTANCE_TYPES = dict(zip(_INSTANCE_COLUMNS, (
 _EVENT_TYPES = dict(zip(_EVENT_COLUMNS, (
     "uuid", "int", "text", "text", "text", "json", "json", "json", "text", "text", "text",
     "text", "text"), strict=True))
+_TIMER_TYPES = {"instance_id": "uuid", "state": "text", "trigger": "text",
+                "due_at": "timestamptz"}
 
 
 def _insert(table: str, types: dict[str, str]) -> str:
@@ -188,6 +191,7 @@ async def fill(dsn: str, n: int, seed: int, payload: str = "sealed") -> int:
         for lo in range(0, n, chunk):
             instances: list[tuple[Any, ...]] = []
             events: list[tuple[Any, ...]] = []
+            timers: list[tuple[Any, ...]] = []
             for k in range(lo, min(n, lo + chunk)):
                 c = rng.choice(compiled)
                 steps = rng.choice((0, 0, 0, 1, 1, 1, 2, 3))
@@ -202,17 +206,26 @@ async def fill(dsn: str, n: int, seed: int, payload: str = "sealed") -> int:
                 events += [(uuid.UUID(e.instance_id), e.seq, e.trigger, e.from_state,
                             e.to_state, e.input, e.facts, e.effects, e.actor, e.at,
                             e.definition_hash, e.prev_hash, e.hash) for e in history]
+                # The timer the last step arming one left pending, as the step writes it.
+                timeout = c.flow.states[instance.state].timeout
+                if instance.deadline_at is not None and timeout is not None:
+                    timers.append((uuid.UUID(instance.id), instance.state, timeout.trigger,
+                                   instance.deadline_at))
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(_insert("flow_instances", _INSTANCE_TYPES),
                                    *_columns(instances, _INSTANCE_TYPES))
                 await conn.execute(_insert("flow_events", _EVENT_TYPES),
                                    *_columns(events, _EVENT_TYPES))
+                if timers:
+                    await conn.execute(_insert("flow_timers", _TIMER_TYPES),
+                                       *_columns(timers, _TIMER_TYPES))
             events_written += len(events)
             if (lo // chunk) % 10 == 0:
                 log(f"filled {lo + len(instances)} instances, {events_written} events")
         async with pool.acquire() as conn:
             await conn.execute("VACUUM ANALYZE flow_instances")
             await conn.execute("VACUUM ANALYZE flow_events")
+            await conn.execute("VACUUM ANALYZE flow_timers")
     finally:
         await pool.close()
     return events_written

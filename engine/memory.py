@@ -41,7 +41,7 @@ from engine import jsonio
 from engine.errors import ConcurrencyConflict, DuplicateKey, FlowNotFound, InstanceNotFound
 from engine.model import Flow
 from engine.ports import Clock, NewTimer, StepCommit, SystemClock, Timer
-from engine.replay import StoredHistory
+from engine.replay import StoredHistory, micros
 from engine.values import Event, Instance, OutboxMessage, Write
 
 if TYPE_CHECKING:
@@ -473,8 +473,12 @@ class MemoryStore:
                    orjson.Fragment(e.input), orjson.Fragment(e.facts),
                    orjson.Fragment(e.effects), e.actor, e.at, e.definition_hash,
                    e.prev_hash, e.hash] for e in self._history(r.id)]
+        timers = [[t.state, t.trigger, micros(t.due_at)] for t in self.timers(r.id)]
         return orjson.dumps([r.id, r.flow, r.definition_hash, r.state,
-                             orjson.Fragment(r.context), r.version, r.last_hash, events])
+                             orjson.Fragment(r.context), r.version, r.last_hash, events,
+                             r.status, micros(r.expires_at),
+                             None if r.deadline_at is None else micros(r.deadline_at),
+                             r.owner, timers])
 
     async def versions_in_use(self) -> list[tuple[str, str, int]]:
         await self._round_trip()
@@ -484,6 +488,11 @@ class MemoryStore:
                 in sorted(counts.items(), key=lambda item: (item[0][1], item[0][0]))]
 
     # -- timers ---------------------------------------------------------------------
+    async def pending_timers(self, instance_id: str) -> list[NewTimer]:
+        iid = _uuid(instance_id)
+        await self._round_trip()
+        return [NewTimer(t.state, t.trigger, t.due_at) for t in self.timers(iid)]
+
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         iid = _uuid(instance_id)
         await self._round_trip()

@@ -6,10 +6,11 @@ database, no clock and no provider: only the guards, which are pure.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import attrs
@@ -20,9 +21,10 @@ from engine.errors import ReplayDivergence
 from engine.jsonio import same_as_canonical
 from engine.loader import build_flow
 from engine.machine import CompiledFlow, initial_context, next_context
-from engine.model import Timeout
+from engine.model import Flow
+from engine.ports import Clock, NewTimer
 from engine.registry import Registry
-from engine.step import TIMER_ACTOR, begin, settle
+from engine.step import TIMER_ACTOR, begin, iso, settle
 from engine.values import EVENT_KEYS, Event, GuardInput, Instance
 
 
@@ -37,6 +39,11 @@ class ReplayResult:
     deadline_at: datetime | None = None
     # The instance as the last event left it, every field as the live step stored it.
     instance: Instance | None = None
+    # The row in flow_timers the live step left pending (due at deadline_at), if any.
+    timer: NewTimer | None = None
+    # Whether that timer's step may be refused (its transitions have guards or actions):
+    # the timer worker then drops it without an event (engine.runtime._TIMER_REFUSALS).
+    timer_refusable: bool = False
 
 
 # A forged time so late that the deadlines it arms pass the year 9999 is named, not
@@ -53,6 +60,7 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
     """
     flow = compiled.flow
     instance: Instance | None = None
+    timer: NewTimer | None = None
     count = 0
     for expected_seq, ev in enumerate(events, start=1):
         count = expected_seq
@@ -108,11 +116,25 @@ def replay(compiled: CompiledFlow, events: Iterable[Event]) -> ReplayResult:
         if done.event.hash != ev.hash:
             raise ReplayDivergence(ev.seq, "event", done.event.as_dict(), ev.as_dict())
         instance = done.instance
+        # A step that arms a timer replaces the pending one; one that leaves no deadline
+        # cancelled it (or fired it); any other leaves it as it was.
+        if done.new_timer is not None or instance.deadline_at is None:
+            timer = done.new_timer
     if instance is None:
         raise ReplayDivergence(1, "history", "at least one event", "none")
     return ReplayResult(state=instance.state, context=instance.context,
                         status=instance.status, events=count, last_hash=instance.last_hash,
-                        deadline_at=instance.deadline_at, instance=instance)
+                        deadline_at=instance.deadline_at, instance=instance, timer=timer,
+                        timer_refusable=timer is not None
+                        and _refusable(flow, timer.state, timer.trigger))
+
+
+def _refusable(flow: Flow, state: str, trigger: str) -> bool:
+    """Whether a timer's step may be refused, so that a due timer may be gone without an
+    event: an action runs for it (any may refuse the step), or every transition for it
+    has guards (which may all refuse)."""
+    taken = flow.transitions_from(state, trigger)
+    return any(t.actions for t in taken) or all(t.guards for t in taken)
 
 
 class StoredHistory(NamedTuple):
@@ -123,6 +145,13 @@ class StoredHistory(NamedTuple):
     fields, so that ``Event(*row)`` makes it. ``raw``: the JSON document it was read from
     (:meth:`read`), if any. ``plain``: read from it by orjson, not yet known to be what
     the standard library reads (:meth:`exactly`).
+
+    The live row's other columns the replay derives: ``status``, ``expires_at``,
+    ``deadline_at`` (times as whole microseconds since 1970-01-01 UTC: integers, which
+    every reader reads exactly), ``owner``, and ``timers``, the instance's rows in
+    flow_timers, each ``[state, trigger, due_at]`` (due_at in microseconds as above), by
+    due time. ``status`` None: none of them was read (only state, context, version and
+    last hash are compared); ``timers`` None: the timers were not read.
 
     A named tuple, not an attrs class: one is made per instance, up to 100,000 a second,
     and a tuple is made several times faster.
@@ -136,34 +165,48 @@ class StoredHistory(NamedTuple):
     version: int
     last_hash: str
     events: Sequence[Sequence[Any]]
+    status: str | None = None
+    expires_at: int | None = None
+    deadline_at: int | None = None
+    owner: str | None = None
+    timers: Sequence[Sequence[Any]] | None = None
     raw: bytes | None = None
     plain: bool = False
 
     @classmethod
     def read(cls, raw: bytes) -> StoredHistory:
         """From a JSON array ``[id, flow, definition_hash, state, context, version,
-        last_hash, events]`` (each event an array of its fields), read by orjson."""
+        last_hash, events, status, expires_at, deadline_at, owner, timers]`` (each event
+        an array of its fields; the last five may be left out), read by orjson."""
         try:
             values = orjson.loads(raw)
         except orjson.JSONDecodeError:  # 1e400, a lone surrogate: as exactly() reads it
             return cls._made(json.loads(raw), raw, plain=False)
-        if type(values) is list and len(values) == 8:  # id ... events, as above
+        if type(values) is list and len(values) == 13:  # id ... timers, as above
             # The fast way, one made a history: the tuple itself, without __new__'s call.
             return tuple.__new__(cls, (*values, raw, True))
         return cls._made(values, raw, plain=True)
 
     @classmethod
     def _made(cls, values: Any, raw: bytes, *, plain: bool) -> StoredHistory:
-        iid, flow, definition_hash, state, context, version, last_hash, events = values
-        return cls(iid, flow, definition_hash, state, context, version, last_hash, events,
-                   raw, plain)
+        if not isinstance(values, list) or not 8 <= len(values) <= 13:
+            raise ValueError("a history is an array of 8 to 13 values")
+        # The live columns left out (all but the first eight) were not read: None.
+        return cls._make((*values, *[None] * (13 - len(values)), raw, plain))
 
     @classmethod
-    def of(cls, instance: Instance, events: Iterable[Event]) -> StoredHistory:
-        """The history of objects already made (any Python values, taken as they are)."""
+    def of(cls, instance: Instance, events: Iterable[Event],
+           timers: Iterable[NewTimer] | None = None) -> StoredHistory:
+        """The history of objects already made (any Python values, taken as they are;
+        times in microseconds, as :meth:`read` has them). ``timers``: the instance's
+        pending timers, if they are to be compared."""
         return cls(instance.id, instance.flow, instance.definition_hash, instance.state,
                    instance.context, instance.version, instance.last_hash,
-                   [attrs.astuple(ev, recurse=False) for ev in events])
+                   [attrs.astuple(ev, recurse=False) for ev in events], instance.status,
+                   micros(instance.expires_at),
+                   None if instance.deadline_at is None else micros(instance.deadline_at),
+                   instance.owner, None if timers is None else
+                   [[t.state, t.trigger, micros(t.due_at)] for t in timers])
 
     def exactly(self) -> StoredHistory:
         """The same, every value as :func:`json.loads` reads it (as the columns are read
@@ -174,6 +217,38 @@ class StoredHistory(NamedTuple):
 
     def event_objects(self) -> list[Event]:
         return [Event(*row) for row in self.events]
+
+    def live_columns(self) -> dict[str, Any]:
+        """The live columns read beside state, context, version and last hash, as
+        :func:`compare_live` takes them (times as datetimes)."""
+        if self.status is None:
+            return {}
+        columns: dict[str, Any] = {
+            "status": self.status, "expires_at": _from_micros(self.expires_at),
+            "deadline_at": _from_micros(self.deadline_at), "owner": self.owner}
+        if self.timers is not None:
+            columns["timers"] = [(state, trigger, _from_micros(due))
+                                 for state, trigger, due in self.timers]
+        return columns
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(t: datetime) -> int:
+    """A time as whole microseconds since 1970-01-01 UTC (TypeError if it has no zone)."""
+    return (t - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: Any) -> Any:
+    """The time of :func:`micros`; anything else (None, a value no step writes) as is."""
+    if type(value) is not int:
+        return value
+    try:
+        return _EPOCH + value * _MICROSECOND
+    except OverflowError:
+        return value
 
 
 def _hashes_to(prev: str, body: dict[str, Any], expected: Any) -> bool:
@@ -205,17 +280,25 @@ def verify(compiled: CompiledFlow, history: StoredHistory) -> ReplayResult | Non
     done = _folded(compiled, history)
     if done is None:
         return None
-    state, context, last = done
+    state, context, last, _expires, deadline = done
+    timeout = compiled.flow.states[state].timeout
+    timer = NewTimer(state, timeout.trigger, deadline) \
+        if deadline is not None and timeout is not None else None
     return ReplayResult(state=state, context=context,
                         status="finished" if compiled.flow.states[state].final else "active",
-                        events=len(history.events), last_hash=last)
+                        events=len(history.events), last_hash=last, deadline_at=deadline,
+                        timer=timer, timer_refusable=timer is not None
+                        and _refusable(compiled.flow, timer.state, timer.trigger))
 
 
 def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null",
-            ) -> tuple[str, dict[str, Any], str] | None:
-    """:func:`verify`'s work: the state, context and last hash, or None. ``live``:
-    orjson's output of other values orjson read with the history (the live context),
-    looked at with it (:func:`engine.jsonio.same_as_canonical`)."""
+            ) -> tuple[str, dict[str, Any], str, datetime, datetime | None] | None:
+    """:func:`verify`'s work: the state, context, last hash, expiry and pending deadline,
+    or None. ``live``: orjson's output of other values orjson read with the history (the
+    live context), looked at with it (:func:`engine.jsonio.same_as_canonical`).
+
+    The expiry and each deadline are the very sums the live step computes (and
+    :func:`replay` again): the recorded time plus the lifetime or the timeout."""
     flow = compiled.flow
     version, states = flow.version, flow.states
     events = history.events
@@ -228,6 +311,8 @@ def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null
     last = GENESIS
     state = ""
     context: dict[str, Any] = {}
+    expires: datetime | None = None
+    deadline: datetime | None = None
     for expected_seq, (ev_iid, seq, trigger, from_state, to_state, input_, facts, effects,
                        actor, at, definition_hash, prev_hash, hash_) in enumerate(events, 1):
         if type(seq) is not int or seq != expected_seq or ev_iid != iid \
@@ -253,7 +338,11 @@ def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null
             if trigger != "start" or from_state is not None or facts \
                     or to_state != flow.initial:
                 return None
-            if not _followable(when, flow.expires_in, states[flow.initial].timeout):
+            timeout = states[to_state].timeout
+            try:
+                expires = when + flow.expires_in
+                deadline = when + timeout.after if timeout else None
+            except OverflowError:  # replay() names it
                 return None
             state = flow.initial
             context = initial_context(input_, effects)
@@ -263,11 +352,14 @@ def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null
             taken = decide(state, trigger, context, input_, facts)
             if taken is None or taken.dest != to_state:
                 return None
-            dest = states[to_state]
-            if dest.timeout and (to_state != state
-                                 or (actor == TIMER_ACTOR and "timer" in facts)) \
-                    and not _followable(when, dest.timeout.after):
-                return None
+            # Entering a state, or its timeout looping back to it, arms its timeout (or
+            # leaves no deadline); any other step leaves the deadline as it was.
+            if to_state != state or (actor == TIMER_ACTOR and "timer" in facts):
+                timeout = states[to_state].timeout
+                try:
+                    deadline = when + timeout.after if timeout else None
+                except OverflowError:
+                    return None
             context = next_context(context, from_state=state, to_state=to_state,
                                    input=input_, facts=facts, effects=effects,
                                    transition=taken)
@@ -280,35 +372,106 @@ def _folded(compiled: CompiledFlow, history: StoredHistory, live: bytes = b"null
     if plain and not same_as_canonical(
             b"[" + dumps([row[5:8] for row in events]) + b"," + live + b"]"):
         return None
-    return state, context, last
+    if expires is None:  # the first event sets it, or this returned
+        return None
+    return state, context, last, expires, deadline
 
 
-def _followable(at: datetime, after: timedelta, timeout: Timeout | None = None) -> bool:
-    """Whether the deadlines :func:`replay` computes from ``at`` are dates."""
-    try:
-        at + after
-        if timeout is not None:
-            at + timeout.after
-    except OverflowError:
-        return False
-    return True
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+# A live column not read (an older export's instance line, a caller that has only some).
+UNREAD = _Unread.UNREAD
 
 
 def compare_live(result: ReplayResult, state: str, context: Mapping[str, Any],
-                 version: int, last_hash: str) -> None:
-    """Check that a replay ends where the live instance is."""
+                 version: int, last_hash: str, *, status: Any = UNREAD,
+                 owner: Any = UNREAD, expires_at: Any = UNREAD, deadline_at: Any = UNREAD,
+                 timers: Any = UNREAD, now: datetime | None = None) -> None:
+    """Check that a replay ends where the live instance is.
+
+    Also, each given (as stored; times as datetimes): the row's ``status``, ``owner``
+    (who started it: the first event's actor), ``expires_at`` and ``deadline_at``, as
+    :func:`replay`'s instance has them, and ``timers``, the instance's rows in
+    flow_timers as ``(state, trigger, due_at)``, by due time: the one the last step
+    arming a timer left (none if the state has no timeout). That timer may be gone once
+    due, where the timer worker may have dropped it without an event (refused: the
+    instance finished or expired, or its step refusable): only as of ``now`` (None: no
+    timer may be gone).
+    """
+    seq = result.events
     if result.events != version:
-        raise ReplayDivergence(result.events, "version", result.events, version)
+        raise ReplayDivergence(seq, "version", result.events, version)
     if result.last_hash != last_hash:
-        raise ReplayDivergence(result.events, "last_hash", result.last_hash, last_hash)
+        raise ReplayDivergence(seq, "last_hash", result.last_hash, last_hash)
     if result.state != state:
-        raise ReplayDivergence(result.events, "state", result.state, state)
+        raise ReplayDivergence(seq, "state", result.state, state)
     try:
         same = canonical_json(result.context) == canonical_json(context)
     except ValueError:  # a float that is not finite, a lone surrogate: no canonical form
         same = False
     if not same:
-        raise ReplayDivergence(result.events, "context", result.context, context)
+        raise ReplayDivergence(seq, "context", result.context, context)
+    if status is not UNREAD and status != result.status:
+        raise ReplayDivergence(seq, "status", result.status, status)
+    derived = result.instance
+    if derived is None and (owner, expires_at, deadline_at, timers) != (UNREAD,) * 4:
+        raise ValueError("compare_live: the live columns need replay()'s instance")
+    if derived is None:
+        return
+    if owner is not UNREAD and owner != derived.owner:
+        raise ReplayDivergence(seq, "owner", derived.owner, owner)
+    for what, found, expected in (("expires_at", expires_at, derived.expires_at),
+                                  ("deadline_at", deadline_at, derived.deadline_at)):
+        if found is not UNREAD and not _same_time(expected, found):
+            raise ReplayDivergence(seq, what, _shown(expected), _shown(found))
+    if timers is UNREAD:
+        return
+    pending = result.timer
+    armed = [] if pending is None else [(pending.state, pending.trigger, pending.due_at)]
+    found = [tuple(t) if isinstance(t, list | tuple) else t for t in timers] \
+        if isinstance(timers, list | tuple) else timers
+    if found == armed and (pending is None or _same_time(pending.due_at, found[0][2])):
+        return
+    if found == [] and pending is not None and _may_be_dropped(result, derived, now):
+        return
+    raise ReplayDivergence(seq, "timer", [_timer_shown(t) for t in armed],
+                           [_timer_shown(t) for t in found] if isinstance(found, list)
+                           else found)
+
+
+def _same_time(expected: datetime | None, found: Any) -> bool:
+    """The same instant, both with a time zone (or both None). A datetime equals another
+    of another zone at the same instant; one without a zone (which no step writes)
+    equals nothing stored."""
+    if expected is None or found is None:
+        return expected is found
+    if not isinstance(found, datetime) or expected.tzinfo is None or found.tzinfo is None:
+        return False
+    return expected == found
+
+
+def _may_be_dropped(result: ReplayResult, derived: Instance, now: datetime | None) -> bool:
+    """Whether the pending timer may be gone without an event as of ``now``: the timer
+    worker drops a due timer whose step is refused (engine.runtime._TIMER_REFUSALS):
+    the instance finished or expired by then, or the step refusable."""
+    due = result.timer.due_at if result.timer is not None else None
+    if now is None or due is None or due.tzinfo is None or due > now:
+        return False
+    expires = derived.expires_at
+    return derived.status != "active" or result.timer_refusable \
+        or (expires.tzinfo is not None and expires <= now)
+
+
+def _shown(value: Any) -> Any:
+    return iso(value) if isinstance(value, datetime) else value
+
+
+def _timer_shown(row: Any) -> Any:
+    if isinstance(row, tuple) and len(row) == 3:
+        return {"state": row[0], "trigger": row[1], "due_at": _shown(row[2])}
+    return row
 
 
 # -- auditing every history ------------------------------------------------------------
@@ -347,8 +510,15 @@ class AuditSummary:
 
 async def audit(histories: AsyncIterable[StoredHistory],
                 compiled: Callable[[str], Awaitable[CompiledFlow]],
-                report: Callable[[AuditFinding], None], *, fast: bool = True) -> AuditSummary:
-    """Replay every history against its own version and compare it with the live row.
+                report: Callable[[AuditFinding], None], *, fast: bool = True,
+                clock: Clock | None = None) -> AuditSummary:
+    """Replay every history against its own version and compare it with the live row:
+    state, context, version and last hash, and the other columns the history was read
+    with (:class:`StoredHistory`): status, owner, expiry, deadline and pending timers.
+
+    ``clock``: asked, only where a timer is missing, for a time after the history was
+    read, by which the timer worker may have dropped a due timer (:func:`compare_live`'s
+    ``now``); None: no timer may be missing.
 
     ``histories`` yields each instance with all its events; ``compiled`` gives the
     machine of a stored version (it may raise: a version that cannot be built is a
@@ -376,14 +546,15 @@ async def audit(histories: AsyncIterable[StoredHistory],
             if isinstance(machine, Exception):
                 raise ReplayDivergence(0, "definition", "a version the registry can build",
                                        f"{type(machine).__name__}: {machine}")
-            if fast and _vouched(machine, history):
+            if fast and _vouched(machine, history, clock):
                 continue
             exact = history.exactly()
-            if not (fast and exact is not history and _vouched(machine, exact)):
+            if not (fast and exact is not history and _vouched(machine, exact, clock)):
                 # The reference path names what diverges (or finds that nothing does).
                 result = replay(machine, exact.event_objects())
                 compare_live(result, exact.state, exact.context, exact.version,
-                             exact.last_hash)
+                             exact.last_hash, **exact.live_columns(),
+                             now=clock.now() if clock is not None else None)
         except ReplayDivergence as exc:
             summary.findings += 1
             report(AuditFinding(history.id, history.flow, version, exc.seq, exc.what,
@@ -391,7 +562,8 @@ async def audit(histories: AsyncIterable[StoredHistory],
     return summary
 
 
-def _vouched(machine: CompiledFlow, history: StoredHistory) -> bool:
+def _vouched(machine: CompiledFlow, history: StoredHistory,
+             clock: Clock | None = None) -> bool:
     """True only if :func:`replay` and :func:`compare_live` would find nothing (False:
     let them look).
 
@@ -400,7 +572,9 @@ def _vouched(machine: CompiledFlow, history: StoredHistory) -> bool:
     standard library reads: the replayed one came through :func:`_folded`'s checks,
     and the live one is looked at with the history's values. Not ``plain`` (values the
     standard library read, which may hold an infinity that orjson writes as null):
-    False, and they look.
+    False, and they look. The other live columns are compared as they were read: the
+    expiry and deadline (each computed once a history) with the microseconds read, the
+    timers as rows.
     """
     if not history.plain:
         return False
@@ -408,10 +582,43 @@ def _vouched(machine: CompiledFlow, history: StoredHistory) -> bool:
     done = _folded(machine, history, live)
     if done is None:
         return False
-    state, context, last = done
-    return len(history.events) == history.version and last == history.last_hash \
-        and state == history.state \
-        and orjson.dumps(context, option=orjson.OPT_SORT_KEYS) == live
+    state, context, last, expires, deadline = done
+    if not (len(history.events) == history.version and last == history.last_hash
+            and state == history.state
+            and orjson.dumps(context, option=orjson.OPT_SORT_KEYS) == live):
+        return False
+    if history.status is None:  # the other live columns were not read
+        return True
+    final = machine.flow.states[state].final
+    if history.status != ("finished" if final else "active") \
+            or history.owner != history.events[0][8]:  # the actor who started it
+        return False
+    # Compared as time spans since 1970: cheaper than making microseconds of them.
+    expires_us, due = history.expires_at, history.deadline_at
+    try:
+        if type(expires_us) is not int or expires - _EPOCH != _MICROSECOND * expires_us:
+            return False
+        if deadline is None:
+            if due is not None:
+                return False
+        elif type(due) is not int or deadline - _EPOCH != _MICROSECOND * due:
+            return False
+    except (TypeError, OverflowError):  # a time without a zone (no step records one)
+        return False
+    timers = history.timers
+    if timers is None or (deadline is None and not timers):
+        return True
+    timeout = machine.flow.states[state].timeout
+    if deadline is None or timeout is None:
+        return False
+    if len(timers) == 1 and timers[0] == [state, timeout.trigger, due]:
+        return True
+    if timers or clock is None:
+        return False
+    # Gone once due, where the worker may have dropped it (as compare_live allows).
+    now = clock.now()
+    return deadline <= now and (final or expires <= now
+                                or _refusable(machine.flow, state, timeout.trigger))
 
 
 # -- export files: JSON Lines ---------------------------------------------------------
@@ -424,6 +631,46 @@ def export_lines(definition: Mapping[str, Any], instance: Mapping[str, Any],
              canonical_json({"kind": "instance", **instance})]
     lines += [canonical_json({"kind": "event", **ev.as_dict()}) for ev in events]
     return lines
+
+
+def _live_columns(live: Mapping[str, Any]) -> dict[str, Any]:
+    """The live columns an export's instance line carries (an older one, only some), as
+    :func:`compare_live` takes them; a value no export writes is passed on as it is, to
+    be named."""
+    columns = {k: live[k] for k in ("status", "owner") if k in live}
+    columns |= {k: _time_read(live[k]) for k in ("expires_at", "deadline_at") if k in live}
+    if "timers" in live:
+        timers = live["timers"]
+        columns["timers"] = [
+            (t["state"], t["trigger"], _time_read(t["due_at"]))
+            if isinstance(t, dict) and set(t) == {"state", "trigger", "due_at"} else t
+            for t in timers] if isinstance(timers, list) else timers
+    return columns
+
+
+def _time_read(value: Any) -> Any:
+    """An ISO time as a datetime; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def export_columns(instance: Instance, timers: Iterable[NewTimer],
+                   exported_at: datetime) -> dict[str, Any]:
+    """The instance line's columns (:func:`export_lines`): every live column the replay
+    derives, its pending timers, and when they were read (which timers may be gone)."""
+    return {"id": instance.id, "flow": instance.flow, "state": instance.state,
+            "status": instance.status, "version": instance.version,
+            "context": instance.context, "last_hash": instance.last_hash,
+            "owner": instance.owner, "expires_at": iso(instance.expires_at),
+            "deadline_at": None if instance.deadline_at is None
+            else iso(instance.deadline_at),
+            "timers": [{"state": t.state, "trigger": t.trigger, "due_at": iso(t.due_at)}
+                       for t in timers],
+            "exported_at": iso(exported_at)}
 
 
 @attrs.frozen
@@ -476,10 +723,12 @@ def replay_export(data: bytes, registry: Registry) -> ReplayReport:
             events.append(Event.from_dict(raw))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             return fail(n, "event", "a valid event line", str(exc))
+    exported_at = _time_read(live.get("exported_at"))
     try:
         result = replay(compiled, events)
         compare_live(result, live.get("state"), live.get("context"), live.get("version"),
-                     live.get("last_hash"))
+                     live.get("last_hash"), **_live_columns(live),
+                     now=exported_at if isinstance(exported_at, datetime) else None)
     except ReplayDivergence as exc:
         return fail(exc.seq, exc.what, exc.expected, exc.found)
     return ReplayReport(True, result.events, result.state)

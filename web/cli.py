@@ -37,7 +37,7 @@ from engine.dryrun import ScriptError, describe_step, dry_run, parse_script
 from engine.graph import to_mermaid, to_svg
 from engine.loader import build_flow
 from engine.reference import KINDS, entries, to_markdown, to_text
-from engine.replay import AuditFinding, AuditSummary, audit
+from engine.replay import AuditFinding, AuditSummary, audit, export_columns
 from engine.runtime import PinnedProblem
 from engine.schema import flows_schema
 from flows.common import login_name as check_login_name
@@ -208,9 +208,9 @@ async def _export(dsn: str, pooling: bool, instance_id: str) -> list[str]:
         content = await store.definition(instance.definition_hash)
         assert content is not None
         events = await store.events(instance_id)
-        live = {"id": instance.id, "flow": instance.flow, "state": instance.state,
-                "status": instance.status, "version": instance.version,
-                "context": instance.context, "last_hash": instance.last_hash}
+        timers = await store.pending_timers(instance_id)
+        # After the timers were read: by then, a due one may have been dropped.
+        live = export_columns(instance, timers, datetime.now(UTC))
         return export_lines(content, live, events)
     finally:
         await pool.close()
@@ -301,7 +301,9 @@ async def _audit(dsn: str, pooling: bool, registry: Registry, args: argparse.Nam
         # process that goes on, as the tests do).
         gc.freeze()
         try:
-            return await audit(histories, compiled, report)
+            # The clock is asked only where a timer is missing: whether, by a time
+            # after its history was read, the timer worker may have dropped it.
+            return await audit(histories, compiled, report, clock=SystemClock())
         finally:
             gc.unfreeze()
     finally:

@@ -289,10 +289,14 @@ async def verify(request: web.Request) -> web.Response:
     compiled: CompiledFlow = await runtime.compiled(instance.definition_hash)
     report: dict[str, Any] = {"instance_id": instance.id, "events": len(events),
                               "definition_version": instance.definition_hash}
+    timers = await runtime.store.pending_timers(instance.id)
     try:
         result = replay(compiled, events)
         compare_live(result, instance.state, instance.context, instance.version,
-                     instance.last_hash)
+                     instance.last_hash, status=instance.status, owner=instance.owner,
+                     expires_at=instance.expires_at, deadline_at=instance.deadline_at,
+                     timers=[(t.state, t.trigger, t.due_at) for t in timers],
+                     now=runtime.clock.now())
     except ReplayDivergence as exc:
         report.update(ok=False, divergence={"seq": exc.seq, "what": exc.what,
                                             "expected": exc.expected, "found": exc.found})

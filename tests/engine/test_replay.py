@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import ReplayDivergence, Runtime, export_lines, load_text, replay, replay_export
+from engine.replay import export_columns
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 
 DETAILS = {"name": "李雷 Lei", "password": "pw-Secret-1", "agree": True}
@@ -113,3 +115,54 @@ async def test_a_guard_that_reads_the_world_is_caught_by_replay(runtime: Runtime
         replay(compiled, await rt.history(iid))
     assert (info.value.seq, info.value.what) == (3, "to")
     assert (info.value.expected, info.value.found) == ("code", "details")
+
+
+async def _exported_with_columns(runtime: Runtime) -> tuple[list[str], dict[str, Any]]:
+    """An instance waiting on its code (its timer pending), exported as flowctl does."""
+    iid = (await runtime.start("signup")).instance.id
+    await runtime.advance(iid, "submit", DETAILS)
+    await runtime.advance(iid, "confirm", {"code": "999999"})
+    instance = await runtime.get(iid)
+    timers = await runtime.store.pending_timers(iid)
+    live = export_columns(instance, timers, runtime.clock.now())
+    return export_lines(runtime.flows.flows["signup"].content, live,
+                        await runtime.history(iid)), live
+
+
+async def test_an_exports_live_columns_are_compared_too(runtime: Runtime) -> None:
+    lines, live = await _exported_with_columns(runtime)
+    assert live["deadline_at"] is not None
+    assert [t["trigger"] for t in live["timers"]] == ["expire"]
+    assert replay_lines(lines).ok
+
+    def with_live(**changed: Any) -> Any:
+        line = json.loads(lines[1])
+        line.update(changed)
+        return replay_lines([lines[0], json.dumps(line), *lines[2:]])
+
+    later = "2030-01-01T00:00:00.000000+00:00"
+    timer = live["timers"][0]
+    for changed, what in [({"status": "finished"}, "status"),
+                          ({"owner": "account:intruder"}, "owner"),
+                          ({"expires_at": later}, "expires_at"),
+                          ({"expires_at": "not a time"}, "expires_at"),
+                          ({"deadline_at": None}, "deadline_at"),
+                          ({"timers": [{**timer, "due_at": later}]}, "timer"),
+                          ({"timers": [timer, timer]}, "timer"),
+                          ({"timers": [{"due_at": later}]}, "timer"),
+                          ({"timers": "none"}, "timer"),
+                          ({"timers": []}, "timer")]:
+        report = with_live(**changed)
+        assert not report.ok, changed
+        assert (report.divergence["seq"], report.divergence["what"]) == (3, what), changed
+    # A timer gone once due and the instance expired, as of when it was exported: the
+    # worker dropped it. An older export, without these columns: not compared.
+    assert with_live(timers=[], exported_at=later).ok
+    assert with_live(timers=[], exported_at=timer["due_at"]).divergence["what"] == "timer"
+    older = {k: v for k, v in live.items()
+             if k not in ("owner", "expires_at", "deadline_at", "timers", "exported_at")}
+    assert replay_lines([lines[0], json.dumps({"kind": "instance", **older}),
+                         *lines[2:]]).ok
+    report = with_live(timers=[{**timer, "due_at": later}])
+    assert report.divergence["expected"] == [timer]
+    assert report.divergence["found"] == [{**timer, "due_at": later}]

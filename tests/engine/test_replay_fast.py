@@ -25,7 +25,18 @@ import flows
 from bench.audit import walk
 from engine import CompiledFlow, Registry, jsonio, load_file
 from engine.canonical import GENESIS, canonical_json
-from engine.replay import AuditFinding, AuditSummary, StoredHistory, audit, replay, verify
+from engine.ports import FrozenClock, NewTimer
+from engine.replay import (
+    AuditFinding,
+    AuditSummary,
+    StoredHistory,
+    _vouched,
+    audit,
+    compare_live,
+    micros,
+    replay,
+    verify,
+)
 from engine.step import TIMER_ACTOR
 from engine.values import Event, Instance
 
@@ -39,6 +50,10 @@ INPUTS: list[dict[str, Any]] = [{}, {"method": "password"}, {"answer": "yes", "n
                                 {"account": "f2a4c1de-6b1e-4c55-9d7e-0b7c8f3e2a11"},
                                 {"at": "2026-03-01T09:00:00.000000+00:00", "sealed": "a+e+1/Z"}]
 History = tuple[Instance, list[Event]]
+# A history with the instance's rows in flow_timers, as the audit reads it.
+Audited = tuple[Instance, list[Event], list[NewTimer]]
+# When the audit reads them: some walks' timers due by then, some instances expired.
+NOW = datetime(2026, 3, 9, 12, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -173,33 +188,87 @@ def _sealed_over(ev: Event, new_input: dict[str, Any],
     return attrs.evolve(changed, hash=digest)
 
 
-def _document(history: History) -> bytes:
+def _pending(c: CompiledFlow, instance: Instance) -> list[NewTimer]:
+    """The timer the live step leaves pending: the state's timeout, due at the deadline."""
+    timeout = c.flow.states[instance.state].timeout
+    if instance.deadline_at is None or timeout is None:
+        return []
+    return [NewTimer(instance.state, timeout.trigger, instance.deadline_at)]
+
+
+def _live_tamper(c: CompiledFlow, history: History, rng: random.Random) -> Audited:
+    """The live row's other columns, or the instance's timers, changed (or, now and
+    then, a timer gone as the timer worker may drop one: not a finding, if it was due)."""
+    instance, events = history
+    timers = _pending(c, instance)
+    kind = rng.randrange(8)
+    if kind == 0:  # a finished instance set back to active, or the reverse
+        return attrs.evolve(instance, status="active" if instance.status == "finished"
+                            else "finished"), events, timers
+    if kind == 1:  # the expiry pushed back, or a microsecond off
+        return attrs.evolve(instance, expires_at=instance.expires_at + rng.choice(
+            [timedelta(days=3), timedelta(microseconds=-1)])), events, timers
+    if kind == 2:  # the deadline moved, cleared, or set where there is none
+        moved = None if instance.deadline_at is not None and rng.random() < 0.3 else \
+            (instance.deadline_at or instance.expires_at) + timedelta(days=1)
+        return attrs.evolve(instance, deadline_at=moved), events, timers
+    if kind == 3:  # someone else's
+        return attrs.evolve(instance, owner="account:2"), events, timers
+    if kind == 4:  # the pending timer moved (state, trigger or due time), or added
+        if timers and rng.random() < 0.7:
+            t = timers[0]
+            return instance, events, [rng.choice([
+                attrs.evolve(t, due_at=t.due_at + timedelta(days=3)),
+                attrs.evolve(t, state=rng.choice(list(c.flow.states))),
+                attrs.evolve(t, trigger="submit")])]
+        return instance, events, [*timers, NewTimer(instance.state, "expire",
+                                                    instance.expires_at)]
+    if kind == 5:  # a second timer beside the first
+        return instance, events, timers * 2 or [NewTimer(instance.state, "expire", NOW)]
+    # A timer deleted (by a worker that dropped it, if it was due by NOW and its step
+    # refusable or the instance finished or expired; else by someone).
+    return instance, events, []
+
+
+def _document(history: Audited) -> bytes:
     """The history as the stores hand it to the audit: one JSON document, the values
     in it as a step writes them (jsonio.dumps: orjson, else the standard library)."""
-    instance, events = history
+    instance, events, timers = history
     return jsonio.dumps([instance.id, instance.flow, instance.definition_hash,
                          instance.state, instance.context, instance.version,
                          instance.last_hash, [attrs.astuple(e, recurse=False)
-                                              for e in events]])
+                                              for e in events],
+                         instance.status, micros(instance.expires_at),
+                         None if instance.deadline_at is None
+                         else micros(instance.deadline_at),
+                         instance.owner, [[t.state, t.trigger, micros(t.due_at)]
+                                          for t in timers]])
 
 
-def _stored(history: History, through_json: bool) -> StoredHistory:
+def _stored(history: Audited, through_json: bool) -> StoredHistory:
     return StoredHistory.read(_document(history)) if through_json \
         else StoredHistory.of(*history)
 
 
-def _histories(compiled: dict[str, CompiledFlow], seed: int) -> list[History]:
+def _histories(compiled: dict[str, CompiledFlow], seed: int) -> list[Audited]:
     rng = random.Random(seed)
-    out = []
+    out: list[Audited] = []
     for c in compiled.values():
         for _ in range(12):
             history = _walk(c, rng, rng.randrange(0, 9))
-            out.append(_tamper(c, history, rng) if rng.random() < 0.6 else history)
+            dice = rng.random()
+            if dice < 0.45:
+                instance, events = _tamper(c, history, rng)
+                out.append((instance, events, _pending(c, history[0])))
+            elif dice < 0.7:
+                out.append(_live_tamper(c, history, rng))
+            else:
+                out.append((*history, _pending(c, history[0])))
     return out
 
 
-async def _audit(compiled: dict[str, CompiledFlow], histories: list[History],
-                 *, fast: bool, through_json: bool = False,
+async def _audit(compiled: dict[str, CompiledFlow], histories: list[Audited],
+                 *, fast: bool, through_json: bool = False, now: datetime = NOW,
                  ) -> tuple[AuditSummary, list[AuditFinding]]:
     async def each() -> AsyncIterator[StoredHistory]:
         for h in histories:
@@ -209,7 +278,8 @@ async def _audit(compiled: dict[str, CompiledFlow], histories: list[History],
         return compiled[version]
 
     findings: list[AuditFinding] = []
-    summary = await audit(each(), machine, findings.append, fast=fast)
+    summary = await audit(each(), machine, findings.append, fast=fast,
+                          clock=FrozenClock(now))
     return summary, findings
 
 
@@ -218,7 +288,7 @@ async def _audit(compiled: dict[str, CompiledFlow], histories: list[History],
 async def test_the_fast_path_finds_what_replay_finds(compiled: dict[str, CompiledFlow],
                                                     seed: int, through_json: bool) -> None:
     histories = _histories(compiled, seed)
-    assert {i.flow for i, _ in histories} == {c.flow.name for c in compiled.values()}
+    assert {i.flow for i, _, _ in histories} == {c.flow.name for c in compiled.values()}
     quick, quick_findings = await _audit(compiled, histories, fast=True,
                                          through_json=through_json)
     slow, slow_findings = await _audit(compiled, histories, fast=False)
@@ -231,22 +301,32 @@ async def test_the_fast_path_finds_what_replay_finds(compiled: dict[str, Compile
 def test_untouched_histories_of_every_flow_verify_on_the_fast_path(
         compiled: dict[str, CompiledFlow]) -> None:
     rng = random.Random(99)
-    walked = 0
+    walked = armed = 0
     for c in compiled.values():
         for _ in range(10):
             instance, events = _walk(c, rng, 10)
             walked += len(events) > 1
             reference = replay(c, events)
+            timers = _pending(c, instance)
+            assert reference.instance == instance
+            assert [reference.timer] == (timers or [None])
+            armed += bool(timers)
             for through_json in (False, True):
-                stored = _stored((instance, events), through_json)
+                stored = _stored((instance, events, timers), through_json)
                 assert stored.plain is through_json
                 result = verify(c, stored)
                 assert result is not None
-                assert (result.state, result.status, result.events, result.last_hash) == (
+                assert (result.state, result.status, result.events, result.last_hash,
+                        result.deadline_at, result.timer) == (
                     reference.state, reference.status, reference.events,
-                    reference.last_hash)
+                    reference.last_hash, reference.deadline_at, reference.timer)
                 assert result.context == reference.context == instance.context
+                # Every live column as stored, the timer too: vouched for, as it is.
+                assert _vouched(c, stored) is through_json
+                compare_live(reference, stored.state, stored.context, stored.version,
+                             stored.last_hash, **stored.live_columns())
     assert walked > 50  # the walks do take steps beyond the start
+    assert armed > 0  # and some wait on a timeout
 
 
 def test_the_fast_path_declines_what_it_cannot_vouch_for(
@@ -255,7 +335,7 @@ def test_the_fast_path_declines_what_it_cannot_vouch_for(
     instance, events = _walk(c, random.Random(3), 5)
 
     def stored(changed: list[Event], through_json: bool = False) -> StoredHistory:
-        return _stored((instance, changed), through_json)
+        return _stored((instance, changed, _pending(c, instance)), through_json)
 
     assert verify(c, stored([])) is None
     as_float = attrs.evolve(events[0], seq=1.0)  # type: ignore[arg-type]
@@ -269,3 +349,71 @@ def test_the_fast_path_declines_what_it_cannot_vouch_for(
         assert verify(c, stored(changed, through_json=True)) is None
         assert verify(c, stored(changed, through_json=True).exactly()) is not None
         assert verify(c, stored(changed)) is not None
+
+
+def _timed_walks(compiled: dict[str, CompiledFlow], n: int,
+                 seed: int) -> list[tuple[CompiledFlow, History]]:
+    """``n`` histories that end waiting on a timeout (some after a timer fired)."""
+    rng = random.Random(seed)
+    timed = [c for c in compiled.values() if any(s.timeout for s in c.flow.states.values())]
+    found: list[tuple[CompiledFlow, History]] = []
+    for _ in range(100 * n):
+        c = rng.choice(timed)
+        history = _walk(c, rng, rng.randrange(2, 14))
+        if _pending(c, history[0]):
+            found.append((c, history))
+            if len(found) == n:
+                break
+    return found
+
+
+async def _named(compiled: dict[str, CompiledFlow], history: Audited,
+                 now: datetime) -> list[str]:
+    """What each path names, as objects and as read from JSON: the same, or this fails."""
+    answers = []
+    for fast, through_json in ((False, False), (True, False), (True, True)):
+        _, findings = await _audit(compiled, [history], fast=fast,
+                                   through_json=through_json, now=now)
+        answers.append([(f.seq, f.what, f.expected, f.found) for f in findings])
+    assert answers[0] == answers[1] == answers[2]
+    return [what for _, what, _, _ in answers[0]]
+
+
+async def test_each_live_column_changed_is_named_alike_on_both_paths(
+        compiled: dict[str, CompiledFlow]) -> None:
+    walks = _timed_walks(compiled, 24, seed=5)
+    assert len(walks) == 24
+    assert any("timer" in e.facts for _, (_, events) in walks for e in events)
+    for c, (instance, events) in walks:
+        timers = _pending(c, instance)
+        timer = timers[0]
+        due, expires = timer.due_at, instance.expires_at
+        before = due - timedelta(microseconds=1)
+        for changed, what in [
+                ((instance, events, timers), []),
+                ((attrs.evolve(instance, status="finished"), events, timers), ["status"]),
+                ((attrs.evolve(instance, expires_at=expires + timedelta(days=3)), events,
+                  timers), ["expires_at"]),
+                ((attrs.evolve(instance, deadline_at=due + timedelta(days=3)), events,
+                  timers), ["deadline_at"]),
+                ((attrs.evolve(instance, deadline_at=None), events, timers), ["deadline_at"]),
+                ((attrs.evolve(instance, owner="account:2"), events, timers), ["owner"]),
+                ((instance, events, [attrs.evolve(timer, due_at=due + timedelta(days=3))]),
+                 ["timer"]),
+                ((instance, events, [attrs.evolve(timer, trigger="submit")]), ["timer"]),
+                ((instance, events, [timer, timer]), ["timer"]),
+                # Deleted before it was due: no worker drops a timer then.
+                ((instance, events, []), ["timer"])]:
+            assert await _named(compiled, changed, before) == what, (c.flow.name, what)
+        # Gone once due: the worker drops it if the instance expired by then (its step,
+        # an unguarded timeout, is never refused), else it must have fired.
+        gone = (instance, events, [])
+        assert await _named(compiled, gone, max(due, expires)) == []
+        assert _vouched(c, _stored(gone, through_json=True), FrozenClock(max(due, expires)))
+        if due < expires:
+            assert await _named(compiled, gone, due) == ["timer"]
+        # Whatever the time, a timer still there is the one armed.
+        assert await _named(compiled, (instance, events, timers), max(due, expires)) == []
+        # An instance whose state has no timeout has no timer.
+        ended = attrs.evolve(instance, deadline_at=None)
+        assert await _named(compiled, (ended, events, [timer]), due) != []

@@ -105,8 +105,13 @@ class RandomSteps(RuleBasedStateMachine):
                 assert [e.seq for e in events] == list(range(1, len(events) + 1))
                 compiled = self.run(self.runtime.compiled(instance.definition_hash))
                 result = replay(compiled, events)
+                timers = self.run(self.runtime.store.pending_timers(iid))
                 compare_live(result, instance.state, instance.context, instance.version,
-                             instance.last_hash)
+                             instance.last_hash, status=instance.status,
+                             owner=instance.owner, expires_at=instance.expires_at,
+                             deadline_at=instance.deadline_at,
+                             timers=[(t.state, t.trigger, t.due_at) for t in timers],
+                             now=self.clock.now())
         finally:
             self.run(self.pool.close())
             self.loop.close()

@@ -388,8 +388,12 @@ class MemorySteps(RuleBasedStateMachine):
         assert [e.seq for e in events] == list(range(1, instance.version + 1))
         compiled = await self.runtime.compiled(instance.definition_hash)
         result = replay(compiled, events)
+        # Every live column the replay derives, the timers as the store holds them.
         compare_live(result, instance.state, instance.context, instance.version,
-                     instance.last_hash)
+                     instance.last_hash, status=instance.status, owner=instance.owner,
+                     expires_at=instance.expires_at, deadline_at=instance.deadline_at,
+                     timers=[(t.state, t.trigger, t.due_at) for t in self.store.timers(iid)],
+                     now=self.clock.now())
         TALLY["at:" + instance.state] += 1
         assert (result.status, result.deadline_at) == (instance.status, instance.deadline_at)
         timer_ids = [e.facts["timer"]["id"] for e in events if "timer" in e.facts]

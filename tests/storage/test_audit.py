@@ -19,6 +19,7 @@ from engine import CompiledFlow, Event, FrozenClock, Runtime, load_text
 from engine.canonical import GENESIS, chain_hash
 from engine.loader import build_flow
 from engine.replay import AuditFinding, audit, replay
+from engine.step import iso
 from storage import PgStore
 from tests.sample_flows import SAMPLE_YAML, sample_registry
 from tests.web.test_processes import FLOWCTL, ROOT, base_env
@@ -27,7 +28,8 @@ from web.cli import main as flowctl
 DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
 
 
-async def _run_audit(store: PgStore, **filters: Any) -> tuple[Any, list[AuditFinding]]:
+async def _run_audit(store: PgStore, clock: FrozenClock | None = None,
+                     **filters: Any) -> tuple[Any, list[AuditFinding]]:
     registry = sample_registry()
     findings: list[AuditFinding] = []
 
@@ -36,7 +38,8 @@ async def _run_audit(store: PgStore, **filters: Any) -> tuple[Any, list[AuditFin
         assert content is not None
         return CompiledFlow(build_flow(content), registry)
 
-    summary = await audit(store.histories(batch=2, **filters), compiled, findings.append)
+    summary = await audit(store.histories(batch=2, **filters), compiled, findings.append,
+                          clock=clock)
     return summary, findings
 
 
@@ -261,3 +264,145 @@ async def test_values_the_json_readers_read_differently_verify_and_forgeries_are
     assert {f.instance_id: (f.seq, f.what) for f in findings} == {
         ids[0]: (1, "hash"), ids[2]: (3, "hash"), ids[3]: (1, "hash"), ids[4]: (2, "hash")}
     assert (summary.instances, summary.findings) == (6, 4)
+
+
+async def _mixed(store: PgStore, clock: FrozenClock) -> dict[str, str]:
+    """Instances of every kind a sound database holds, by name: one whose timer fired,
+    one that expired (its due timer dropped by the worker, without an event), and,
+    started afterwards, fresh ones: waiting on a timeout, finished, not started."""
+    registry = sample_registry()
+    runtime = Runtime(store, clock, registry, load_text(SAMPLE_YAML, registry=registry))
+    await runtime.publish()
+    ids: dict[str, str] = {}
+
+    async def started(name: str, steps: int) -> None:
+        iid = ids[name] = (await runtime.start("signup")).instance.id
+        if steps >= 1:
+            await runtime.advance(iid, "submit", DETAILS)
+        if steps >= 2:
+            await runtime.advance(iid, "confirm", {"code": "123456"})
+
+    await started("lapsed", 1)
+    await started("expired", 1)
+    clock.advance(timedelta(hours=73))
+    (timer,) = await store.due_timers(ids["lapsed"], clock.now())
+    assert (await runtime.fire_timer(timer)) is not None
+    clock.advance(timedelta(days=6))  # past the expiry (seven days)
+    (timer,) = await store.due_timers(ids["expired"], clock.now())
+    assert await runtime.fire_timer(timer) is None  # refused: dropped
+    for name, steps in [("waiting", 1), ("finished", 2), ("details", 0), ("expiry", 1),
+                        ("deadline", 1), ("owner", 0), ("due", 1), ("deleted", 1),
+                        ("added", 0), ("moved", 1), ("second", 1), ("done_timer", 2)]:
+        await started(name, steps)
+        clock.advance(timedelta(seconds=1))
+    return ids
+
+
+async def test_a_sound_database_audits_clean_with_fired_dropped_and_pending_timers(
+        store: PgStore, clock: FrozenClock) -> None:
+    ids = await _mixed(store, clock)
+    states = {name: (await store.load(iid))[0] for name, iid in ids.items()}
+    assert (states["lapsed"].state, states["lapsed"].status) == ("lapsed", "finished")
+    assert states["expired"].expired(clock.now())
+    assert states["expired"].deadline_at is not None
+    assert await store.pending_timers(ids["expired"]) == []
+    assert len(await store.pending_timers(ids["waiting"])) == 1
+    summary, findings = await _run_audit(store, clock)
+    assert findings == []
+    assert summary.instances == len(ids)
+    # Read as a history is read, every live column and the pending timer.
+    (history,) = [h async for h in store.histories() if h.id == ids["waiting"]]
+    waiting = states["waiting"]
+    assert waiting.deadline_at is not None
+    assert history.live_columns() == {
+        "status": "active", "owner": waiting.owner, "expires_at": waiting.expires_at,
+        "deadline_at": waiting.deadline_at,
+        "timers": [("code", "expire", waiting.deadline_at)]}
+    # Years on, the timer still pending has not been fired or dropped: still the one
+    # armed; and without a clock, the timer dropped by the worker is named.
+    summary, findings = await _run_audit(store, FrozenClock(clock.now() + timedelta(days=900)))
+    assert findings == []
+    summary, findings = await _run_audit(store)
+    assert [(f.instance_id, f.what) for f in findings] == [(ids["expired"], "timer")]
+
+
+async def test_each_live_column_changed_in_the_database_is_named(
+        store: PgStore, clock: FrozenClock, own_db: str) -> None:
+    ids = await _mixed(store, clock)
+    now = clock.now()
+    conn = await asyncpg.connect(own_db)
+    try:
+        async def run(sql: str, name: str, *args: Any) -> None:
+            await conn.execute(sql, uuid.UUID(ids[name]), *args)
+
+        await run("UPDATE flow_instances SET status = 'active' WHERE id = $1", "finished")
+        await run("UPDATE flow_instances SET expires_at = expires_at + interval '3 days'"
+                  " WHERE id = $1", "expiry")
+        await run("UPDATE flow_instances SET deadline_at = deadline_at + interval '1 day'"
+                  " WHERE id = $1", "deadline")
+        await run("UPDATE flow_instances SET owner = 'account:intruder' WHERE id = $1",
+                  "owner")
+        await run("UPDATE flow_timers SET due_at = due_at + interval '3 days'"
+                  " WHERE instance_id = $1", "due")
+        await run("DELETE FROM flow_timers WHERE instance_id = $1", "deleted")
+        await run("INSERT INTO flow_timers (instance_id, state, trigger, due_at)"
+                  " VALUES ($1, 'details', 'expire', $2)", "added", now)
+        await run("UPDATE flow_timers SET state = 'details' WHERE instance_id = $1", "moved")
+        await run("INSERT INTO flow_timers (instance_id, state, trigger, due_at)"
+                  " SELECT instance_id, state, trigger, due_at FROM flow_timers"
+                  " WHERE instance_id = $1", "second")
+        await run("INSERT INTO flow_timers (instance_id, state, trigger, due_at)"
+                  " VALUES ($1, 'code', 'expire', $2)", "done_timer", now)
+    finally:
+        await conn.close()
+    summary, findings = await _run_audit(store, clock)
+    found = {f.instance_id: f for f in findings}
+    named = {name: found[iid].what for name, iid in ids.items() if iid in found}
+    assert named == {"finished": "status", "expiry": "expires_at", "deadline": "deadline_at",
+                     "owner": "owner", "due": "timer", "deleted": "timer", "added": "timer",
+                     "moved": "timer", "second": "timer", "done_timer": "timer"}
+    assert summary.findings == len(named)
+    # Each names what the replay expects and what is stored, times as the step writes them.
+    finished = found[ids["finished"]]
+    assert (finished.seq, finished.expected, finished.found) == (3, "finished", "active")
+    expiry = (await store.load(ids["expiry"]))[0].expires_at
+    assert (found[ids["expiry"]].expected, found[ids["expiry"]].found) == (
+        iso(expiry - timedelta(days=3)), iso(expiry))
+    assert found[ids["owner"]].found == "account:intruder"
+    due = (await store.load(ids["due"]))[0].deadline_at
+    assert due is not None
+    assert found[ids["due"]].expected == [{"state": "code", "trigger": "expire",
+                                           "due_at": iso(due)}]
+    assert found[ids["due"]].found == [{"state": "code", "trigger": "expire",
+                                        "due_at": iso(due + timedelta(days=3))}]
+    assert found[ids["deleted"]].found == []
+    assert found[ids["added"]].expected == []
+    # The same findings on the reference path alone.
+    registry = sample_registry()
+    slow: list[AuditFinding] = []
+
+    async def compiled(version: str) -> CompiledFlow:
+        content = await store.definition(version)
+        assert content is not None
+        return CompiledFlow(build_flow(content), registry)
+
+    await audit(store.histories(batch=3), compiled, slow.append, fast=False, clock=clock)
+    assert sorted(map(AuditFinding.as_dict, slow), key=str) == \
+        sorted(map(AuditFinding.as_dict, findings), key=str)
+
+
+async def test_an_infinite_expiry_is_a_finding_not_an_error(
+        store: PgStore, clock: FrozenClock, own_db: str) -> None:
+    ids = await _three_instances(store, clock)
+    conn = await asyncpg.connect(own_db)
+    try:
+        await conn.execute("UPDATE flow_instances SET expires_at = 'infinity' WHERE id = $1",
+                           uuid.UUID(ids[0]))
+        await conn.execute("UPDATE flow_timers SET due_at = '-infinity'"
+                           " WHERE instance_id = $1", uuid.UUID(ids[1]))
+    finally:
+        await conn.close()
+    _, findings = await _run_audit(store, clock)
+    assert [(f.instance_id, f.what, f.found) for f in findings] == [
+        (ids[0], "expires_at", "infinity"),
+        (ids[1], "timer", [{"state": "code", "trigger": "expire", "due_at": "-infinity"}])]

@@ -34,7 +34,7 @@ from engine import (
 )
 from engine.canonical import GENESIS
 from engine.memory import MemoryTransaction
-from engine.replay import StoredHistory
+from engine.replay import StoredHistory, micros
 from engine.values import Write
 from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database
@@ -697,9 +697,13 @@ async def test_the_set_served_last_is_what_a_server_serves_when_its_file_is_bad(
 
 async def test_histories_page_through_every_instance_oldest_first(store: Store) -> None:
     made = []
-    for minutes in (5, 0, 5, 3, 5, 9, 1):
-        instance = await create(store, at=T0 + timedelta(minutes=minutes))
-        commit = step(instance)
+    for n, minutes in enumerate((5, 0, 5, 3, 5, 9, 1)):
+        at = T0 + timedelta(minutes=minutes)
+        instance = await create(store, at=at, owner=f"account:{n}")
+        # Some wait on a timeout (due at an odd microsecond), some finished.
+        commit = step(instance, timer=NewTimer("code", "expire", at + timedelta(
+            hours=72, microseconds=n)) if n % 2 else None,
+                      status="finished" if n == 4 else "active")
         await store.commit(commit)
         made.append((commit.instance, await store.events(instance.id)))
     in_order = sorted(made, key=lambda m: (m[0].created_at, uuid.UUID(m[0].id)))
@@ -708,10 +712,19 @@ async def test_histories_page_through_every_instance_oldest_first(store: Store) 
         return [h async for h in store.histories(**kwargs)]  # type: ignore[attr-defined]
 
     # Each as the audit reads it: the live row's fields it checks, every event as stored,
-    # read by orjson.
+    # read by orjson; times as whole microseconds, the pending timers as rows.
     assert [(*h[:7], h.event_objects(), h.plain) for h in await read()] == [
         (i.id, i.flow, i.definition_hash, i.state, i.context, i.version, i.last_hash,
          events, True) for i, events in in_order]
+    assert [(h.status, h.expires_at, h.deadline_at, h.owner, h.timers)
+            for h in await read()] == [
+        (i.status, micros(i.expires_at), i.deadline_at and micros(i.deadline_at), i.owner,
+         [["code", "expire", micros(i.deadline_at)]] if i.deadline_at else [])
+        for i, _ in in_order]
+    assert {h.status for h in await read()} == {"active", "finished"}
+    assert [h.live_columns()["timers"] for h in await read()] == [
+        [(t.state, t.trigger, t.due_at) for t in await store.pending_timers(i.id)]
+        for i, _ in in_order]
     assert await read(batch=2) == await read(batch=3) == await read()
     assert [h.id for h in await read(since=T0 + timedelta(minutes=3),
                                      until=T0 + timedelta(minutes=9), batch=2)] == \

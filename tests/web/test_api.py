@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import attrs
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -365,3 +366,26 @@ async def test_refused_and_recorded_errors_have_one_shape(aiohttp_client: Any,
     assert dead["ui"]["error"] == dead["errors"][0]
     status, after = await step(client, iid, "submit", DETAILS)
     assert after["errors"] == []
+
+
+async def test_verify_names_a_live_column_or_timer_changed_in_the_database(
+        aiohttp_client: Any, app: web.Application, database_url: str) -> None:
+    client = await aiohttp_client(app)
+    iid = (await start(client))["id"]
+    status, body = await step(client, iid, "submit", DETAILS)
+    assert (status, body["state"]) == (200, "code")  # waiting on a 72h timeout
+    verify = await (await client.get(f"/api/flows/{iid}/verify")).json()
+    assert verify["ok"] is True, verify
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE flow_timers SET due_at = due_at + interval '3 days'"
+                           " WHERE instance_id = $1", uuid.UUID(iid))
+        verify = await (await client.get(f"/api/flows/{iid}/verify")).json()
+        assert verify["ok"] is False
+        assert (verify["divergence"]["seq"], verify["divergence"]["what"]) == (2, "timer")
+        await conn.execute("UPDATE flow_instances SET expires_at = expires_at"
+                           " + interval '3 days' WHERE id = $1", uuid.UUID(iid))
+        verify = await (await client.get(f"/api/flows/{iid}/verify")).json()
+        assert verify["divergence"]["what"] == "expires_at"
+    finally:
+        await conn.close()
