@@ -98,3 +98,6 @@ async def test_metrics_count_the_hash_of_each_sign_in_and_its_cpu(platform: Plat
         _metric(before, "password_hash_cpu_seconds_total")
     assert _metric(after, "password_hashes_refused_total") == 0
     assert _metric(after, "password_hashes_admitted") == 0
+    # The process's own CPU, which the hashing's is a share of.
+    assert _metric(after, "process_cpu_seconds_total") >= \
+        _metric(after, "password_hash_cpu_seconds_total") > 0
