@@ -28,8 +28,8 @@ from web.cli import main as flowctl
 DETAILS = {"name": "Ada", "password": "pw-Secret-1", "agree": True}
 
 
-async def _run_audit(store: PgStore, clock: FrozenClock | None = None,
-                     **filters: Any) -> tuple[Any, list[AuditFinding]]:
+async def _run_audit(store: PgStore, clock: FrozenClock | None = None, *, batch: int = 2,
+                     fast: bool = True, **filters: Any) -> tuple[Any, list[AuditFinding]]:
     registry = sample_registry()
     findings: list[AuditFinding] = []
 
@@ -38,8 +38,8 @@ async def _run_audit(store: PgStore, clock: FrozenClock | None = None,
         assert content is not None
         return CompiledFlow(build_flow(content), registry)
 
-    summary = await audit(store.histories(batch=2, **filters), compiled, findings.append,
-                          clock=clock)
+    summary = await audit(store.histories(batch=batch, **filters), compiled,
+                          findings.append, fast=fast, clock=clock)
     return summary, findings
 
 
@@ -378,15 +378,7 @@ async def test_each_live_column_changed_in_the_database_is_named(
     assert found[ids["deleted"]].found == []
     assert found[ids["added"]].expected == []
     # The same findings on the reference path alone.
-    registry = sample_registry()
-    slow: list[AuditFinding] = []
-
-    async def compiled(version: str) -> CompiledFlow:
-        content = await store.definition(version)
-        assert content is not None
-        return CompiledFlow(build_flow(content), registry)
-
-    await audit(store.histories(batch=3), compiled, slow.append, fast=False, clock=clock)
+    _, slow = await _run_audit(store, clock, batch=3, fast=False)
     assert sorted(map(AuditFinding.as_dict, slow), key=str) == \
         sorted(map(AuditFinding.as_dict, findings), key=str)
 
