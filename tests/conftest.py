@@ -292,7 +292,14 @@ async def serve_platform(database_url: str, redis_prefix: str, clock: FrozenCloc
     app = create_app(settings, clock=clock)
     unknown = watch_problem_types(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=port))
-    await client.start_server()
+    try:
+        await client.start_server()
+    except BaseException:
+        # A start that failed part way (a database too slow for a statement's timeout):
+        # stop what did start (its pool, its tasks), or they outlive the test and the
+        # loop's end waits on them.
+        await client.close()
+        raise
     try:
         yield Platform(client, app)
     finally:

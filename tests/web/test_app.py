@@ -6,6 +6,7 @@ an https PUBLIC_URL); the providers are never called.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import urllib.error
@@ -237,3 +238,23 @@ def test_serve_listens_for_metrics_on_metrics_port_only(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def test_a_platform_whose_start_fails_part_way_stops_what_it_started(
+        database_url: str, redis_prefix: str, clock: FrozenClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import serve_platform
+
+    async def slow_database(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError  # as asyncpg's command timeout raises it
+
+    # The signing keys are the last thing a start makes: the database, Redis and the
+    # runtime are up by then.
+    monkeypatch.setattr("web.oidc.add_new_key", slow_database)
+    before = asyncio.all_tasks()
+    with pytest.raises(TimeoutError):
+        async with serve_platform(database_url, redis_prefix, clock):
+            pass
+    await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert left == set(), left
