@@ -92,7 +92,7 @@ import structlog
 from argon2 import PasswordHasher, Type
 
 from bench.audit import audit_once
-from bench.steps import ROOT, Server, forget_keys, proc_cpu_s
+from bench.steps import ROOT, Server, forget_keys, proc_cpu_s, thread_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
 from flows.captcha import CaptchaAnswers
 from flows.passwords import cores
@@ -389,16 +389,6 @@ async def peak_logins(server: Server, target: Target, logins: Sequence[str],
                 loop_ms=1000 * (loop1 - loop0) / (n1 - n0) if n1 > n0 else 0.0,
                 logins=n1 - n0, hashes=hashes1 - hashes0, hash_cpu_s=hash_cpu1 - hash_cpu0,
                 server_cpu_s=cpu1 - cpu0)
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu_s(pid: int, tid: int) -> float:
-    """User plus system CPU seconds of one thread of a process (its main thread: the
-    process id)."""
-    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def steady_logins(target: Target, logins: Sequence[str], rate: float,

@@ -191,7 +191,17 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu_s(pid: int) -> float:
     """User plus system CPU seconds of one process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """User plus system CPU seconds of one thread of a process (its main thread: the
+    process id)."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/task/{tid}/stat"))
+
+
+def _stat_cpu_s(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 

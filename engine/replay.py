@@ -457,11 +457,20 @@ def _may_be_dropped(result: ReplayResult, derived: Instance, now: datetime | Non
     worker drops a due timer whose step is refused (engine.runtime._TIMER_REFUSALS):
     the instance finished or expired by then, or the step refusable."""
     due = result.timer.due_at if result.timer is not None else None
-    if now is None or due is None or due.tzinfo is None or due > now:
+    if now is None or due is None or due.tzinfo is None:
         return False
     expires = derived.expires_at
-    return derived.status != "active" or result.timer_refusable \
-        or (expires.tzinfo is not None and expires <= now)
+    return _droppable(due, expires if expires.tzinfo is not None else None,
+                      finished=derived.status != "active",
+                      refusable=result.timer_refusable, now=now)
+
+
+def _droppable(due: datetime, expires: datetime | None, *, finished: bool,
+               refusable: bool, now: datetime) -> bool:
+    """The rule both paths apply to a missing timer: the worker may have dropped it, as
+    of ``now``, if it was due and its step would be refused: the instance finished, or
+    expired (``expires``, None: not known to), or the step refusable."""
+    return due <= now and (finished or refusable or (expires is not None and expires <= now))
 
 
 def _shown(value: Any) -> Any:
@@ -616,9 +625,9 @@ def _vouched(machine: CompiledFlow, history: StoredHistory,
     if timers or clock is None:
         return False
     # Gone once due, where the worker may have dropped it (as compare_live allows).
-    now = clock.now()
-    return deadline <= now and (final or expires <= now
-                                or _refusable(machine.flow, state, timeout.trigger))
+    return _droppable(deadline, expires, finished=final,
+                      refusable=_refusable(machine.flow, state, timeout.trigger),
+                      now=clock.now())
 
 
 # -- export files: JSON Lines ---------------------------------------------------------

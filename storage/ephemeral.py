@@ -23,6 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
+from engine.ports import Hit
+
 # A client of one Redis server, or of a Redis Cluster: the same commands, and
 # ``pubsub()``, ``register_script()``, ``pipeline(transaction=False)`` on both.
 RedisClient = aioredis.Redis | RedisCluster
@@ -302,8 +304,7 @@ class RedisLimiter:
         self.ephemeral = ephemeral
         self._hit = ephemeral.redis.register_script(_HIT)
 
-    async def hit_each(self, hits: Sequence[tuple[str, int, timedelta]],
-                       ) -> tuple[int, timedelta] | None:
+    async def hit_each(self, hits: Sequence[Hit]) -> tuple[int, timedelta] | None:
         redis = self.ephemeral.redis
         if len(hits) == 1:  # most steps count one: no pipeline to build
             key, limit, window = hits[0]
