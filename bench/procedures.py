@@ -37,7 +37,11 @@ as one core of a deployment runs one), and clients in this process:
    ``server_busy``) is not counted; its client pauses and goes on. The captcha's answer
    is read from Redis, where the development server keeps it for the sandbox pages (as
    a test helper may), not from a sandbox page: that request is one a real client does
-   not make.
+   not make. The captcha's image comes in the start's answer
+   (``Prefer: captcha-image``, as the platform's clients ask for it; ``login_captcha``:
+   "inline"); ``--captcha request`` fetches it with a request of its own instead, as a
+   client that does not ask does (one more request, instance read and limit round trip
+   a sign-in).
 4. ``login_p50_ms``, ``login_p99_ms``: sign-ins arriving at a steady 80% of the peak
    rate of 3 (open loop: each is started on time, whatever the others do), the time
    from its planned start to the answer of its submit; ``login_steady_busy``: how many
@@ -69,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -124,6 +129,7 @@ class Options:
     port: int = 0  # 0: any free port
     only: str = "all"  # "login": argon2, registrations and the log-ins, no timers or audit
     profile: str | None = None  # cProfile of the server's peak log-in window, to this file
+    captcha: str = "inline"  # the sign-in's image: in the start's answer, or fetched apart
 
 
 def log(message: str) -> None:
@@ -203,8 +209,10 @@ class Browser:
         await self.session.close()
 
     async def post(self, path: str, body: dict[str, Any] | None = None,
-                   expect: int = 200) -> dict[str, Any]:
-        async with self.session.post(self.base + path, json=body or {}) as resp:
+                   expect: int = 200, headers: dict[str, str] | None = None,
+                   ) -> dict[str, Any]:
+        async with self.session.post(self.base + path, json=body or {},
+                                     headers=headers) as resp:
             data: dict[str, Any] = await resp.json()
             if resp.status == 503 and data.get("error_id") == "server_busy":
                 raise Busy(f"POST {path}: server_busy")
@@ -224,6 +232,11 @@ class Browser:
             if resp.status != 200:
                 raise RuntimeError(f"captcha: {resp.status}")
             await resp.read()
+        return await self.recorded_answer(iid, answers)
+
+    @staticmethod
+    async def recorded_answer(iid: str, answers: CaptchaAnswers) -> str:
+        """The answer of the instance's newest image, as the server recorded it."""
         found = await answers.recent(iid, limit=1)
         if not found:
             raise RuntimeError("no captcha answer recorded: is the server in development?")
@@ -287,14 +300,29 @@ class Target:
 
     url: str
     answers: CaptchaAnswers
+    captcha: str = "inline"  # as Options.captcha
 
 
 async def login(target: Target, login_name: str, address: str) -> None:
-    """One personal log-in: start, captcha, submit; raises unless signed in."""
+    """One personal log-in: start, captcha, submit; raises unless signed in.
+
+    The captcha's image comes in the start's answer (``Prefer: captcha-image``), as the
+    platform's clients ask for it; with ``target.captcha`` "request", by a request of
+    its own (``GET /api/flows/{id}/captcha``), as a client that does not ask does."""
     browser = Browser(target.url, address)
     try:
-        iid = (await browser.post("/api/flows/personal_login", expect=201))["id"]
-        answer = await browser.captcha(iid, target.answers)
+        if target.captcha == "inline":
+            view = await browser.post("/api/flows/personal_login", expect=201,
+                                      headers={"Prefer": "captcha-image"})
+            iid = view["id"]
+            image = next(f for f in view["ui"]["fields"] if f["name"] == "captcha")
+            if not base64.b64decode(image["image_data"].split(",", 1)[1]) \
+                    .startswith(b"\xff\xd8"):
+                raise RuntimeError("the start's answer brought no JPEG")
+            answer = await browser.recorded_answer(iid, target.answers)
+        else:
+            iid = (await browser.post("/api/flows/personal_login", expect=201))["id"]
+            answer = await browser.captcha(iid, target.answers)
         view = await browser.post(f"/api/flows/{iid}/events/submit",
                                   {"identifier": login_name, "password": PASSWORD,
                                    "captcha": answer})
@@ -656,7 +684,9 @@ async def _run(opts: Options) -> dict[str, Any]:
             argon2_verify_ms_all_cores(opts.argon2_samples), 2))
         await server.start()
         target = Target(server.url, CaptchaAnswers(
-            RedisEphemeral(answers_redis, server.env["REDIS_PREFIX"]), SystemClock()))
+            RedisEphemeral(answers_redis, server.env["REDIS_PREFIX"]), SystemClock()),
+            captcha=opts.captcha)
+        result["login_captcha"] = opts.captcha
         log(f"registrations: {opts.registrations}, {opts.reg_concurrency} at a time")
         logins, reg_rate = await registrations(server.url, opts, rng)
         result["registrations_per_s"] = round(reg_rate, 1)
@@ -758,6 +788,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the server's event loop in the peak log-in window into "
                         "FILE (python -m pstats FILE); the ratio is then not comparable")
+    p.add_argument("--captcha", choices=("inline", "request"), default=d.captcha,
+                   help="the sign-in's captcha image: in the start's answer (Prefer: "
+                        "captcha-image), or by a request of its own")
     a = p.parse_args(argv)
     return Options(registrations=a.registrations, reg_concurrency=a.reg_concurrency,
                    login_concurrency=a.login_concurrency, seconds=a.seconds,
@@ -766,7 +799,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    steady_timer_seconds=a.steady_timer_seconds,
                    timer_interval=a.timer_interval,
                    admin_url=a.admin_url, redis_url=a.redis_url, port=a.port,
-                   only=a.only, profile=a.profile)
+                   only=a.only, profile=a.profile, captcha=a.captcha)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

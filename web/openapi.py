@@ -326,7 +326,7 @@ def _start(flow: Flow) -> dict[str, Any]:
         "operationId": f"start{_camel(flow.name)}", "tags": [flow.name],
         "summary": f"Start {_text(flow.title) or flow.name}",
         "description": _flow_description(flow),
-        "parameters": [_IDEMPOTENCY],
+        "parameters": [_IDEMPOTENCY, _PREFER],
         "requestBody": {"required": False,
                         "content": {"application/json": {"schema": body_schema}}},
         "responses": {"201": {"description": "Started", **_INSTANCE, "links": _INSTANCE_LINKS},
@@ -586,9 +586,14 @@ _SECURITY: Mapping[str, Any] = {
                               "`Prefer: session-token` on the sign-in step."},
 }
 _PREFER = {"name": "Prefer", "in": "header", "required": False,
-           "schema": {"type": "string", "enum": ["session-token"]},
+           "schema": {"type": "string", "enum": ["session-token", "captcha-image"]},
            "description": "session-token: a client that keeps no cookies gets a sign-in's "
-                          "session token in reply.session (and no cookie)."}
+                          "session token in reply.session (and no cookie). captcha-image: "
+                          "where the answer shows a captcha field, that field's new image "
+                          "comes in it as `image_data` (a data: URL; the previous image "
+                          "stops working), so the client needs no request of its own for "
+                          "it. Both may be asked for, separated by a comma; "
+                          "`Preference-Applied` names those applied."}
 
 
 _LABEL = {"type": ["object", "null"], "properties": {"zh": {"type": "string"},
@@ -661,6 +666,13 @@ _SCHEMAS: Mapping[str, Any] = {
                    "locked": {"type": "boolean"}, "value": {},
                    "error": {"oneOf": [_FIELD_ERROR, {"type": "null"}]},
                    "format": {"type": "string"}, "widget": {"type": "string"},
+                   "image": {"type": "string", "description": "A captcha widget's "
+                             "address: GET it for a new image"},
+                   "image_data": {"type": "string", "description": "The new image itself, "
+                                  "as a data: URL, in the answer to a start or a step sent "
+                                  "with `Prefer: captcha-image`"},
+                   "search": {"type": "string", "description": "A branch search widget's "
+                              "address: GET it with ?q="},
                    "max_length": {"type": "integer"}, "help": _LABEL,
                    "choices": {"type": "array", "items": {"type": "object", "properties": {
                        "value": {"type": "string"}, "label": _LABEL}}}}}},

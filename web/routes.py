@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from engine import (
     CompiledFlow,
     Event,
     Instance,
+    RateLimited,
     ReplayDivergence,
     StepOutcome,
     jsonio,
@@ -22,6 +25,7 @@ from engine.replay import compare_live
 from flows.policies import CaptchaPolicy
 from web.clients import IPNetwork, client_of, limit_key, parse_networks
 from web.keys import POOL, REDIS, RUNTIME, SERVICES, SETTINGS
+from web.outages import dependency_of
 from web.problems import HttpProblem, json_response
 from web.sessions import (
     TOKEN_PREFERENCE,
@@ -30,6 +34,7 @@ from web.sessions import (
     device_cookie,
     ensure_device,
     identities_of,
+    prefers,
     session_ref_of,
     session_token,
     set_session_cookie,
@@ -40,6 +45,12 @@ from web.sessions import (
 from web.views import add_links
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("web.routes")
+
+# Prefer: captcha-image. A step's answer that shows a captcha field brings that field's
+# new image (``image_data``, a data: URL): the client needs no request of its own for
+# it. A sign-in page's first image comes with the start.
+CAPTCHA_PREFERENCE = "captcha-image"
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _JSON_TYPES = ("application/json", "application/problem+json")
@@ -136,6 +147,11 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
             headers["Idempotent-Replayed"] = "true"
     if status == 201:
         headers["Location"] = f"/api/flows/{instance.id}"
+    applied = []
+    if outcome is not None and not outcome.replayed and instance.status == "active" \
+            and prefers(request, CAPTCHA_PREFERENCE) \
+            and await _inline_captcha(request, instance, body):
+        applied.append(CAPTCHA_PREFERENCE)
     replies = dict(outcome.replies) if outcome is not None else {}
     token = replies.get("session")
     in_body = isinstance(token, str) and wants_token(request)
@@ -143,9 +159,11 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
         # One credential, where the client keeps it: a cookie for a browser (out of
         # reach of scripts), the body only for a client that asked for it.
         if in_body:
-            headers["Preference-Applied"] = TOKEN_PREFERENCE
+            applied.append(TOKEN_PREFERENCE)
         else:
             del replies["session"]
+    if applied:
+        headers["Preference-Applied"] = ", ".join(applied)
     if replies:
         body["reply"] = replies
     response = json_response(body, status=status, headers=headers)
@@ -225,18 +243,47 @@ def _captcha_limits(policy: CaptchaPolicy) -> tuple[Limit, ...]:
                   _CAPTCHA_ERROR))
 
 
+async def _new_captcha(request: web.Request, instance: Instance) -> bytes:
+    """A new captcha image for the instance (a JPEG), counted against the flow's limits
+    of images (RateLimited past them); the previous one stops working."""
+    runtime = request.app[RUNTIME]
+    policy = CaptchaPolicy.from_mapping(
+        (await runtime.compiled(instance.definition_hash)).flow.policies.get("captcha"))
+    await runtime.hit_limits(_captcha_limits(policy), {"instance": instance.id,
+                                                       "client": client_address(request)}, {})
+    return await request.app[SERVICES].captchas.new(instance.id)
+
+
+async def _inline_captcha(request: web.Request, instance: Instance,
+                          body: dict[str, Any]) -> bool:
+    """Put a new image in the captcha field of the answer's description, if it shows
+    one: ``image_data``, a data: URL. False where there is none, or no image now: past
+    the limits of images, or with Redis down. The step is taken all the same; the
+    field's ``image`` address then says why (429, 503)."""
+    field = next((f for f in body.get("ui", {}).get("fields", ())
+                  if f.get("widget") == "captcha"), None)
+    if field is None:
+        return False
+    try:
+        image = await _new_captcha(request, instance)
+    except RateLimited:
+        return False
+    except Exception as exc:
+        if dependency_of(exc) is None:
+            raise
+        log.warning("inline_captcha_unavailable", dependency=dependency_of(exc))
+        return False
+    field["image_data"] = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
+    return True
+
+
 @routes.get("/api/flows/{id}/captcha")
 async def captcha(request: web.Request) -> web.Response:
     """A new captcha image for this flow instance; the previous one stops working."""
     instance = await _readable(request)
     if instance.status != "active":
         raise HttpProblem(409, "flow_finished", "流程已结束", "The flow has already finished")
-    runtime = request.app[RUNTIME]
-    policy = CaptchaPolicy.from_mapping(
-        (await runtime.compiled(instance.definition_hash)).flow.policies.get("captcha"))
-    await runtime.hit_limits(_captcha_limits(policy), {"instance": instance.id,
-                                                       "client": client_address(request)}, {})
-    image = await request.app[SERVICES].captchas.new(instance.id)
+    image = await _new_captcha(request, instance)
     return web.Response(body=image, content_type="image/jpeg",
                         headers={"Cache-Control": "no-store"})
 

@@ -214,11 +214,17 @@ def ensure_device(request: web.Request) -> str:
     return device_actor(token)
 
 
+def prefers(request: web.Request, name: str) -> bool:
+    """Did the client ask for ``name`` in a ``Prefer`` header (RFC 7240: preferences
+    separated by commas, in any case, parameters after a semicolon ignored)?"""
+    prefer = ",".join(request.headers.getall("Prefer", []))
+    return any(p.split(";", 1)[0].split("=", 1)[0].strip().lower() == name
+               for p in prefer.split(","))
+
+
 def wants_token(request: web.Request) -> bool:
     """Did the client ask for its session token in the body (it keeps no cookies)?"""
-    prefer = ",".join(request.headers.getall("Prefer", []))
-    return any(p.split(";", 1)[0].strip().lower() == TOKEN_PREFERENCE
-               for p in prefer.split(","))
+    return prefers(request, TOKEN_PREFERENCE)
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,

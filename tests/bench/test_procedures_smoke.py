@@ -37,6 +37,8 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert abs(result["login_ratio_all_cores"] - result["logins_per_s_per_core"]
                * result["argon2_verify_ms_all_cores"] / 1000) < 0.01
     assert result["login_steady_busy"] >= 0
+    # Each sign-in's image came in its start's answer (login() refuses one that did not).
+    assert result["login_captcha"] == "inline"
     # The server's own account of its hashing (its /metrics) over the same window: one
     # verify a sign-in (give or take those in flight at either end), a share of the CPU.
     assert 0.5 <= result["login_hashes_per_login"] <= 2
@@ -44,3 +46,8 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert 0 < result["login_hash_share"] < 1
     # Two registrations, then every log-in and the audit's own count of them.
     assert result["audit_events"] > 2 * 4
+
+
+def test_the_captcha_may_be_fetched_apart() -> None:
+    assert procedures.parse_args([]).captcha == "inline"
+    assert procedures.parse_args(["--captcha", "request"]).captcha == "request"
