@@ -120,6 +120,13 @@ class Store(Protocol):
         """The instance's timers, as (state, trigger, due_at), by due time."""
         ...
 
+    async def snapshot(self, instance_id: str,
+                       ) -> tuple[Instance, list[Event], list[NewTimer]]:
+        """The live row, its events and its pending timers, as of one moment: a step
+        committed meanwhile is in all three or in none (what an export or a replay of
+        one instance compares). Raises InstanceNotFound."""
+        ...
+
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]: ...
 
     async def claim_timers(self, now: datetime, lease: timedelta, limit: int) -> list[Timer]: ...

@@ -204,11 +204,10 @@ async def _export(dsn: str, pooling: bool, instance_id: str) -> list[str]:
     pool = await create_pool(dsn, transaction_pooling=pooling, min_size=1, max_size=2)
     try:
         store = PgStore(pool)
-        instance, _ = await store.load(instance_id)
+        # The row, its events and its timers as of one moment (one snapshot).
+        instance, events, timers = await store.snapshot(instance_id)
         content = await store.definition(instance.definition_hash)
         assert content is not None
-        events = await store.events(instance_id)
-        timers = await store.pending_timers(instance_id)
         # After the timers were read: by then, a due one may have been dropped.
         live = export_columns(instance, timers, datetime.now(UTC))
         return export_lines(content, live, events)

@@ -331,12 +331,12 @@ async def history(request: web.Request) -> web.Response:
 @routes.get("/api/flows/{id}/verify")
 async def verify(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    instance = await _readable(request)
-    events = await runtime.history(instance.id)
+    # Who may see it (and any due timeout fired), then the row, its events and its
+    # timers as of one moment: a step landing between reads would be a false finding.
+    instance, events, timers = await runtime.store.snapshot((await _readable(request)).id)
     compiled: CompiledFlow = await runtime.compiled(instance.definition_hash)
     report: dict[str, Any] = {"instance_id": instance.id, "events": len(events),
                               "definition_version": instance.definition_hash}
-    timers = await runtime.store.pending_timers(instance.id)
     try:
         result = replay(compiled, events)
         compare_live(result, instance.state, instance.context, instance.version,

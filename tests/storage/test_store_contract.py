@@ -796,3 +796,49 @@ async def test_a_commit_that_lost_its_race_runs_no_write(harness: Harness) -> No
     with pytest.raises(ConcurrencyConflict):
         await store.commit(step(instance, writes=(note, harness.landing("late"))))
     assert (ran, await harness.landed()) == ([], [])
+
+
+async def test_a_snapshot_is_the_row_its_events_and_its_timers_read_together(
+        store: Store) -> None:
+    instance = await create(store, timer=NewTimer("details", "expire", T0 + timedelta(hours=1)))
+    moved = step(instance, timer=NewTimer("code", "expire", T0 + timedelta(days=3)))
+    await store.commit(moved)
+    live, events, timers = await store.snapshot(instance.id)
+    assert live == (await store.load(instance.id))[0] == moved.instance
+    assert events == await store.events(instance.id)
+    assert [e.seq for e in events] == [1, 2]
+    assert timers == await store.pending_timers(instance.id) \
+        == [NewTimer("code", "expire", T0 + timedelta(days=3))]
+    with pytest.raises(InstanceNotFound):
+        await store.snapshot(str(uuid.uuid4()))
+
+
+async def test_a_step_committed_between_a_snapshots_reads_is_in_none_of_them(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: the row, the events and the timers are read in one transaction of
+    one snapshot; a step landing after the row was read is in none of the three."""
+    if not isinstance(harness.store, PgStore):
+        pytest.skip("the memory store reads the three with no await between them")
+    store = harness.store
+    instance = await create(store, timer=NewTimer("details", "expire", T0 + timedelta(hours=1)))
+    late = step(instance, timer=NewTimer("code", "expire", T0 + timedelta(days=3)))
+    fetch = asyncpg.connection.Connection.fetch
+    landed: list[bool] = []
+
+    async def step_lands_first(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+        if "FROM flow_events" in query and not landed:
+            landed.append(True)
+            await store.commit(late)  # on another connection of the pool, committed
+        return await fetch(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", step_lands_first)
+    live, events, timers = await store.snapshot(instance.id)
+    monkeypatch.undo()
+    assert landed
+    assert (live.version, live.state) == (1, "details")
+    assert [e.seq for e in events] == [1]
+    assert timers == [NewTimer("details", "expire", T0 + timedelta(hours=1))]
+    # Read again, the step is in all three.
+    live, events, timers = await store.snapshot(instance.id)
+    assert (live.version, [e.seq for e in events], timers) == \
+        (2, [1, 2], [NewTimer("code", "expire", T0 + timedelta(days=3))])
