@@ -41,7 +41,11 @@ as one core of a deployment runs one), and clients in this process:
    (``Prefer: captcha-image``, as the platform's clients ask for it; ``login_captcha``:
    "inline"); ``--captcha request`` fetches it with a request of its own instead, as a
    client that does not ask does (one more request, instance read and limit round trip
-   a sign-in).
+   a sign-in). The sign-ins' requests come over kept-alive connections shared by all
+   the clients (``login_connections``: "shared"), as the servers of a deployment see
+   them behind a load balancer that keeps its connections to them; ``--connections
+   own`` has each sign-in connect anew (and close), as a browser talking to the server
+   itself.
 4. ``login_p50_ms``, ``login_p99_ms``: sign-ins arriving at a steady 80% of the peak
    rate of 3 (open loop: each is started on time, whatever the others do), the time
    from its planned start to the answer of its submit; ``login_steady_busy``: how many
@@ -130,6 +134,10 @@ class Options:
     only: str = "all"  # "login": argon2, registrations and the log-ins, no timers or audit
     profile: str | None = None  # cProfile of the server's peak log-in window, to this file
     captcha: str = "inline"  # the sign-in's image: in the start's answer, or fetched apart
+    # "shared": the sign-ins' requests come over kept-alive connections, as through a
+    # load balancer that keeps its connections to the servers; "own": each sign-in
+    # connects anew, as a browser talking to the server itself.
+    connections: str = "shared"
 
 
 def log(message: str) -> None:
@@ -199,11 +207,15 @@ class Busy(RuntimeError):
 class Browser:
     """One person's browser: cookies of its own, a client address of its own."""
 
-    def __init__(self, base: str, address: str) -> None:
+    def __init__(self, base: str, address: str,
+                 connector: aiohttp.BaseConnector | None = None) -> None:
+        """``connector``: connections shared with other browsers (kept by its owner),
+        as a load balancer's to the server are; None: connections of its own."""
         self.base = base
         self.session = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies of 127.0.0.1 too
-            headers={"X-Forwarded-For": address})
+            headers={"X-Forwarded-For": address}, connector=connector,
+            connector_owner=connector is None)
 
     async def close(self) -> None:
         await self.session.close()
@@ -301,6 +313,7 @@ class Target:
     url: str
     answers: CaptchaAnswers
     captcha: str = "inline"  # as Options.captcha
+    connector: aiohttp.BaseConnector | None = None  # shared connections (Options.connections)
 
 
 async def login(target: Target, login_name: str, address: str) -> None:
@@ -309,7 +322,7 @@ async def login(target: Target, login_name: str, address: str) -> None:
     The captcha's image comes in the start's answer (``Prefer: captcha-image``), as the
     platform's clients ask for it; with ``target.captcha`` "request", by a request of
     its own (``GET /api/flows/{id}/captcha``), as a client that does not ask does."""
-    browser = Browser(target.url, address)
+    browser = Browser(target.url, address, target.connector)
     try:
         if target.captcha == "inline":
             view = await browser.post("/api/flows/personal_login", expect=201,
@@ -677,6 +690,7 @@ async def _run(opts: Options) -> dict[str, Any]:
         "REDIS_PREFIX": f"bench-proc-{os.getpid()}:",
         "PUBLIC_URL": server.url, "TRUSTED_PROXY_HEADER": "X-Forwarded-For"})
     answers_redis = create_redis(opts.redis_url)
+    target: Target | None = None
     try:
         log("argon2: timing one verify at the shipped cost")
         verify_before = argon2_verify_ms(opts.argon2_samples)
@@ -685,8 +699,9 @@ async def _run(opts: Options) -> dict[str, Any]:
         await server.start()
         target = Target(server.url, CaptchaAnswers(
             RedisEphemeral(answers_redis, server.env["REDIS_PREFIX"]), SystemClock()),
-            captcha=opts.captcha)
-        result["login_captcha"] = opts.captcha
+            captcha=opts.captcha, connector=aiohttp.TCPConnector(limit=0)
+            if opts.connections == "shared" else None)
+        result.update(login_captcha=opts.captcha, login_connections=opts.connections)
         log(f"registrations: {opts.registrations}, {opts.reg_concurrency} at a time")
         logins, reg_rate = await registrations(server.url, opts, rng)
         result["registrations_per_s"] = round(reg_rate, 1)
@@ -747,6 +762,8 @@ async def _run(opts: Options) -> dict[str, Any]:
         result["load_average_after"] = list(os.getloadavg())
         return result
     finally:
+        if target is not None and target.connector is not None:
+            await target.connector.close()
         await server.stop()
         await answers_redis.aclose()
         await drop_database(opts.admin_url, name)
@@ -788,6 +805,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the server's event loop in the peak log-in window into "
                         "FILE (python -m pstats FILE); the ratio is then not comparable")
+    p.add_argument("--connections", choices=("shared", "own"), default=d.connections,
+                   help="the sign-ins' connections: kept alive and shared, as a load "
+                        "balancer's to the servers, or each sign-in's own, as a browser's "
+                        "straight to the server")
     p.add_argument("--captcha", choices=("inline", "request"), default=d.captcha,
                    help="the sign-in's captcha image: in the start's answer (Prefer: "
                         "captcha-image), or by a request of its own")
@@ -799,7 +820,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    steady_timer_seconds=a.steady_timer_seconds,
                    timer_interval=a.timer_interval,
                    admin_url=a.admin_url, redis_url=a.redis_url, port=a.port,
-                   only=a.only, profile=a.profile, captcha=a.captcha)
+                   only=a.only, profile=a.profile, captcha=a.captcha,
+                   connections=a.connections)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,7 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert result["login_steady_busy"] >= 0
     # Each sign-in's image came in its start's answer (login() refuses one that did not).
     assert result["login_captcha"] == "inline"
+    assert result["login_connections"] == "shared"
     # The server's own account of its hashing (its /metrics) over the same window: one
     # verify a sign-in (give or take those in flight at either end), a share of the CPU.
     assert 0.5 <= result["login_hashes_per_login"] <= 2
@@ -48,6 +49,8 @@ def test_a_tiny_run_reports_every_figure() -> None:
     assert result["audit_events"] > 2 * 4
 
 
-def test_the_captcha_may_be_fetched_apart() -> None:
-    assert procedures.parse_args([]).captcha == "inline"
-    assert procedures.parse_args(["--captcha", "request"]).captcha == "request"
+def test_the_captcha_may_be_fetched_apart_and_each_sign_in_may_connect_anew() -> None:
+    default = procedures.parse_args([])
+    assert (default.captcha, default.connections) == ("inline", "shared")
+    chosen = procedures.parse_args(["--captcha", "request", "--connections", "own"])
+    assert (chosen.captcha, chosen.connections) == ("request", "own")
