@@ -40,6 +40,7 @@ def test_a_tiny_run_reports_every_figure() -> None:
     # Each sign-in's image came in its start's answer (login() refuses one that did not).
     assert result["login_captcha"] == "inline"
     assert result["login_connections"] == "shared"
+    assert result["argon2_memory_kib"] == 19 * 1024
     # The server's own account of its hashing (its /metrics) over the same window: one
     # verify a sign-in (give or take those in flight at either end), a share of the CPU.
     assert 0.5 <= result["login_hashes_per_login"] <= 2
@@ -52,5 +53,7 @@ def test_a_tiny_run_reports_every_figure() -> None:
 def test_the_captcha_may_be_fetched_apart_and_each_sign_in_may_connect_anew() -> None:
     default = procedures.parse_args([])
     assert (default.captcha, default.connections) == ("inline", "shared")
-    chosen = procedures.parse_args(["--captcha", "request", "--connections", "own"])
+    chosen = procedures.parse_args(["--captcha", "request", "--connections", "own",
+                                    "--argon2-memory-kib", "64"])
     assert (chosen.captcha, chosen.connections) == ("request", "own")
+    assert (default.argon2_memory_kib, chosen.argon2_memory_kib) == (19 * 1024, 64)
