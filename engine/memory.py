@@ -491,6 +491,9 @@ class MemoryStore:
     async def pending_timers(self, instance_id: str) -> list[NewTimer]:
         iid = _uuid(instance_id)
         await self._round_trip()
+        return self._pending(iid)
+
+    def _pending(self, iid: str) -> list[NewTimer]:
         return [NewTimer(t.state, t.trigger, t.due_at) for t in self.timers(iid)]
 
     async def snapshot(self, instance_id: str,
@@ -499,8 +502,7 @@ class MemoryStore:
         await self._round_trip()
         # No await between the three reads: one moment, as the port asks.
         instance, _ = self._loaded(iid, None)
-        return (instance, [e.event() for e in self._history(iid)],
-                [NewTimer(t.state, t.trigger, t.due_at) for t in self.timers(iid)])
+        return instance, [e.event() for e in self._history(iid)], self._pending(iid)
 
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         iid = _uuid(instance_id)

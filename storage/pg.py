@@ -154,6 +154,7 @@ WHERE i.id = $1
 # read the whole table each page once it was large (1 s a page at 300,000).
 _TIMERS_SQL = ("SELECT state, trigger, due_at FROM flow_timers WHERE instance_id = $1"
                " ORDER BY due_at, id")
+_EVENTS_SQL = f"SELECT {_EVENT_COLS} FROM flow_events e WHERE e.instance_id = $1 ORDER BY e.seq"
 
 _HISTORIES_SQL = """
 WITH page AS (
@@ -321,6 +322,10 @@ def _uuid(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise InstanceNotFound() from None
+
+
+def _pending(rows: Sequence[asyncpg.Record]) -> list[NewTimer]:
+    return [NewTimer(r["state"], r["trigger"], r["due_at"]) for r in rows]
 
 
 def _instance(r: asyncpg.Record) -> Instance:
@@ -522,10 +527,7 @@ class PgStore:
     async def events(self, instance_id: str) -> list[Event]:
         iid = _uuid(instance_id)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_EVENT_COLS} FROM flow_events e"
-                " WHERE e.instance_id = $1"
-                " ORDER BY e.seq", iid)
+            rows = await conn.fetch(_EVENTS_SQL, iid)
         return [_event(r) for r in rows]
 
     async def histories(self, *, flow: str | None = None, since: datetime | None = None,
@@ -594,7 +596,7 @@ class PgStore:
         """The instance's rows in flow_timers, by due time (for an export)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_TIMERS_SQL, _uuid(instance_id))
-        return [NewTimer(r["state"], r["trigger"], r["due_at"]) for r in rows]
+        return _pending(rows)
 
     async def snapshot(self, instance_id: str,
                        ) -> tuple[Instance, list[Event], list[NewTimer]]:
@@ -608,12 +610,9 @@ class PgStore:
             row = await conn.fetchrow(LOAD_SQL, iid, None)
             if row is None:
                 raise InstanceNotFound()
-            events = await conn.fetch(
-                f"SELECT {_EVENT_COLS} FROM flow_events e WHERE e.instance_id = $1"
-                " ORDER BY e.seq", iid)
+            events = await conn.fetch(_EVENTS_SQL, iid)
             timers = await conn.fetch(_TIMERS_SQL, iid)
-        return (_instance(row), [_event(r) for r in events],
-                [NewTimer(r["state"], r["trigger"], r["due_at"]) for r in timers])
+        return _instance(row), [_event(r) for r in events], _pending(timers)
 
     async def due_timers(self, instance_id: str, now: datetime) -> list[Timer]:
         async with self.pool.acquire() as conn:

@@ -269,9 +269,10 @@ async def _inline_captcha(request: web.Request, instance: Instance,
     except RateLimited:
         return False
     except Exception as exc:
-        if dependency_of(exc) is None:
+        down = dependency_of(exc)
+        if down is None:
             raise
-        log.warning("inline_captcha_unavailable", dependency=dependency_of(exc))
+        log.warning("inline_captcha_unavailable", dependency=down)
         return False
     field["image_data"] = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
     return True
