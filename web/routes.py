@@ -150,7 +150,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
     applied = []
     if outcome is not None and not outcome.replayed and instance.status == "active" \
             and prefers(request, CAPTCHA_PREFERENCE) \
-            and await _inline_captcha(request, instance, body):
+            and await inline_captcha(request, instance, body):
         applied.append(CAPTCHA_PREFERENCE)
     replies = dict(outcome.replies) if outcome is not None else {}
     token = replies.get("session")
@@ -254,7 +254,7 @@ async def _new_captcha(request: web.Request, instance: Instance) -> bytes:
     return await request.app[SERVICES].captchas.new(instance.id)
 
 
-async def _inline_captcha(request: web.Request, instance: Instance,
+async def inline_captcha(request: web.Request, instance: Instance,
                           body: dict[str, Any]) -> bool:
     """Put a new image in the captcha field of the answer's description, if it shows
     one: ``image_data``, a data: URL. False where there is none, or no image now: past

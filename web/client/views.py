@@ -33,7 +33,7 @@ from web.client.messages import LANGUAGES, choose_language, label, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
 from web.oidc import OIDC, hall_of
 from web.policy import PAGE_CSP
-from web.routes import client_address
+from web.routes import client_address, inline_captcha
 from web.sessions import (
     clear_session_cookie,
     device_cookie,
@@ -368,6 +368,9 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     ``searched``: a field's search results (``web/client/search.py``)."""
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
+    # A captcha's picture in the page itself: the browser need not ask for it (the
+    # field's address is for the next one). Past the limits of pictures, the address.
+    pictured = instance.status == "active" and await inline_captcha(request, instance, view)
     ui = view["ui"]
     errors = errors if errors is not None else view["errors"]
     by_field: dict[str, list[dict[str, Any]]] = {}
@@ -399,7 +402,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
         "searched": searched or {}, "retype": set(retype),
         "field_labels": {f["name"]: f["label"] for f in ui["fields"]},
         "all_errors": [*general, *(e for v in by_field.values() for e in v)],
-    }, status=status)
+    }, status=status, csp=f"{PAGE_CSP}; img-src 'self' data:" if pictured else None)
 
 
 def _buttons(ui: Mapping[str, Any]) -> tuple[Any, dict[str, list[Any]], list[Any]]:

@@ -3,6 +3,8 @@ forms, errors under their fields, and every public flow's first step."""
 
 from __future__ import annotations
 
+import base64
+
 import re
 from pathlib import Path
 from typing import Any
@@ -244,7 +246,9 @@ async def test_a_finished_reset_goes_on_to_the_sign_in_form_started_once(
     assert "<h1>个人登录</h1>" in html
     assert 'id="field-identifier"' in html
     assert 'id="field-password"' in html
-    assert f'src="/api/flows/{sign_in.removeprefix("/f/")}/captcha"' in html
+    # The captcha's picture is in the page; its button asks the address for the next.
+    assert 'src="data:image/jpeg;base64,' in html
+    assert f'data-src="/api/flows/{sign_in.removeprefix("/f/")}/captcha"' in html
     # A reload, a prefetch, the button after the countdown: the same instance.
     for _ in range(2):
         resp = await platform.client.get(target, allow_redirects=False)
@@ -267,3 +271,28 @@ async def test_a_finished_reset_goes_on_to_the_sign_in_form_started_once(
         assert 'action="/flows/' in html
     assert await _started(platform, "personal_login") == before + 1
     assert await _started(platform, "legal_login") == legal_before
+
+
+async def test_the_sign_in_page_holds_its_captcha_and_its_answer_is_the_sandboxs(
+        platform: Platform) -> None:
+    """One request for the form and its picture: the picture a data: URL the page's
+    policy lets in, the one whose answer the sandbox shows; past the limit of pictures,
+    the address, which says why."""
+    iid, _ = await start(platform, "personal_login")
+    resp = await platform.client.get(f"/f/{iid}")
+    html = await resp.text()
+    assert "img-src 'self' data:" in resp.headers["Content-Security-Policy"]
+    drawn = html.split('src="data:image/jpeg;base64,', 1)[1].split('"', 1)[0]
+    assert base64.b64decode(drawn).startswith(b"\xff\xd8\xff")
+    answers = await platform.client.get("/sandbox/captchas.json", params={"instance": iid})
+    assert len((await answers.json())["captchas"]) >= 1
+    # Pictures of this instance to the limit (20 in flows.yaml): the page still opens,
+    # with the address in the picture's place, and no data: in its policy.
+    for _ in range(20):
+        await platform.client.get(f"/api/flows/{iid}/captcha")
+    resp = await platform.client.get(f"/f/{iid}")
+    html = await resp.text()
+    assert resp.status == 200
+    assert 'src="data:' not in html
+    assert f'<img src="/api/flows/{iid}/captcha"' in html
+    assert "data:" not in resp.headers["Content-Security-Policy"]
