@@ -4,7 +4,6 @@ forms, errors under their fields, and every public flow's first step."""
 from __future__ import annotations
 
 import base64
-
 import re
 from pathlib import Path
 from typing import Any
