@@ -44,6 +44,7 @@ from flows.accounts import Organisation
 from flows.identity import mask_mobile, mask_resident_id
 from flows.pii import MOBILE, RESIDENT_ID
 from flows.registration import CREDIT_CODE_REGISTERED, refusing_duplicates, under
+from flows.sessions import RENAMED
 from flows.sms import BAD_PHONE, CODE, CODE_REFUSALS, PHONE, PURPOSE, prove_phone
 from flows.support import refuse_as, services, signed_in_account_id
 from flows.verification import METHOD_LABELS, UNVERIFIED, VERIFIED, OrganisationRequired
@@ -283,6 +284,8 @@ async def apply_certification_change(a: ActionInput) -> dict[str, Any]:
              "contact_phone": mask_mobile(phone) if phone else None}
     a.write(_audit(a, organisation_id, "change_certification", fact.get("change_id"),
                    fact.get("changed", []), shown, verified_by=method))
+    # Once committed, the organisation's sessions show its new name (flows.sessions).
+    a.emit(RENAMED, {"account_id": organisation_id})
     log.info("certification_changed", organisation_id=organisation_id,
              change_id=fact.get("change_id"), method=method)
     return {"organisation_id": organisation_id, "method": method,

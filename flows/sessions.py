@@ -15,6 +15,11 @@ account's generation. A mark, not a generation the session copies when it is mad
 sign-in that checked the agent's code just before the removal committed, and makes its
 session just after, makes a session that is dead already.
 
+A session shows the account's name as it was at sign-in, unless the name changed
+since: ``rename`` keeps the account's current name beside its generation, read in the
+same round trip, for every session of it (an organisation's certification change gives
+it a new name; its header and ``GET /api/session`` show it from the next request).
+
 Whoever must know when sessions end (single sign-on logs the person out of the business
 systems the session entered) listens with ``Sessions.listeners``: each listener is told
 which sessions ended, after they did.
@@ -31,10 +36,13 @@ from typing import Any
 
 import attrs
 
+from engine import OutboxMessage
 from flows.ports import Batch, Ephemeral
 
 # Outlives every session (hours) by far.
 _GENERATION_TTL = timedelta(days=60)
+# The outbox topic of an account whose name changed (payload: its account_id).
+RENAMED = "account_renamed"
 # A session's ref: the hex SHA-256 of its token.
 _REF_LENGTH = 64
 
@@ -160,20 +168,28 @@ class Sessions:
 
     async def _valid(self, raw: bytes | None) -> Session | None:
         """The stored session, unless the account's generation moved on or its agent
-        was removed: one more round trip either way."""
+        was removed, with the account's current name: one more round trip either way."""
         if raw is None:
             return None
         data: dict[str, Any] = json.loads(raw)
         session = Session(**data)
-        keys = [f"session_gen:{session.account_id}"]
+        keys = [f"session_gen:{session.account_id}", _name_key(session.account_id)]
         if session.agent_id is not None:
             keys.append(_agent_gone(session.agent_id))
         found = await self.ephemeral.get_many(*keys)
         if session.generation != generation_of(found[0]):
             return None
-        if session.agent_id is not None and found[1] is not None:
+        if session.agent_id is not None and found[2] is not None:
             return None
+        if found[1] is not None:
+            session = attrs.evolve(session, display_name=found[1].decode())
         return session
+
+    async def rename(self, account_id: str, display_name: str) -> None:
+        """The account is called ``display_name`` now: every session of it shows that
+        from its next request (kept as long as any session can live)."""
+        await self.ephemeral.put(_name_key(account_id), display_name.encode(),
+                                 _GENERATION_TTL)
 
     async def end(self, token: str) -> None:
         await self.ephemeral.delete(_key(token))
@@ -214,3 +230,23 @@ class Sessions:
         await self.ephemeral.put(kept_key, json.dumps(attrs.asdict(moved)).encode(), left)
         await self._ended(Ended("end_others", account_id=account_id, kept=keep))
         return True
+
+
+def _name_key(account_id: str) -> str:
+    return f"session_name:{account_id}"
+
+
+def rename_sender(sessions: Sessions, current_name: Callable[[str], Awaitable[str | None]],
+                  ) -> Callable[[OutboxMessage], Awaitable[None]]:
+    """The outbox sender for topic ``account_renamed`` (``RENAMED``): after the step
+    that renamed the account commits, its sessions show its name as the database has it
+    when the message is delivered, whatever order two renames' messages arrive in.
+    ``current_name``: the account's display name now (None: it is gone)."""
+
+    async def renamed(message: OutboxMessage) -> None:
+        account_id = str(message.payload["account_id"])
+        name = await current_name(account_id)
+        if name is not None:
+            await sessions.rename(account_id, name)
+
+    return renamed

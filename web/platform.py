@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -9,11 +10,12 @@ import structlog
 
 from engine import Clock, FlowSet, Registry
 from flows import sms
+from flows.accounts import Accounts
 from flows.captcha import CaptchaAnswers, Captchas
 from flows.passwords import Hasher, cores
 from flows.pii import Vault
 from flows.providers import Providers, build_providers
-from flows.sessions import Sessions
+from flows.sessions import RENAMED, Sessions, rename_sender
 from flows.sms import SmsCodes, SmsPolicy
 from flows.support import Services
 from storage import PgAccounts, PgSeals, RedisEphemeral
@@ -41,6 +43,13 @@ def make_vault(settings: Settings) -> Vault:
                          "(flowctl keys prints a new pair)")
     log.warning("development_pii_keys_in_use")
     return Vault.for_development()
+
+
+def _display_name(accounts: Accounts) -> Callable[[str], Awaitable[str | None]]:
+    async def current(account_id: str) -> str | None:
+        account = await accounts.by_id(account_id)
+        return account.display_name if account is not None else None
+    return current
 
 
 def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEphemeral,
@@ -73,4 +82,7 @@ def build_services(settings: Settings, *, pool: asyncpg.Pool, ephemeral: RedisEp
     )
     # Text messages leave through the outbox, sealed; this opens them for the gateway.
     registry.senders["sms"] = sms.sender(vault, providers.sms)
+    # A renamed account's sessions show its name as the database has it once delivered.
+    registry.senders[RENAMED] = rename_sender(services.sessions,
+                                              _display_name(services.accounts))
     return services

@@ -18,9 +18,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine import FrozenClock
+from engine import FrozenClock, OutboxMessage
 from flows.certification import labelled
 from flows.pii import MOBILE, RESIDENT_ID
+from flows.sessions import RENAMED, rename_sender
 from tests.flows.test_legal import errors_of, field
 from tests.flows.test_legal import sign_in as legal_sign_in
 from tests.flows.test_phones import second_browser
@@ -142,6 +143,54 @@ async def test_an_unverified_organisation_changes_at_once_and_signs_in_with_the_
     assert_no_personal_data(text, org.rep_id, org.phone)
     verify = await (await platform.client.get(f"/api/flows/{iid}/verify")).json()
     assert verify["ok"], verify
+
+
+async def test_the_organisations_sessions_show_its_new_name_once_the_change_commits(
+        platform: Platform) -> None:
+    """Its sessions were made under the old name: each shows the new one from its next
+    request once the step's message is delivered (the header, GET /api/session)."""
+    org = await new_organisation(platform)
+    view = await start(platform, org)
+    session = await platform.client.get("/api/session")
+    assert (await session.json())["display_name"] == OLD_NAME
+    view = await platform.ok(view["id"], "submit", form(view, org_name=NEW_NAME))
+    assert view["state"] == "applied"
+    await platform.deliver_outbox()
+    session = await platform.client.get("/api/session")
+    assert (await session.json())["display_name"] == NEW_NAME
+    header = (await (await platform.client.get("/account")).text()).split("</header>")[0]
+    assert NEW_NAME in header
+    assert OLD_NAME not in header
+
+
+async def test_a_rename_shows_the_name_the_database_has_when_delivered(
+        platform: Platform) -> None:
+    """Two renames' messages may arrive in either order: each shows the name in force
+    when it is delivered, not the one it was sent with."""
+    org = await new_organisation(platform)
+    sign_in(platform, org)
+    services = platform.app[keys.SERVICES]
+    names = iter(["第二个名称有限公司"])
+
+    async def now_called(account_id: str) -> str | None:
+        assert account_id == org.account_id
+        return next(names)
+
+    renamed = rename_sender(services.sessions, now_called)
+    await renamed(OutboxMessage(1, str(uuid.uuid4()), 2, RENAMED,
+                                {"account_id": org.account_id}, "k", 0))
+    session = await platform.client.get("/api/session")
+    assert (await session.json())["display_name"] == "第二个名称有限公司"
+    # An account gone since: nothing shown changes.
+    gone = rename_sender(services.sessions, lambda _: _none())
+    await gone(OutboxMessage(2, str(uuid.uuid4()), 2, RENAMED,
+                             {"account_id": org.account_id}, "k2", 0))
+    session = await platform.client.get("/api/session")
+    assert (await session.json())["display_name"] == "第二个名称有限公司"
+
+
+async def _none() -> None:
+    return None
 
 
 async def test_a_new_contact_phone_is_proven_by_an_sms_code_and_stored_sealed(
