@@ -4,6 +4,7 @@ from flows.yaml, in Chinese and English."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
 
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
@@ -96,6 +97,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "verification": ("认证状态", "Verification"),
     "verified_by": ("认证方式", "Verified by"),
     "pending_change": ("待认证的变更", "A change waiting for verification"),
+    "pending_change_expires": ("请在 {at}（北京时间）前完成认证，逾期此变更作废。",
+                               "Verify it by {at} (Beijing time); after that the change "
+                               "lapses."),
+    "beijing_time": ("北京时间", "Beijing time"),
     "pending_change_intro": ("以下变更须重新认证后生效；在此之前，上方的认证信息继续有效。",
                              "These changes take effect once the organisation is verified "
                              "again; until then the data above stays in force."),
@@ -162,6 +167,21 @@ def text(key: str, lang: str, **values: object) -> str:
     zh, en = TEXTS[key]
     found = en if lang == "en" else zh
     return found.format(**values) if values else found
+
+
+# The platform serves the mainland: times are shown in Beijing time (UTC+8 all year).
+BEIJING = timezone(timedelta(hours=8))
+
+
+def local_time(value: str | datetime | None) -> str:
+    """A time as a person here reads it: Beijing time, to the minute ("2026-03-01
+    17:00"); an ISO text as the API gives it, or a datetime (one without a zone: UTC)."""
+    if value is None or value == "":
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
 def label(value: Mapping[str, str] | str | None, lang: str, fallback: str = "") -> str:

@@ -29,7 +29,7 @@ from multidict import MultiDictProxy
 from engine import EngineError, Instance, ValidationFailed
 from engine.errors import Forbidden, InstanceNotFound, PreconditionFailed, VersionConflict
 from flows.center import account_page
-from web.client.messages import LANGUAGES, choose_language, label, text
+from web.client.messages import LANGUAGES, choose_language, label, local_time, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
 from web.oidc import OIDC, hall_of
 from web.policy import PAGE_CSP
@@ -79,6 +79,7 @@ def setup_client(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
     env.globals.update(label=label, new_key=lambda: str(uuid.uuid4()))
+    env.filters["local_time"] = local_time
     app.add_routes(client_routes)
     app.router.add_static("/static/", HERE / "static", name="client_static")
 

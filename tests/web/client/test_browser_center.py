@@ -146,6 +146,9 @@ def test_a_verified_organisations_change_waits_for_the_new_representatives_face(
     expect(pending).to_contain_text("示范新材料有限公司")
     expect(pending).to_contain_text("李娜")
     expect(pending).to_contain_text(rep_id[-4:])
+    # By when, in Beijing time: the change lapses with its flow.
+    expect(pending.locator("p.deadline")).to_have_text(
+        re.compile(r"请在 \d{4}-\d{2}-\d{2} \d{2}:\d{2}（北京时间）前完成认证，逾期此变更作废。"))
     assert rep_id not in w.page.content()
     w.shot("account-pending")
     pending.get_by_role("link", name="继续办理").click()

@@ -4,6 +4,7 @@ shown once and never again, the audit log's filters and pages."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -95,6 +96,20 @@ async def test_the_audit_log_filters_and_pages(platform: Platform,
     assert f'href="/admin?target={target.replace(":", "%3A")}#audit"' in html
     status, html = await page(platform, "/admin?action=nothing_like_this")
     assert "没有符合条件的记录。" in html
+
+
+async def test_the_audit_log_shows_times_in_beijing_time(platform: Platform) -> None:
+    actor = await as_admin(platform)
+    account = await new_account(platform, phone=new_mobile())
+    iid, html = await start(platform, "admin_reset_password")
+    await post(platform, f"/f/{iid}/submit", {
+        "csrf": hidden(html, "csrf"), "version": hidden(html, "version"),
+        "key": hidden(html, "key"), "login_name": account["login"], "reason": "工单"})
+    _, html = await page(platform, f"/admin?actor={actor}")
+    stamp = re.search(r'<time datetime="([^"]+)" title="北京时间">([^<]+)</time>', html)
+    assert stamp, html
+    beijing = datetime.fromisoformat(stamp.group(1)).astimezone(timezone(timedelta(hours=8)))
+    assert stamp.group(2) == beijing.strftime("%Y-%m-%d %H:%M")
 
 
 async def test_a_filter_too_long_is_an_error_tied_to_its_field(platform: Platform) -> None:
