@@ -127,6 +127,16 @@ def test_every_flow_is_started_by_an_operation_of_its_own_with_its_prefill() -> 
     assert "login_name" in schema("Prefill.personal_registration")["properties"]
 
 
+def test_a_start_and_a_step_may_ask_for_the_captchas_image_in_their_answer() -> None:
+    for operation in (DOC["paths"]["/api/flows/personal_login"]["post"],
+                      DOC["paths"]["/api/flows/{id}/events/{trigger}"]["post"]):
+        prefer = [p for p in operation["parameters"] if p["name"] == "Prefer"]
+        assert len(prefer) == 1
+        assert set(prefer[0]["schema"]["enum"]) == {"session-token", "captcha-image"}
+    field = schema("UI")["properties"]["fields"]["items"]["properties"]
+    assert {"image", "image_data", "search"} <= set(field)
+
+
 # -- the schemas say what the engine takes ------------------------------------------------
 
 SAMPLES = {"resident_id": new_id_number(), "credit_code": new_credit_code(),
