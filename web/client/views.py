@@ -28,6 +28,7 @@ from multidict import MultiDictProxy
 
 from engine import EngineError, Instance, ValidationFailed
 from engine.errors import Forbidden, InstanceNotFound, PreconditionFailed, VersionConflict
+from engine.step import PROVIDER_PREFIX, TIMER_ACTOR
 from flows.center import account_page
 from web.client.messages import LANGUAGES, choose_language, label, local_time, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
@@ -475,11 +476,17 @@ async def step(request: web.Request) -> web.StreamResponse:
     version = form.get("version")
     if takes is None or not isinstance(version, str) or not version.isdigit() \
             or int(version) != instance.version:
-        # Sent from a page of an earlier step (the back button, a second tab).
-        if isinstance(version, str) and version.isdigit() and len(version) < 10 \
-                and int(version) < instance.version:
-            return await _replayed_or_stale(request, instance, int(version), form, trigger)
-        return _redirect(request, f"/f/{instance.id}?stale=1")
+        # Sent from a page of an earlier step (the back button, a second tab), or of this
+        # step before a callback or a timer stepped it in place.
+        earlier = int(version) if isinstance(version, str) and version.isdigit() \
+            and len(version) < 10 and int(version) < instance.version else None
+        if earlier is not None:
+            replayed = await _replayed(request, instance, earlier, form, trigger)
+            if replayed is not None:
+                return replayed
+        if earlier is None or takes is None \
+                or not await _stepped_in_place(request, instance, earlier):
+            return _redirect(request, f"/f/{instance.id}?stale=1")
     fields = [f for f in view["ui"]["fields"] if f["name"] in takes]
     raw = _input(fields, form)
     key = form.get("key")
@@ -533,12 +540,12 @@ async def _replied_once(request: web.Request, instance: Instance,
     return await _step_page(request, instance, once=once)
 
 
-async def _replayed_or_stale(request: web.Request, instance: Instance, version: int,
-                             form: MultiDictProxy[Any], trigger: str) -> web.Response:
+async def _replayed(request: web.Request, instance: Instance, version: int,
+                    form: MultiDictProxy[Any], trigger: str) -> web.Response | None:
     """A form sent again (a double click whose first answer was lost, a reload): the same
-    key gets the first answer, as the API gives it; anything else is a stale page. Sent
-    with the page's own version, nothing else can step: the runtime answers a key it knows
-    before it looks at the version, and refuses a stale version before the input."""
+    key gets the first answer, as the API gives it; None: not a replay. Sent with the
+    page's own version, nothing else can step: the runtime answers a key it knows before
+    it looks at the version, and refuses a stale version before the input."""
     key = form.get("key")
     if isinstance(key, str) and 0 < len(key) <= 200:
         mine = identities_of(request)
@@ -551,7 +558,19 @@ async def _replayed_or_stale(request: web.Request, instance: Instance, version: 
             pass  # not a replay: a new request from an old page
         else:
             return _redirect(request, f"/f/{instance.id}")
-    return _redirect(request, f"/f/{instance.id}?stale=1")
+    return None
+
+
+async def _stepped_in_place(request: web.Request, instance: Instance, version: int) -> bool:
+    """Whether every step since the page's ``version`` was a provider's callback or a
+    timer that left the instance in the state the page shows (a bank's credit while the
+    deposit page waits for the amount): the page's form is still the step's form, and
+    what was typed in it is taken, not refused as out of date. A step of a person (this
+    one's, in another tab) or a move to another state keeps the page stale."""
+    later = (await request.app[RUNTIME].history(instance.id))[version:]
+    return bool(later) and all(
+        ev.from_state == ev.to_state == instance.state
+        and (ev.actor == TIMER_ACTOR or ev.actor.startswith(PROVIDER_PREFIX)) for ev in later)
 
 
 def _kept(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:

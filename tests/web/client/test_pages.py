@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.flows import test_verification as verification
 from tests.flows.test_phones import new_account
 from tests.flows.test_verification import new_organisation, sign_in
 from tests.platform import Platform, new_mobile
@@ -162,6 +163,46 @@ async def test_an_old_page_never_steps_and_a_repeated_form_gets_its_first_answer
     _, html = await page(platform, location)
     assert "页面已过期" in html
     assert await history(platform, iid) == ["start", "send_code"]
+
+
+async def test_a_deposit_page_takes_its_amount_after_the_banks_credit_stepped_in_place(
+        platform: Platform) -> None:
+    """The page waiting for the amount was drawn before the bank's credit callback
+    stepped the instance (in place, as a provider): the amount typed in it is taken."""
+    org = await new_organisation(platform)
+    iid = await verification.start(platform, org)
+    account = await verification.send_deposit(platform, iid)
+    amount = await verification.credited_amount(platform, iid, account)
+    _, html = await page(platform, f"/f/{iid}")
+    # The page as drawn when the deposit was sent: the version of that step.
+    steps = (await (await platform.client.get(f"/api/flows/{iid}/history")).json())["events"]
+    waiting = max(e["seq"] for e in steps if e["to"] == "awaiting_deposit"
+                  and e["from"] != "awaiting_deposit")
+    assert [(e["trigger"], e["from"], e["to"], e["actor"]) for e in steps[waiting:]] == [
+        ("deposit_credited", "awaiting_deposit", "awaiting_deposit", "provider:payment")]
+    form = {"csrf": hidden(html, "csrf"), "version": str(waiting), "key": "after-credit"}
+    status, location, _ = await post(platform, f"/f/{iid}/submit_amount",
+                                     {**form, "amount": f"{amount / 100:.2f}"})
+    assert (status, location) == (303, f"/f/{iid}")
+    assert (await platform.get(iid))["state"] == "verified"
+
+
+async def test_a_page_drawn_before_the_persons_own_step_stays_out_of_date(
+        platform: Platform) -> None:
+    """In place, but by the person (a wrong amount from another tab): out of date."""
+    org = await new_organisation(platform)
+    iid = await verification.start(platform, org)
+    account = await verification.send_deposit(platform, iid)
+    amount = await verification.credited_amount(platform, iid, account)
+    before = (await platform.get(iid))["version"]
+    _, html = await page(platform, f"/f/{iid}")
+    wrong = verification.wrong_amounts(amount, 1)[0]
+    await platform.answer(iid, "submit_amount", {"amount": f"{wrong / 100:.2f}"})
+    status, location, _ = await post(platform, f"/f/{iid}/submit_amount", {
+        "csrf": hidden(html, "csrf"), "version": str(before), "key": "second-tab",
+        "amount": f"{amount / 100:.2f}"})
+    assert (status, location) == (303, f"/f/{iid}?stale=1")
+    assert (await platform.get(iid))["state"] == "awaiting_deposit"
 
 
 async def test_someone_elses_instance_shows_nothing(platform: Platform) -> None:
