@@ -112,9 +112,25 @@ class Acting:
     agents: tuple[Agent, ...]
 
 
+# Where a step keeps what _acting_agent read (ActionInput.scratch): its actions ask in
+# turn (check_primary_agent first, the add or the removal last).
+_ACTING = "flows.agents.acting"
+
+
 async def _acting_agent(a: ActionInput) -> Acting:
     """The signed-in organisation and its primary agent taking this step; refused unless
-    the session's agent is that organisation's primary agent now."""
+    the session's agent is that organisation's primary agent now.
+
+    Read once a step, for all its actions: the writes check again, in the step's
+    transaction, that the agent is still primary (a hand-over meanwhile is refused)."""
+    known: Acting | None = a.scratch.get(_ACTING)
+    if known is not None:
+        return known
+    a.scratch[_ACTING] = acting = await _read_acting_agent(a)
+    return acting
+
+
+async def _read_acting_agent(a: ActionInput) -> Acting:
     s = services(a)
     account = await signed_in_account(a)
     if account.kind != "organisation":

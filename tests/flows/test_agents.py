@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import attrs
+import pytest
 
 from engine import FrozenClock
 from flows.pii import MOBILE, RESIDENT_ID
@@ -182,6 +183,31 @@ async def test_the_primary_agent_adds_an_agent_who_then_signs_in_for_the_organis
     assert view["state"] == "signed_in"
     me = await (await platform.client.get("/api/session")).json()
     assert (me["account_id"], me["agent_id"]) == (org.account_id, added.id)
+
+
+async def test_a_step_reads_the_acting_agent_once_for_all_its_actions(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_primary_agent, check_new_agent and add_agent each ask who acts: one read
+    of the organisation's agents for the step, not one each."""
+    org = await new_organisation(platform)
+    iid = (await started(platform, "add_agent", org))["id"]
+    phone = new_mobile()
+    await platform.ok(iid, "send_code", {"mobile": phone}, headers=org.auth)
+    code = await platform.sms_code(phone)
+    accounts = platform.app[keys.SERVICES].accounts
+    reads: list[str] = []
+    agents = accounts.agents
+
+    async def counted(account_id: str) -> Any:
+        reads.append(account_id)
+        return await agents(account_id)
+
+    monkeypatch.setattr(accounts, "agents", counted)
+    view = await platform.ok(iid, "submit", {"name": "王芳", "id_number": new_id_number(),
+                                             "mobile": phone, "sms_code": code},
+                             headers=org.auth)
+    assert view["state"] == "done"
+    assert reads == [org.account_id]
 
 
 async def test_the_same_phone_or_person_is_not_added_twice(platform: Platform) -> None:
