@@ -90,7 +90,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,22 +159,33 @@ def mobile(rng: random.Random) -> str:
     return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
 
 
+def _verifies(memory_kib: int | None) -> Callable[[list[float], int], None]:
+    """``verify(times, n)``: n verifies at the shipped cost (Settings' defaults;
+    ``memory_kib``: another memory cost), each one's CPU milliseconds in this thread
+    appended to ``times``."""
+    shipped = Settings()
+    ph = PasswordHasher(time_cost=shipped.argon2_time_cost,
+                        memory_cost=memory_kib or shipped.argon2_memory_kib, parallelism=1,
+                        hash_len=32, salt_len=16, type=Type.ID)
+    stored = ph.hash(PASSWORD)
+
+    def verify(times: list[float], n: int) -> None:
+        for _ in range(n):
+            t0 = time.thread_time()
+            ph.verify(stored, PASSWORD)
+            times.append((time.thread_time() - t0) * 1000)
+
+    return verify
+
+
 def argon2_verify_ms(samples: int, memory_kib: int | None = None) -> float:
     """Median CPU milliseconds of one verify at the shipped cost (Settings' defaults;
     ``memory_kib``: another memory cost).
 
     CPU time of this thread, as the log-ins are counted against the server's CPU time:
     on a machine shared with other work, wall time would add whatever ran meanwhile."""
-    shipped = Settings()
-    ph = PasswordHasher(time_cost=shipped.argon2_time_cost,
-                        memory_cost=memory_kib or shipped.argon2_memory_kib, parallelism=1,
-                        hash_len=32, salt_len=16, type=Type.ID)
-    stored = ph.hash(PASSWORD)
-    times = []
-    for _ in range(samples):
-        t0 = time.thread_time()
-        ph.verify(stored, PASSWORD)
-        times.append((time.thread_time() - t0) * 1000)
+    times: list[float] = []
+    _verifies(memory_kib)(times, samples)
     return statistics.median(times)
 
 
@@ -184,20 +195,10 @@ def argon2_verify_ms_all_cores(samples: int, memory_kib: int | None = None) -> f
     Every core hashing at once shares caches and memory bandwidth: each verify costs
     more CPU than one alone (measured on 2 cores: 17.3 ms against 15.6). The log-in
     ratio keeps the lone figure; this one says how much of the gap is the hash's own."""
-    shipped = Settings()
-    ph = PasswordHasher(time_cost=shipped.argon2_time_cost,
-                        memory_cost=memory_kib or shipped.argon2_memory_kib, parallelism=1,
-                        hash_len=32, salt_len=16, type=Type.ID)
-    stored = ph.hash(PASSWORD)
+    verify = _verifies(memory_kib)
     times: list[float] = []
-
-    def hashing() -> None:
-        for _ in range(samples):
-            t0 = time.thread_time()
-            ph.verify(stored, PASSWORD)
-            times.append((time.thread_time() - t0) * 1000)
-
-    threads = [threading.Thread(target=hashing) for _ in range(cores())]
+    threads = [threading.Thread(target=verify, args=(times, samples))
+               for _ in range(cores())]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -56,6 +56,7 @@ __all__ = [
     "failed_guards",
     "iso",
     "limits_for",
+    "on_behalf",
     "read_input",
     "restart_hint",
     "settle",
@@ -93,6 +94,12 @@ def check_access(flow: Flow, actor: str) -> None:
     raise Forbidden(f"flow {flow.name!r} needs a signed-in {flow.access}")
 
 
+def on_behalf(actor: str) -> bool:
+    """Whether ``actor`` is the clock or a provider's signed callback: what steps a flow
+    on its owner's behalf, never a person."""
+    return actor == TIMER_ACTOR or actor.startswith(PROVIDER_PREFIX)
+
+
 def acting(instance: Instance, actor: str, also: Sequence[str] = ()) -> str:
     """Who acts on this instance: its owner, or the clock or a provider's signed callback,
     which step a flow on the owner's behalf. Forbidden for anyone else.
@@ -100,7 +107,7 @@ def acting(instance: Instance, actor: str, also: Sequence[str] = ()) -> str:
     ``also``: other identities the same caller holds (a signed-in browser is also its
     device).
     """
-    if actor == TIMER_ACTOR or actor.startswith(PROVIDER_PREFIX):
+    if on_behalf(actor):
         return actor
     for identity in (actor, *also):
         if identity == instance.owner:

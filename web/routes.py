@@ -148,7 +148,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
     if status == 201:
         headers["Location"] = f"/api/flows/{instance.id}"
     applied = []
-    if outcome is not None and not outcome.replayed and instance.status == "active" \
+    if outcome is not None and not outcome.replayed \
             and prefers(request, CAPTCHA_PREFERENCE) \
             and await inline_captcha(request, instance, body):
         applied.append(CAPTCHA_PREFERENCE)
@@ -257,12 +257,13 @@ async def _new_captcha(request: web.Request, instance: Instance) -> bytes:
 async def inline_captcha(request: web.Request, instance: Instance,
                           body: dict[str, Any]) -> bool:
     """Put a new image in the captcha field of the answer's description, if it shows
-    one: ``image_data``, a data: URL. False where there is none, or no image now: past
-    the limits of images, or with Redis down. The step is taken all the same; the
-    field's ``image`` address then says why (429, 503)."""
+    one: ``image_data``, a data: URL. False where there is none (a finished instance
+    has none to draw), or no image now: past the limits of images, or with Redis down.
+    The step is taken all the same; the field's ``image`` address then says why (429,
+    503)."""
     field = next((f for f in body.get("ui", {}).get("fields", ())
                   if f.get("widget") == "captcha"), None)
-    if field is None:
+    if field is None or instance.status != "active":
         return False
     try:
         image = await _new_captcha(request, instance)

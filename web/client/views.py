@@ -28,7 +28,7 @@ from multidict import MultiDictProxy
 
 from engine import EngineError, Instance, ValidationFailed
 from engine.errors import Forbidden, InstanceNotFound, PreconditionFailed, VersionConflict
-from engine.step import PROVIDER_PREFIX, TIMER_ACTOR
+from engine.step import on_behalf
 from flows.center import account_page
 from web.client.messages import LANGUAGES, choose_language, label, local_time, text
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
@@ -372,7 +372,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     view = add_links(await runtime.view(instance))
     # A captcha's picture in the page itself: the browser need not ask for it (the
     # field's address is for the next one). Past the limits of pictures, the address.
-    pictured = instance.status == "active" and await inline_captcha(request, instance, view)
+    pictured = await inline_captcha(request, instance, view)
     ui = view["ui"]
     errors = errors if errors is not None else view["errors"]
     by_field: dict[str, list[dict[str, Any]]] = {}
@@ -569,8 +569,7 @@ async def _stepped_in_place(request: web.Request, instance: Instance, version: i
     one's, in another tab) or a move to another state keeps the page stale."""
     later = (await request.app[RUNTIME].history(instance.id))[version:]
     return bool(later) and all(
-        ev.from_state == ev.to_state == instance.state
-        and (ev.actor == TIMER_ACTOR or ev.actor.startswith(PROVIDER_PREFIX)) for ev in later)
+        ev.from_state == ev.to_state == instance.state and on_behalf(ev.actor) for ev in later)
 
 
 def _kept(fields: Any, form: MultiDictProxy[Any]) -> dict[str, Any]:
