@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web_app
 import asyncpg
 import attrs
 import pytest
@@ -56,6 +57,23 @@ def _logging_as_configured() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True)
+def _apps_let_go() -> Iterator[None]:
+    """Let each test's applications go when it ends.
+
+    aiohttp keeps the middleware chain it builds for a handler in a cache of 1,024
+    entries keyed by the handler and its applications: one server has one application,
+    but a worker of this suite makes a thousand, each with its pool, flows and routes,
+    and that cache held them all (1.8 million objects: a full garbage collection then
+    stopped the event loop for two seconds, long enough for a pool acquire to time out
+    in the middle of a test).
+    """
+    yield
+    clear = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if clear is not None:
+        clear.cache_clear()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -316,3 +334,4 @@ async def platform(database_url: str, redis_prefix: str, clock: FrozenClock,
     """The whole platform on the real flows.yaml, served over HTTP on a known port."""
     async with serve_platform(database_url, redis_prefix, clock, **backends) as served:
         yield served
+
