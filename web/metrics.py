@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -27,6 +29,12 @@ class Metrics:
         # process_cpu_seconds_total, resident memory, open files (where /proc is): the
         # hashing threads' CPU is read against the process's.
         ProcessCollector(registry=self.registry)
+        # Collections and objects collected per generation (python_gc_*); a served
+        # process freezes what it made to start (web/serve.py): how much, beside them.
+        GCCollector(registry=self.registry)
+        Gauge("python_gc_objects_frozen",
+              "Objects the collector no longer looks at (frozen when the server started)",
+              registry=self.registry).set_function(gc.get_freeze_count)
         self.steps = Counter("flow_steps", "Steps by flow, trigger and outcome",
                              ["flow", "trigger", "outcome"], registry=self.registry)
         self.step_seconds = Histogram(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -87,7 +88,8 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, hup)
-        log.info("serving", url=f"http://{host}:{port}", flows=settings.flows_file)
+        log.info("serving", url=f"http://{host}:{port}", flows=settings.flows_file,
+                 heap_frozen=_settle_heap())
         await stop.wait()
         return True
     finally:
@@ -95,6 +97,22 @@ async def _run(settings: Settings, host: str, port: int, migrate_first: bool,
         if scraper is not None:
             await scraper.cleanup()
         await runner.cleanup()
+
+
+def _settle_heap() -> int:
+    """Take what the server made to start (modules, flows, routes, the pools) out of the
+    collector's sight; return how many objects that is.
+
+    A full collection walks every object the process holds, each time on the event
+    loop, with every request in flight waiting: measured on a started server with the
+    shipped flows, 115,000 objects and 62-76 ms a collection; with them frozen, under a
+    millisecond. Over a sign-in benchmark the full collections took 194 ms in all (the
+    longest 107 ms) before, 5 ms after. What is frozen stays until the process ends:
+    what was garbage is collected first, and a reload's new flows are not frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 # A worker of `serve --workers N` finds the read end of a pipe its supervisor holds the

@@ -220,6 +220,10 @@ async def test_health_readiness_and_metrics(aiohttp_client: Any, app: web.Applic
     text = await (await client.get("/metrics")).text()
     assert 'flow_steps_total{flow="signup",outcome="applied",trigger="submit"} 1.0' in text
     assert "flow_step_seconds_bucket" in text
+    # The collector's work per generation, and what it no longer looks at: nothing in
+    # an application made in a test (only `flowctl serve` freezes its startup heap).
+    assert 'python_gc_collections_total{generation="2"}' in text
+    assert "\npython_gc_objects_frozen 0.0\n" in text
 
 
 async def test_request_id_is_echoed_and_put_in_problems(aiohttp_client: Any,
