@@ -139,6 +139,12 @@ def database_url() -> Iterator[str]:
 
     dsn = asyncio.run(create_database(ADMIN_URL, name, leftovers_of="flows_test"))
     yield dsn
+    search_then_drop(dsn, name)
+
+
+def search_then_drop(dsn: str, name: str) -> None:
+    """Drop a database of the run; first search it, on a worker that leaves its search
+    to the one running tests/test_at_rest.py (which searches its own in the test)."""
     try:
         if _searching_for_another_worker():
             asyncio.run(leaks.search_database(dsn))

@@ -3,8 +3,9 @@
 ``tests/platform.py`` remembers every number it makes (``new_id_number``,
 ``new_mobile``), and a test that types a number in another spelling (``+86``, spaces,
 full-width digits) remembers that spelling too. ``tests/test_at_rest.py`` then looks for
-all of them in every table of the test database, and ``tests/conftest.py`` in the output
-of every test (the log lines the platform wrote while the test ran).
+all of them in every table of the test databases (the run's own and the scale-out
+tests'), and ``tests/conftest.py`` in the output of every test (the log lines the
+platform wrote while the test ran).
 
 A text is searched as a person would read it: full-width digits count as digits, and a
 number counts wherever its digits stand in a longer run of digits (``+8613800138000``
@@ -34,6 +35,9 @@ FOUND: list[tuple[str, list[str]]] = []
 SEARCHED: Counter[str] = Counter()
 # Whether this process collected tests/test_at_rest.py, and ran its search already.
 AT_REST = {"collected": False, "ran": False}
+# Databases of this process besides the run's own, while they exist (the scale-out
+# tests' database behind PgBouncer), each by a DSN that reaches PostgreSQL directly.
+DATABASES: set[str] = set()
 
 _FULL_WIDTH_DIGITS = {cp: cp - 0xFEE0 for cp in range(0xFF10, 0xFF1A)} | {0xFF38: "X",
                                                                             0xFF58: "x"}

@@ -4,8 +4,9 @@ Every number ``tests/platform.py`` made (``new_id_number``, ``new_mobile``) and 
 other spelling a test typed (``mobile_spellings``, ``id_spellings``) is looked for
 (tests/leaks.py), as a person would read it, in:
 
-- every column of every table of the suite's database (public schema), after every
-  other test: ``after_everything`` makes this test the last one. Text and json columns
+- every column of every table of the suite's databases (public schema: the run's own
+  and the one the scale-out tests reach through PgBouncer), after every other test:
+  ``after_everything`` makes this test the last one. Text and json columns
   as text, bytea as raw bytes, anything else in its text form;
 - every log line the platform rendered in this process, in the JSON format production
   uses, at every level (a structlog processor after the renderer, tests/conftest.py),
@@ -52,7 +53,10 @@ async def test_no_id_or_phone_number_is_stored_or_logged_in_clear(
     if leaks.SEARCHED["platform tests collected"] < MIN_PLATFORM_TESTS:
         pytest.skip("searches what the platform's tests leave: run it with them")
     leaks.AT_REST["ran"] = True
-    await leaks.search_database(database_url)
+    # The run's database, and this process's others (the scale-out tests', while its
+    # session lasts); other workers search theirs as their sessions end.
+    for dsn in [database_url, *sorted(leaks.DATABASES)]:
+        await leaks.search_database(dsn)
     # With pytest-xdist, the other workers' searches (tests/leaks.py) are added.
     async with asyncio.timeout(240):
         found, searched = await leaks.gather_the_others(

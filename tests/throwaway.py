@@ -185,7 +185,13 @@ class Redis:
 
 def _port_near(preferred: int, *, bus: bool = False) -> int:
     """``preferred`` if it (and, for a cluster node, its bus port +10000) is free here,
-    else a free port: a port in use is never taken over."""
+    else a free port: a port in use is never taken over.
+
+    Each pytest-xdist worker prefers ports of its own (100 apart): two workers starting
+    their servers at the same moment both found the same port free, and one failed.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    preferred += 100 * int(worker) if worker.isdigit() else 0
     if not _listening(preferred) and not (bus and _listening(preferred + 10000)):
         return preferred
     while True:

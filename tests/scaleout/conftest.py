@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from storage import migrate_database
-from storage.scratch import create_database, drop_database
-from tests.conftest import ADMIN_URL
+from storage.scratch import create_database
+from tests import leaks
+from tests.conftest import ADMIN_URL, search_then_drop
 from tests.throwaway import PgBouncer, RedisCluster, RedisSentinel
 
 
@@ -51,11 +52,15 @@ def redis_sentinel() -> Iterator[RedisSentinel]:
 def database_url(pgbouncer: PgBouncer) -> Iterator[str]:
     """A database of this run's own, created directly and migrated through PgBouncer."""
     name = f"flows_test_{os.getpid()}_{uuid.uuid4().hex[:8]}_pooled"
-    asyncio.run(create_database(ADMIN_URL, name, leftovers_of="flows_test", migrated=False))
+    direct = asyncio.run(create_database(ADMIN_URL, name, leftovers_of="flows_test",
+                                         migrated=False))
     dsn = pgbouncer.dsn(name)
     asyncio.run(migrate_database(dsn, transaction_pooling=True))
+    # Searched for numbers in clear like the run's own (tests/test_at_rest.py).
+    leaks.DATABASES.add(direct)
     yield dsn
-    asyncio.run(drop_database(ADMIN_URL, name))
+    leaks.DATABASES.discard(direct)
+    search_then_drop(direct, name)
 
 
 @pytest.fixture(scope="session")
