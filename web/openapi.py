@@ -490,11 +490,14 @@ def document(flows: FlowSet | None = None,
                 "summary": "The back office's audit log, newest first (administrators only)",
                 "parameters": [
                     {"name": "target", "in": "query", "required": False,
-                     "schema": {"type": "string"},
-                     "description": "Only entries about this target, e.g. account:<id>"},
+                     "schema": {"type": "string", "maxLength": 200},
+                     "description": "Only entries about this target: a raw id (e.g. "
+                                    "account:<id>) or an account's login name (an "
+                                    "organisation's also matches organisation:<id>)"},
                     {"name": "actor", "in": "query", "required": False,
-                     "schema": {"type": "string"},
-                     "description": "Only entries by this actor, e.g. admin:<id>"},
+                     "schema": {"type": "string", "maxLength": 200},
+                     "description": "Only entries by this actor: a raw id (e.g. "
+                                    "admin:<id>) or an account's login name"},
                     {"name": "action", "in": "query", "required": False,
                      "schema": {"type": "string"},
                      "description": "reset_password, verify_organisation, create_supervisor,"
@@ -684,7 +687,23 @@ _SCHEMAS: Mapping[str, Any] = {
         "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
         "actor": {"type": "string"}, "action": {"type": "string"},
         "target": {"type": "string"}, "reason": {"type": "string"},
-        "details": {"type": "object"}}},
+        "details": {"type": "object"},
+        "actor_account": {"oneOf": [{"$ref": "#/components/schemas/AuditAccount"},
+                                    {"type": "null"}]},
+        "target_account": {"oneOf": [{"$ref": "#/components/schemas/AuditAccount"},
+                                     {"type": "null"}]}}},
+    "AuditAccount": {
+        "type": "object",
+        "description": "The account an actor or target names, as people know it (null "
+                       "for the clock, a device, or an account since removed)",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "kind": {"enum": ["personal", "organisation", "supervisor", "admin"]},
+            "name": {"type": "string",
+                     "description": "An administrator's login name, an organisation's "
+                                    "registered name, a person's name masked (first "
+                                    "character)"},
+            "login_name": {"type": "string"}}},
     "Seal": {"type": "object", "properties": {
         "id": {"type": "string", "format": "uuid"},
         "kind": {"enum": ["round", "square"]},

@@ -174,6 +174,20 @@ async def test_an_administrator_resets_a_password_that_works_once_and_must_be_ch
     assert entry["at"].startswith("2026-03-01")
     assert entry["details"]["login_name"] == person.login_name
     assert one_time not in json.dumps(entries, ensure_ascii=False)
+    # Who did it to whom, as people know them (one query for the page): the
+    # administrator by login name, the person by a masked name and the login name.
+    admin = entry["actor_account"]
+    assert (admin["id"], admin["kind"]) == (actor.partition(":")[2], "admin")
+    assert admin["name"] == admin["login_name"]
+    assert entry["target_account"] == {"id": person.account_id, "kind": "personal",
+                                       "name": "李*", "login_name": person.login_name}
+    assert "李四" not in json.dumps(entries, ensure_ascii=False)
+    # The filters take a login name as well as a raw id; a login name of nobody, nothing.
+    assert await audit(platform, target=person.login_name) == entries
+    by_admin = await audit(platform, actor=admin["login_name"], action="reset_password")
+    assert [e["id"] for e in by_admin] == [entry["id"]]
+    assert await audit(platform, target="nobody" + uuid.uuid4().hex[:8]) == []
+    assert await audit(platform, actor=person.login_name) == []
 
     # The old password is gone; the one-time one leads to change_password first.
     status, _ = await person_login(platform, person.login_name, PASSWORD)
@@ -216,6 +230,12 @@ async def test_an_administrator_verifies_an_organisation_with_a_reason(
     entries = await audit(platform, target=f"organisation:{org.account_id}")
     assert [(e["actor"], e["action"], e["reason"]) for e in entries] == [
         (actor, "verify_organisation", reason)]
+    assert entries[0]["target_account"]["kind"] == "organisation"
+    assert entries[0]["target_account"]["name"] == (await organisation_row(
+        platform, org.account_id))["name"]
+    assert entries[0]["target_account"]["login_name"] == org.login_name
+    # An organisation's login name finds what was done to it, as either target.
+    assert await audit(platform, target=org.login_name) == entries
     again = (await platform.start("admin_verify_organisation"))["id"]
     status, answer = await platform.step(again, "submit", {"credit_code": org.credit_code,
                                                            "reason": reason})

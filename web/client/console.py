@@ -14,7 +14,7 @@ raw id beside each for auditors. The actor and target filters take a login name 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,8 +22,7 @@ import orjson
 from aiohttp import web
 
 from flows.accounts import AccountName, Accounts
-from flows.support import mask
-from web.admin import audit_entry
+from web.admin import account_id_of, account_refs, audit_entry, named_accounts, shown_name
 from web.client.views import _PageError, _render, client_routes, pages
 from web.keys import RUNTIME, SERVICES
 from web.sessions import session_of
@@ -58,8 +57,8 @@ async def console(request: web.Request) -> web.StreamResponse:
         accounts = request.app[SERVICES].accounts
         rows = await accounts.audit_page(
             before=before, limit=PAGE_SIZE + 1, action=filters.get("action"),
-            actor=await _refs(accounts, filters.get("actor"), as_actor=True),
-            target=await _refs(accounts, filters.get("target"), as_actor=False))
+            actor=await account_refs(accounts, filters.get("actor"), as_actor=True),
+            target=await account_refs(accounts, filters.get("target"), as_actor=False))
         entries = [_shown(audit_entry(r)) for r in rows[:PAGE_SIZE]]
         more = len(rows) > PAGE_SIZE
         await _name(accounts, entries)
@@ -82,50 +81,19 @@ def _shown(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-# The prefixes of the log's actors and targets that an account id follows.
-_ACCOUNT_REFS = ("admin", "account", "organisation")
 # Actors that are no account, named by the catalogue: a browser not signed in (its
 # device), the clock.
 _NOT_ACCOUNTS = {"device": "actor_device", "timer": "actor_timer",
                  "anonymous": "actor_anonymous"}
 
 
-async def _refs(accounts: Accounts, value: str | None, *,
-                as_actor: bool) -> Sequence[str] | None:
-    """What a filter matches: a raw id as typed; a login name (no colon), the ids the
-    log names its account by: as an actor ``admin:<id>`` or ``account:<id>``, as a
-    target ``account:<id>`` and, for an organisation, ``organisation:<id>``. A login
-    name of nobody matches nothing."""
-    if value is None:
-        return None
-    if ":" in value:
-        return [value]
-    account = await accounts.by_login_name(value)
-    if account is None:
-        return [value]
-    if as_actor:
-        return [f"admin:{account.id}" if account.kind == "admin" else f"account:{account.id}"]
-    if account.kind == "organisation":
-        return [f"account:{account.id}", f"organisation:{account.id}"]
-    return [f"account:{account.id}"]
-
-
 async def _name(accounts: Accounts, entries: list[dict[str, Any]]) -> None:
     """Give each entry's actor and target the name people know them by (one query for
     the page); the raw id stays."""
-    ids = {i for e in entries for ref in (e["actor"], e["target"])
-           if (i := _account_id(ref)) is not None}
-    found = {n.id: n for n in await accounts.names(sorted(ids))} if ids else {}
+    found = await named_accounts(accounts, entries)
     for e in entries:
         e["actor_named"] = _who(e["actor"], found)
         e["target_named"] = _who(e["target"], found)
-
-
-def _account_id(ref: object) -> str | None:
-    if not isinstance(ref, str):
-        return None
-    prefix, _, rest = ref.partition(":")
-    return rest if prefix in _ACCOUNT_REFS and rest else None
 
 
 def _who(ref: object, names: Mapping[str, AccountName]) -> dict[str, Any]:
@@ -134,18 +102,14 @@ def _who(ref: object, names: Mapping[str, AccountName]) -> dict[str, Any]:
     key); ``raw``, the id as the log holds it."""
     shown: dict[str, Any] = {"raw": ref, "name": None, "text": None, "login": None,
                              "kind": None}
-    account_id = _account_id(ref)
+    account_id = account_id_of(ref)
     found = names.get(account_id) if account_id else None
     if found is not None:
         shown["kind"] = f"kind_{found.kind}"
-        if found.kind == "admin":
-            shown["name"] = found.login_name
-        elif found.kind == "organisation":
-            shown["name"] = found.organisation_name or found.display_name
-        else:
-            # A person's name is personal data: its first character, and the login name
-            # (what the back office resets a password by) to tell people apart.
-            shown["name"] = mask("name", found.display_name)
+        shown["name"] = shown_name(found)
+        if found.kind not in ("admin", "organisation"):
+            # Beside a person's masked name, the login name (what the back office
+            # resets a password by) to tell people apart.
             shown["login"] = found.login_name
     elif isinstance(ref, str) and ref.partition(":")[0] in _NOT_ACCOUNTS:
         shown["text"] = _NOT_ACCOUNTS[ref.partition(":")[0]]
