@@ -20,7 +20,6 @@ NAME`` audits one filled before, and leaves it. Nothing here asserts a time.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import flows
-from bench import compile_project
+from bench import compile_project, options
 from engine import CompiledFlow, Registry, jsonio, load_file
 from engine.step import PROVIDER_PREFIX, TIMER_ACTOR, actions_for, begin, settle
 from engine.values import Event, GuardInput, Instance
@@ -45,7 +44,6 @@ from storage import PgStore, create_pool
 from storage.scratch import create_database, drop_database, dsn_for
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # What actions record, in the shapes they have: verdicts, ids, and sealed numbers (as
 # flows.support.VaultSealer writes them: base64 of format, key id, nonce, text and tag).
@@ -79,7 +77,7 @@ class Options:
     rounds: int = 3
     jobs: int = 1
     seed: int = 12
-    admin_url: str = DEFAULT_ADMIN_URL
+    admin_url: str = options.DEFAULT_ADMIN_URL
     keep: str | None = None
     reuse: str | None = None
 
@@ -284,23 +282,17 @@ async def _run(opts: Options) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = Options()
-    p.add_argument("--instances", type=int, default=d.instances)
-    p.add_argument("--payload", choices=("sealed", "small"), default=d.payload,
-                   help="what the events carry: sealed numbers and ids, or verdicts only")
-    p.add_argument("--rounds", type=int, default=d.rounds)
-    p.add_argument("--jobs", type=int, default=d.jobs)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL")
-                   or os.environ.get("DATABASE_URL") or d.admin_url)
-    p.add_argument("--keep", metavar="NAME", help="fill a database of this name, keep it")
-    p.add_argument("--reuse", metavar="NAME", help="audit a database filled before")
-    a = p.parse_args(argv)
-    return Options(instances=a.instances, payload=a.payload, rounds=a.rounds, jobs=a.jobs,
-                   seed=a.seed, admin_url=a.admin_url, keep=a.keep, reuse=a.reuse)
-
+    p, d = options.parser("bench.audit", __doc__), Options()
+    options.flag(p, d, "instances")
+    options.flag(p, d, "payload", choices=("sealed", "small"),
+                 help="what the events carry: sealed numbers and ids, or verdicts only")
+    options.flag(p, d, "rounds")
+    options.flag(p, d, "jobs")
+    options.flag(p, d, "seed")
+    options.servers(p, redis=False)
+    options.flag(p, d, "keep", metavar="NAME", help="fill a database of this name, keep it")
+    options.flag(p, d, "reuse", metavar="NAME", help="audit a database filled before")
+    return options.parsed(Options, p, argv)
 
 def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(asyncio.run(_run(parse_args(argv)))))

@@ -21,7 +21,6 @@ and error ids). Nothing here asserts a time: a test only runs it small.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import random
@@ -37,6 +36,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bench import options
 from bench.steps import forget_keys, log
 from engine import EngineError, Runtime
 from flows.pii import MOBILE, RESIDENT_ID
@@ -48,8 +48,6 @@ from web.logs import configure_logging
 from web.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 FLOWS = ("personal_password_reset", "legal_password_reset")
 STEPS = ("send_code", "wrong_check")
 
@@ -58,8 +56,8 @@ STEPS = ("send_code", "wrong_check")
 class Options:
     samples: int = 200
     warmup: int = 20
-    admin_url: str = DEFAULT_ADMIN_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    admin_url: str = options.DEFAULT_ADMIN_URL
+    redis_url: str = options.DEFAULT_REDIS_URL
 
 
 def new_phone(rng: random.Random) -> str:
@@ -190,19 +188,11 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m bench.enumeration", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=Options.samples,
-                   help="pairs of numbers timed per procedure")
-    p.add_argument("--warmup", type=int, default=Options.warmup,
-                   help="pairs taken first and not timed")
-    p.add_argument("--admin-url", default=os.environ.get("DATABASE_URL", DEFAULT_ADMIN_URL),
-                   help="a PostgreSQL server where a scratch database may be created")
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
-    args = p.parse_args(argv)
-    return Options(samples=args.samples, warmup=args.warmup, admin_url=args.admin_url,
-                   redis_url=args.redis_url)
-
+    p, d = options.parser("bench.enumeration", __doc__), Options()
+    options.flag(p, d, "samples", help="pairs of numbers timed per procedure")
+    options.flag(p, d, "warmup", help="pairs taken first and not timed")
+    options.servers(p)
+    return options.parsed(Options, p, argv)
 
 def main(argv: Sequence[str] | None = None) -> int:
     import json

@@ -32,7 +32,6 @@ The goal here is twice that per core. Nothing here asserts a time: a test runs i
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -53,6 +52,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench import options
 from bench.steps import forget_keys, free_port, log, proc_cpu_s
 from flows.pii import Vault
 from flows.sessions import Sessions
@@ -61,8 +61,6 @@ from storage.scratch import create_database, drop_database
 from web.oidc.routes import secret_hash
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 KEYCLOAK_GRANTS_PER_VCPU = 120
 REDIRECT = "https://bench.example/cb"
 SYSTEMS = f"""
@@ -83,8 +81,8 @@ class Options:
     concurrency: int = 16
     accounts: int = 200
     codes: int = 3000
-    admin_url: str = DEFAULT_ADMIN_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    admin_url: str = options.DEFAULT_ADMIN_URL
+    redis_url: str = options.DEFAULT_REDIS_URL
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -341,25 +339,14 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m bench.oidc", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=Options.seconds,
-                   help="measured seconds per phase")
-    p.add_argument("--warmup", type=float, default=Options.warmup,
-                   help="seconds run first and not measured, per phase")
-    p.add_argument("--concurrency", type=int, default=Options.concurrency,
-                   help="clients at once")
-    p.add_argument("--codes", type=int, default=Options.codes,
-                   help="codes issued, then exchanged, in the exchange phase")
-    p.add_argument("--accounts", type=int, default=Options.accounts,
-                   help="signed-in accounts the sign-ons are spread over")
-    p.add_argument("--admin-url", default=os.environ.get("DATABASE_URL", DEFAULT_ADMIN_URL),
-                   help="a PostgreSQL server where a scratch database may be created")
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
-    a = p.parse_args(argv)
-    return Options(seconds=a.seconds, warmup=a.warmup, concurrency=a.concurrency,
-                   accounts=a.accounts, codes=a.codes, admin_url=a.admin_url, redis_url=a.redis_url)
-
+    p, d = options.parser("bench.oidc", __doc__), Options()
+    options.flag(p, d, "seconds", help="measured seconds per phase")
+    options.flag(p, d, "warmup", help="seconds run first and not measured, per phase")
+    options.flag(p, d, "concurrency", help="clients at once")
+    options.flag(p, d, "codes", help="codes issued, then exchanged, in the exchange phase")
+    options.flag(p, d, "accounts", help="signed-in accounts the sign-ons are spread over")
+    options.servers(p)
+    return options.parsed(Options, p, argv)
 
 def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(run(parse_args(argv)), ensure_ascii=False))

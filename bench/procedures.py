@@ -75,7 +75,6 @@ per-client limits of ``flows.yaml`` do not stop the run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -100,6 +99,7 @@ import aiohttp
 import structlog
 from argon2 import PasswordHasher, Type
 
+from bench import options
 from bench.audit import audit_once
 from bench.steps import ROOT, Server, forget_keys, proc_cpu_s, thread_cpu_s
 from engine import FrozenClock, Registry, Runtime, SystemClock, TimerWorker, load_text
@@ -110,8 +110,6 @@ from storage.scratch import create_database, drop_database
 from web.logs import configure_logging
 from web.settings import Settings
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "Bench-Horse-42"  # noqa: S105 - the benchmark's people all use it
 _WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 
@@ -128,8 +126,8 @@ class Options:
     steady_timer_rate: float = 1000.0
     steady_timer_seconds: float = 10.0
     timer_interval: float = Settings().timer_interval  # as a server's TIMER_INTERVAL
-    admin_url: str = DEFAULT_ADMIN_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    admin_url: str = options.DEFAULT_ADMIN_URL
+    redis_url: str = options.DEFAULT_REDIS_URL
     port: int = 0  # 0: any free port
     only: str = "all"  # "login": argon2, registrations and the log-ins, no timers or audit
     profile: str | None = None  # cProfile of the server's peak log-in window, to this file
@@ -787,54 +785,39 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m bench.procedures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = Options()
-    p.add_argument("--registrations", type=int, default=d.registrations)
-    p.add_argument("--reg-concurrency", type=int, default=d.reg_concurrency)
-    p.add_argument("--login-concurrency", type=int, default=d.login_concurrency,
-                   help="clients signing in at once (0: two per core, and two)")
-    p.add_argument("--seconds", type=float, default=d.seconds)
-    p.add_argument("--warmup", type=float, default=d.warmup)
-    p.add_argument("--argon2-samples", type=int, default=d.argon2_samples)
-    p.add_argument("--timers", type=int, default=d.timers)
-    p.add_argument("--steady-timer-rate", type=float, default=d.steady_timer_rate,
-                   help="timers falling due per second in the steady phase")
-    p.add_argument("--steady-timer-seconds", type=float, default=d.steady_timer_seconds)
-    p.add_argument("--timer-interval", type=float, default=d.timer_interval,
-                   help="the workers' pause when idle, as TIMER_INTERVAL (seconds)")
-    p.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL")
-                   or os.environ.get("DATABASE_URL") or d.admin_url)
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or d.redis_url)
-    p.add_argument("--port", type=int, default=d.port,
-                   help="the server's port (0: any free one); refused if in use")
-    p.add_argument("--only", choices=("all", "login"), default=d.only,
-                   help="login: the hash, the registrations and the log-ins alone")
-    p.add_argument("--profile", metavar="FILE",
-                   help="cProfile the server's event loop in the peak log-in window into "
-                        "FILE (python -m pstats FILE); the ratio is then not comparable")
-    p.add_argument("--connections", choices=("shared", "own"), default=d.connections,
-                   help="the sign-ins' connections: kept alive and shared, as a load "
-                        "balancer's to the servers, or each sign-in's own, as a browser's "
-                        "straight to the server")
-    p.add_argument("--argon2-memory-kib", type=int, default=d.argon2_memory_kib,
-                   help="the Argon2 memory cost of the server and of the reference verify "
-                        "(KiB; default: the shipped one). A small one shows what a sign-in "
-                        "costs the event loop with no hash keeping the caches busy")
-    p.add_argument("--captcha", choices=("inline", "request"), default=d.captcha,
-                   help="the sign-in's captcha image: in the start's answer (Prefer: "
-                        "captcha-image), or by a request of its own")
-    a = p.parse_args(argv)
-    return Options(registrations=a.registrations, reg_concurrency=a.reg_concurrency,
-                   login_concurrency=a.login_concurrency, seconds=a.seconds,
-                   warmup=a.warmup, argon2_samples=a.argon2_samples, timers=a.timers,
-                   steady_timer_rate=a.steady_timer_rate,
-                   steady_timer_seconds=a.steady_timer_seconds,
-                   timer_interval=a.timer_interval,
-                   admin_url=a.admin_url, redis_url=a.redis_url, port=a.port,
-                   only=a.only, profile=a.profile, captcha=a.captcha,
-                   connections=a.connections, argon2_memory_kib=a.argon2_memory_kib)
-
+    p, d = options.parser("bench.procedures", __doc__), Options()
+    options.flag(p, d, "registrations")
+    options.flag(p, d, "reg_concurrency")
+    options.flag(p, d, "login_concurrency",
+                 help="clients signing in at once (0: two per core, and two)")
+    options.flag(p, d, "seconds")
+    options.flag(p, d, "warmup")
+    options.flag(p, d, "argon2_samples")
+    options.flag(p, d, "timers")
+    options.flag(p, d, "steady_timer_rate",
+                 help="timers falling due per second in the steady phase")
+    options.flag(p, d, "steady_timer_seconds")
+    options.flag(p, d, "timer_interval",
+                 help="the workers' pause when idle, as TIMER_INTERVAL (seconds)")
+    options.servers(p)
+    options.flag(p, d, "port", help="the server's port (0: any free one); refused if in use")
+    options.flag(p, d, "only", choices=("all", "login"),
+                 help="login: the hash, the registrations and the log-ins alone")
+    options.flag(p, d, "profile", metavar="FILE",
+                 help="cProfile the server's event loop in the peak log-in window into FILE "
+                      "(python -m pstats FILE); the ratio is then not comparable")
+    options.flag(p, d, "connections", choices=("shared", "own"),
+                 help="the sign-ins' connections: kept alive and shared, as a load "
+                      "balancer's to the servers, or each sign-in's own, as a browser's "
+                      "straight to the server")
+    options.flag(p, d, "argon2_memory_kib",
+                 help="the Argon2 memory cost of the server and of the reference verify "
+                      "(KiB; default: the shipped one). A small one shows what a sign-in "
+                      "costs the event loop with no hash keeping the caches busy")
+    options.flag(p, d, "captcha", choices=("inline", "request"),
+                 help="the sign-in's captcha image: in the start's answer (Prefer: "
+                      "captcha-image), or by a request of its own")
+    return options.parsed(Options, p, argv)
 
 def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(run(parse_args(argv))))

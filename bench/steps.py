@@ -41,7 +41,6 @@ clients: batches of 1, 4 and 16 give the same rate within noise; 64 copies halve
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -68,6 +67,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from bench import options
 from bench.flow import BENCH_YAML, FLOW, STEP_INPUT, TRIGGER, bench_registry
 from engine import (
     CompiledFlow,
@@ -90,8 +90,6 @@ from web.metrics import Metrics
 from web.sessions import device_actor
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Idempotency keys: 19 decimal digits, what pgbench's random() can make too.
 KEY_LO, KEY_HI = 10**18, 9 * 10**18
 # The instances belong to one device (a client without a session), as they would over
@@ -152,8 +150,8 @@ class Options:
     pick_batch: int = 4
     decide_seconds: float = 1.0
     background_seconds: float = 1.0
-    admin_url: str = DEFAULT_ADMIN_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    admin_url: str = options.DEFAULT_ADMIN_URL
+    redis_url: str = options.DEFAULT_REDIS_URL
     pgbench: str | None = None
     profile_dir: str | None = None
     seed: int = 1
@@ -1175,41 +1173,30 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    d = Options()
-    p = argparse.ArgumentParser(prog="python -m bench.steps", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=d.seconds,
-                   help="measured seconds per run (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=d.rounds,
-                   help="rounds of pgbench, engine and HTTP windows; the figures are the "
-                        "medians over them (default %(default)s)")
-    p.add_argument("--warmup", type=float, default=d.warmup,
-                   help="unmeasured seconds before each run (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=d.concurrency,
-                   help="pgbench clients = engine tasks = HTTP clients (default %(default)s)")
-    p.add_argument("--instances", type=int, default=d.instances,
-                   help="instances inserted before the second HTTP run (default %(default)s)")
-    p.add_argument("--base-instances", type=int, default=d.base_instances,
-                   help="instances the three runs step (default %(default)s)")
-    p.add_argument("--pick-batch", type=int, default=d.pick_batch,
-                   help="random instance ids pgbench fetches per round trip "
-                        "(default %(default)s)")
-    p.add_argument("--decide-seconds", type=float, default=d.decide_seconds)
-    p.add_argument("--pgbench", help="path of pgbench (default: PATH, /usr/lib/postgresql)")
+    p, d = options.parser("bench.steps", __doc__), Options()
+    options.flag(p, d, "seconds", help="measured seconds per run (default %(default)s)")
+    options.flag(p, d, "rounds",
+                 help="rounds of pgbench, engine and HTTP windows; the figures are the "
+                      "medians over them (default %(default)s)")
+    options.flag(p, d, "warmup", help="unmeasured seconds before each run (default %(default)s)")
+    options.flag(p, d, "concurrency",
+                 help="pgbench clients = engine tasks = HTTP clients (default %(default)s)")
+    options.flag(p, d, "instances",
+                 help="instances inserted before the second HTTP run (default %(default)s)")
+    options.flag(p, d, "base_instances",
+                 help="instances the three runs step (default %(default)s)")
+    options.flag(p, d, "pick_batch",
+                 help="random instance ids pgbench fetches per round trip (default %(default)s)")
+    options.flag(p, d, "decide_seconds")
+    options.flag(p, d, "pgbench", help="path of pgbench (default: PATH, /usr/lib/postgresql)")
     p.add_argument("--profile", dest="profile_dir", metavar="DIR",
                    help="py-spy record the engine and the server into DIR (raw stacks)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    a = p.parse_args(argv)
-    if a.rounds < 1:
+    options.flag(p, d, "seed")
+    options.servers(p)
+    opts = options.parsed(Options, p, argv)
+    if opts.rounds < 1:
         p.error("--rounds must be at least 1")
-    return Options(seconds=a.seconds, warmup=a.warmup, rounds=a.rounds,
-                   concurrency=a.concurrency,
-                   instances=a.instances, base_instances=a.base_instances, pick_batch=a.pick_batch,
-                   decide_seconds=a.decide_seconds, pgbench=a.pgbench,
-                   profile_dir=a.profile_dir, seed=a.seed,
-                   admin_url=os.environ.get("DATABASE_URL") or DEFAULT_ADMIN_URL,
-                   redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
-
+    return opts
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
