@@ -9,14 +9,14 @@ import os
 
 import asyncpg
 
-from bench import audit
+from bench import audit, options
 
 
 def test_a_tiny_run_audits_every_history_it_wrote_and_drops_its_database() -> None:
     opts = audit.Options(
         instances=40, rounds=2,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        or audit.DEFAULT_ADMIN_URL)
+        or options.DEFAULT_ADMIN_URL)
     result = json.loads(json.dumps(asyncio.run(audit._run(opts))))
     assert result["instances"] == 40
     assert result["events"] >= 40

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 
-from bench import enumeration
+from bench import enumeration, options
 
 
 def test_a_tiny_run_reports_medians_ratios_and_identical_answers() -> None:
     opts = enumeration.Options(
         samples=3, warmup=1,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        or enumeration.DEFAULT_ADMIN_URL,
+        or options.DEFAULT_ADMIN_URL,
         redis_url=os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
-        or enumeration.DEFAULT_REDIS_URL)
+        or options.DEFAULT_REDIS_URL)
     result = json.loads(json.dumps(enumeration.run(opts)))
     assert result["samples"] == 3
     for flow in enumeration.FLOWS:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench import oidc
+from bench import oidc, options
 
 pytestmark = pytest.mark.slow
 
@@ -17,9 +17,9 @@ def test_a_tiny_run_reports_exchanges_per_core_and_the_sign_on_p99() -> None:
     opts = oidc.Options(
         seconds=1, warmup=0.2, concurrency=4, accounts=8, codes=40,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        or oidc.DEFAULT_ADMIN_URL,
+        or options.DEFAULT_ADMIN_URL,
         redis_url=os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
-        or oidc.DEFAULT_REDIS_URL)
+        or options.DEFAULT_REDIS_URL)
     result = json.loads(json.dumps(oidc.run(opts)))
     assert result["errors"] == 0, result["first_errors"]
     assert result["exchange"]["count"] == 40

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from bench import procedures
+from bench import options, procedures
 
 
 def test_a_tiny_run_reports_every_figure() -> None:
@@ -15,9 +15,9 @@ def test_a_tiny_run_reports_every_figure() -> None:
         argon2_samples=2, timers=5, steady_timer_rate=20, steady_timer_seconds=0.5,
         timer_interval=0.2,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        or procedures.DEFAULT_ADMIN_URL,
+        or options.DEFAULT_ADMIN_URL,
         redis_url=os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
-        or procedures.DEFAULT_REDIS_URL)
+        or options.DEFAULT_REDIS_URL)
     result = json.loads(json.dumps(procedures.run(opts)))
     for figure in ("argon2_verify_ms", "argon2_limit_per_s_per_core",
                    "logins_per_s_per_core", "login_ratio", "login_p50_ms", "login_p99_ms",

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench import steps
+from bench import options, steps
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,9 +25,9 @@ def test_a_tiny_run_reports_every_figure() -> None:
         seconds=1, warmup=0, rounds=2, concurrency=4, instances=1000, base_instances=200,
         pick_batch=4, decide_seconds=0.2, background_seconds=0.1,
         admin_url=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        or steps.DEFAULT_ADMIN_URL,
+        or options.DEFAULT_ADMIN_URL,
         redis_url=os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
-        or steps.DEFAULT_REDIS_URL)
+        or options.DEFAULT_REDIS_URL)
     result = json.loads(json.dumps(steps.run(opts)))
     for key in FIGURES:
         assert isinstance(result[key], int | float), key
