@@ -595,7 +595,8 @@ _PREFER = {"name": "Prefer", "in": "header", "required": False,
                           "where the answer shows a captcha field, that field's new image "
                           "comes in it as `image_data` (a data: URL; the previous image "
                           "stops working), so the client needs no request of its own for "
-                          "it. Both may be asked for, separated by a comma; "
+                          "it; a step refused (422) brings it in the problem's "
+                          "`captcha` member. Both may be asked for, separated by a comma; "
                           "`Preference-Applied` names those applied."}
 
 
@@ -621,7 +622,14 @@ _SCHEMAS: Mapping[str, Any] = {
                                               "error_id has its page under /problems/ too"},
                     "field": {"type": "string"}, "request_id": {"type": "string"},
                     "retry_after": {"type": "integer"}, "limit": {"type": "string"},
-                    "restart": {"type": "object"}}},
+                    "restart": {"type": "object"},
+                    "captcha": {"type": "object", "properties": {
+                        "field": {"type": "string"},
+                        "image_data": {"type": "string", "format": "uri"}},
+                        "description": "Prefer: captcha-image, on a step refused whose "
+                                       "state shows a captcha (a sign-in's login_failed "
+                                       "used it up): the captcha field's name and its new "
+                                       "image, a data: URL"}}},
     "FieldError": _FIELD_ERROR,
     "ProblemType": {"type": "object", "required": ["error_id", "status", "kind", "messages"],
                     "properties": {

@@ -17,6 +17,7 @@ from engine import (
     RateLimited,
     ReplayDivergence,
     StepOutcome,
+    ValidationFailed,
     jsonio,
     replay,
 )
@@ -26,7 +27,7 @@ from flows.policies import CaptchaPolicy
 from web.clients import IPNetwork, client_of, limit_key, parse_networks
 from web.keys import POOL, REDIS, RUNTIME, SERVICES, SETTINGS
 from web.outages import dependency_of
-from web.problems import HttpProblem, json_response
+from web.problems import HttpProblem, json_response, problem_response
 from web.sessions import (
     TOKEN_PREFERENCE,
     actor_of,
@@ -315,11 +316,33 @@ async def submit(request: web.Request) -> web.Response:
     key = _idempotency_key(request)
     expected = _if_match(request)
     body = await _json_object(request, optional=True)
-    outcome = await request.app[RUNTIME].advance(
-        request.match_info["id"], request.match_info["trigger"], body,
-        idempotency_key=key, expected_version=expected, client=client_address(request),
-        actor=mine[0], also=mine[1:], session=session_ref_of(request))
+    try:
+        outcome = await request.app[RUNTIME].advance(
+            request.match_info["id"], request.match_info["trigger"], body,
+            idempotency_key=key, expected_version=expected, client=client_address(request),
+            actor=mine[0], also=mine[1:], session=session_ref_of(request))
+    except ValidationFailed as refused:
+        # A refused sign-in used its captcha up: a client that prefers the image in the
+        # answer gets the next one in the problem, as it got the first in the start's.
+        image = await _refusal_captcha(request) \
+            if prefers(request, CAPTCHA_PREFERENCE) else None
+        if image is None:
+            raise
+        return problem_response({**refused.problem(), "captcha": image}, request,
+                                headers={"Preference-Applied": CAPTCHA_PREFERENCE})
     return await _instance_response(request, outcome.instance, outcome=outcome)
+
+
+async def _refusal_captcha(request: web.Request) -> dict[str, str] | None:
+    """The captcha field's name and a new image for the step just refused, if the
+    instance's step shows one and an image may be drawn now (``inline_captcha``)."""
+    runtime = request.app[RUNTIME]
+    instance = await runtime.get(request.match_info["id"])
+    view = await runtime.view(instance)
+    if not await inline_captcha(request, instance, view):
+        return None
+    field = next(f for f in view["ui"]["fields"] if f.get("widget") == "captcha")
+    return {"field": field["name"], "image_data": field["image_data"]}
 
 
 @routes.get("/api/flows/{id}/history")

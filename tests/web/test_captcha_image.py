@@ -8,6 +8,7 @@ is one like any other: counted against the limits of images, replaced by the nex
 from __future__ import annotations
 
 import base64
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,58 @@ async def test_a_start_that_asks_brings_the_first_image_and_its_answer_signs_in(
         assert done["state"] == "signed_in"
         assert resp.headers["Preference-Applied"] == "session-token"
         assert done["reply"]["session"]
+
+
+async def test_a_refused_sign_in_brings_the_next_image_and_its_answer_signs_in(
+        platform: Platform) -> None:
+    person = await register(platform)
+    async with platform.another_browser() as client:
+        view = await (await client.post("/api/flows/personal_login", headers=PREFER)).json()
+        [first] = await answers(client, view["id"])
+        submit = f"/api/flows/{view['id']}/events/submit"
+        wrong = {"identifier": person["login"], "password": PASSWORD + "x"}
+        # Without the preference a refusal brings no image (the client asks the address).
+        resp = await client.post(submit, json={**wrong, "captcha": first})
+        assert resp.status == 422
+        assert "captcha" not in await resp.json()
+        assert "Preference-Applied" not in resp.headers
+        assert len(await answers(client, view["id"])) == 1
+        assert (await client.get(f"/api/flows/{view['id']}/captcha")).status == 200
+        second = (await answers(client, view["id"]))[0]
+        # With it, the refusal brings the next image under the captcha field's name.
+        resp = await client.post(submit, headers=PREFER, json={**wrong, "captcha": second})
+        assert resp.status == 422
+        assert resp.headers["Preference-Applied"] == "captcha-image"
+        problem = await resp.json()
+        assert problem["error_id"] == "validation_failed"
+        assert [e["error_id"] for e in problem["errors"]] == ["login_failed"]
+        assert problem["captcha"]["field"] == "captcha"
+        inline_image({"ui": {"fields": [{"widget": "captcha", **problem["captcha"]}]}})
+        drawn = await answers(client, view["id"])
+        assert len(drawn) == 3
+        # Its answer signs in: no request for an image after the refusal.
+        resp = await client.post(submit, headers=PREFER,
+                                 json={**wrong, "password": PASSWORD, "captcha": drawn[0]})
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["state"] == "signed_in"
+
+
+async def test_a_refused_step_past_the_image_limits_is_the_plain_problem(
+        aiohttp_client: Any, gate_app: web.Application) -> None:
+    client = await aiohttp_client(gate_app)
+    iid = (await (await client.post("/api/flows/gate", headers=PREFER)).json())["id"]
+    # A refusal (the captcha missing) brings the instance's second and last image...
+    resp = await client.post(f"/api/flows/{iid}/events/next", headers=PREFER, json={})
+    assert resp.status == 422
+    assert resp.headers["Preference-Applied"] == "captcha-image"
+    assert (await resp.json())["captcha"]["image_data"].startswith("data:image/jpeg")
+    # ...and past the limit the same refusal is the problem alone.
+    resp = await client.post(f"/api/flows/{iid}/events/next", headers=PREFER, json={})
+    assert resp.status == 422
+    problem = await resp.json()
+    assert problem["errors"][0]["field"] == "captcha"
+    assert "captcha" not in problem
+    assert "Preference-Applied" not in resp.headers
 
 
 async def test_without_the_preference_or_in_a_replayed_start_no_image_is_drawn(
@@ -154,7 +207,9 @@ def gate_app(tmp_path: Path, settings: Settings, clock: FrozenClock) -> web.Appl
     path.write_text(GATE_YAML, encoding="utf-8")
     return create_app(Settings(
         database_url=settings.database_url, redis_url=REDIS_URL,
-        redis_prefix=settings.redis_prefix + "gate:", flows_file=str(path),
+        # A prefix of its own per test: the limits of images count per address.
+        redis_prefix=f"{settings.redis_prefix}gate-{uuid.uuid4().hex[:6]}:",
+        flows_file=str(path),
         flow_modules=("flows.policies",), workers=False, log_format="console"),
         clock=clock)
 
