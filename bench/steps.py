@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -429,7 +429,7 @@ async def capture_step(pool: asyncpg.Pool, registry: Registry, flows: FlowSet,
                        n: int, rng: random.Random) -> CapturedStep:
     """Take one real step on instance n and return the two statements it sent."""
     recorder = RecordingPool(pool)
-    runtime = Runtime(PgStore(recorder), SystemClock(), registry, flows)  # type: ignore[arg-type]
+    runtime = Runtime(PgStore(recorder), SystemClock(), registry, flows)
     iid, key = instance_id(n), step_key(rng)
     async with pool.acquire() as conn:
         before = await conn.fetchrow(
@@ -613,7 +613,7 @@ class Measured:
         return self.steps / self.seconds if self.seconds else 0.0
 
 
-Worker = Callable[[Counts, asyncio.Event, random.Random], Awaitable[None]]
+Worker = Callable[[Counts, asyncio.Event, random.Random], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -1070,8 +1070,9 @@ async def run_async(opts: Options) -> dict[str, Any]:
         def cpu_us(kind: str) -> dict[str, float | None]:
             """CPU microseconds per step by process and in total (medians over rounds)."""
             names = list(rounds[0][kind].cores)
-            out = {name: _round(med([r[kind].us_per_step(name) for r in rounds]))
-                   for name in names}
+            out: dict[str, float | None] = {
+                name: _round(med([r[kind].us_per_step(name) for r in rounds]))
+                for name in names}
             out["total"] = _round(med([r[kind].us_per_step() for r in rounds]))
             return out
 
