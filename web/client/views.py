@@ -357,6 +357,14 @@ async def qr_image(request: web.Request) -> web.StreamResponse:
                         headers={"Cache-Control": "no-store"})
 
 
+def _speculative(request: web.Request) -> bool:
+    """Whether the browser loads this ahead of time (``Sec-Purpose: prefetch``, or
+    ``prefetch;prerender``; ``Purpose: prefetch`` of older browsers), not for a person
+    going to it now."""
+    return any("prefetch" in request.headers.get(name, "").lower()
+               for name in ("Sec-Purpose", "Purpose"))
+
+
 async def _step_page(request: web.Request, instance: Instance, *, status: int = 200,
                      errors: list[dict[str, Any]] | None = None,
                      entered: Mapping[str, Any] | None = None,
@@ -370,6 +378,14 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     ``searched``: a field's search results (``web/client/search.py``)."""
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
+    if _speculative(request) and any(f.get("widget") == "captcha"
+                                     for f in view["ui"]["fields"]):
+        # A browser's prefetch or prerender of a step that shows a captcha would draw a
+        # new one, and the one the person is looking at would stop working: refused
+        # (browsers drop a speculative load that is not answered 2xx, and load the
+        # page for real when the person goes to it).
+        return web.Response(status=503, text="not loaded ahead of time",
+                            headers={"Retry-After": "0", "Cache-Control": "no-store"})
     # A captcha's picture in the page itself: the browser need not ask for it (the
     # field's address is for the next one). Past the limits of pictures, the address.
     pictured = await inline_captcha(request, instance, view)

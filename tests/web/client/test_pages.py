@@ -15,7 +15,7 @@ from tests.flows.test_phones import new_account
 from tests.flows.test_verification import new_organisation, sign_in
 from tests.platform import Platform, new_mobile
 from web.client.messages import TEXTS, choose_language
-from web.keys import POOL, RUNTIME
+from web.keys import POOL, RUNTIME, SERVICES
 
 
 def hidden(html: str, name: str) -> str:
@@ -311,6 +311,31 @@ async def test_a_finished_reset_goes_on_to_the_sign_in_form_started_once(
         assert 'action="/flows/' in html
     assert await _started(platform, "personal_login") == before + 1
     assert await _started(platform, "legal_login") == legal_before
+
+
+async def test_a_browser_loading_a_captcha_step_ahead_of_time_draws_none(
+        platform: Platform) -> None:
+    """A prefetch or prerender of a step that shows a captcha is refused before it
+    draws one: the picture the person is looking at keeps working."""
+    iid, _ = await start(platform, "personal_login")
+    resp = await platform.client.get(f"/f/{iid}")
+    assert resp.status == 200
+    answers = await platform.client.get("/sandbox/captchas.json", params={"instance": iid})
+    drawn = [c["answer"] for c in (await answers.json())["captchas"]]
+    shown = drawn[0]  # the newest: the page's
+    for headers in ({"Sec-Purpose": "prefetch"}, {"Sec-Purpose": "prefetch;prerender"},
+                    {"Purpose": "prefetch"}):
+        resp = await platform.client.get(f"/f/{iid}", headers=headers)
+        assert resp.status == 503, headers
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert "data:image" not in await resp.text()
+    answers = await platform.client.get("/sandbox/captchas.json", params={"instance": iid})
+    assert [c["answer"] for c in (await answers.json())["captchas"]] == drawn
+    assert await platform.app[SERVICES].captchas.check(iid, str(shown)) is None
+    # A step with no captcha loads ahead of time as any page does.
+    other, _ = await start(platform, "personal_password_reset")
+    resp = await platform.client.get(f"/f/{other}", headers={"Sec-Purpose": "prefetch"})
+    assert resp.status == 200
 
 
 async def test_the_sign_in_page_holds_its_captcha_and_its_answer_is_the_sandboxs(
