@@ -192,7 +192,8 @@ def _port_near(preferred: int, *, bus: bool = False) -> int:
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     preferred += 100 * int(worker) if worker.isdigit() else 0
-    if not _listening(preferred) and not (bus and _listening(preferred + 10000)):
+    bus_free = not bus or (preferred + 10000 <= 65535 and not _listening(preferred + 10000))
+    if preferred <= 65535 and bus_free and not _listening(preferred):
         return preferred
     while True:
         port = free_port()
