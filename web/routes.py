@@ -151,7 +151,7 @@ async def _instance_response(request: web.Request, instance: Instance, *, status
     applied = []
     if outcome is not None and not outcome.replayed \
             and prefers(request, CAPTCHA_PREFERENCE) \
-            and await inline_captcha(request, instance, body):
+            and await inline_captcha(request, instance, body) is not None:
         applied.append(CAPTCHA_PREFERENCE)
     replies = dict(outcome.replies) if outcome is not None else {}
     token = replies.get("session")
@@ -255,29 +255,34 @@ async def _new_captcha(request: web.Request, instance: Instance) -> bytes:
     return await request.app[SERVICES].captchas.new(instance.id)
 
 
+def captcha_field(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The captcha field of an answer's description, if its step shows one."""
+    return next((f for f in body.get("ui", {}).get("fields", ())
+                 if f.get("widget") == "captcha"), None)
+
+
 async def inline_captcha(request: web.Request, instance: Instance,
-                          body: dict[str, Any]) -> bool:
+                         body: dict[str, Any]) -> dict[str, Any] | None:
     """Put a new image in the captcha field of the answer's description, if it shows
-    one: ``image_data``, a data: URL. False where there is none (a finished instance
-    has none to draw), or no image now: past the limits of images, or with Redis down.
-    The step is taken all the same; the field's ``image`` address then says why (429,
-    503)."""
-    field = next((f for f in body.get("ui", {}).get("fields", ())
-                  if f.get("widget") == "captcha"), None)
+    one: ``image_data``, a data: URL; return that field. None where there is none (a
+    finished instance has none to draw), or no image now: past the limits of images, or
+    with Redis down. The step is taken all the same; the field's ``image`` address then
+    says why (429, 503)."""
+    field = captcha_field(body)
     if field is None or instance.status != "active":
-        return False
+        return None
     try:
         image = await _new_captcha(request, instance)
     except RateLimited:
-        return False
+        return None
     except Exception as exc:
         down = dependency_of(exc)
         if down is None:
             raise
         log.warning("inline_captcha_unavailable", dependency=down)
-        return False
+        return None
     field["image_data"] = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
-    return True
+    return field
 
 
 @routes.get("/api/flows/{id}/captcha")
@@ -338,11 +343,8 @@ async def _refusal_captcha(request: web.Request) -> dict[str, str] | None:
     instance's step shows one and an image may be drawn now (``inline_captcha``)."""
     runtime = request.app[RUNTIME]
     instance = await runtime.get(request.match_info["id"])
-    view = await runtime.view(instance)
-    if not await inline_captcha(request, instance, view):
-        return None
-    field = next(f for f in view["ui"]["fields"] if f.get("widget") == "captcha")
-    return {"field": field["name"], "image_data": field["image_data"]}
+    field = await inline_captcha(request, instance, await runtime.view(instance))
+    return {"field": field["name"], "image_data": field["image_data"]} if field else None
 
 
 @routes.get("/api/flows/{id}/history")

@@ -4,7 +4,9 @@ from flows.yaml, in Chinese and English."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
+
+from flows.identity import CHINA
 
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
@@ -169,10 +171,6 @@ def text(key: str, lang: str, **values: object) -> str:
     return found.format(**values) if values else found
 
 
-# The platform serves the mainland: times are shown in Beijing time (UTC+8 all year).
-BEIJING = timezone(timedelta(hours=8))
-
-
 def local_time(value: str | datetime | None) -> str:
     """A time as a person here reads it: Beijing time, to the minute ("2026-03-01
     17:00"); an ISO text as the API gives it, or a datetime (one without a zone: UTC)."""
@@ -181,7 +179,8 @@ def local_time(value: str | datetime | None) -> str:
     when = datetime.fromisoformat(value) if isinstance(value, str) else value
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")
+    # The platform serves the mainland: Beijing time (UTC+8 all year).
+    return when.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
 
 
 def label(value: Mapping[str, str] | str | None, lang: str, fallback: str = "") -> str:

@@ -34,7 +34,7 @@ from web.client.messages import LANGUAGES, choose_language, label, local_time, t
 from web.keys import CLOCK, RUNTIME, SERVICES, SETTINGS
 from web.oidc import OIDC, hall_of
 from web.policy import PAGE_CSP
-from web.routes import client_address, inline_captcha
+from web.routes import captcha_field, client_address, inline_captcha
 from web.sessions import (
     clear_session_cookie,
     device_cookie,
@@ -378,8 +378,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
     ``searched``: a field's search results (``web/client/search.py``)."""
     runtime = request.app[RUNTIME]
     view = add_links(await runtime.view(instance))
-    if _speculative(request) and any(f.get("widget") == "captcha"
-                                     for f in view["ui"]["fields"]):
+    if _speculative(request) and captcha_field(view) is not None:
         # A browser's prefetch or prerender of a step that shows a captcha would draw a
         # new one, and the one the person is looking at would stop working: refused
         # (browsers drop a speculative load that is not answered 2xx, and load the
@@ -388,7 +387,7 @@ async def _step_page(request: web.Request, instance: Instance, *, status: int = 
                             headers={"Retry-After": "0", "Cache-Control": "no-store"})
     # A captcha's picture in the page itself: the browser need not ask for it (the
     # field's address is for the next one). Past the limits of pictures, the address.
-    pictured = await inline_captcha(request, instance, view)
+    pictured = await inline_captcha(request, instance, view) is not None
     ui = view["ui"]
     errors = errors if errors is not None else view["errors"]
     by_field: dict[str, list[dict[str, Any]]] = {}
